@@ -1,0 +1,241 @@
+"""Intra-class patch swap self-distillation (IPS), the method in one module.
+
+Choi, Jeon, Shukla, Turaga, "Intra-class Patch Swap for Self-Distillation", Neurocomputing 2025
+(arXiv 2505.14124). Training, the web app and the tests import these functions, so what the app shows
+is exactly what the optimiser saw. Pure PyTorch: nothing here imports Gradio.
+
+The method in four steps:
+
+1. ``same_class_partners`` gives every anchor of a mini-batch a random *other* training sample of the same
+   class (the paper's two aligned batches B_a, B_b with y_a[i] == y_b[i], as in CS-KD's pair sampler).
+2. ``patch_swap`` cuts both images into square patches and exchanges a random subset of patch positions
+   between them (the same positions both ways), with probability ``p`` per pair.
+3. The network predicts both swapped views. They hold different amounts of class evidence, so one is
+   predicted more confidently: that view is the *teacher*, the other the *student*.
+4. ``ips_loss`` = cross-entropy on both views + ``kd_weight`` x KL(teacher || student) at temperature T,
+   scaled by T^2, the teacher detached. One network, no extra parameters.
+
+Choices we made where the paper is not specific (all are arguments, these are the defaults):
+
+- Confidence of a view is the softmax probability of the *true* class at T = 1 (not the max probability):
+  the teacher should be the view that holds more evidence for the label both images share.
+  A tie goes to view a.
+- The swap is symmetric: the patch positions taken from b into a are exactly those given from a to b, so
+  the pair together keeps every pixel of the original pair (``mask`` says where).
+- Exactly ``round(ratio * number_of_patches)`` positions are swapped (Python's ``round``, half to even),
+  default ratio 0.5; each pair is swapped with probability ``p`` (default 1.0), otherwise left unchanged.
+- KD term: KL(softmax(teacher / T) || softmax(student / T)) x T^2, mean over pairs, teacher detached;
+  T = 4, weight 1 (the CS-KD and RepDistiller conventions). Cross-entropy is the mean over both views.
+- Partners are drawn uniformly from the whole training set, never the anchor itself unless its class
+  has a single sample.
+
+The CS-KD peer (Yun et al., CVPR 2020) is ``cskd_loss``: the same pairs, no swap, cross-entropy on the
+anchor and KL from the detached partner prediction to the anchor's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ClassIndex",
+    "DistillLoss",
+    "IPSLoss",
+    "build_class_index",
+    "cskd_loss",
+    "ips_loss",
+    "patch_swap",
+    "same_class_partners",
+    "swap_count",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Same-class partners
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassIndex:
+    """Dataset indices grouped by class, so partners are drawn with index arithmetic, not loops.
+
+    ``sorted_indices[offsets[c] : offsets[c] + counts[c]]`` are the dataset indices of class ``c``;
+    ``rank[i]`` is where dataset index ``i`` sits inside its class group.
+    """
+
+    labels: Tensor  # [N] long, the label of every dataset index
+    sorted_indices: Tensor  # [N] long, dataset indices sorted by class (stable)
+    offsets: Tensor  # [K] long, start of each class in sorted_indices
+    counts: Tensor  # [K] long, samples per class
+    rank: Tensor  # [N] long, position of each dataset index within its class group
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.counts.numel())
+
+    def to(self, device: torch.device | str) -> ClassIndex:
+        return ClassIndex(*(t.to(device) for t in (self.labels, self.sorted_indices, self.offsets,
+                                                    self.counts, self.rank)))
+
+
+def build_class_index(labels: Tensor, num_classes: int | None = None) -> ClassIndex:
+    """Group a dataset's labels by class once, so that every later partner draw is O(batch)."""
+    labels = torch.as_tensor(labels).long().flatten()
+    if labels.numel() == 0:
+        raise ValueError("build_class_index needs at least one label")
+    if int(labels.min()) < 0:
+        raise ValueError("labels must be non-negative class indices")
+    k = int(labels.max()) + 1 if num_classes is None else num_classes
+    counts = torch.bincount(labels, minlength=k)
+    offsets = torch.cumsum(counts, 0) - counts
+    sorted_indices = torch.argsort(labels, stable=True)
+    rank = torch.empty_like(labels)
+    rank[sorted_indices] = torch.arange(labels.numel(), device=labels.device) - offsets[labels[sorted_indices]]
+    return ClassIndex(labels, sorted_indices, offsets, counts, rank)
+
+
+def same_class_partners(anchors: Tensor, class_index: ClassIndex,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """For each anchor (a dataset index), a random other dataset index of the same class.
+
+    Draws uniformly among the ``count - 1`` other members of the class by drawing a slot in
+    ``[0, count - 2]`` and skipping the anchor's own slot. An anchor whose class has one sample
+    partners itself. ``generator`` must live on the anchors' device.
+    """
+    anchors = anchors.long()
+    cls = class_index.labels[anchors]
+    count = class_index.counts[cls]
+    others = (count - 1).clamp(min=1)
+    slot = (torch.rand(anchors.shape, generator=generator, device=anchors.device) * others).long()
+    slot = torch.minimum(slot, others - 1)  # guards the float edge case rand * n == n
+    own = class_index.rank[anchors]
+    slot = slot + (slot >= own).long()
+    partners = class_index.sorted_indices[class_index.offsets[cls] + slot.clamp(max=count - 1)]
+    return torch.where(count > 1, partners, anchors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Patch swap
+# --------------------------------------------------------------------------------------------------
+def swap_count(ratio: float, num_patches: int) -> int:
+    """How many patch positions a swapped pair exchanges: ``round(ratio * num_patches)``."""
+    return int(round(ratio * num_patches))
+
+
+def _check_swap_args(a: Tensor, b: Tensor, patch_size: int, ratio: float, p: float) -> None:
+    if a.dim() != 4 or a.shape != b.shape:
+        raise ValueError(f"patch_swap needs two batches of the same shape [B, C, H, W]; "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    h, w = a.shape[-2:]
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer; got {patch_size!r}")
+    if h % patch_size or w % patch_size:
+        divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+        raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
+                         f"allowed patch sizes: {divisors}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"swap ratio must be in [0, 1] (the fraction of patches exchanged); got {ratio}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"swap probability p must be in [0, 1]; got {p}")
+
+
+def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: float = 1.0,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Exchange a random subset of square patches between two batches of same-class images.
+
+    Each image is cut into (H / patch_size) x (W / patch_size) patches. With probability ``p`` a pair
+    exchanges exactly ``round(ratio * number_of_patches)`` randomly chosen patch positions (the same
+    positions both ways); other pairs stay unchanged. Batched, on the inputs' device and dtype, no Python
+    loop over samples; deterministic given ``generator`` (which must live on the inputs' device).
+
+    Returns ``(a_swapped, b_swapped, mask)`` with ``mask`` bool [B, H / patch_size, W / patch_size],
+    True where a patch was exchanged.
+    """
+    _check_swap_args(a, b, patch_size, ratio, p)
+    batch, _, h, w = a.shape
+    gh, gw = h // patch_size, w // patch_size
+    k = swap_count(ratio, gh * gw)
+    # Both draws always happen so the random stream does not depend on ratio or p.
+    scores = torch.rand(batch, gh * gw, generator=generator, device=a.device)
+    selected = torch.rand(batch, generator=generator, device=a.device) < p
+    mask = torch.zeros(batch, gh * gw, dtype=torch.bool, device=a.device)
+    if k > 0:
+        mask.scatter_(1, scores.topk(k, dim=1).indices, True)
+    mask = (mask & selected[:, None]).view(batch, gh, gw)
+    pixels = (mask[:, None, :, None, :, None]
+              .expand(batch, 1, gh, patch_size, gw, patch_size)
+              .reshape(batch, 1, h, w))
+    return torch.where(pixels, b, a), torch.where(pixels, a, b), mask
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistillLoss:
+    """A self-distillation loss and its parts; ``total`` is what training back-propagates."""
+
+    total: Tensor  # scalar
+    ce: Tensor  # scalar
+    kd: Tensor  # scalar, mean of kd_per_pair (before kd_weight)
+    kd_per_pair: Tensor  # [B], KL x T^2 per pair
+
+
+@dataclass(frozen=True)
+class IPSLoss(DistillLoss):
+    """The IPS loss, plus what decided it per pair (the app shows these)."""
+
+    teacher_is_a: Tensor  # [B] bool
+    confidence_a: Tensor  # [B], true-class probability of view a at T = 1
+    confidence_b: Tensor  # [B]
+
+
+def _kl_per_pair(teacher_logits: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) x T^2 per row; the teacher is detached."""
+    teacher_log_p = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    student_log_p = F.log_softmax(student_logits / temperature, dim=1)
+    kl = (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(dim=1)
+    return kl * temperature**2
+
+
+def _check_loss_args(logits_a: Tensor, logits_b: Tensor, targets: Tensor, temperature: float) -> None:
+    if logits_a.shape != logits_b.shape or logits_a.dim() != 2 or targets.shape != logits_a.shape[:1]:
+        raise ValueError(f"expected logits [B, K], [B, K] and targets [B]; got {tuple(logits_a.shape)}, "
+                         f"{tuple(logits_b.shape)} and {tuple(targets.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive; got {temperature}")
+
+
+def ips_loss(logits_a: Tensor, logits_b: Tensor, targets: Tensor, temperature: float = 4.0,
+             kd_weight: float = 1.0) -> IPSLoss:
+    """Cross-entropy on both swapped views + KL from the more confident view to the other.
+
+    The teacher of a pair is the view with the higher true-class probability at T = 1 (tie: view a).
+    ``total = ce + kd_weight * kd`` with ``ce`` the mean of the two views' cross-entropies and ``kd`` the
+    mean over pairs of KL(teacher || student) x T^2; no KD gradient reaches the teacher's logits.
+    """
+    _check_loss_args(logits_a, logits_b, targets, temperature)
+    with torch.no_grad():
+        confidence_a = F.softmax(logits_a.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        confidence_b = F.softmax(logits_b.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        teacher_is_a = confidence_a >= confidence_b
+    choose_a = teacher_is_a[:, None]
+    teacher = torch.where(choose_a, logits_a, logits_b)
+    student = torch.where(choose_a, logits_b, logits_a)
+    kd_per_pair = _kl_per_pair(teacher, student, temperature)
+    ce = 0.5 * (F.cross_entropy(logits_a, targets) + F.cross_entropy(logits_b, targets))
+    kd = kd_per_pair.mean()
+    return IPSLoss(total=ce + kd_weight * kd, ce=ce, kd=kd, kd_per_pair=kd_per_pair,
+                   teacher_is_a=teacher_is_a, confidence_a=confidence_a, confidence_b=confidence_b)
+
+
+def cskd_loss(logits_anchor: Tensor, logits_partner: Tensor, targets: Tensor, temperature: float = 4.0,
+              kd_weight: float = 1.0) -> DistillLoss:
+    """CS-KD: cross-entropy on the anchor + KL(partner || anchor) x T^2, the partner detached."""
+    _check_loss_args(logits_anchor, logits_partner, targets, temperature)
+    kd_per_pair = _kl_per_pair(logits_partner, logits_anchor, temperature)
+    ce = F.cross_entropy(logits_anchor, targets)
+    kd = kd_per_pair.mean()
+    return DistillLoss(total=ce + kd_weight * kd, ce=ce, kd=kd, kd_per_pair=kd_per_pair)

@@ -1,0 +1,187 @@
+"""The training CLI: run folders, determinism, signals, bad arguments, and the evaluate CLI."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.checkpoints import load_checkpoint
+from explorer.data import load_dataset
+from explorer.evaluate import classification_metrics, predict_logits
+from explorer.train import default_patch_size, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _read_run(run_dir: Path):
+    config = json.loads((run_dir / "config.json").read_text())
+    status = json.loads((run_dir / "status.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return config, status, records
+
+
+def _spawn(args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "explorer.train", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["ce", "cskd", "ips"])
+def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
+    code = main(["--dataset", "digits", "--method", method, "--epochs", "1", "--out", str(tmp_path),
+                 "--run-id", "r", "--log-every", "3"])
+    assert code == 0
+    run_dir = tmp_path / "r"
+    config, status, records = _read_run(run_dir)
+    assert config["method"] == method and config["dataset"] == "digits" and config["epochs"] == 1
+    assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == "cpu"
+    assert config["images_per_step"] == (128 if method == "ce" else 256) and config["steps_per_epoch"] == 12
+    assert "explorer.train" in config["command"] and "--method " + method in config["command"]
+    assert status["state"] == "finished" and status["progress"] == 1.0 and status["step"] == 12
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["step"] for r in steps] == [3, 6, 9, 12] and len(epochs) == 1
+    for key in ("loss", "ce", "kd", "train_accuracy", "test_accuracy", "test_nll", "test_ece", "lr",
+                "images_per_s", "elapsed"):
+        assert key in epochs[0]
+    assert (epochs[0]["kd"] > 0) == (method != "ce")
+    assert epochs[0]["test_accuracy"] > 0.3  # one epoch on 8x8 digits is well above chance (0.1)
+    # the run folder is a checkpoint whose card holds the test metrics it reproduces
+    ckpt = load_checkpoint(run_dir)
+    ds = load_dataset("digits")
+    metrics = classification_metrics(predict_logits(ckpt.model, ds, ds.test_images), ds.test_labels)
+    assert metrics["accuracy"] == pytest.approx(epochs[0]["test_accuracy"], abs=1e-6)
+    assert ckpt.card["test_metrics"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert ckpt.card["method"] == method and ckpt.card["hyperparameters"]["patch_size"] == 2
+    assert json.loads((run_dir / "card.json").read_text()) == ckpt.card
+
+
+def test_same_seed_same_run(tmp_path):
+    args = ["--dataset", "digits", "--method", "ips", "--epochs", "1", "--out", str(tmp_path)]
+    assert main([*args, "--run-id", "a"]) == 0 and main([*args, "--run-id", "b"]) == 0
+    assert main([*args, "--run-id", "c", "--seed", "1"]) == 0
+    acc = {r: _read_run(tmp_path / r)[2][-1]["test_nll"] for r in "abc"}
+    assert acc["a"] == acc["b"] and acc["a"] != acc["c"]
+
+
+def test_equal_compute_halves_the_pairs(tmp_path):
+    assert main(["--dataset", "digits", "--method", "ips", "--epochs", "1", "--equal-compute", "--batch-size", "64",
+                 "--out", str(tmp_path), "--run-id", "eq"]) == 0
+    config, _, _ = _read_run(tmp_path / "eq")
+    assert config["anchors_per_step"] == 32 and config["images_per_step"] == 64
+
+
+def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
+    assert default_patch_size((28, 28)) == 7
+    assert default_patch_size((32, 32)) == 8
+    assert default_patch_size((8, 8)) == 2
+    assert default_patch_size((30, 20)) == 5
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--swap-ratio", "2"], r"--swap-ratio must be in \[0, 1\]; got 2.0"),
+    (["--swap-prob", "-1"], r"--swap-prob must be in \[0, 1\]"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--method", "mixup"], "invalid choice: 'mixup'"),
+    (["--epochs", "many"], "invalid int value: 'many'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--run-id", "../escape"], "--run-id may hold letters"),
+    (["--temperature", "0"], "--temperature must be positive"),
+    (["--equal-compute", "--batch-size", "33"], "--equal-compute needs an even --batch-size"),
+    (["--dataset", "digits", "--patch-size", "3"], r"--patch-size 3 does not divide the 8x8 images of digits; allowed: \[1, 2, 4, 8\]"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar10 was not found under /nonexistent"),
+    (["--dataset", "digits", "--model", "no_such_net"], "unknown model 'no_such_net'"),
+    (["--device", "cuda:7"], "cuda"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, capsys, args, message):
+    assert main(["--out", str(tmp_path), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("explorer.train: error: ")
+    assert re.search(message, lines[0]), lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written for a run that never started
+
+
+def test_bad_argument_exit_code_of_the_real_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "explorer.train", "--out", str(tmp_path), "--swap-ratio", "1.5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "explorer.train: error: --swap-ratio must be in [0, 1]; got 1.5\n"
+
+
+def test_non_finite_loss_fails_the_run(tmp_path):
+    code = main(["--dataset", "digits", "--method", "ce", "--epochs", "1", "--lr", "1e30", "--out", str(tmp_path),
+                 "--run-id", "nan", "--log-every", "2"])
+    assert code == 1
+    _, status, _ = _read_run(tmp_path / "nan")
+    assert status["state"] == "failed" and "non-finite" in status["message"] and "--lr" in status["message"]
+
+
+def _wait_for(predicate, timeout=90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _status_after_first_checkpoint(run_dir: Path):
+    try:
+        return (run_dir / "model.safetensors").exists() and json.loads((run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_sigkill_mid_training_leaves_readable_files(tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = _spawn(["--dataset", "digits", "--epochs", "200", "--log-every", "1", "--out", str(tmp_path),
+                   "--run-id", "killed"])
+    try:
+        _wait_for(lambda: _status_after_first_checkpoint(run_dir))
+        time.sleep(0.3)  # deep inside the writes of later steps
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    config, status, records = _read_run(run_dir)  # every JSON file parses
+    assert status["state"] == "running" and 0 < status["progress"] < 1
+    assert records and all("step" in r for r in records)
+    assert load_checkpoint(run_dir).card["epoch"] >= 1
+
+
+def test_sigterm_cancels_cleanly_and_keeps_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "stopped"
+    proc = _spawn(["--dataset", "digits", "--epochs", "200", "--out", str(tmp_path), "--run-id", "stopped"])
+    try:
+        _wait_for(lambda: _status_after_first_checkpoint(run_dir))
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert code == 128 + signal.SIGTERM
+    _, status, _ = _read_run(run_dir)
+    assert status["state"] == "cancelled" and "checkpoint" in status["message"]
+    assert load_checkpoint(run_dir).card["epoch"] >= 1
+
+
+def test_evaluate_cli_prints_the_card_metrics(tmp_path):
+    assert main(["--dataset", "digits", "--method", "ce", "--epochs", "1", "--out", str(tmp_path),
+                 "--run-id", "e"]) == 0
+    proc = subprocess.run([sys.executable, "-m", "explorer.evaluate", str(tmp_path / "e"), "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    card = load_checkpoint(tmp_path / "e").card
+    assert result["n"] == 359 and result["accuracy"] == pytest.approx(card["test_metrics"]["accuracy"], abs=1e-6)
+    assert result["ece"] == pytest.approx(card["test_metrics"]["ece"], abs=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "explorer.evaluate", str(tmp_path / "e"), "--dataset", "cifar10",
+                          "--data-root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cifar10 was not found" in bad.stderr
