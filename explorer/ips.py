@@ -35,7 +35,7 @@ anchor and KL from the detached partner prediction to the anchor's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -61,23 +61,25 @@ __all__ = [
 class ClassIndex:
     """Dataset indices grouped by class, so partners are drawn with index arithmetic, not loops.
 
-    ``sorted_indices[offsets[c] : offsets[c] + counts[c]]`` are the dataset indices of class ``c``;
-    ``rank[i]`` is where dataset index ``i`` sits inside its class group.
+    The members of class ``c`` are ``sorted_indices[offsets[c] : offsets[c] + counts[c]]``. Per dataset index
+    ``i``: ``rank[i]`` is its slot inside its class group, ``group_start[i]`` and ``group_size[i]`` where that
+    group starts and how long it is (precomputed so a partner draw costs a handful of tensor ops).
     """
 
     labels: Tensor  # [N] long, the label of every dataset index
     sorted_indices: Tensor  # [N] long, dataset indices sorted by class (stable)
     offsets: Tensor  # [K] long, start of each class in sorted_indices
     counts: Tensor  # [K] long, samples per class
-    rank: Tensor  # [N] long, position of each dataset index within its class group
+    rank: Tensor  # [N] long, slot of each dataset index within its class group
+    group_start: Tensor  # [N] long, offsets[labels]
+    group_size: Tensor  # [N] long, counts[labels]
 
     @property
     def num_classes(self) -> int:
         return int(self.counts.numel())
 
     def to(self, device: torch.device | str) -> ClassIndex:
-        return ClassIndex(*(t.to(device) for t in (self.labels, self.sorted_indices, self.offsets,
-                                                    self.counts, self.rank)))
+        return ClassIndex(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def build_class_index(labels: Tensor, num_classes: int | None = None) -> ClassIndex:
@@ -93,32 +95,33 @@ def build_class_index(labels: Tensor, num_classes: int | None = None) -> ClassIn
     sorted_indices = torch.argsort(labels, stable=True)
     rank = torch.empty_like(labels)
     rank[sorted_indices] = torch.arange(labels.numel(), device=labels.device) - offsets[labels[sorted_indices]]
-    return ClassIndex(labels, sorted_indices, offsets, counts, rank)
+    return ClassIndex(labels, sorted_indices, offsets, counts, rank, offsets[labels], counts[labels])
 
 
 def same_class_partners(anchors: Tensor, class_index: ClassIndex,
                         generator: torch.Generator | None = None) -> Tensor:
     """For each anchor (a dataset index), a random other dataset index of the same class.
 
-    Draws uniformly among the ``count - 1`` other members of the class by drawing a slot in
-    ``[0, count - 2]`` and skipping the anchor's own slot. An anchor whose class has one sample
-    partners itself. ``generator`` must live on the anchors' device.
+    Inside the anchor's class group of size n, the partner sits ``1 + r`` slots after the anchor (cyclically)
+    with ``r`` uniform in ``[0, n - 2]``: every other member is equally likely and the anchor itself never
+    drawn. A class with one sample gives n = 1, r = 0 and the anchor partners itself.
+    ``generator`` must live on the anchors' device.
     """
     anchors = anchors.long()
-    cls = class_index.labels[anchors]
-    count = class_index.counts[cls]
-    others = (count - 1).clamp(min=1)
-    slot = (torch.rand(anchors.shape, generator=generator, device=anchors.device) * others).long()
-    slot = torch.minimum(slot, others - 1)  # guards the float edge case rand * n == n
-    own = class_index.rank[anchors]
-    slot = slot + (slot >= own).long()
-    partners = class_index.sorted_indices[class_index.offsets[cls] + slot.clamp(max=count - 1)]
-    return torch.where(count > 1, partners, anchors)
+    size = class_index.group_size[anchors]
+    # float64: rand() * (n - 1) stays below n - 1 for any realistic n, so no clamp is needed
+    offset = (torch.rand(anchors.shape, generator=generator, device=anchors.device, dtype=torch.float64)
+              * (size - 1)).long() + 1
+    slot = (class_index.rank[anchors] + offset) % size
+    return class_index.sorted_indices[class_index.group_start[anchors] + slot]
 
 
 # --------------------------------------------------------------------------------------------------
 # Patch swap
 # --------------------------------------------------------------------------------------------------
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def swap_count(ratio: float, num_patches: int) -> int:
     """How many patch positions a swapped pair exchanges: ``round(ratio * num_patches)``."""
     return int(round(ratio * num_patches))
@@ -159,15 +162,18 @@ def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: flo
     k = swap_count(ratio, gh * gw)
     # Both draws always happen so the random stream does not depend on ratio or p.
     scores = torch.rand(batch, gh * gw, generator=generator, device=a.device)
-    selected = torch.rand(batch, generator=generator, device=a.device) < p
+    selected = torch.rand(batch, 1, generator=generator, device=a.device) < p
     mask = torch.zeros(batch, gh * gw, dtype=torch.bool, device=a.device)
     if k > 0:
         mask.scatter_(1, scores.topk(k, dim=1).indices, True)
-    mask = (mask & selected[:, None]).view(batch, gh, gw)
-    pixels = (mask[:, None, :, None, :, None]
-              .expand(batch, 1, gh, patch_size, gw, patch_size)
-              .reshape(batch, 1, h, w))
-    return torch.where(pixels, b, a), torch.where(pixels, a, b), mask
+    mask = (mask & selected).view(batch, gh, gw)
+    # Branch-free exact select on the raw bits: with m all-ones where swapped, a ^ ((a ^ b) & m) is b there and a
+    # elsewhere, for any dtype (floats, NaNs included). It is about twice as fast as two torch.where on the CPU.
+    bits = _SAME_SIZE_INT[a.element_size()]
+    m = mask.to(bits).neg_().repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
+    a_bits, b_bits = a.view(bits), b.view(bits)
+    diff = (a_bits ^ b_bits) & m
+    return (a_bits ^ diff).view(a.dtype), (b_bits ^ diff).view(b.dtype), mask
 
 
 # --------------------------------------------------------------------------------------------------

@@ -55,11 +55,11 @@ from explorer.checkpoints import atomic_write_text, save_checkpoint
 from explorer.data import Dataset, DatasetError, augment, load_dataset
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ips import build_class_index, cskd_loss, ips_loss, patch_swap, same_class_partners
+from explorer.ips import ClassIndex, build_class_index, cskd_loss, ips_loss, patch_swap, same_class_partners
 from explorer.models import ModelError, build_model
 
-__all__ = ["METHODS", "ConfigError", "TrainConfig", "default_patch_size", "main", "parse_config",
-           "to_argv", "validate_config"]
+__all__ = ["METHODS", "AnchorStream", "ConfigError", "TrainConfig", "default_patch_size", "main", "method_loss",
+           "parse_config", "run", "to_argv", "validate_config"]
 
 METHODS = ("ce", "cskd", "ips")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -192,8 +192,19 @@ def default_patch_size(image_size: tuple[int, int]) -> int:
     return max(d for d in range(1, max(1, min(h, w) // 4) + 1) if h % d == 0 and w % d == 0)
 
 
-def validate_config(cfg: TrainConfig, dataset: Dataset) -> None:
-    """Checks that need the dataset: the patch size must divide the image size."""
+def step_anchors(cfg: TrainConfig) -> int:
+    """Anchors drawn per optimiser step: B, or B/2 pairs for CS-KD and IPS with ``--equal-compute``."""
+    return cfg.batch_size // 2 if (cfg.method != "ce" and cfg.equal_compute) else cfg.batch_size
+
+
+def validate_config(cfg: TrainConfig, dataset: Dataset, world_size: int = 1) -> None:
+    """Checks that need the dataset or the process count: the patch size must divide the image size, and
+    under DistributedDataParallel every process must get an equal slice of the anchors."""
+    anchors = step_anchors(cfg)
+    if anchors % world_size:
+        halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
+        raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "
+                          f"over {world_size} processes; pick a --batch-size that does")
     h, w = dataset.image_size
     if cfg.method == "ips" and cfg.patch_size and (h % cfg.patch_size or w % cfg.patch_size):
         allowed = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
@@ -249,8 +260,8 @@ class AnchorStream:
         return batch
 
 
-def _method_loss(cfg: TrainConfig, model: nn.Module, dataset: Dataset, anchors: Tensor, class_index,
-                 patch_size: int, generator: torch.Generator, shard: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def method_loss(cfg: TrainConfig, model: nn.Module, dataset: Dataset, anchors: Tensor, class_index: ClassIndex,
+                patch_size: int, generator: torch.Generator, shard: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One step's (loss, ce, kd, number correct on view a) for the configured method.
 
     All random draws are made for the whole global batch and ``shard`` picks this process's part, so a
@@ -346,10 +357,8 @@ def run(cfg: TrainConfig) -> int:
             if device.type == "cuda":
                 device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(device)
-            if cfg.batch_size % world:
-                raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
         dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
-        validate_config(cfg, dataset)
+        validate_config(cfg, dataset, world)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)
     except (ConfigError, DatasetError, ModelError, ValueError) as exc:
@@ -365,9 +374,9 @@ def run(cfg: TrainConfig) -> int:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     anchors_stream = AnchorStream(len(dataset.train_labels), generator, device)
     paired = cfg.method != "ce"
-    anchors_per_step = cfg.batch_size // 2 if (paired and cfg.equal_compute) else cfg.batch_size
+    anchors_per_step = step_anchors(cfg)
     images_per_step = anchors_per_step * (2 if paired else 1)
-    shard_size = anchors_per_step // world if distributed else anchors_per_step
+    shard_size = anchors_per_step // world
     shard = slice(rank * shard_size, (rank + 1) * shard_size) if distributed else slice(None)
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -413,7 +422,7 @@ def run(cfg: TrainConfig) -> int:
                     if stop_requested(device, distributed):
                         raise _Cancelled()
                     anchors = anchors_stream.next(anchors_per_step)
-                    loss, ce, kd, correct = _method_loss(cfg, model, dataset, anchors, class_index, patch_size,
+                    loss, ce, kd, correct = method_loss(cfg, model, dataset, anchors, class_index, patch_size,
                                                          generator, shard)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -426,6 +435,9 @@ def run(cfg: TrainConfig) -> int:
                     sums += torch.cat([parts, correct.float()[None]])
                     progress.update(1)
                     if step % cfg.log_every == 0 or step == total_steps:
+                        if distributed:  # the mean over every shard: the logged loss and the non-finite verdict
+                            dist.all_reduce(window)  # are then the same on all ranks, which stop together
+                            window /= world
                         mean = (window / window_steps).tolist()
                         if not all(math.isfinite(v) for v in mean):
                             raise _NonFinite(f"the loss became non-finite ({mean[0]}) at epoch {epoch}, step {step}; "
@@ -442,6 +454,9 @@ def run(cfg: TrainConfig) -> int:
                         window_start, window_steps = time.perf_counter(), 0
 
                 # ---- end of epoch: test metrics, checkpoint, one line ----
+                if distributed:  # loss, ce, kd averaged and correct answers summed over every shard
+                    dist.all_reduce(sums)
+                    sums[:3] /= world
                 if is_main:
                     loss_sum, ce_sum, kd_sum, correct_sum = sums.tolist()
                     test = classification_metrics(predict_logits(bare_model, dataset, dataset.test_images),
@@ -449,7 +464,7 @@ def run(cfg: TrainConfig) -> int:
                     elapsed = time.perf_counter() - start
                     record = {"kind": "epoch", "epoch": epoch, "step": step, "loss": loss_sum / steps_per_epoch,
                               "ce": ce_sum / steps_per_epoch, "kd": kd_sum / steps_per_epoch,
-                              "train_accuracy": correct_sum / (steps_per_epoch * shard_size),
+                              "train_accuracy": correct_sum / (steps_per_epoch * anchors_per_step),
                               **{f"test_{k}": v for k, v in test.items()}, "lr": scheduler.get_last_lr()[0],
                               "images_per_s": step * images_per_step / elapsed, "elapsed": elapsed}
                     log(record)

@@ -81,13 +81,21 @@ def test_swap_is_deterministic_under_a_generator_and_varies_without():
     assert not torch.equal(first[2], other[2])
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.bfloat16, torch.float16, torch.float64])
 def test_swap_keeps_dtype(dtype):
     a = torch.zeros(4, 1, 8, 8, dtype=dtype)
     b = torch.full((4, 1, 8, 8), 7, dtype=dtype)
     a2, b2, _ = patch_swap(a, b, 2, 0.5, generator=torch.Generator().manual_seed(0))
     assert a2.dtype == dtype and b2.dtype == dtype
-    assert (a2 == 7).sum() == (b2 == 0).sum() == 4 * 8 * 4
+    assert (a2 == b[0, 0, 0, 0]).sum() == (b2 == 0).sum() == 4 * 8 * 4
+
+
+def test_swap_moves_special_float_values_exactly():
+    a = torch.tensor([float("nan"), float("inf"), -0.0, 1e-45]).view(1, 1, 2, 2)
+    b = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    a2, b2, mask = patch_swap(a, b, 1, 1.0)
+    assert mask.all() and torch.equal(a2, b)
+    assert torch.equal(b2.view(torch.int32), a.view(torch.int32))  # bit-exact, NaN and -0.0 included
 
 
 @pytest.mark.parametrize("kwargs,message", [
