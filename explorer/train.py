@@ -79,7 +79,7 @@ class TrainConfig:
     method: str = "ips"
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float = 0.1
     weight_decay: float = 5e-4
     seed: int = 0
     patch_size: int = 0  # 0: auto, the largest divisor of the image side that is <= side / 4 (a 4x4 grid or finer)
@@ -168,13 +168,15 @@ def _check_ranges(cfg: TrainConfig) -> None:
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1; got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2; got {cfg.batch_size}"),
-        (not (cfg.equal_compute and cfg.batch_size % 2), f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
+        (not (cfg.equal_compute and cfg.batch_size % 2),
+         f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
         (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number; got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
         (cfg.patch_size >= 0, f"--patch-size must be >= 0 (0: auto); got {cfg.patch_size}"),
         (0 <= cfg.swap_ratio <= 1, f"--swap-ratio must be in [0, 1]; got {cfg.swap_ratio}"),
         (0 <= cfg.swap_prob <= 1, f"--swap-prob must be in [0, 1]; got {cfg.swap_prob}"),
-        (cfg.temperature > 0 and math.isfinite(cfg.temperature), f"--temperature must be positive; got {cfg.temperature}"),
+        (cfg.temperature > 0 and math.isfinite(cfg.temperature),
+         f"--temperature must be positive; got {cfg.temperature}"),
         (cfg.kd_weight >= 0 and math.isfinite(cfg.kd_weight), f"--kd-weight must be >= 0; got {cfg.kd_weight}"),
         (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
         (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
@@ -445,8 +447,8 @@ def run(cfg: TrainConfig) -> int:
                         seconds = time.perf_counter() - window_start
                         speed = window_steps * images_per_step / seconds
                         eta = (total_steps - step) * seconds / window_steps
-                        log({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1], "kd": mean[2],
-                             "lr": scheduler.get_last_lr()[0], "images_per_s": speed,
+                        log({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
+                             "kd": mean[2], "lr": scheduler.get_last_lr()[0], "images_per_s": speed,
                              "elapsed": time.perf_counter() - start})
                         status("running", step, f"epoch {epoch}/{cfg.epochs}", images_per_s=speed, eta_s=eta)
                         progress.set_postfix(loss=f"{mean[0]:.3f}", refresh=False)

@@ -1,0 +1,99 @@
+"""A multi-seed comparison of the methods, written as the README's results table.
+
+    python -m explorer.study --out runs/study --seeds 0 1 2
+
+runs every setting of ``SETTINGS`` for every seed through the training CLI (one process per run, so the
+numbers are exactly what ``python -m explorer.train`` gives), skips runs that already finished (a study can be
+stopped and resumed), and prints a Markdown table: one row per method x setting x seed with the final test
+accuracy, NLL and ECE, and one mean +- std row per method x setting. ``--only`` picks settings by label.
+Extra arguments after ``--`` go to every run (e.g. ``-- --dataset digits``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["SETTINGS", "summarise", "main"]
+
+# (label, training arguments). The equal-compute pair: CE with twice the epochs, and IPS with --equal-compute.
+SETTINGS: list[tuple[str, list[str]]] = [
+    ("ce 30 ep", ["--method", "ce", "--epochs", "30"]),
+    ("cskd 30 ep", ["--method", "cskd", "--epochs", "30"]),
+    ("ips 30 ep", ["--method", "ips", "--epochs", "30"]),
+    ("ce 60 ep (= compute of pairs at 30)", ["--method", "ce", "--epochs", "60"]),
+    ("ips 30 ep --equal-compute", ["--method", "ips", "--epochs", "30", "--equal-compute"]),
+]
+
+
+def _run_id(label: str, seed: int) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in label.split(" (")[0]).strip("-")
+    return f"{'-'.join(filter(None, slug.split('-')))}-s{seed}"
+
+
+def _final(run_dir: Path) -> dict | None:
+    try:
+        if json.loads((run_dir / "status.json").read_text())["state"] != "finished":
+            return None
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["kind"] == "epoch"][-1]
+    except (FileNotFoundError, KeyError, IndexError, json.JSONDecodeError):
+        return None
+
+
+def _mean_std(records: list[dict], key: str, scale: float, digits: int) -> str:
+    values = [scale * r[key] for r in records]
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summarise(out: Path, labels: list[str], seeds: list[int]) -> str:
+    """The Markdown table of the finished runs under ``out``."""
+    rows = ["| method x setting | seed | test acc (%) | test NLL | test ECE (%) |", "|---|---|---|---|---|"]
+    for label in labels:
+        finals = {s: _final(out / _run_id(label, s)) for s in seeds}
+        done = {s: r for s, r in finals.items() if r is not None}
+        for seed, r in done.items():
+            rows.append(f"| {label} | {seed} | {100 * r['test_accuracy']:.2f} | {r['test_nll']:.4f} | "
+                        f"{100 * r['test_ece']:.2f} |")
+        if len(done) >= 2:
+            finished = list(done.values())
+            rows.append(f"| **{label}** | mean ± std ({len(done)}) | **{_mean_std(finished, 'test_accuracy', 100, 2)}** "
+                        f"| {_mean_std(finished, 'test_nll', 1, 4)} | {_mean_std(finished, 'test_ece', 100, 2)} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    parser = argparse.ArgumentParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/study")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", help="labels (or label prefixes) of the settings to run")
+    parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    args = parser.parse_args(argv)
+    settings = [(lab, a) for lab, a in SETTINGS if not args.only or any(lab.startswith(o) for o in args.only)]
+    out = Path(args.out)
+    if not args.table_only:
+        for label, train_args in settings:
+            for seed in args.seeds:
+                run_id = _run_id(label, seed)
+                if _final(out / run_id) is not None:
+                    continue
+                print(f"== {label}, seed {seed} -> {out / run_id}", flush=True)
+                cmd = [sys.executable, "-m", "explorer.train", *train_args, "--seed", str(seed), "--out", str(out),
+                       "--run-id", run_id, *extra]
+                if subprocess.run(cmd).returncode != 0:
+                    print(f"explorer.study: run {run_id} did not finish; see {out / run_id}", file=sys.stderr)
+                    return 1
+    print(summarise(out, [lab for lab, _ in settings], args.seeds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
