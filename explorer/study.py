@@ -61,7 +61,8 @@ def summarise(out: Path, labels: list[str], seeds: list[int]) -> str:
                         f"{100 * r['test_ece']:.2f} |")
         if len(done) >= 2:
             finished = list(done.values())
-            rows.append(f"| **{label}** | mean ± std ({len(done)}) | **{_mean_std(finished, 'test_accuracy', 100, 2)}** "
+            accuracy = _mean_std(finished, "test_accuracy", 100, 2)
+            rows.append(f"| **{label}** | mean ± std ({len(done)}) | **{accuracy}** "
                         f"| {_mean_std(finished, 'test_nll', 1, 4)} | {_mean_std(finished, 'test_ece', 100, 2)} |")
     return "\n".join(rows)
 
