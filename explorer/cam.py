@@ -1,0 +1,71 @@
+"""Class activation maps with the ``grad-cam`` package (pytorch-grad-cam), hooks always released.
+
+pytorch-grad-cam registers forward hooks on the target layer; a forgotten CAM object would keep them on a
+model the app caches and reuses. ``cam_extractor`` is a with-clause that removes them however the block
+ends. Gradients are switched on inside (a web server may call us under ``torch.no_grad``), the model's
+parameter gradients are cleared afterwards, and every sample gets its own target class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import Tensor, nn
+
+from explorer.models import cam_layers
+
+__all__ = ["CAM_METHODS", "cam_extractor", "compute_cams"]
+
+CAM_METHODS: dict[str, type[BaseCAM]] = {
+    "GradCAM": GradCAM,
+    "GradCAM++": GradCAMPlusPlus,
+    "XGradCAM": XGradCAM,
+    "HiResCAM": HiResCAM,
+    "LayerCAM": LayerCAM,
+    "EigenCAM": EigenCAM,
+    "ScoreCAM": ScoreCAM,
+}
+
+
+def _layer(model: nn.Module, name: str) -> nn.Module:
+    allowed = cam_layers(model)
+    if name not in allowed:
+        raise ValueError(f"layer {name!r} is not a CAM layer of {type(model).__name__}; choose one of {allowed}")
+    return model.get_submodule(name)
+
+
+@contextmanager
+def cam_extractor(model: nn.Module, layer: str, method: str = "GradCAM") -> Iterator[BaseCAM]:
+    """A pytorch-grad-cam object on ``model``'s ``layer``; its hooks are removed when the block ends."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    cam = CAM_METHODS[method](model=model, target_layers=[_layer(model, layer)])
+    if isinstance(cam, ScoreCAM):
+        cam.batch_size = 256  # one forward per image for our models' widths instead of 16-channel slices
+    try:
+        yield cam
+    finally:
+        cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+
+
+def compute_cams(model: nn.Module, inputs: Tensor, targets: Sequence[int], layer: str | None = None,
+                 method: str = "GradCAM") -> np.ndarray:
+    """CAMs [B, H, W] in [0, 1] for normalised inputs [B, C, H, W], one target class per sample.
+
+    ``layer`` defaults to the model's recommended CAM layer (``models.cam_layers``).
+    """
+    if len(targets) != len(inputs):
+        raise ValueError(f"need one target class per sample; got {len(targets)} targets for {len(inputs)} inputs")
+    layer = layer or cam_layers(model)[0]
+    device = next(model.parameters()).device
+    inputs = inputs.detach().to(device).requires_grad_(True)
+    with torch.enable_grad(), cam_extractor(model, layer, method) as cam:
+        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    return np.clip(np.nan_to_num(maps.astype(np.float32)), 0.0, 1.0)

@@ -1,0 +1,81 @@
+"""The checkpoints the app can offer, and the models it has loaded.
+
+Checkpoint pickers list the demo checkpoints and every training run folder (a run folder is itself a
+checkpoint folder). ``list_checkpoints`` rescans on every call, so a run that a Train tab starts shows up
+the next time a picker opens. Loaded models are cached by path *and* file modification time, so a
+checkpoint replaced on disk (a run that finished another epoch) is reloaded, not served stale.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from explorer.checkpoints import WEIGHTS, Checkpoint, CheckpointError, load_card, load_checkpoint
+
+__all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "load_cached"]
+
+
+def _folders(dirs: list[Path]) -> list[Path]:
+    """Every direct sub-folder of ``dirs`` that holds a weights file, in name order per dir."""
+    found = []
+    for root in dirs:
+        if root.is_dir():
+            found.extend(sorted(p for p in root.iterdir() if (p / WEIGHTS).is_file()))
+    return found
+
+
+def _label(folder: Path) -> str:
+    try:
+        card = load_card(folder)
+    except CheckpointError:
+        return f"{folder.parent.name}/{folder.name} (unreadable card)"
+    accuracy = (card.get("test_metrics") or {}).get("accuracy")
+    score = f", test acc {100 * accuracy:.1f} %" if accuracy is not None else ""
+    what = f"{card.get('method', '?')}, {card['model']} on {card['dataset']}{score}"
+    return f"{folder.parent.name}/{folder.name} ({what})"
+
+
+def list_checkpoints(dirs: list[Path | str]) -> list[tuple[str, str]]:
+    """(label, folder path) of every checkpoint folder directly under ``dirs``; rescans the disk each call."""
+    return [(_label(folder), str(folder)) for folder in _folders([Path(d) for d in dirs])]
+
+
+def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
+    """The first plain cross-entropy and the first IPS checkpoint (the baseline and the model to compare)."""
+    by_method: dict[str, str] = {}
+    for folder in _folders([Path(d) for d in dirs]):
+        try:
+            by_method.setdefault(load_card(folder).get("method", ""), str(folder))
+        except CheckpointError:
+            continue
+    return by_method.get("ce"), by_method.get("ips")
+
+
+def checkpoint_folder(path: str | Path, dirs: list[Path | str]) -> Path:
+    """``path`` as a checkpoint folder inside one of ``dirs``; anything else is refused.
+
+    The app only loads what its pickers could offer, so a client cannot make it read arbitrary files.
+    """
+    if not path:
+        raise CheckpointError("no checkpoint chosen; pick one from the list")
+    folder = Path(path).expanduser().resolve()
+    roots = [Path(d).expanduser().resolve() for d in dirs]
+    if folder.parent not in roots or not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{path} is not one of the checkpoints offered here (folders with {WEIGHTS} "
+                              f"directly under {', '.join(str(d) for d in dirs)})")
+    return folder
+
+
+@functools.lru_cache(maxsize=8)
+def _load(folder: str, device: str, mtime_ns: int, size: int) -> Checkpoint:
+    return load_checkpoint(folder, device)
+
+
+def load_cached(folder: Path | str, device: torch.device | str) -> Checkpoint:
+    """``load_checkpoint``, cached until the weights file changes on disk."""
+    weights = Path(folder) / WEIGHTS
+    stat = weights.stat()
+    return _load(str(folder), str(device), stat.st_mtime_ns, stat.st_size)

@@ -1,0 +1,167 @@
+"""Plotly figure builders: arrays in, ``go.Figure`` out, nothing else.
+
+Every figure has a fixed height, axis titles and hover text, and draws model A (the baseline) and model B
+(the IPS model) in the same two colours everywhere in the app. Inputs are dicts ``{model label: values}``
+in A, B order, so one builder serves one model or two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from explorer.evaluate import CalibrationBins
+
+__all__ = ["MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars", "confidence_histograms", "confusion_figure",
+           "gap_histogram", "gap_scatter", "reliability_diagram"]
+
+MODEL_COLOURS = ("#2f6db5", "#e4632d")  # model A (baseline), model B (IPS)
+TEACHER_COLOURS = {"view a teaches": "#1b9e77", "view b teaches": "#7570b3"}
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=75, b=55), font=dict(size=13),
+               legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+_SIDE_LEGEND = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02)  # clear of subplot titles
+
+
+def _colour(i: int) -> str:
+    return MODEL_COLOURS[i % len(MODEL_COLOURS)]
+
+
+def _array(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+
+
+def gap_histogram(gaps: dict[str, Sequence[float]], height: int = 330) -> go.Figure:
+    """Overlaid histograms of |conf_a - conf_b| per model, 20 bins over [0, 1]."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(gaps.items()):
+        fig.add_trace(go.Histogram(x=_array(values), name=name, marker_color=_colour(i), opacity=0.65,
+                                   xbins=dict(start=0, end=1.0001, size=0.05),
+                                   hovertemplate="gap %{x}<br>%{y} pairs<extra>" + name + "</extra>"))
+    fig.update_layout(**_LAYOUT, height=height, barmode="overlay", title="Confidence gap of swapped pairs",
+                      xaxis_title="|conf a − conf b|  (true-class probability)", yaxis_title="pairs")
+    fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+def gap_scatter(confidence_a: dict[str, Sequence[float]], confidence_b: dict[str, Sequence[float]],
+                teacher_is_a: dict[str, Sequence[bool]], hover: Sequence[str], height: int = 380) -> go.Figure:
+    """conf_a vs conf_b, one panel per model, points coloured by which swapped view is the teacher."""
+    names = list(confidence_a)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
+    for col, name in enumerate(names, start=1):
+        a, b, teach_a = _array(confidence_a[name]), _array(confidence_b[name]), _array(teacher_is_a[name]).astype(bool)
+        for label, chosen in (("view a teaches", teach_a), ("view b teaches", ~teach_a)):
+            fig.add_trace(go.Scattergl(
+                x=a[chosen], y=b[chosen], mode="markers", name=label, legendgroup=label, showlegend=col == 1,
+                marker=dict(color=TEACHER_COLOURS[label], size=6, opacity=0.7),
+                text=[hover[i] for i in np.flatnonzero(chosen)],
+                hovertemplate="%{text}<br>conf a %{x:.3f}, conf b %{y:.3f}<extra>" + label + "</extra>"), 1, col)
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999", dash="dot", width=1),
+                                 showlegend=False, hoverinfo="skip"), 1, col)
+        fig.update_xaxes(title_text="conf a  (view a, true class)", range=[-0.02, 1.02], row=1, col=col)
+        fig.update_yaxes(title_text="conf b  (view b, true class)" if col == 1 else None, range=[-0.02, 1.02],
+                         row=1, col=col)
+    for i, annotation in enumerate(fig.layout.annotations):
+        annotation.font = dict(color=_colour(i), size=14)
+    fig.update_layout(**_LAYOUT, height=height)
+    fig.update_layout(title="Which swapped view teaches: conf a vs conf b", legend=_SIDE_LEGEND,
+                      margin=dict(t=80, r=150))
+    return fig
+
+
+def class_gap_bars(class_names: Sequence[str], class_means: dict[str, Sequence[float | None]],
+                   height: int = 330) -> go.Figure:
+    """Mean confidence gap per class, one bar group per class, one bar per model."""
+    fig = go.Figure()
+    for i, (name, means) in enumerate(class_means.items()):
+        y = [np.nan if m is None else m for m in means]
+        fig.add_trace(go.Bar(x=list(class_names), y=y, name=name, marker_color=_colour(i),
+                             hovertemplate="class %{x}<br>mean gap %{y:.3f}<extra>" + name + "</extra>"))
+    fig.update_layout(**_LAYOUT, height=height, barmode="group", title="Mean confidence gap per class",
+                      xaxis_title="class", yaxis_title="mean |conf a − conf b|")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def reliability_diagram(bins: dict[str, CalibrationBins], height: int = 540) -> go.Figure:
+    """Accuracy vs confidence per bin (ECE in the legend) over a panel of bin counts."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line=dict(color="#999", dash="dot"), hoverinfo="skip"), 1, 1)
+    for i, (name, b) in enumerate(bins.items()):
+        edges = np.asarray(b.edges)
+        centres = (edges[:-1] + edges[1:]) / 2
+        count = np.asarray(b.count)
+        filled = count > 0
+        fig.add_trace(go.Scatter(
+            x=np.asarray(b.confidence)[filled], y=np.asarray(b.accuracy)[filled], mode="lines+markers",
+            name=f"{name}  (ECE {100 * b.ece:.2f} %)", legendgroup=name, marker=dict(color=_colour(i), size=8),
+            line=dict(color=_colour(i)), customdata=np.stack([count[filled], edges[:-1][filled], edges[1:][filled]], 1),
+            hovertemplate=("bin (%{customdata[1]:.2f}, %{customdata[2]:.2f}]<br>mean confidence %{x:.3f}"
+                           "<br>accuracy %{y:.3f}<br>%{customdata[0]} samples<extra>" + name + "</extra>")), 1, 1)
+        fig.add_trace(go.Bar(x=centres, y=count, name=name, legendgroup=name, showlegend=False,
+                             marker_color=_colour(i),
+                             hovertemplate="confidence %{x:.2f}<br>%{y} samples<extra>" + name + "</extra>"), 2, 1)
+    fig.update_layout(**_LAYOUT, height=height, title="Reliability diagram", barmode="group")
+    fig.update_layout(margin=dict(t=95))
+    fig.update_xaxes(range=[0, 1], row=1, col=1)
+    fig.update_xaxes(title_text="confidence (max softmax probability)", range=[0, 1], row=2, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="samples (log)", type="log", row=2, col=1)
+    return fig
+
+
+def confidence_histograms(confidence: dict[str, Sequence[float]], correct: dict[str, Sequence[bool]],
+                          height: int = 360) -> go.Figure:
+    """Overlaid histograms of max-softmax confidence, correct predictions left, incorrect right."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("correct predictions", "incorrect predictions"),
+                        horizontal_spacing=0.1)
+    for i, name in enumerate(confidence):
+        conf, ok = _array(confidence[name]), _array(correct[name]).astype(bool)
+        for col, chosen in ((1, ok), (2, ~ok)):
+            fig.add_trace(go.Histogram(x=conf[chosen], name=name, legendgroup=name, showlegend=col == 1,
+                                       marker_color=_colour(i), opacity=0.65,
+                                       xbins=dict(start=0, end=1.0001, size=0.05),
+                                       hovertemplate="confidence %{x}<br>%{y} samples<extra>" + name + "</extra>"),
+                          1, col)
+            fig.update_xaxes(title_text="confidence (max softmax probability)", range=[0, 1], row=1, col=col)
+    fig.update_yaxes(title_text="samples (log)", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="samples", row=1, col=2)
+    fig.update_layout(**_LAYOUT, height=height, barmode="overlay")
+    fig.update_layout(title="Confidence, split by correctness", legend=_SIDE_LEGEND, margin=dict(t=80, r=110))
+    return fig
+
+
+def confusion_figure(confusions: dict[str, np.ndarray], difference: np.ndarray, class_names: Sequence[str],
+                     height: int = 420) -> go.Figure:
+    """The confusion matrix of each model and their difference (B − A), counts written in the cells."""
+    names = list(confusions)
+    titles = [*names, f"difference {'B − A' if len(names) == 2 else ''}"]
+    fig = make_subplots(rows=1, cols=len(names) + 1, subplot_titles=titles, horizontal_spacing=0.06)
+    labels = list(class_names)
+    show_text = len(labels) <= 20
+    for col, name in enumerate(names, start=1):
+        z = _array(confusions[name])
+        fig.add_trace(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", showscale=False,
+                                 text=z if show_text else None, texttemplate="%{text}" if show_text else None,
+                                 zmin=0, zmax=float(np.percentile(z, 99)) if z.size else 1,
+                                 hovertemplate="true %{y}, predicted %{x}<br>%{z} samples<extra>" + name + "</extra>"),
+                      1, col)
+    diff = _array(difference)
+    bound = max(1.0, float(np.abs(diff).max()) if diff.size else 1.0)
+    fig.add_trace(go.Heatmap(z=diff, x=labels, y=labels, colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
+                             text=diff if show_text else None, texttemplate="%{text}" if show_text else None,
+                             colorbar=dict(title="B − A", thickness=12),
+                             hovertemplate="true %{y}, predicted %{x}<br>change %{z}<extra>B − A</extra>"),
+                  1, len(names) + 1)
+    for col in range(1, len(names) + 2):
+        fig.update_xaxes(title_text="predicted class", type="category", row=1, col=col)
+        fig.update_yaxes(title_text="true class" if col == 1 else None, type="category", autorange="reversed",
+                         row=1, col=col)
+    for i, annotation in enumerate(fig.layout.annotations[:len(names)]):
+        annotation.font = dict(color=_colour(i), size=14)
+    fig.update_layout(**_LAYOUT, height=height, title="Confusion matrices")
+    return fig

@@ -1,0 +1,174 @@
+"""Swapped same-class pairs as the app shows them: one pair in detail, or many pairs' confidence gaps.
+
+Both use the core's ``patch_swap`` and ``ips_loss``, so a pair's teacher and KL term are exactly what
+training would compute for it. Every pair is swapped with its *own* seeded generator (``pair_seed``):
+a pair opened from the gap table in the Patch swap tab shows the same patches, confidences and KL as in
+the table, and a class sees the same pairs every time for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from explorer.data import Dataset
+from explorer.evaluate import predict_logits
+from explorer.ips import build_class_index, ips_loss, patch_swap, same_class_partners
+
+__all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "class_test_index", "confidence_gaps",
+           "gap_statistics", "pair_seed", "patch_sizes", "seeded_patch_swap", "swap_pair"]
+
+
+def patch_sizes(image_size: tuple[int, int]) -> list[int]:
+    """Patch sizes that divide both sides of the image, excluding 1-pixel patches and the whole image."""
+    h, w = image_size
+    sizes = [d for d in range(2, min(h, w)) if h % d == 0 and w % d == 0]
+    return sizes or [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+
+
+def pair_seed(seed: int, anchor: int) -> int:
+    """The swap seed of the pair anchored at test index ``anchor`` in a gap run with ``seed``."""
+    return seed * 1_000_000 + anchor
+
+
+def seeded_patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float,
+                      seeds: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """``patch_swap`` of pair i drawn from a generator seeded with ``seeds[i]``.
+
+    A loop of one-pair swaps (microseconds each) rather than one batched call: a pair must look the same
+    when swapped alone (Patch swap tab) as inside a batch of a gap run.
+    """
+    if len(seeds) != len(a):
+        raise ValueError(f"need one seed per pair; got {len(seeds)} seeds for {len(a)} pairs")
+    if len(a) == 0:
+        return patch_swap(a, b, patch_size, ratio)
+    parts = [patch_swap(a[i:i + 1], b[i:i + 1], patch_size, ratio,
+                        generator=torch.Generator(a.device).manual_seed(int(s))) for i, s in enumerate(seeds)]
+    swapped_a, swapped_b, masks = zip(*parts, strict=True)
+    return torch.cat(swapped_a), torch.cat(swapped_b), torch.cat(masks)
+
+
+def class_test_index(dataset: Dataset, label: int, rank: int) -> int:
+    """The test-split index of the ``rank``-th test image of class ``label``."""
+    index = build_class_index(dataset.test_labels, dataset.num_classes)
+    count = int(index.counts[label])
+    if not 0 <= rank < count:
+        raise ValueError(f"class {dataset.class_names[label]} has {count} test images; index {rank} is out of range")
+    return int(index.sorted_indices[index.offsets[label] + rank])
+
+
+# --------------------------------------------------------------------------------------------------
+# One pair in detail
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairScores:
+    """What one model says about a pair: true-class confidences, the teacher, the KL term."""
+
+    original_a: float
+    original_b: float
+    swapped_a: float
+    swapped_b: float
+    teacher: str  # "a" or "b": the swapped view with the higher true-class confidence
+    kd: float  # KL(teacher || student) x T^2 of the swapped pair, as ips_loss computes it
+
+
+@dataclass(frozen=True)
+class SwappedPair:
+    originals: Tensor  # uint8 [2, C, H, W]: a, b
+    swapped: Tensor  # uint8 [2, C, H, W]: a with b's patches, b with a's
+    mask: Tensor  # bool [H / patch_size, W / patch_size], True where patches were exchanged
+    label: int
+    patch_size: int
+    scores: dict[str, PairScores]  # by model name
+
+
+def swap_pair(dataset: Dataset, image_a: Tensor, image_b: Tensor, label: int, patch_size: int, ratio: float,
+              seed: int, models: dict[str, nn.Module]) -> SwappedPair:
+    """Swap two uint8 images [C, H, W] of class ``label`` and score both views of both pairs with each model."""
+    originals = torch.stack([image_a, image_b])
+    swapped_a, swapped_b, mask = seeded_patch_swap(originals[:1], originals[1:], patch_size, ratio, [seed])
+    views = torch.cat([originals, swapped_a, swapped_b])  # a, b, a', b'
+    targets = torch.tensor([label, label])
+    scores = {}
+    for name, model in models.items():
+        logits = predict_logits(model, dataset, views)
+        # Pair 0 = the originals, pair 1 = the swapped views: one ips_loss call gives all four confidences.
+        out = ips_loss(logits[[0, 2]], logits[[1, 3]], targets.to(logits.device))
+        conf_a, conf_b = out.confidence_a.tolist(), out.confidence_b.tolist()
+        scores[name] = PairScores(conf_a[0], conf_b[0], conf_a[1], conf_b[1],
+                                  "a" if bool(out.teacher_is_a[1]) else "b", float(out.kd_per_pair[1]))
+    return SwappedPair(originals, torch.cat([swapped_a, swapped_b]), mask[0], label, patch_size, scores)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many pairs: confidence gaps
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairGaps:
+    """N swapped test pairs and, per model, each view's true-class confidence, the teacher and the KL."""
+
+    anchors: Tensor  # [N] test indices of view a's source
+    partners: Tensor  # [N] test indices of view b's source
+    labels: Tensor  # [N]
+    seeds: Tensor  # [N] each pair's swap seed
+    confidence_a: dict[str, Tensor]  # model name -> [N]
+    confidence_b: dict[str, Tensor]
+    teacher_is_a: dict[str, Tensor]
+    kd: dict[str, Tensor]
+
+    def gap(self, name: str) -> Tensor:
+        """|conf_a - conf_b| of each pair under model ``name``."""
+        return (self.confidence_a[name] - self.confidence_b[name]).abs()
+
+
+def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int, patch_size: int, ratio: float,
+                    seed: int, label: int | None = None) -> PairGaps:
+    """Swap ``n_pairs`` random same-class test pairs (of class ``label``, or all classes) and score them.
+
+    With a fixed ``seed`` every test image is the anchor of the same pair every time (its partner and its
+    swap are fixed), so a larger N or a class filter only adds or selects pairs, never reshuffles them.
+    """
+    images, labels = dataset.split("test")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    partners_of = same_class_partners(torch.arange(len(labels)), build_class_index(labels, dataset.num_classes),
+                                      generator)
+    if label is not None:
+        order = order[labels[order] == label]
+    if n_pairs < 1:
+        raise ValueError(f"the number of pairs must be at least 1; got {n_pairs}")
+    anchors = order[:n_pairs]
+    partners = partners_of[anchors]
+    seeds = torch.tensor([pair_seed(seed, int(a)) for a in anchors], dtype=torch.long)
+    view_a, view_b, _ = seeded_patch_swap(images[anchors], images[partners], patch_size, ratio, seeds.tolist())
+    targets = labels[anchors]
+    conf_a, conf_b, teacher, kd = {}, {}, {}, {}
+    for name, model in models.items():
+        logits_a, logits_b = predict_logits(model, dataset, torch.cat([view_a, view_b])).cpu().chunk(2)
+        out = ips_loss(logits_a, logits_b, targets)
+        conf_a[name], conf_b[name], teacher[name], kd[name] = (out.confidence_a, out.confidence_b,
+                                                               out.teacher_is_a, out.kd_per_pair)
+    return PairGaps(anchors, partners, targets, seeds, conf_a, conf_b, teacher, kd)
+
+
+@dataclass(frozen=True)
+class GapStatistics:
+    mean: float
+    median: float
+    a_teaches: float  # fraction of pairs in which view a is the teacher
+    class_mean: list[float | None]  # mean gap per class; None where the class has no pair
+    class_count: list[int]
+
+
+def gap_statistics(gaps: Tensor, labels: Tensor, teacher_is_a: Tensor, num_classes: int) -> GapStatistics:
+    """Summaries of per-pair gaps: overall mean and median, share of view-a teachers, mean per class."""
+    gaps, labels = gaps.double().cpu(), labels.long().cpu()
+    count = torch.bincount(labels, minlength=num_classes)
+    total = torch.bincount(labels, weights=gaps, minlength=num_classes)
+    class_mean = [float(t / c) if c else None for t, c in zip(total.tolist(), count.tolist(), strict=True)]
+    return GapStatistics(mean=float(gaps.mean()), median=float(gaps.quantile(0.5)),
+                         a_teaches=float(teacher_is_a.double().mean()), class_mean=class_mean,
+                         class_count=count.tolist())

@@ -1,0 +1,255 @@
+"""The app's plain functions: pair rendering, pairs and gaps, comparison metrics, CAMs, the checkpoint catalog."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from explorer.cam import CAM_METHODS, compute_cams
+from explorer.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
+from explorer.checkpoints import CheckpointError, load_checkpoint
+from explorer.comparison import compare_reports, model_report, split_logits
+from explorer.data import load_dataset
+from explorer.evaluate import calibration_bins, predict_logits
+from explorer.ips import ips_loss, patch_swap
+from explorer.pairs import confidence_gaps, gap_statistics, pair_seed, patch_sizes, seeded_patch_swap, swap_pair
+from explorer.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "checkpoints"
+CE, IPS = DEMO / "mnist5k-small_cnn-ce", DEMO / "mnist5k-small_cnn-ips"
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"A": load_checkpoint(CE).model, "B": load_checkpoint(IPS).model}
+
+
+# ------------------------------------------------------------------ rendering
+def test_render_upscales_by_pixel_repetition_without_blur():
+    image = torch.arange(16, dtype=torch.uint8).view(1, 4, 4) * 16
+    out = render_image(image, scale=5)
+    assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+    for r in range(4):
+        for c in range(4):
+            block = out[5 * r:5 * r + 5, 5 * c:5 * c + 5]
+            assert (block == int(image[0, r, c])).all()  # every source pixel is a flat 5x5 block
+
+
+def test_render_draws_grid_on_patch_borders_and_outlines_only_swapped_patches():
+    image = torch.full((3, 8, 8), 40, dtype=torch.uint8)
+    mask = torch.tensor([[True, False], [False, False]])  # 4-pixel patches: only the top-left one swapped
+    out = render_image(image, patch_size=4, mask=mask, scale=10)
+    assert out.shape == (80, 80, 3)
+    step, thickness = 40, max(2, 40 // 8)
+    assert (out[step, step + 10:] == GRID_COLOUR).all() and (out[step + 10:, step] == GRID_COLOUR).all()
+    top_left = out[:step, :step]
+    assert (top_left[:thickness] == OUTLINE_COLOUR).all() and (top_left[:, :thickness] == OUTLINE_COLOUR).all()
+    assert (top_left[thickness:-thickness, thickness:-thickness] == 40).all()  # inside the frame: the image
+    others = [out[:step, step + 1:], out[step + 1:, :step], out[step + 1:, step + 1:]]
+    for patch in others:  # unswapped patches: no outline colour anywhere, only image and grid
+        assert not (patch == OUTLINE_COLOUR).all(axis=-1).any()
+        assert (patch == 40).all(axis=-1).mean() > 0.9
+
+
+def test_render_refuses_a_patch_size_that_does_not_divide():
+    with pytest.raises(ValueError, match="does not divide"):
+        render_image(torch.zeros(1, 28, 28, dtype=torch.uint8), patch_size=5)
+
+
+def test_display_scale_and_patch_sizes():
+    assert display_scale(28, 28) * 28 >= 280 and display_scale(8, 8) * 8 >= 280 and display_scale(32, 32) == 9
+    assert patch_sizes((28, 28)) == [2, 4, 7, 14]
+    assert patch_sizes((8, 8)) == [2, 4]
+    assert patch_sizes((32, 32)) == [2, 4, 8, 16]
+
+
+# ------------------------------------------------------------------ pairs
+def test_a_pair_swapped_alone_equals_the_same_pair_inside_a_batch(mnist):
+    a, b = mnist.test_images[:6], mnist.test_images[6:12]
+    seeds = [pair_seed(3, i) for i in range(6)]
+    batch_a, batch_b, batch_mask = seeded_patch_swap(a, b, 7, 0.5, seeds)
+    for i in (0, 4):
+        alone_a, alone_b, alone_mask = seeded_patch_swap(a[i:i + 1], b[i:i + 1], 7, 0.5, [seeds[i]])
+        assert torch.equal(alone_a[0], batch_a[i]) and torch.equal(alone_b[0], batch_b[i])
+        assert torch.equal(alone_mask[0], batch_mask[i])
+    direct = patch_swap(a[:1], b[:1], 7, 0.5, generator=torch.Generator().manual_seed(seeds[0]))
+    assert torch.equal(direct[0][0], batch_a[0])  # the core's patch_swap, nothing re-implemented
+
+
+def test_swap_pair_numbers_are_the_core_loss_on_the_swapped_views(mnist, models):
+    labels = mnist.test_labels
+    i, j = torch.nonzero(labels == 3).flatten()[:2].tolist()
+    pair = swap_pair(mnist, mnist.test_images[i], mnist.test_images[j], 3, 7, 0.5, 11, models)
+    assert pair.mask.shape == (4, 4) and int(pair.mask.sum()) == 8
+    # the swap conserves the pair's pixels
+    assert torch.equal(pair.swapped.sum(0, dtype=torch.long), pair.originals.sum(0, dtype=torch.long))
+    for name, model in models.items():
+        logits = predict_logits(model, mnist, torch.cat([pair.originals, pair.swapped]))
+        probs = F.softmax(logits, 1)[:, 3]
+        expected = ips_loss(logits[2:3], logits[3:4], torch.tensor([3]))
+        s = pair.scores[name]
+        assert [s.original_a, s.original_b, s.swapped_a, s.swapped_b] == pytest.approx(probs.tolist(), abs=1e-6)
+        assert s.kd == pytest.approx(float(expected.kd_per_pair[0]), rel=1e-5)
+        assert s.teacher == ("a" if s.swapped_a >= s.swapped_b else "b")
+
+
+def test_gap_pairs_are_fixed_by_the_seed_whatever_n_or_class_filter(mnist, models):
+    one = {"B": models["B"]}
+    small = confidence_gaps(mnist, one, 40, 7, 0.5, seed=5)
+    large = confidence_gaps(mnist, one, 200, 7, 0.5, seed=5)
+    assert torch.equal(small.anchors, large.anchors[:40]) and torch.equal(small.partners, large.partners[:40])
+    assert torch.allclose(small.confidence_a["B"], large.confidence_a["B"][:40], atol=1e-5)
+    sevens = confidence_gaps(mnist, one, 1000, 7, 0.5, seed=5, label=7)
+    assert len(sevens.anchors) == int((mnist.test_labels == 7).sum())  # N capped by the class size
+    in_large = {a: p for a, p in zip(large.anchors.tolist(), large.partners.tolist(), strict=True)}
+    shared = [a for a in sevens.anchors.tolist() if a in in_large]
+    assert shared and all(in_large[a] == p for a, p in zip(sevens.anchors.tolist(), sevens.partners.tolist(),
+                                                           strict=True) if a in in_large)
+    labels = mnist.test_labels
+    assert torch.equal(labels[large.anchors], labels[large.partners]) and (large.anchors != large.partners).all()
+    assert len(set(large.anchors.tolist())) == 200
+    assert torch.equal(large.seeds, torch.tensor([pair_seed(5, a) for a in large.anchors.tolist()]))
+    other_seed = confidence_gaps(mnist, one, 40, 7, 0.5, seed=6)
+    assert not torch.equal(other_seed.anchors, small.anchors)
+
+
+def test_gap_statistics_against_a_hand_computation():
+    gaps = torch.tensor([0.1, 0.3, 0.5, 0.2, 0.9])
+    labels = torch.tensor([0, 0, 2, 2, 2])
+    teacher_is_a = torch.tensor([True, False, True, True, False])
+    stats = gap_statistics(gaps, labels, teacher_is_a, num_classes=4)
+    assert stats.mean == pytest.approx(2.0 / 5)
+    assert stats.median == pytest.approx(0.3)
+    assert stats.a_teaches == pytest.approx(0.6)
+    assert stats.class_mean[0] == pytest.approx(0.2) and stats.class_mean[2] == pytest.approx(1.6 / 3)
+    assert stats.class_mean[1] is None and stats.class_mean[3] is None
+    assert stats.class_count == [2, 0, 3, 0]
+    even = gap_statistics(torch.tensor([0.1, 0.2, 0.3, 0.6]), torch.zeros(4, dtype=torch.long),
+                          torch.ones(4, dtype=torch.bool), 1)
+    assert even.median == pytest.approx(0.25)  # the usual median of an even count, not the lower middle
+
+
+def test_gap_of_a_pair_is_the_distance_of_its_view_confidences(mnist, models):
+    gaps = confidence_gaps(mnist, models, 30, 4, 0.75, seed=0)
+    for name in models:
+        assert torch.allclose(gaps.gap(name), (gaps.confidence_a[name] - gaps.confidence_b[name]).abs())
+        assert torch.equal(gaps.teacher_is_a[name], gaps.confidence_a[name] >= gaps.confidence_b[name])
+        assert (gaps.kd[name] >= 0).all()
+
+
+# ------------------------------------------------------------------ comparison
+def _logits_for(probabilities: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(probabilities).log()
+
+
+def test_reliability_bins_and_ece_against_a_hand_computation():
+    probabilities = [[0.9, 0.05, 0.05], [0.1, 0.7, 0.2], [0.15, 0.3, 0.55], [0.45, 0.35, 0.2], [0.02, 0.95, 0.03]]
+    labels = torch.tensor([0, 0, 2, 1, 1])  # max confidences .9 .7 .55 .45 .95; correct: yes no yes no yes
+    report = model_report(_logits_for(probabilities), labels, 3)
+    five = calibration_bins(report.confidence, report.correct, n_bins=5)
+    # (0.4, 0.6]: .55 right, .45 wrong; (0.6, 0.8]: .7 wrong; (0.8, 1]: .9 and .95 right
+    assert five.count == [0, 0, 2, 1, 2]
+    assert five.accuracy[2:] == pytest.approx([0.5, 0.0, 1.0])
+    assert five.confidence[2:] == pytest.approx([0.5, 0.7, 0.925])
+    assert five.ece == pytest.approx(2 / 5 * 0.0 + 1 / 5 * 0.7 + 2 / 5 * 0.075)
+    assert sum(report.bins.count) == 5 and len(report.bins.count) == 15
+    assert report.metrics["ece"] == pytest.approx(report.bins.ece)
+    assert report.metrics["accuracy"] == pytest.approx(0.6)
+    brier = [0.1**2 + 2 * 0.05**2, 0.9**2 + 0.7**2 + 0.2**2, 0.15**2 + 0.3**2 + 0.45**2,
+             0.45**2 + 0.65**2 + 0.2**2, 0.02**2 + 0.05**2 + 0.03**2]
+    assert report.metrics["brier"] == pytest.approx(sum(brier) / 5, rel=1e-5)
+    assert report.metrics["true_class_confidence"] == pytest.approx((0.9 + 0.1 + 0.55 + 0.35 + 0.95) / 5, rel=1e-5)
+
+
+def test_confusion_difference_and_flips_by_hand():
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    onehot = lambda pred: F.one_hot(torch.tensor(pred), 3).float() * 5  # noqa: E731
+    a = model_report(onehot([0, 2, 2, 1, 1]), labels, 3)  # wrong on samples 1 and 3
+    b = model_report(onehot([0, 1, 0, 2, 1]), labels, 3)  # wrong on sample 2
+    result = compare_reports(a, b)
+    assert result.fixed.tolist() == [1, 3] and result.broken.tolist() == [2]
+    expected_a = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 1, 1]])
+    expected_b = torch.tensor([[1, 0, 0], [0, 2, 0], [1, 0, 1]])
+    assert torch.equal(a.confusion, expected_a) and torch.equal(b.confusion, expected_b)
+    assert torch.equal(result.confusion_difference, expected_b - expected_a)
+    assert int(result.confusion_difference.sum()) == 0
+
+
+def test_split_logits_are_cached_until_the_checkpoint_file_changes(tmp_path, mnist):
+    folder = tmp_path / "copy"
+    shutil.copytree(CE, folder)
+    checkpoint = load_checkpoint(folder)
+    first = split_logits(checkpoint, mnist)
+    assert first.shape == (1000, 10) and split_logits(checkpoint, mnist) is first
+    stat = (folder / "model.safetensors").stat()
+    os.utime(folder / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = split_logits(checkpoint, mnist)
+    assert again is not first and torch.allclose(again, first)
+
+
+# ------------------------------------------------------------------ Grad-CAM
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_cams_of_both_models_have_the_image_shape_and_values_in_0_1(mnist, models, method):
+    inputs = mnist.normalize(mnist.test_images[:3])
+    targets = mnist.test_labels[:3].tolist()
+    for model in models.values():
+        cams = compute_cams(model, inputs, targets, method=method)
+        assert cams.shape == (3, 28, 28) and cams.dtype == np.float32
+        assert cams.min() >= 0.0 and cams.max() <= 1.0 and cams.max() > 0.5  # normalised, not all zero
+        assert not model.block3._forward_hooks and not model.block3._backward_hooks  # hooks released
+        assert all(p.grad is None for p in model.parameters())
+
+
+def test_cam_layers_differ_and_bad_arguments_are_refused(mnist, models):
+    inputs = mnist.normalize(mnist.test_images[:1])
+    deep = compute_cams(models["B"], inputs, [int(mnist.test_labels[0])], layer="block3")
+    shallow = compute_cams(models["B"], inputs, [int(mnist.test_labels[0])], layer="block1")
+    assert deep.shape == shallow.shape and not np.allclose(deep, shallow)
+    with pytest.raises(ValueError, match="not a CAM layer"):
+        compute_cams(models["B"], inputs, [0], layer="head")
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        compute_cams(models["B"], inputs, [0], method="MagicCAM")
+    with pytest.raises(ValueError, match="one target class per sample"):
+        compute_cams(models["B"], inputs, [0, 1])
+    assert not models["B"].block1._forward_hooks  # released after the failure too
+
+
+# ------------------------------------------------------------------ catalog
+def test_catalog_lists_demo_checkpoints_and_new_runs_at_once(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    listed = list_checkpoints([DEMO, runs])
+    paths = [path for _, path in listed]
+    assert str(CE) in paths and str(IPS) in paths
+    assert any("ips, small_cnn on mnist5k" in label for label, _ in listed)
+    assert default_pair([DEMO, runs]) == (str(CE), str(IPS))
+    (runs / "still-empty").mkdir()  # a run that has not saved a checkpoint yet is not offered
+    shutil.copytree(IPS, runs / "new-run")
+    assert [p for _, p in list_checkpoints([DEMO, runs]) if p.startswith(str(runs))] == [str(runs / "new-run")]
+
+
+def test_checkpoint_folder_refuses_paths_outside_the_offered_dirs(tmp_path):
+    assert checkpoint_folder(str(CE), [DEMO]) == CE.resolve()
+    for bad in ("/etc", str(DEMO), str(CE / "model.safetensors"), str(CE / ".." / ".." / "tests"), ""):
+        with pytest.raises(CheckpointError):
+            checkpoint_folder(bad, [DEMO])
+
+
+def test_load_cached_reloads_a_replaced_checkpoint(tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(CE, folder)
+    first = load_cached(folder, "cpu")
+    assert load_cached(folder, "cpu") is first
+    shutil.copy(IPS / "model.safetensors", folder / "model.safetensors")  # the run saved a newer epoch
+    second = load_cached(folder, "cpu")
+    assert second is not first and second.card["method"] == "ips"
