@@ -3,33 +3,36 @@
 pytorch-grad-cam registers forward hooks on the target layer; a forgotten CAM object would keep them on a
 model the app caches and reuses. ``cam_extractor`` is a with-clause that removes them however the block
 ends. Gradients are switched on inside (a web server may call us under ``torch.no_grad``), the model's
-parameter gradients are cleared afterwards, and every sample gets its own target class.
+parameter gradients are cleared afterwards, and every sample gets its own target class. The package is
+imported on first use: it pulls in SciPy, scikit-learn and OpenCV, seconds that the app's start need not pay.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
-from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from explorer.models import cam_layers
 
+if TYPE_CHECKING:
+    from pytorch_grad_cam.base_cam import BaseCAM
+
 __all__ = ["CAM_METHODS", "cam_extractor", "compute_cams"]
 
-CAM_METHODS: dict[str, type[BaseCAM]] = {
-    "GradCAM": GradCAM,
-    "GradCAM++": GradCAMPlusPlus,
-    "XGradCAM": XGradCAM,
-    "HiResCAM": HiResCAM,
-    "LayerCAM": LayerCAM,
-    "EigenCAM": EigenCAM,
-    "ScoreCAM": ScoreCAM,
+CAM_METHODS = {  # the name shown -> the pytorch_grad_cam class
+    "GradCAM": "GradCAM",
+    "GradCAM++": "GradCAMPlusPlus",
+    "XGradCAM": "XGradCAM",
+    "HiResCAM": "HiResCAM",
+    "LayerCAM": "LayerCAM",
+    "EigenCAM": "EigenCAM",
+    "ScoreCAM": "ScoreCAM",
 }
 
 
@@ -45,8 +48,9 @@ def cam_extractor(model: nn.Module, layer: str, method: str = "GradCAM") -> Iter
     """A pytorch-grad-cam object on ``model``'s ``layer``; its hooks are removed when the block ends."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-    cam = CAM_METHODS[method](model=model, target_layers=[_layer(model, layer)])
-    if isinstance(cam, ScoreCAM):
+    cam_class = getattr(importlib.import_module("pytorch_grad_cam"), CAM_METHODS[method])
+    cam = cam_class(model=model, target_layers=[_layer(model, layer)])
+    if method == "ScoreCAM":
         cam.batch_size = 256  # one forward per image for our models' widths instead of 16-channel slices
     try:
         yield cam
@@ -63,6 +67,8 @@ def compute_cams(model: nn.Module, inputs: Tensor, targets: Sequence[int], layer
     """
     if len(targets) != len(inputs):
         raise ValueError(f"need one target class per sample; got {len(targets)} targets for {len(inputs)} inputs")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     layer = layer or cam_layers(model)[0]
     device = next(model.parameters()).device
     inputs = inputs.detach().to(device).requires_grad_(True)

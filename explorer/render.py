@@ -46,7 +46,7 @@ def render_image(image: Tensor | np.ndarray, patch_size: int | None = None, mask
 
     With ``patch_size``: a one-pixel grid line on every inner patch border. With ``mask`` (bool
     [H / patch_size, W / patch_size], True = exchanged): an outline on the border of every exchanged patch,
-    about an eighth of a patch thick. Returns uint8 [H * scale, W * scale, 3].
+    about a twelfth of a patch thick. Returns uint8 [H * scale, W * scale, 3].
     """
     is_rgb = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
     rgb = image if is_rgb else to_rgb(image)
@@ -62,7 +62,7 @@ def render_image(image: Tensor | np.ndarray, patch_size: int | None = None, mask
     out[:, step::step] = GRID_COLOUR
     if mask is not None:
         mask = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
-        thickness = max(2, step // 8)
+        thickness = max(2, step // 12)
         for row, col in zip(*np.nonzero(mask), strict=True):
             _frame(out, int(row) * step, int(col) * step, step, thickness, OUTLINE_COLOUR)
     return out

@@ -50,7 +50,7 @@ def test_render_draws_grid_on_patch_borders_and_outlines_only_swapped_patches():
     mask = torch.tensor([[True, False], [False, False]])  # 4-pixel patches: only the top-left one swapped
     out = render_image(image, patch_size=4, mask=mask, scale=10)
     assert out.shape == (80, 80, 3)
-    step, thickness = 40, max(2, 40 // 8)
+    step, thickness = 40, max(2, 40 // 12)
     assert (out[step, step + 10:] == GRID_COLOUR).all() and (out[step + 10:, step] == GRID_COLOUR).all()
     top_left = out[:step, :step]
     assert (top_left[:thickness] == OUTLINE_COLOUR).all() and (top_left[:, :thickness] == OUTLINE_COLOUR).all()

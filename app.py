@@ -1,0 +1,36 @@
+"""IPS Explorer web app: ``python app.py`` serves it on http://127.0.0.1:7860 (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="IPS Explorer: see intra-class patch swap self-distillation work")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
+                                                            "0.0.0.0 serves the network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", help="ask for this user name and password")
+    parser.add_argument("--runs-dir", default="runs", help="training runs to offer as checkpoints (default runs)")
+    parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    if args.auth is not None and (":" not in args.auth or not all(args.auth.split(":", 1))):
+        parser.error("--auth needs USER:PASSWORD, both non-empty")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from explorer.ui import build_app  # after parsing, so --help is instant
+
+    demo = build_app(runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir, device=args.device)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

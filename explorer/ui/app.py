@@ -1,0 +1,43 @@
+"""The whole web app: the header pickers, then one tab per module. ``app.py`` launches what this builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from explorer.device import resolve_device
+from explorer.ui import compare, gaps, gradcam, guide, swap
+from explorer.ui.common import AppContext, build_header
+
+__all__ = ["CSS", "build_app"]
+
+# Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
+CSS = """
+.pixelated img { image-rendering: pixelated; }
+.caption { font-size: 0.92em; line-height: 1.35; }
+"""
+
+
+def build_app(runs_dir: str | Path = "runs", checkpoints_dir: str | Path = "checkpoints",
+              device: str = "auto") -> gr.Blocks:
+    """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder in ``runs_dir``."""
+    ctx = AppContext(Path(runs_dir), Path(checkpoints_dir), resolve_device(device))
+    with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
+        gr.HTML(f"<style>{CSS}</style>", padding=False)
+        gr.Markdown("# IPS Explorer\nIntra-class patch swap self-distillation: what the swap does to images, to "
+                    "a model's confidence, and how a baseline and an IPS model differ. Pick the dataset and the two "
+                    "models here; every tab uses them.")
+        header = build_header(ctx)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Patch swap", id="swap"):
+                swap_tab = swap.build(ctx, header, demo)
+            with gr.Tab("Confidence gaps", id="gaps"):
+                gaps.build(ctx, header, swap_tab, tabs)
+            with gr.Tab("Grad-CAM", id="gradcam"):
+                gradcam_tab = gradcam.build(ctx, header, swap_tab, demo)
+            with gr.Tab("Compare", id="compare"):
+                compare.build(ctx, header, gradcam_tab, tabs)
+            with gr.Tab("Guide", id="guide"):
+                guide.build(ctx, header, demo)
+    return demo

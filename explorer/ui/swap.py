@@ -1,0 +1,220 @@
+"""Tab 1, Patch swap: two images of one class, their swapped views, and what each model makes of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+
+from explorer.data import Dataset
+from explorer.pairs import SwappedPair, class_test_index, patch_sizes, swap_pair
+from explorer.render import render_image
+from explorer.train import default_patch_size
+from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
+from explorer.uploads import read_upload
+
+__all__ = ["UPLOAD_TYPES", "SwapTab", "build", "class_label", "class_size"]
+
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
+
+
+def class_label(dataset: Dataset, class_name: str) -> int:
+    """The label of a class name, or a ValueError that lists the dataset's classes."""
+    if class_name not in dataset.class_names:
+        raise ValueError(f"{class_name!r} is not a class of {dataset.name}; choose one of {list(dataset.class_names)}")
+    return dataset.class_names.index(class_name)
+
+
+def class_size(dataset: Dataset, label: int) -> int:
+    """How many test images class ``label`` has (the index sliders' range)."""
+    return int((dataset.test_labels == label).sum())
+
+
+def _whole(value: Any, what: str) -> int:
+    if value is None or float(value) != int(float(value)):
+        raise ValueError(f"{what} must be a whole number; got {value!r}")
+    return int(float(value))
+
+
+@dataclass
+class SwapTab:
+    """The controls other tabs set when they open a pair here, and the handler that redraws the tab."""
+
+    class_name: gr.Dropdown
+    index_a: gr.Slider
+    index_b: gr.Slider
+    patch_size: gr.Dropdown
+    ratio: gr.Slider
+    seed: gr.Number
+    upload_a: gr.File
+    upload_b: gr.File
+    pair: gr.State  # the last swapped pair, for the Grad-CAM tab
+    inputs: list[gr.components.Component]
+    outputs: list[gr.components.Component]
+    show: Callable[..., tuple]  # the handler: inputs -> outputs
+
+
+def _captions(pair: SwappedPair) -> list[str]:
+    """Markdown under each of the four images: every model's true-class confidence, the teacher marked."""
+    fields = ("original_a", "original_b", "swapped_a", "swapped_b")
+    captions = []
+    for i, field in enumerate(fields):
+        parts = []
+        for name, score in pair.scores.items():
+            teaches = field.startswith("swapped") and field.endswith(score.teacher)
+            parts.append(f"{name}: **{getattr(score, field):.3f}**" + (" ← **teacher**" if teaches else ""))
+        head = "true-class confidence" if i < 2 else "true-class confidence of the swapped view"
+        captions.append(f"{head}<br>" + "<br>".join(parts) if parts else "no model chosen")
+    return captions
+
+
+def _summary(pair: SwappedPair, dataset: Dataset) -> str:
+    count, total = int(pair.mask.sum()), pair.mask.numel()
+    lines = [f"Class **{dataset.class_names[pair.label]}** · {pair.patch_size}x{pair.patch_size}-pixel patches · "
+             f"**{count} of {total}** patch positions exchanged (outlined)."]
+    for name, s in pair.scores.items():
+        student = "b" if s.teacher == "a" else "a"
+        lines.append(f"- **{name}**: view **{s.teacher}′** teaches {student}′ "
+                     f"({getattr(s, 'swapped_' + s.teacher):.3f} vs {getattr(s, 'swapped_' + student):.3f}); "
+                     f"the pair's KL term KL(teacher ‖ student)·T² = **{s.kd:.4f}** (T = 4)")
+    return "\n".join(lines)
+
+
+def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
+    dataset0 = ctx.dataset("mnist5k")
+    sizes0 = patch_sizes(dataset0.image_size)
+    count0 = class_size(dataset0, 0)
+    gr.Markdown("Two test images of one class exchange the same random patch positions. Each model scores all "
+                "four images; of the swapped pair, the view with the higher true-class confidence is the "
+                "**teacher** of the other, and the KL term is what IPS training adds to the loss for this pair.")
+    with gr.Row(equal_height=True):
+        class_name = gr.Dropdown(list(dataset0.class_names), value=dataset0.class_names[0], label="Class", scale=1)
+        index_a = gr.Slider(0, count0 - 1, value=0, step=1, label="Sample a (index within the class)", scale=2)
+        index_b = gr.Slider(0, count0 - 1, value=1, step=1, label="Sample b (index within the class)", scale=2)
+        random_button = gr.Button("Random pair", scale=1)
+    with gr.Row(equal_height=True):
+        patch_size = gr.Dropdown(sizes0, value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
+                                 info="only sizes that divide the image size")
+        ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", info="fraction of patch positions exchanged")
+        seed = gr.Number(0, precision=0, label="Seed", info="which positions are exchanged")
+    with gr.Accordion("Use your own images (optional)", open=False):
+        gr.Markdown("PNG, JPEG, WebP or BMP up to 20 MB. An upload replaces sample a or b, is taken to show the "
+                    "chosen class, and is converted to the dataset's channels and size.")
+        with gr.Row():
+            upload_a = gr.File(label="Image a", file_types=UPLOAD_TYPES, height=110, elem_id="swap-upload-a")
+            upload_b = gr.File(label="Image b", file_types=UPLOAD_TYPES, height=110, elem_id="swap-upload-b")
+    titles = ("a (original)", "b (original)", "a′ = a with b's patches", "b′ = b with a's patches")
+    images, captions = [], []
+    with gr.Row(equal_height=True):
+        for i, title in enumerate(titles):
+            with gr.Column(min_width=180):
+                images.append(gr.Image(label=title, format="png", interactive=False, height=300,
+                                       elem_classes="pixelated", buttons=["download"], elem_id=f"swap-image-{i}"))
+                captions.append(gr.Markdown(elem_classes="caption"))
+    summary = gr.Markdown(elem_id="swap-summary")
+    with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
+        data = gr.JSON(label="swap_pair")
+    pair_state = gr.State()
+
+    def load_image(dataset: Dataset, label: int, rank: Any, upload: str | None, which: str,
+                   notes: list[str]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample ``which`` (a or b): the upload if there is one, else the class's ``rank``-th test image."""
+        if upload:
+            result = read_upload(upload, dataset)
+            notes.extend(f"upload {which}: {note}" for note in result.notes)
+            return result.image, {"source": "upload", "file": Path(upload).name}
+        index = class_test_index(dataset, label, _whole(rank, f"sample {which}"))
+        return dataset.test_images[index], {"source": "test", "test_index": index}
+
+    @model_work(ctx, small=True)
+    def show(dataset_name: str, model_a: str | None, model_b: str | None, class_name: str, index_a: float,
+             index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int, swap_ratio: float,
+             seed: float):
+        dataset = ctx.dataset(dataset_name)
+        label = class_label(dataset, class_name)
+        notes: list[str] = []
+        image_a, source_a = load_image(dataset, label, index_a, upload_a, "a", notes)
+        image_b, source_b = load_image(dataset, label, index_b, upload_b, "b", notes)
+        if source_a == source_b:
+            gr.Warning("a and b are the same image, so swapping changes nothing; pick two different samples")
+        for note in notes:
+            gr.Info(note)
+        checkpoints = ctx.models(dataset, model_a, model_b)
+        seed_int = _whole(seed, "seed")
+        pair = swap_pair(dataset, image_a, image_b, label, _whole(patch_size, "patch size"), float(swap_ratio),
+                         seed_int, {name: checkpoint.model for name, checkpoint in checkpoints.items()})
+        pictures = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
+        result = {
+            "dataset": dataset.name, "class": dataset.class_names[label], "label": label,
+            "patch_size": pair.patch_size, "swap_ratio": float(swap_ratio), "seed": seed_int,
+            "a": source_a, "b": source_b, "grid": list(pair.mask.shape), "swapped_patches": int(pair.mask.sum()),
+            "mask": pair.mask.int().tolist(), "image_shape": list(pair.originals.shape[1:]),
+            "models": {name: {"checkpoint": str(checkpoints[name].path), **vars(score)}
+                       for name, score in pair.scores.items()},
+            "notes": notes,
+        }
+        state = {"dataset": dataset.name, "label": label, "patch_size": pair.patch_size,
+                 "mask": pair.mask.numpy(), "swapped": pair.swapped.numpy()}
+        return (*pictures, *_captions(pair), _summary(pair, dataset), result, state)
+
+    inputs = [header.dataset, header.model_a, header.model_b, class_name, index_a, index_b, upload_a, upload_b,
+              patch_size, ratio, seed]
+    outputs = [*images, *captions, summary, data, pair_state]
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    gr.on([demo.load, index_a.release, index_b.release, patch_size.input, ratio.release, seed.submit, seed.blur,
+           upload_a.upload, upload_a.clear, upload_b.upload, upload_b.clear, header.model_a.input,
+           header.model_b.input], show, inputs, outputs, api_name="swap_pair", trigger_mode="always_last", **work)
+
+    def sliders(dataset: Dataset, label: int, first: int, second: int) -> tuple[gr.Slider, gr.Slider]:
+        top = class_size(dataset, label) - 1
+        return gr.Slider(maximum=top, value=min(first, top)), gr.Slider(maximum=top, value=min(second, top))
+
+    @model_work(ctx, small=True)
+    def pick_class(dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
+                   upload_a: str | None, upload_b: str | None, patch_size: int, swap_ratio: float, seed: float):
+        """A new class: samples 0 and 1 of it."""
+        dataset = ctx.dataset(dataset_name)
+        return (*sliders(dataset, class_label(dataset, class_name), 0, 1),
+                *show(dataset_name, model_a, model_b, class_name, 0, 1, upload_a, upload_b, patch_size, swap_ratio,
+                      seed))
+
+    class_name.input(pick_class, [header.dataset, header.model_a, header.model_b, class_name, upload_a, upload_b,
+                                  patch_size, ratio, seed], [index_a, index_b, *outputs], api_name="swap_class",
+                     **work)
+
+    @model_work(ctx, small=True)
+    def random_pair(dataset_name: str, model_a: str | None, model_b: str | None, patch_size: int, swap_ratio: float,
+                    seed: float):
+        """A random class and two different random samples of it (uploads are cleared)."""
+        dataset = ctx.dataset(dataset_name)
+        rng = np.random.default_rng()
+        label = int(rng.integers(dataset.num_classes))
+        count = class_size(dataset, label)
+        index_a, index_b = (int(v) for v in rng.choice(count, size=2, replace=count < 2))
+        name = dataset.class_names[label]
+        return (name, *sliders(dataset, label, index_a, index_b), None, None,
+                *show(dataset_name, model_a, model_b, name, index_a, index_b, None, None, patch_size, swap_ratio, seed))
+
+    random_button.click(random_pair, [header.dataset, header.model_a, header.model_b, patch_size, ratio, seed],
+                        [class_name, index_a, index_b, upload_a, upload_b, *outputs], api_name="random_pair", **work)
+
+    @model_work(ctx, small=True)
+    def change_dataset(dataset_name: str, model_a: str | None, model_b: str | None, swap_ratio: float, seed: float):
+        """A new dataset: its classes, its patch sizes, its first two samples of the first class."""
+        dataset = ctx.dataset(dataset_name)
+        size = default_patch_size(dataset.image_size)
+        name = dataset.class_names[0]
+        return (gr.Dropdown(choices=list(dataset.class_names), value=name), *sliders(dataset, 0, 0, 1),
+                gr.Dropdown(choices=patch_sizes(dataset.image_size), value=size), None, None,
+                *show(dataset_name, model_a, model_b, name, 0, 1, None, None, size, swap_ratio, seed))
+
+    header.dataset.input(change_dataset, [header.dataset, header.model_a, header.model_b, ratio, seed],
+                         [class_name, index_a, index_b, patch_size, upload_a, upload_b, *outputs],
+                         api_name="swap_dataset", **work)
+    return SwapTab(class_name, index_a, index_b, patch_size, ratio, seed, upload_a, upload_b, pair_state, inputs,
+                   outputs, show)

@@ -1,0 +1,221 @@
+"""The web app through its API: launched in this process, driven with gradio_client like any script would."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from app_server import DEMO, running_app, save_digits_run
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from explorer.checkpoints import load_checkpoint
+from explorer.data import load_dataset
+from explorer.evaluate import classification_metrics, predict_logits
+from explorer.pairs import class_test_index, swap_pair
+
+CE, IPS = str(DEMO / "mnist5k-small_cnn-ce"), str(DEMO / "mnist5k-small_cnn-ips")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    save_digits_run(runs)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def client(runs_dir):
+    with running_app(runs_dir) as url:
+        yield Client(url, verbose=False, download_files=False)
+
+
+def _swap(client, **overrides):
+    args = dict(upload_a=None, upload_b=None)
+    args.update(overrides)
+    return client.predict(**args, api_name="/swap_pair")
+
+
+def test_every_tab_has_its_named_endpoint(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/swap_pair", "/random_pair", "/swap_class", "/confidence_gaps", "/gradcam", "/compare",
+                 "/guide_example", "/open_gap_pair", "/open_fixed_sample"):
+        assert name in endpoints
+
+
+def test_swap_pair_returns_the_core_numbers_and_four_images(client):
+    out = _swap(client, class_name="3", index_a=2, index_b=5, patch_size=7, swap_ratio=0.5, seed=4)
+    images, captions, data = out[:4], out[4:8], out[9]
+    assert all(Path(image["path"] if isinstance(image, dict) else image).suffix == ".png" for image in images)
+    assert data["class"] == "3" and data["grid"] == [4, 4] and data["swapped_patches"] == 8
+    assert np.array(data["mask"]).sum() == 8
+    dataset = load_dataset("mnist5k")
+    a, b = class_test_index(dataset, 3, 2), class_test_index(dataset, 3, 5)
+    assert data["a"] == {"source": "test", "test_index": a} and data["b"]["test_index"] == b
+    models = {"A · ce": load_checkpoint(CE).model, "B · ips": load_checkpoint(IPS).model}
+    expected = swap_pair(dataset, dataset.test_images[a], dataset.test_images[b], 3, 7, 0.5, 4, models)
+    assert set(data["models"]) == set(models)
+    for name, score in expected.scores.items():
+        got = data["models"][name]
+        assert got["swapped_a"] == pytest.approx(score.swapped_a, abs=1e-5)
+        assert got["swapped_b"] == pytest.approx(score.swapped_b, abs=1e-5)
+        assert got["kd"] == pytest.approx(score.kd, rel=1e-4) and got["teacher"] == score.teacher
+        assert f"{score.swapped_a:.3f}" in captions[2]
+    assert "teacher" in captions[2] + captions[3]
+
+
+def test_swap_seed_and_ratio_change_the_mask(client):
+    masks = {seed: np.array(_swap(client, seed=seed)[9]["mask"]) for seed in (0, 1)}
+    assert not np.array_equal(masks[0], masks[1])
+    assert _swap(client, swap_ratio=0.25)[9]["swapped_patches"] == 4
+    assert _swap(client, patch_size=14)[9]["grid"] == [2, 2]
+
+
+def test_random_pair_and_class_change_pick_valid_samples(client):
+    out = client.predict(api_name="/random_pair")
+    class_name, slider_a, slider_b, data = out[0], out[1], out[2], out[-1]
+    assert data["class"] == class_name and slider_a["value"] != slider_b["value"]
+    assert data["a"]["test_index"] == class_test_index(load_dataset("mnist5k"), int(class_name), slider_a["value"])
+    out = client.predict(class_name="8", upload_a=None, upload_b=None, api_name="/swap_class")
+    assert out[0] == {"maximum": 99, "value": 0, "__type__": "update"} and out[1]["value"] == 1
+    assert out[-1]["class"] == "8"
+
+
+def test_swap_with_uploads_converts_them_and_reports_it(client, tmp_path):
+    rgba = np.zeros((90, 60, 4), np.uint8)
+    rgba[15:75, 26:34, 3] = 255  # black ink on a transparent canvas
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    Image.fromarray(np.full((40, 40), 30, np.uint8)).convert("P").save(tmp_path / "palette.bmp")
+    data = _swap(client, class_name="1", upload_a=handle_file(str(tmp_path / "ink.png")),
+                 upload_b=handle_file(str(tmp_path / "palette.bmp")))[9]
+    assert data["a"] == {"source": "upload", "file": "ink.png"} and data["b"]["source"] == "upload"
+    assert any("transparency" in note for note in data["notes"])
+    assert any("resized from 60x90" in note for note in data["notes"])
+    assert all(0 <= m["swapped_a"] <= 1 for m in data["models"].values())
+
+
+@pytest.mark.parametrize("case,message", [
+    ("empty.png", "is empty"),
+    ("notes.png", "not an image this app can read"),
+    ("corrupt.png", "corrupt or truncated"),
+    ("notes.txt", "Invalid file type"),
+    ("huge.png", "megapixels are accepted"),
+    ("heavy.png", "MB are accepted"),
+])
+def test_bad_uploads_get_a_clear_error_and_the_app_lives_on(client, tmp_path, case, message):
+    path = tmp_path / case
+    if case == "empty.png":
+        path.write_bytes(b"")
+    elif case in ("notes.png", "notes.txt"):
+        path.write_text("not an image")
+    elif case == "corrupt.png":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "huge.png":
+        Image.new("L", (7000, 6000)).save(path)  # 42 megapixels of black: a small file
+    else:  # a real PNG followed by padding: 21 MB on disk
+        Image.new("L", (28, 28)).save(path)
+        path.write_bytes(path.read_bytes() + b"\0" * (21 * 2**20))
+    with pytest.raises(AppError, match=message):
+        _swap(client, upload_a=handle_file(str(path)))
+    assert _swap(client)[9]["swapped_patches"] == 8  # still serving
+
+
+def test_mismatched_and_unknown_checkpoints_are_refused(client, runs_dir):
+    with pytest.raises(AppError, match=r"Model A: .*does not match dataset mnist5k.*image size \(8, 8\) vs \(28, 28\)"):
+        _swap(client, model_a=str(runs_dir / "digits-run"))
+    with pytest.raises(AppError, match="does not match"):
+        client.predict(model_b=str(runs_dir / "digits-run"), api_name="/compare")
+    with pytest.raises(AppError, match="not one of the checkpoints offered here"):
+        _swap(client, model_a="/etc")
+
+
+def test_a_run_created_after_launch_is_usable_at_once(client, runs_dir):
+    shutil.copytree(IPS, runs_dir / "fresh-run")
+    data = _swap(client, model_a=str(runs_dir / "fresh-run"))[9]
+    assert data["models"]["A · ips"]["checkpoint"] == str((runs_dir / "fresh-run").resolve())
+
+
+def test_digits_dataset_with_its_own_checkpoint(client, runs_dir):
+    out = client.predict(dataset_name="digits", model_a=str(runs_dir / "digits-run"), model_b=None,
+                         api_name="/swap_dataset")
+    data = out[-1]
+    assert data["dataset"] == "digits" and data["image_shape"] == [1, 8, 8] and data["patch_size"] == 2
+    assert list(data["models"]) == ["A · ce"]
+
+
+def test_confidence_gaps_are_reproducible_and_summarised(client):
+    args = dict(models="A and B", class_name="all classes", n_pairs=60, patch_size=7, swap_ratio=0.5, seed=2)
+    first = client.predict(**args, api_name="/confidence_gaps")
+    data = first[5]
+    assert data["n_pairs"] == 60 and len(data["pairs"]["anchor"]) == 60
+    for name, model_data in data["models"].items():
+        conf_a = np.array(data["pairs"][name]["confidence_a"])
+        conf_b = np.array(data["pairs"][name]["confidence_b"])
+        assert model_data["mean_gap"] == pytest.approx(np.abs(conf_a - conf_b).mean(), abs=1e-3)
+        assert 0 <= model_data["a_teaches"] <= 1
+    table = first[3]
+    assert len(table["data"]) == 20 and table["headers"][:4] == ["class", "test # a", "test # b", "pair seed"]
+    again = client.predict(**args, api_name="/confidence_gaps")[5]
+    assert again["pairs"] == data["pairs"]
+    only_b = client.predict(**{**args, "models": "B only", "class_name": "4"}, api_name="/confidence_gaps")[5]
+    assert list(only_b["models"]) == ["B · ips"] and set(only_b["pairs"]["label"]) == {4}
+
+
+def test_gradcam_returns_maps_in_range_and_top3(client):
+    out = client.predict(test_index=7, upload=None, method="GradCAM++", layer="block2", target="predicted class",
+                         api_name="/gradcam")
+    data = out[-1]
+    assert data["test_index"] == 7 and data["method"] == "GradCAM++"
+    for m in data["models"].values():
+        assert m["layer"] == "block2" and m["cam_shape"] == [28, 28]
+        assert 0.0 <= m["cam_min"] <= m["cam_mean"] <= m["cam_max"] <= 1.0
+        assert m["target_class"] == m["predicted"] and len(m["top3"]) == 3
+        probabilities = [p for _, p in m["top3"]]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6
+    label_a = out[3]
+    assert label_a["label"] == data["models"]["A · ce"]["top3"][0][0]
+
+
+def test_gradcam_errors_are_clear(client, tmp_path):
+    with pytest.raises(AppError, match="make one in the Patch swap tab first"):
+        client.predict(source="swapped view a′ (Patch swap tab)", upload=None, api_name="/gradcam")
+    with pytest.raises(AppError, match="upload an image first"):
+        client.predict(source="upload", upload=None, api_name="/gradcam")
+    with pytest.raises(AppError, match="not a CAM layer"):
+        client.predict(upload=None, layer="head", api_name="/gradcam")
+    path = tmp_path / "seven.webp"
+    Image.fromarray(np.full((50, 50, 3), 240, np.uint8)).save(path)
+    data = client.predict(source="upload", upload=handle_file(str(path)), api_name="/gradcam")[-1]
+    assert data["source"] == "upload" and data["true_class"] == "unknown"
+    assert all(m["target_class"] == m["predicted"] for m in data["models"].values())
+
+
+def test_compare_metrics_match_the_evaluate_module(client):
+    out = client.predict(api_name="/compare")
+    data = out[7]
+    dataset = load_dataset("mnist5k")
+    predictions = {}
+    for name, path in (("A · ce", CE), ("B · ips", IPS)):
+        logits = predict_logits(load_checkpoint(path).model, dataset, dataset.test_images)
+        expected = classification_metrics(logits, dataset.test_labels)
+        for key, value in expected.items():
+            assert data["models"][name][key] == pytest.approx(value, abs=1e-5)
+        assert sum(data["models"][name]["reliability"]["count"]) == 1000
+        predictions[name] = logits.argmax(1)
+    right = {name: predictions[name] == dataset.test_labels for name in predictions}
+    assert data["a_wrong_b_right"] == torch.nonzero(~right["A · ce"] & right["B · ips"]).flatten().tolist()
+    assert data["a_right_b_wrong"] == torch.nonzero(right["A · ce"] & ~right["B · ips"]).flatten().tolist()
+    difference = np.array(data["models"]["B · ips"]["confusion"]) - np.array(data["models"]["A · ce"]["confusion"])
+    assert (np.array(data["confusion_difference"]) == difference).all()
+    table = out[1]
+    assert [row[0] for row in table["data"]][:3] == ["accuracy (%)", "NLL", "ECE (%, 15 bins)"]
+    assert table["data"][0][1] == pytest.approx(100 * data["models"]["A · ce"]["accuracy"], abs=1e-3)
+    assert client.predict(api_name="/compare")[7] == data  # the cached answer is the same answer
+
+
+def test_guide_example_scores_a_pair(client):
+    out = client.predict(api_name="/guide_example")
+    assert "teaches" in out[4] and "Class" in out[4]

@@ -1,0 +1,136 @@
+"""A real browser (headless Chromium via Playwright) visits every tab, does one thing in each, and screenshots it.
+
+The screenshots land in docs/screenshots/ (the README shows them). Skips only when no Chromium binary exists.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from app_server import ROOT, running_app, save_digits_run
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).is_file()), None)
+SHOTS = ROOT / "docs" / "screenshots"
+WAIT_MS = 90_000  # model work on a busy 2-core CPU
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    runs = tmp_path_factory.mktemp("runs")
+    save_digits_run(runs)
+    with running_app(runs) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(WAIT_MS)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def _no_error_toast(page) -> None:
+    errors = page.locator('[data-testid="toast-body"].error')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_function(f"""() => [...document.querySelectorAll('[role=tab]')]
+        .some(t => t.getAttribute('aria-selected') === 'true' && t.textContent.trim() === {name!r})""")
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(400)  # plotly's transitions
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _images_shown(page, selector: str, count: int) -> None:
+    page.wait_for_function(f"""() => [...document.querySelectorAll({selector!r})]
+        .filter(img => img.complete && img.naturalWidth >= 200).length >= {count}""")
+
+
+def test_1_patch_swap_shows_four_scored_images_and_a_random_pair(page):
+    summary = page.locator("#swap-summary")
+    summary.get_by_text("patch positions exchanged").wait_for()
+    _images_shown(page, "[id^=swap-image-] img", 4)
+    assert "A · ce" in summary.inner_text() and "B · ips" in summary.inner_text()
+    before = summary.inner_text()
+    page.get_by_role("button", name="Random pair").click()
+    page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
+                           arg=["#swap-summary", before])
+    assert "teaches" in summary.inner_text()
+    assert page.get_by_text("← teacher").count() >= 1
+    _no_error_toast(page)
+    _shot(page, "patch-swap")
+
+
+def test_2_confidence_gaps_draws_plots_and_a_row_opens_the_pair(page):
+    _open_tab(page, "Confidence gaps")
+    page.get_by_role("button", name="Compute gaps").click()
+    page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
+    assert re.search(r"\*?500 pairs", page.locator("#gaps-summary").inner_text())
+    _no_error_toast(page)
+    _shot(page, "confidence-gaps")
+    row_class = page.locator("#gaps-table [data-testid=cell-0-0]").inner_text().strip()
+    page.locator("#gaps-table [data-testid=cell-0-1]").click()
+    page.wait_for_function("""() => [...document.querySelectorAll('[role=tab]')]
+        .some(t => t.getAttribute('aria-selected') === 'true' && t.textContent.trim() === 'Patch swap')""")
+    page.locator("#swap-summary").get_by_text(f"Class {row_class}").wait_for()
+    _no_error_toast(page)
+
+
+def test_3_gradcam_on_the_swapped_view_from_tab_1(page):
+    _open_tab(page, "Grad-CAM")
+    page.get_by_label("swapped view a′ (Patch swap tab)").check()
+    page.locator("#cam-info").get_by_text("true class:").wait_for()
+    _images_shown(page, "[id^=cam-image-] img", 3)
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=label-output-value], .output-class')]
+        .length >= 2""")
+    _no_error_toast(page)
+    _shot(page, "grad-cam")
+
+
+def test_4_compare_fills_metrics_plots_galleries_and_opens_a_flip_in_gradcam(page):
+    _open_tab(page, "Compare")
+    page.get_by_role("button", name="Compare model A and model B").click()
+    page.locator("#compare-summary").get_by_text("test images").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 6")
+    gallery = page.locator("#compare-fixed img, #compare-broken img")
+    gallery.first.wait_for()
+    assert page.get_by_text("accuracy (%)").count() >= 1
+    _no_error_toast(page)
+    _shot(page, "compare")
+    gallery.first.click()
+    page.wait_for_function("""() => [...document.querySelectorAll('[role=tab]')]
+        .some(t => t.getAttribute('aria-selected') === 'true' && t.textContent.trim() === 'Grad-CAM')""")
+    radio = page.get_by_role("radio", name="test image")
+    page.wait_for_function("() => document.querySelector('input[type=radio][value=\"test image\"]').checked")
+    assert radio.is_checked()
+    index = page.get_by_role("spinbutton", name="number input for Test image index")
+    page.wait_for_function("() => document.querySelector('[aria-label=\"number input for Test image index\"]').value"
+                           " !== '0'")
+    assert int(index.input_value()) > 0
+    _no_error_toast(page)
+
+
+def test_5_guide_renders_formulas_and_a_live_example(page):
+    _open_tab(page, "Guide")
+    page.wait_for_function("() => document.querySelectorAll('.katex').length >= 5")
+    example = page.locator("#guide-example")
+    example.get_by_text("teaches").first.wait_for()
+    before = example.inner_text()
+    page.get_by_role("button", name="Another example").click()
+    page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
+                           arg=["#guide-example", before])
+    _no_error_toast(page)
+    _shot(page, "guide")
