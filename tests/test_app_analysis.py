@@ -253,3 +253,31 @@ def test_load_cached_reloads_a_replaced_checkpoint(tmp_path):
     shutil.copy(IPS / "model.safetensors", folder / "model.safetensors")  # the run saved a newer epoch
     second = load_cached(folder, "cpu")
     assert second is not first and second.card["method"] == "ips"
+
+
+# ------------------------------------------------------------------ CUDA (the app picks it when present)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_app_functions_on_cuda_models_give_the_cpu_numbers(mnist, models, tmp_path):
+    # cuDNN convolutions use TF32 by default: agreement to about 1e-3, not to float32 rounding
+    on_gpu = {name: load_checkpoint(path, "cuda").model for name, path in (("A", CE), ("B", IPS))}
+    i, j = torch.nonzero(mnist.test_labels == 5).flatten()[:2].tolist()
+    cpu_pair = swap_pair(mnist, mnist.test_images[i], mnist.test_images[j], 5, 7, 0.5, 2, models)
+    gpu_pair = swap_pair(mnist, mnist.test_images[i], mnist.test_images[j], 5, 7, 0.5, 2, on_gpu)
+    assert torch.equal(cpu_pair.mask, gpu_pair.mask)
+    for name in models:
+        assert gpu_pair.scores[name].kd == pytest.approx(cpu_pair.scores[name].kd, rel=1e-2, abs=1e-3)
+        assert gpu_pair.scores[name].swapped_a == pytest.approx(cpu_pair.scores[name].swapped_a, abs=2e-3)
+    cpu_gaps = confidence_gaps(mnist, models, 100, 7, 0.5, seed=1)
+    gpu_gaps = confidence_gaps(mnist, on_gpu, 100, 7, 0.5, seed=1)
+    assert torch.equal(cpu_gaps.anchors, gpu_gaps.anchors)
+    assert torch.allclose(cpu_gaps.confidence_a["B"], gpu_gaps.confidence_a["B"], atol=2e-3)
+    shutil.copytree(CE, tmp_path / "ce")
+    logits = split_logits(load_checkpoint(tmp_path / "ce", "cuda"), mnist)
+    assert logits.device.type == "cpu"
+    assert torch.allclose(logits, predict_logits(models["A"], mnist, mnist.test_images), atol=2e-2)
+    inputs = mnist.normalize(mnist.test_images[:2])
+    targets = mnist.test_labels[:2].tolist()
+    for method in ("GradCAM", "ScoreCAM"):
+        gpu_cams = compute_cams(on_gpu["B"], inputs, targets, method=method)
+        assert gpu_cams.shape == (2, 28, 28) and gpu_cams.min() >= 0 and gpu_cams.max() <= 1
+        assert np.allclose(gpu_cams, compute_cams(models["B"], inputs, targets, method=method), atol=2e-2)
