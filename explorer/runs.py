@@ -1,0 +1,563 @@
+"""The background run manager: training runs as separate processes, queued, watched, cancelled, deleted.
+
+The app never trains in its own process: a crash or an out-of-memory in training cannot take it down. A run
+is the training CLI started in a process group of its own (``start_new_session``)::
+
+    python -m explorer.train --out RUNS_DIR --run-id RUN_ID ...                 # one process
+    python -m torch.distributed.run --standalone --nproc_per_node N -m explorer.train ...   # N GPUs, DDP
+
+Its run folder ``RUNS_DIR/RUN_ID`` is the single source of truth, so runs survive an app restart:
+
+- ``status.json``, ``config.json``, ``metrics.jsonl``, the checkpoint: written by the training CLI
+  (``explorer.train``); the manager itself writes ``status.json`` only for a run that has no process to do it
+  (``queued``, a run that never started, a process that died before it could write its final state);
+- ``launch.json``: written by the manager: the settings, the exact command, the number of processes, when it
+  was queued, and the identity (pid + start time) of the process group leader and of the manager;
+- ``train.log``: everything the training process prints, stdout and stderr together.
+
+Run ids are generated here (time, method, random suffix), never taken from the user, and every id that
+comes back from the UI is checked to be a plain folder name, so no path can leave the runs folder.
+
+A concurrency limit counts processes (one per GPU a run uses); further launches wait in order, as
+``queued``. On a GPU host each run sees only the GPUs it was given (``CUDA_VISIBLE_DEVICES``), the least
+busy first, so two runs do not pile onto GPU 0. The queue is advanced by a small daemon thread that looks
+every ``POLL_S`` seconds, rather than on the UI's calls: a queued run must start, a cancelled run must be
+killed when its grace period ends and an ended child must be reaped even while no browser is open (Gradio's
+timer only ticks while a page is open). Each look polls the children (a run adopted from an earlier app: its
+/proc entry) and reads no run file unless a run ended, so the thread costs nothing worth measuring. A launch
+with a free slot starts at once, so the UI never waits for a tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explorer.checkpoints import atomic_write_text
+from explorer.data import DatasetError, load_dataset
+from explorer.device import resolve_device
+from explorer.models import ModelError, build_model
+from explorer.train import (
+    RUN_ID_PATTERN,
+    ConfigError,
+    TrainConfig,
+    parse_config,
+    to_argv,
+    validate_config,
+    write_status,
+)
+
+__all__ = ["FINAL_STATES", "FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RUN_TABLE_HEADERS", "RunError", "RunInfo",
+           "RunManager"]
+
+LAUNCH, LOG, STATUS = "launch.json", "train.log", "status.json"
+FINAL_STATES = ("finished", "failed", "cancelled")
+FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out", "run_id", "download"))
+# The Train tab's defaults: the CLI's (IPS, small_cnn on mnist5k), 5 epochs: about a minute on a laptop CPU
+FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
+RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
+POLL_S = 0.5
+GRACE_S = 10.0
+DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_LINUX_PROC = Path("/proc/self/stat").exists()
+_log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A launch, cancel or delete that cannot be done; the message says why and is meant for the user."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the runs table shows it, read from its folder."""
+
+    run_id: str
+    method: str
+    dataset: str
+    model: str
+    state: str  # queued, running, finished, failed or cancelled
+    message: str  # what the run is doing, or why it failed
+    progress: float  # 0..1 of all optimiser steps
+    epoch: int
+    epochs: int
+    device: str  # the device training reported, or the one asked for while queued
+    processes: int  # > 1: DistributedDataParallel over this many GPUs
+    gpus: tuple[int, ...]  # the GPUs the manager gave it (indices among the app's visible GPUs)
+    best_test_accuracy: float | None
+    images_per_s: float | None
+    eta_s: float | None
+    started: float  # when it was launched (seconds since the epoch)
+    path: Path
+
+    def row(self) -> list[str]:
+        """The run as one row of text under ``RUN_TABLE_HEADERS``."""
+        device = self.device + (f" on GPU {','.join(map(str, self.gpus))}" if self.gpus else "")
+        accuracy = "" if self.best_test_accuracy is None else f"{100 * self.best_test_accuracy:.1f} %"
+        progress = f"{100 * self.progress:.0f} % (epoch {self.epoch}/{self.epochs})"
+        return [self.run_id, self.method, self.dataset, self.model, self.state, progress, device, accuracy,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))]
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes: identity (pid reuse), descendants, signals
+# --------------------------------------------------------------------------------------------------
+def _process_identity(pid: Any) -> tuple[str, str] | None:
+    """(start time, command line) of the live process ``pid``; None when there is none or it is a zombie.
+
+    The OS may hand a dead process's pid to a new process; the start time tells the two apart. Linux reads
+    /proc; other systems (macOS) ask ``ps``.
+    """
+    if not isinstance(pid, int) or pid <= 1:  # 0 and 1 never name a run (and killpg(0) is our own group)
+        return None
+    if _LINUX_PROC:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        after_name = stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+        if after_name[0] in ("Z", "X"):
+            return None
+        return after_name[19], cmdline.replace(b"\0", b" ").decode(errors="replace").strip()  # field 22: start
+    out = subprocess.run(["ps", "-ww", "-o", "stat=", "-o", "lstart=", "-o", "args=", "-p", str(pid)],
+                         capture_output=True, text=True)
+    parts = out.stdout.split(None, 6)  # stat, the start as 5 words (Thu Nov 27 09:07:01 2025), the command
+    if out.returncode or len(parts) < 7 or parts[0].startswith("Z"):
+        return None
+    return " ".join(parts[1:6]), parts[6].strip()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``: torchrun puts its workers in sessions of their own, out of reach of
+    a signal to its process group."""
+    parents: dict[int, int] = {}
+    if _LINUX_PROC:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit():
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a process that ended while we looked
+    else:
+        out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True)
+        parents = {int(a): int(b) for a, b in (line.split() for line in out.stdout.splitlines())}
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found.extend(sorted(frontier))
+    return found
+
+
+@dataclass
+class _Process:
+    """The leader of a run's process group: a child of this manager, or one adopted from an earlier manager."""
+
+    pid: int
+    start: str | None  # start time of the leader, for pid-reuse checks
+    processes: int  # slots taken: one per training process
+    gpus: list[int]  # the visible GPUs it was given (CUDA_VISIBLE_DEVICES); empty on a CPU-only host
+    popen: subprocess.Popen | None = None  # None when adopted: not our child, so watched by its identity
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None  # also reaps it, so no zombie is left
+        identity = _process_identity(self.pid)
+        return identity is not None and identity[0] == self.start
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the run's process group; a SIGKILL also to every descendant (torchrun's workers)."""
+        if not self.alive():
+            return  # checked first: a dead leader's pid may belong to someone else by now
+        targets = _descendants(self.pid) if sig == signal.SIGKILL else []
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> _Process | bool | None:
+    """Who still owns a run left queued or running: its live process group leader (to adopt), True when
+    something else alive owns it (a CLI process, the manager that queued it), None when its owner is gone."""
+    if status["state"] == "running" and "process" in launch:  # started by a manager
+        process = _Process(launch["process"]["pid"], launch["process"]["start"], int(launch["processes"]),
+                           list(launch["process"].get("gpus", [])))
+        return process if process.alive() else None
+    if status["state"] == "running":  # started by the CLI: status.json has its pid (no start time to compare)
+        identity = _process_identity(status.get("pid"))
+        return True if identity is not None and "explorer.train" in identity[1] else None
+    manager = launch.get("manager") or {}  # queued: the manager that queued it starts it, while it lives
+    identity = _process_identity(manager.get("pid"))
+    return True if identity is not None and identity[0] == manager.get("start") else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading run folders
+# --------------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file written atomically; {} when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _form_argv(settings: Mapping[str, Any]) -> list[str]:
+    """Form values -> CLI arguments for ``parse_config`` (``--name=value``, so no value is read as a flag)."""
+    unknown = sorted(set(settings) - set(FORM_FIELDS))
+    if unknown:
+        raise RunError(f"unknown setting(s) {', '.join(unknown)}; a run takes {', '.join(FORM_FIELDS)}")
+    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
+    argv = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value == "":
+            raise RunError(f"{flag} is empty; give it a value")
+        if kinds[name] == "bool":
+            if not isinstance(value, bool):
+                raise RunError(f"{flag} must be true or false; got {value!r}")
+            argv += [flag] if value else []
+            continue
+        if kinds[name] == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)  # a number box gives 5.0 for 5
+        argv.append(f"{flag}={value}")
+    return argv
+
+
+# --------------------------------------------------------------------------------------------------
+# The manager
+# --------------------------------------------------------------------------------------------------
+class RunManager:
+    """Launch, queue, watch, cancel and delete training runs under ``runs_dir``.
+
+    ``max_concurrent``: training processes at once (default: one per visible GPU, one on a CPU-only host).
+    ``grace_s``: how long a cancelled run may take to stop after SIGTERM before it is killed.
+    On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread.
+    """
+
+    def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
+                 grace_s: float = GRACE_S) -> None:
+        self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.max_concurrent = max(1, torch.cuda.device_count()) if max_concurrent is None else max_concurrent
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1; got {max_concurrent}")
+        self.grace_s = grace_s
+        self._lock = threading.RLock()
+        self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
+        self._active: dict[str, _Process] = {}
+        self._cancel_deadlines: dict[str, float] = {}  # run id -> time.monotonic() at which SIGKILL follows
+        self._identity = _process_identity(os.getpid())
+        self.reconcile()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="run-manager", daemon=True)
+        self._watcher.start()
+
+    # ---- the public API ---------------------------------------------------------------------------
+    def launch(self, settings: Mapping[str, Any], gpus: int = 1) -> str:
+        """Check the form values, create the run folder as ``queued`` and start the run when a slot is free.
+
+        ``settings`` maps ``FORM_FIELDS`` names to values (missing ones take the CLI defaults); ``gpus`` > 1
+        trains with DistributedDataParallel under torchrun on that many GPUs. Returns the new run id; any value
+        that cannot work raises ``RunError`` with a message for the user, before anything is written.
+        """
+        cfg = self._checked_config(settings, gpus)
+        with self._lock:
+            run_id, run_dir = self._new_run_folder(cfg)
+            cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
+            command = [sys.executable, "-m", "explorer.train", *to_argv(cfg)]
+            if gpus > 1:
+                command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+            manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
+            launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
+                      "queued_at": time.time(), "manager": manager}
+            atomic_write_text(run_dir / LAUNCH, json.dumps(launch, indent=2) + "\n")
+            write_status(run_dir, "queued", message="waiting for a free slot", progress=0.0, step=0, epoch=0,
+                         epochs=cfg.epochs, device=cfg.device)
+            self._queue[run_id] = launch
+            self._advance()
+        return run_id
+
+    def runs(self) -> list[RunInfo]:
+        """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
+        infos = [self._info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
+
+    def info(self, run_id: str) -> RunInfo:
+        """The state, progress and best test accuracy of one run."""
+        return self._info(self.run_dir(run_id))
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
+        steps and ``kind`` "epoch" (also train/test accuracy, test NLL, ECE, Brier) after each epoch."""
+        return _read_metrics(self.run_dir(run_id))
+
+    def log_tail(self, run_id: str, lines: int = 40) -> str:
+        """The last ``lines`` lines of the run's log (its stdout and stderr), e.g. to show why it failed."""
+        try:
+            with open(self.run_dir(run_id) / LOG, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def settings(self, run_id: str) -> dict[str, Any]:
+        """The form values a run was launched with, e.g. to launch the same settings with another method."""
+        run_dir = self.run_dir(run_id)
+        config = _read_json(run_dir / LAUNCH).get("config") or _read_json(run_dir / "config.json")
+        return {name: config[name] for name in FORM_FIELDS if name in config}
+
+    def cancel(self, run_id: str) -> None:
+        """Stop a run. A queued run is cancelled at once; a running one gets SIGTERM on its process group (it
+        stops at the next step, keeping the checkpoint of its last finished epoch) and SIGKILL when it has
+        not ended ``grace_s`` seconds later. Either way it ends ``cancelled``."""
+        run_dir = self.run_dir(run_id)
+        with self._lock:
+            if run_id in self._queue:
+                del self._queue[run_id]
+                self._write_final(run_dir, "cancelled", "cancelled before it started")
+                return
+            process = self._active.get(run_id)
+            if process is None:
+                state = _read_json(run_dir / STATUS).get("state", "unknown")
+                if state in ("queued", "running"):
+                    raise RunError(f"run {run_id} was not started by this app (e.g. from the command line); "
+                                   f"stop it where it was started")
+                raise RunError(f"run {run_id} is {state}; there is nothing to cancel")
+            if run_id not in self._cancel_deadlines:
+                self._cancel_deadlines[run_id] = time.monotonic() + self.grace_s
+                process.signal_group(signal.SIGTERM)
+
+    def delete(self, run_id: str) -> None:
+        """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first)."""
+        run_dir = self.run_dir(run_id)
+        with self._lock:
+            state = _read_json(run_dir / STATUS).get("state", "unknown")
+            if run_id in self._active or run_id in self._queue or state not in FINAL_STATES:
+                raise RunError(f"run {run_id} is {state}; only finished, failed or cancelled runs can be deleted "
+                               f"(cancel it first)")
+            shutil.rmtree(run_dir)
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of run ``run_id``. Anything but the plain name of a run folder under the runs folder
+        (a path, ``..``, an unknown id) is refused with ``RunError``."""
+        if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+            raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
+        run_dir = self.runs_dir / run_id
+        if not (run_dir / STATUS).is_file():
+            raise RunError(f"there is no run {run_id} in {self.runs_dir}")
+        return run_dir
+
+    def has_active_runs(self) -> bool:
+        """True while a run of this manager is queued or running (the UI refreshes only then)."""
+        with self._lock:
+            return bool(self._queue or self._active)
+
+    def reconcile(self) -> list[str]:
+        """Mark runs left ``queued`` or ``running`` whose process is gone as ``failed`` ("interrupted").
+
+        A running run whose process group leader is still alive (same pid *and* start time, so a reused pid
+        does not count) is adopted: it takes its slots, can be cancelled and is watched until it ends. A run
+        queued by another manager that is still alive is left to it. Returns the ids marked failed.
+        """
+        interrupted = []
+        with self._lock:
+            for run_dir in sorted(self.runs_dir.iterdir()):
+                run_id, status = run_dir.name, _read_json(run_dir / STATUS)
+                if status.get("state") not in ("queued", "running") or run_id in self._queue or run_id in self._active:
+                    continue
+                try:
+                    owner = _live_owner(status, _read_json(run_dir / LAUNCH))
+                except (KeyError, TypeError, ValueError):  # a hand-edited launch.json: nobody to wait for
+                    owner = None
+                if isinstance(owner, _Process):
+                    self._active[run_id] = owner
+                elif owner is None:
+                    self._write_final(run_dir, "failed", "interrupted: its process ended without a final state "
+                                                         "(the app or the machine stopped)")
+                    interrupted.append(run_id)
+        return interrupted
+
+    def close(self) -> None:
+        """Stop watching. Running trainings go on (the next manager adopts them); queued runs end ``failed``
+        ("interrupted"), as nobody is left to start them."""
+        self._stop.set()
+        self._watcher.join()
+        with self._lock:
+            for run_id in self._queue:
+                self._write_final(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
+            self._queue.clear()
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _checked_config(self, settings: Mapping[str, Any], gpus: Any) -> TrainConfig:
+        """Every check the training CLI would make, made here with the CLI's own messages, plus GPUs and disk."""
+        if isinstance(gpus, float) and gpus.is_integer():
+            gpus = int(gpus)  # a number box gives 2.0 for 2
+        if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+            raise RunError(f"the number of GPUs must be a whole number >= 1; got {gpus!r}")
+        try:
+            cfg = parse_config(_form_argv(settings))
+            device = resolve_device(cfg.device)
+        except (ConfigError, ValueError) as exc:
+            raise RunError(str(exc)) from None
+        if gpus > 1 and (device.type != "cuda" or device.index is not None or torch.cuda.device_count() < gpus):
+            raise RunError(f"{gpus} GPUs asked for, but {torch.cuda.device_count()} are visible here (device "
+                           f"{cfg.device}); several GPUs need device auto or cuda and that many CUDA GPUs")
+        if gpus > self.max_concurrent:
+            raise RunError(f"a run on {gpus} GPUs needs {gpus} slots, but this app runs at most "
+                           f"{self.max_concurrent} training processes at once")
+        cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
+        try:
+            dataset = load_dataset(cfg.dataset, cfg.data_root, False, cfg.image_size)
+            validate_config(cfg, dataset, gpus)
+            with torch.device("meta"):  # the size of the model, without allocating it
+                model = build_model(cfg.model, dataset.channels, dataset.num_classes)
+        except (ConfigError, DatasetError, ModelError) as exc:
+            raise RunError(str(exc)) from None
+        weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        needed = 2 * weight_bytes + DISK_MARGIN_BYTES  # the checkpoint and its temporary copy while replaced
+        free = shutil.disk_usage(self.runs_dir).free
+        if free < needed:
+            raise RunError(f"only {free / 2**20:.0f} MiB free under {self.runs_dir}; a {cfg.model} run needs about "
+                           f"{needed / 2**20:.0f} MiB; delete old runs or free some disk")
+        return replace(cfg, out=str(self.runs_dir))
+
+    def _new_run_folder(self, cfg: TrainConfig) -> tuple[str, Path]:
+        while True:
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{secrets.token_hex(3)}"
+            try:
+                (self.runs_dir / run_id).mkdir()
+                return run_id, self.runs_dir / run_id
+            except FileExistsError:
+                continue
+
+    def _info(self, run_dir: Path) -> RunInfo:
+        status = _read_json(run_dir / STATUS)
+        launch = _read_json(run_dir / LAUNCH)
+        config = _read_json(run_dir / "config.json") or launch.get("config", {})
+        tests = [r["test_accuracy"] for r in _read_metrics(run_dir) if r.get("kind") == "epoch"]
+        started = launch.get("queued_at") or (run_dir / STATUS).stat().st_ctime
+        return RunInfo(run_id=run_dir.name, method=config.get("method", "?"), dataset=config.get("dataset", "?"),
+                       model=config.get("model", "?"), state=status.get("state", "unknown"),
+                       message=status.get("message", ""), progress=float(status.get("progress") or 0.0),
+                       epoch=int(status.get("epoch") or 0), epochs=int(status.get("epochs") or config.get("epochs", 0)),
+                       device=status.get("device") or config.get("device", "?"),
+                       processes=int(launch.get("processes", 1)), gpus=tuple(launch.get("process", {}).get("gpus", ())),
+                       best_test_accuracy=max(tests) if tests else None,
+                       images_per_s=status.get("images_per_s"), eta_s=status.get("eta_s"), started=float(started),
+                       path=run_dir)
+
+    def _write_final(self, run_dir: Path, state: str, message: str) -> None:
+        """Write a final state for a run whose process could not, keeping its progress fields."""
+        previous = _read_json(run_dir / STATUS)
+        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
+        write_status(run_dir, state, message=message, **kept)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self._advance()
+            except Exception:  # the watcher must outlive any surprise (a full disk, a vanished folder)
+                _log.exception("the run manager's watcher failed to advance; retrying")
+
+    def _advance(self) -> None:
+        """Finish ended runs, kill cancelled runs past their grace period, start queued runs in free slots."""
+        with self._lock:
+            for run_id, process in list(self._active.items()):
+                if not process.alive():
+                    self._ended(run_id, process)
+                elif time.monotonic() >= self._cancel_deadlines.get(run_id, float("inf")):
+                    process.signal_group(signal.SIGKILL)
+            while self._queue:
+                run_id, launch = next(iter(self._queue.items()))  # first in, first out: no run is overtaken
+                if sum(p.processes for p in self._active.values()) + launch["processes"] > self.max_concurrent:
+                    break
+                del self._queue[run_id]
+                self._start(run_id, launch)
+
+    def _start(self, run_id: str, launch: dict[str, Any]) -> None:
+        run_dir = self.runs_dir / run_id
+        write_status(run_dir, "running", message="starting: loading Python, the data and the model", progress=0.0,
+                     step=0, epoch=0, epochs=launch["config"]["epochs"], device=launch["config"]["device"])
+        python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+        gpus = self._pick_gpus(launch["processes"]) if launch["config"]["device"] in ("auto", "cuda") else []
+        if gpus:  # "auto" and "cuda" mean GPU 0 of what the process sees: show it only the GPUs it was given
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[i] for i in gpus)
+        try:
+            with open(run_dir / LOG, "ab") as log:
+                popen = subprocess.Popen(launch["command"], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as exc:
+            self._write_final(run_dir, "failed", f"could not start the training process: {exc}")
+            return
+        identity = _process_identity(popen.pid)
+        process = _Process(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
+        self._active[run_id] = process
+        launch["process"] = {"pid": popen.pid, "start": process.start, "gpus": gpus, "started_at": time.time()}
+        atomic_write_text(run_dir / LAUNCH, json.dumps(launch, indent=2) + "\n")
+
+    def _pick_gpus(self, count: int) -> list[int]:
+        """The ``count`` visible GPUs running the fewest of this manager's runs (lowest index first)."""
+        load = Counter(gpu for process in self._active.values() for gpu in process.gpus)
+        return sorted(range(torch.cuda.device_count()), key=lambda gpu: (load[gpu], gpu))[:count]
+
+    def _ended(self, run_id: str, process: _Process) -> None:
+        del self._active[run_id]
+        cancelled = self._cancel_deadlines.pop(run_id, None) is not None
+        run_dir = self.runs_dir / run_id
+        if _read_json(run_dir / STATUS).get("state") in FINAL_STATES:
+            return  # the training process wrote its own final state
+        code = process.returncode
+        if cancelled:
+            self._write_final(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
+                                                    "state (the checkpoint of its last finished epoch is kept)")
+        elif code is None:
+            self._write_final(run_dir, "failed", "interrupted: its process ended without a final state")
+        elif code < 0:
+            self._write_final(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
+                                                 f"memory?) before it could save its state; see the log")
+        else:
+            self._write_final(run_dir, "failed", f"the training process exited with code {code} before it could "
+                                                 f"save its state; see the log")

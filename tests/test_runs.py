@@ -1,0 +1,266 @@
+"""The run manager with real training processes on ``digits``: queue, cancel, kill -9, reconcile, refusals."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer import runs
+from explorer.checkpoints import load_checkpoint
+from explorer.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
+
+QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up
+ENDLESS = {"dataset": "digits", "epochs": 500, "log_every": 1}  # trains until it is stopped
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def leader_pid(manager: RunManager, run_id: str) -> int:
+    return json.loads((manager.run_dir(run_id) / "launch.json").read_text())["process"]["pid"]
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def training(manager: RunManager, run_id: str) -> bool:
+    """The run's own training loop has reported a step (its SIGTERM handler is installed by then)."""
+    info = manager.info(run_id)
+    return info.state == "running" and info.progress > 0
+
+
+@pytest.fixture
+def make_manager(tmp_path):
+    """RunManagers on one runs folder; every process group they started is killed at the end of the test."""
+    made: list[RunManager] = []
+
+    def make(**kwargs) -> RunManager:
+        made.append(RunManager(tmp_path / "runs", **kwargs))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.close()
+        for process in list(manager._active.values()):
+            process.signal_group(signal.SIGKILL)
+
+
+def test_two_launches_with_a_limit_of_one_run_one_after_the_other(make_manager):
+    manager = make_manager(max_concurrent=1)
+    first = manager.launch({**QUICK, "method": "ce", "epochs": 1.0})  # a number box sends floats
+    second = manager.launch({**QUICK, "method": "ips"})
+    with pytest.raises(RunError, match="is queued; only finished, failed or cancelled runs can be deleted"):
+        manager.delete(second)
+    states: dict[str, list[str]] = {first: [], second: []}
+    pairs = set()
+
+    def both_final() -> bool:
+        now = {run_id: manager.info(run_id).state for run_id in states}
+        for run_id, state in now.items():
+            if not states[run_id] or states[run_id][-1] != state:
+                states[run_id].append(state)
+        pairs.add((now[first], now[second]))
+        return all(state in FINAL_STATES for state in now.values()) and not manager.has_active_runs()
+
+    wait_for(both_final, 120, "both runs to finish")
+    assert states[first] == ["running", "finished"]  # a free slot: it started inside launch()
+    assert states[second] == ["queued", "running", "finished"]
+    assert ("running", "queued") in pairs and ("running", "running") not in pairs
+    first_end = json.loads((manager.run_dir(first) / "status.json").read_text())["updated"]
+    second_launch = json.loads((manager.run_dir(second) / "launch.json").read_text())
+    assert second_launch["process"]["started_at"] > first_end  # started only once the first had ended
+    assert second_launch["command"][1:3] == ["-m", "explorer.train"]
+
+    checkpoint = load_checkpoint(manager.run_dir(second))
+    info = manager.info(second)
+    assert checkpoint.card["method"] == "ips" and checkpoint.card["dataset"] == "digits"
+    assert info.best_test_accuracy == pytest.approx(checkpoint.card["test_metrics"]["accuracy"])
+    assert info.best_test_accuracy > 0.3  # one epoch on digits is well above chance (0.1)
+    on_gpu = torch.cuda.is_available()  # "auto" picks CUDA where there is one, on the GPU the manager gave it
+    assert (info.method, info.dataset, info.model, info.progress) == ("ips", "digits", "small_cnn", 1.0)
+    assert (info.device, info.gpus) == (("cuda", (0,)) if on_gpu else ("cpu", ()))
+    assert [r.run_id for r in manager.runs()] == [second, first]  # newest first
+    row = manager.runs()[0].row()
+    assert len(row) == len(RUN_TABLE_HEADERS) and row[4] == "finished" and row[5] == "100 % (epoch 1/1)"
+    assert [r["epoch"] for r in manager.metrics(second) if r["kind"] == "epoch"] == [1]
+    assert "epoch   1/1" in manager.log_tail(second)
+    assert manager.settings(first)["method"] == "ce" and manager.settings(first)["epochs"] == 1
+    manager.delete(first)
+    assert not (manager.runs_dir / first).exists() and [r.run_id for r in manager.runs()] == [second]
+
+
+def test_cancel_stops_a_run_gracefully_and_leaves_no_process(make_manager):
+    manager = make_manager(max_concurrent=1, grace_s=10.0)
+    running = manager.launch(ENDLESS)
+    waiting = manager.launch(QUICK)
+    manager.cancel(waiting)  # queued: cancelled at once, never started
+    assert manager.info(waiting).state == "cancelled" and manager.info(waiting).message == "cancelled before it started"
+    assert "process" not in json.loads((manager.run_dir(waiting) / "launch.json").read_text())
+
+    wait_for(lambda: training(manager, running), 60, "the run to train")
+    with pytest.raises(RunError, match="is running; only finished"):
+        manager.delete(running)
+    pgid = leader_pid(manager, running)
+    start = time.monotonic()
+    manager.cancel(running)
+    wait_for(lambda: manager.info(running).state == "cancelled" and group_gone(pgid), manager.grace_s,
+             "the run to end cancelled with its process group gone")
+    assert time.monotonic() - start < manager.grace_s
+    assert manager.info(running).message.startswith("cancelled by signal 15")  # written by the run itself
+    wait_for(lambda: not manager.has_active_runs(), 5, "the manager to let go of the run")
+    with pytest.raises(RunError, match="is cancelled; there is nothing to cancel"):
+        manager.cancel(running)
+    manager.delete(running)
+    assert not (manager.runs_dir / running).exists()
+
+
+def test_kill_9_fails_the_run_and_reconciliation_marks_an_orphaned_run_interrupted(make_manager):
+    watching = make_manager()
+    killed = watching.launch(ENDLESS)
+    wait_for(lambda: training(watching, killed), 60, "the run to train")
+    os.killpg(leader_pid(watching, killed), signal.SIGKILL)  # e.g. the out-of-memory killer
+    wait_for(lambda: watching.info(killed).state == "failed", 5, "the watcher to notice")
+    assert "killed by signal 9" in watching.info(killed).message
+
+    orphan = watching.launch(ENDLESS)
+    wait_for(lambda: training(watching, orphan), 60, "the run to train")
+    watching.close()  # the app stops; the training goes on
+    adopting = make_manager()  # the app restarts while the run is alive: it is adopted, not failed
+    assert adopting.info(orphan).state == "running" and adopting.has_active_runs()
+    adopting.close()
+    pid = leader_pid(adopting, orphan)
+    os.killpg(pid, signal.SIGKILL)  # now the run dies while no app watches it
+    os.waitpid(pid, 0)  # this test process is its parent: reap it, as the OS would after an app crash
+    make_manager()
+    info = adopting.info(orphan)
+    assert info.state == "failed" and info.message.startswith("interrupted")
+    assert info.progress > 0  # its progress is kept
+
+
+def _fake_run(runs_dir: Path, run_id: str, state: str, launch: dict) -> Path:
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": state, "progress": 0.5}))
+    (run_dir / "launch.json").write_text(json.dumps({"processes": 1, **launch}))
+    return run_dir
+
+
+def test_reconcile_tells_a_live_process_from_a_reused_pid(make_manager, tmp_path):
+    runs_dir = tmp_path / "runs"
+    me = runs._process_identity(os.getpid())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        alive = wait_for(lambda: runs._process_identity(sleeper.pid), 5, "the sleeper's identity")
+        _fake_run(runs_dir, "alive", "running", {"process": {"pid": sleeper.pid, "start": alive[0]}})
+        # the pid of a live process that is not the run's (same pid, another start time): the run is dead
+        _fake_run(runs_dir, "reused", "running", {"process": {"pid": os.getpid(), "start": "not-" + me[0]}})
+        _fake_run(runs_dir, "queued-here", "queued", {"manager": {"pid": os.getpid(), "start": me[0]}})
+        _fake_run(runs_dir, "queued-gone", "queued", {"manager": {"pid": os.getpid(), "start": "not-" + me[0]}})
+        _fake_run(runs_dir, "garbled", "running", {"process": {"pid": "1; rm -rf /", "start": None}})
+        manager = make_manager()
+        states = {r.run_id: (r.state, r.message.split(":")[0]) for r in manager.runs()}
+        assert states == {"alive": ("running", ""), "reused": ("failed", "interrupted"),
+                          "queued-here": ("queued", ""), "queued-gone": ("failed", "interrupted"),
+                          "garbled": ("failed", "interrupted")}
+        assert manager.has_active_runs()  # the live one was adopted and is watched
+        sleeper.kill()
+        sleeper.wait()
+        wait_for(lambda: manager.info("alive").state == "failed", 5, "the watcher to see the adopted run end")
+        assert manager.info("alive").message.startswith("interrupted") and not manager.has_active_runs()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps")
+def test_process_identity_without_proc_asks_ps(monkeypatch):
+    """The fallback for systems without /proc (macOS) gives the same answers."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        on_linux = runs._process_identity(child.pid)
+        monkeypatch.setattr(runs, "_LINUX_PROC", False)
+        start, command = runs._process_identity(child.pid)
+        assert start == runs._process_identity(child.pid)[0] and "time.sleep(120)" in command
+        assert on_linux is None or "time.sleep(120)" in on_linux[1]
+        assert child.pid in runs._descendants(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert runs._process_identity(child.pid) is None
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"swap_ratio": 2}, r"^--swap-ratio must be in \[0, 1\]; got 2.0$"),
+    ({"epochs": 0}, "^--epochs must be at least 1; got 0$"),
+    ({"epochs": 2.5}, "invalid int value: '2.5'"),
+    ({"epochs": None}, "^--epochs is empty; give it a value$"),
+    ({"lr": float("nan")}, "--lr must be a positive number"),
+    ({"method": "mixup"}, "invalid choice: 'mixup'"),
+    ({"equal_compute": "yes"}, "--equal-compute must be true or false"),
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+    ({"dataset": "--help"}, "unknown dataset '--help'"),  # a value is never read as a flag
+    ({"dataset": "digits", "patch_size": 3}, r"--patch-size 3 does not divide the 8x8 images of digits"),
+    ({"dataset": "digits", "model": "no_such_net"}, "unknown model 'no_such_net'"),
+    ({"dataset": "cifar10", "data_root": "/nonexistent"}, "cifar10 was not found under /nonexistent"),
+    ({"device": "cuda:7"}, "cuda"),
+    ({"out": "/tmp/elsewhere"}, "unknown setting.s. out; a run takes dataset, model"),
+    ({"run_id": "../escape"}, "unknown setting.s. run_id"),
+])
+def test_invalid_settings_are_refused_with_a_message_and_write_nothing(make_manager, settings, message):
+    manager = make_manager()
+    with pytest.raises(RunError, match=message):
+        manager.launch(settings)
+    assert list(manager.runs_dir.iterdir()) == []
+
+
+def test_gpu_counts_that_cannot_work_are_refused(make_manager):
+    manager = make_manager()
+    visible = torch.cuda.device_count()
+    too_many = max(2, visible + 1)  # one process on the CPU is fine; more need that many GPUs
+    for gpus, message in [(0, "whole number >= 1; got 0"), (1.5, "whole number >= 1; got 1.5"),
+                          (too_many, f"{too_many} GPUs asked for, but {visible} are visible here")]:
+        with pytest.raises(RunError, match=message):
+            manager.launch(QUICK, gpus=gpus)
+    assert list(manager.runs_dir.iterdir()) == []
+
+
+def test_a_full_disk_is_refused(make_manager, monkeypatch):
+    manager = make_manager()
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 10 * 2**20))
+    with pytest.raises(RunError, match=r"only 10 MiB free under .*runs; a small_cnn run needs about 65 MiB"):
+        manager.launch(QUICK)
+
+
+@pytest.mark.parametrize("bad_id", ["..", "../outside", "a/b", "/etc", "x/../outside", "", ".hidden", "a\n", None])
+def test_run_ids_that_are_paths_are_refused(make_manager, tmp_path, bad_id):
+    manager = make_manager()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "status.json").write_text(json.dumps({"state": "finished"}))
+    for call in (manager.info, manager.metrics, manager.log_tail, manager.settings, manager.cancel, manager.delete,
+                 manager.run_dir):
+        with pytest.raises(RunError, match="is not a run id"):
+            call(bad_id)
+    assert outside.is_dir()
+    with pytest.raises(RunError, match="there is no run nope in"):
+        manager.delete("nope")
