@@ -24,11 +24,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from explorer.ui import build_app  # after parsing, so --help is instant
+    from explorer.cam import preload_cam  # after parsing, so --help is instant
+    from explorer.ui import build_app
 
     demo = build_app(runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir, device=args.device)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True)
+                auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
+                prevent_thread_lock=True)
+    preload_cam()  # once serving: the first Grad-CAM then answers in milliseconds, not seconds
+    demo.block_thread()
     return 0
 
 

@@ -4,7 +4,9 @@ Each repeat starts ``python app.py`` in a fresh process (timing until it serves)
 ``gradio_client``: patch-swap updates, Grad-CAM of both models on one image, the first Compare over the
 whole test split and the cached Compare after it. Prints the median of every measurement (and the load
 average, since a busy CPU slows everything). Output files are not downloaded by the client: the time is
-the server's answer, as the browser receives it before fetching the images.
+the server's answer, as the browser receives it before fetching the images. The first swap (loading the
+models) and the first Grad-CAM (finishing the grad-cam import that app.py starts once it serves) of each
+process are reported apart.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def measure_once(calls: int) -> dict[str, list[float]]:
     process, startup = _start_app(port)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-        client.predict(upload_a=None, upload_b=None, api_name="/swap_pair")  # loads both models once
+        first_swap = _timed(lambda: client.predict(upload_a=None, upload_b=None, api_name="/swap_pair"))
+        first_gradcam = _timed(lambda: client.predict(upload=None, api_name="/gradcam"))
         swap = [_timed(lambda i=i: client.predict(upload_a=None, upload_b=None, index_a=i, index_b=i + 1,
                                                   seed=i, api_name="/swap_pair")) for i in range(calls)]
         gradcam = [_timed(lambda i=i: client.predict(upload=None, test_index=i, api_name="/gradcam"))
@@ -74,7 +77,8 @@ def measure_once(calls: int) -> dict[str, list[float]]:
         process.terminate()
         process.wait(timeout=30)
     return {"startup_s": [startup], "swap_pair_s": swap, "gradcam_both_models_s": gradcam,
-            "compare_first_s": [compare_first], "compare_cached_s": compare_cached}
+            "compare_first_s": [compare_first], "compare_cached_s": compare_cached,
+            "first_swap_after_start_s": [first_swap], "first_gradcam_after_start_s": [first_gradcam]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    samples: dict[str, list[float]] = {key: [] for key in GOALS}
+    samples: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for key, values in measure_once(args.calls).items():
-            samples[key].extend(values)
+            samples.setdefault(key, []).extend(values)
     result = {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
               "repeats": args.repeats, "calls": args.calls,
               "median": {key: statistics.median(values) for key, values in samples.items()},
@@ -97,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{result['cpus']} CPUs, 1-minute load average {load_before:.2f} before, "
           f"{result['load_average_after']:.2f} after; {args.repeats} app processes x {args.calls} calls")
-    for key, goal in GOALS.items():
-        median = result["median"][key]
-        print(f"  {key:24s} median {median:7.3f} s  (n = {len(samples[key]):3d}, goal <= {goal:g} s)"
-              f"  {'ok' if median <= goal else 'OVER'}")
+    for key, median in result["median"].items():
+        goal = GOALS.get(key)
+        verdict = f"goal <= {goal:g} s  {'ok' if median <= goal else 'OVER'}" if goal else "(for information)"
+        print(f"  {key:28s} median {median:7.3f} s  (n = {len(samples[key]):3d})  {verdict}")
     return 0
 
 

@@ -10,8 +10,10 @@ imported on first use: it pulls in SciPy, scikit-learn and OpenCV, seconds that 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +25,7 @@ from explorer.models import cam_layers
 if TYPE_CHECKING:
     from pytorch_grad_cam.base_cam import BaseCAM
 
-__all__ = ["CAM_METHODS", "cam_extractor", "compute_cams"]
+__all__ = ["CAM_METHODS", "cam_extractor", "compute_cams", "grad_cam_module", "preload_cam"]
 
 CAM_METHODS = {  # the name shown -> the pytorch_grad_cam class
     "GradCAM": "GradCAM",
@@ -34,6 +36,23 @@ CAM_METHODS = {  # the name shown -> the pytorch_grad_cam class
     "EigenCAM": "EigenCAM",
     "ScoreCAM": "ScoreCAM",
 }
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def grad_cam_module(name: str = "pytorch_grad_cam") -> ModuleType:
+    """Import (a module of) the grad-cam package under one lock.
+
+    Two threads importing it at once (a preload and a request) can see torchvision half-initialised.
+    """
+    with _IMPORT_LOCK:
+        return importlib.import_module(name)
+
+
+def preload_cam() -> None:
+    """Import the grad-cam package now (seconds), e.g. once a server is up, rather than on the first CAM."""
+    grad_cam_module()
 
 
 def _layer(model: nn.Module, name: str) -> nn.Module:
@@ -48,7 +67,7 @@ def cam_extractor(model: nn.Module, layer: str, method: str = "GradCAM") -> Iter
     """A pytorch-grad-cam object on ``model``'s ``layer``; its hooks are removed when the block ends."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-    cam_class = getattr(importlib.import_module("pytorch_grad_cam"), CAM_METHODS[method])
+    cam_class = getattr(grad_cam_module(), CAM_METHODS[method])
     cam = cam_class(model=model, target_layers=[_layer(model, layer)])
     if method == "ScoreCAM":
         cam.batch_size = 256  # one forward per image for our models' widths instead of 16-channel slices
@@ -67,11 +86,10 @@ def compute_cams(model: nn.Module, inputs: Tensor, targets: Sequence[int], layer
     """
     if len(targets) != len(inputs):
         raise ValueError(f"need one target class per sample; got {len(targets)} targets for {len(inputs)} inputs")
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+    target = grad_cam_module("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget
     layer = layer or cam_layers(model)[0]
     device = next(model.parameters()).device
     inputs = inputs.detach().to(device).requires_grad_(True)
     with torch.enable_grad(), cam_extractor(model, layer, method) as cam:
-        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+        maps = cam(input_tensor=inputs, targets=[target(int(t)) for t in targets])
     return np.clip(np.nan_to_num(maps.astype(np.float32)), 0.0, 1.0)

@@ -73,8 +73,9 @@ def cam_overlay(image: Tensor | np.ndarray, cam: np.ndarray, opacity: float) -> 
 
     ``opacity`` 0 shows only the image, 1 only the heat map.
     """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from explorer.cam import grad_cam_module
 
+    show_cam_on_image = grad_cam_module("pytorch_grad_cam.utils.image").show_cam_on_image
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"overlay opacity must be in [0, 1]; got {opacity}")
     rgb = to_rgb(image).astype(np.float32) / 255.0

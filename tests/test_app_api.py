@@ -216,6 +216,7 @@ def test_compare_metrics_match_the_evaluate_module(client):
     assert client.predict(api_name="/compare")[7] == data  # the cached answer is the same answer
 
 
-def test_guide_example_scores_a_pair(client):
-    out = client.predict(api_name="/guide_example")
-    assert "teaches" in out[4] and "Class" in out[4]
+def test_guide_examples_score_a_pair(client):
+    first = client.predict(api_name="/guide_first_example")[4]
+    assert "teaches" in first and first == client.predict(api_name="/guide_first_example")[4]
+    assert "teaches" in client.predict(api_name="/guide_example")[4]

@@ -63,6 +63,7 @@ def test_1_patch_swap_shows_four_scored_images_and_a_random_pair(page):
     summary.get_by_text("patch positions exchanged").wait_for()
     _images_shown(page, "[id^=swap-image-] img", 4)
     assert "A · ce" in summary.inner_text() and "B · ips" in summary.inner_text()
+    _shot(page, "patch-swap")  # the default pair, so the picture only changes when the app does
     before = summary.inner_text()
     page.get_by_role("button", name="Random pair").click()
     page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
@@ -70,7 +71,6 @@ def test_1_patch_swap_shows_four_scored_images_and_a_random_pair(page):
     assert "teaches" in summary.inner_text()
     assert page.get_by_text("← teacher").count() >= 1
     _no_error_toast(page)
-    _shot(page, "patch-swap")
 
 
 def test_2_confidence_gaps_draws_plots_and_a_row_opens_the_pair(page):
@@ -128,9 +128,10 @@ def test_5_guide_renders_formulas_and_a_live_example(page):
     page.wait_for_function("() => document.querySelectorAll('.katex').length >= 5")
     example = page.locator("#guide-example")
     example.get_by_text("teaches").first.wait_for()
+    _images_shown(page, "#guide-images img", 4)
+    _shot(page, "guide")  # the fixed first example
     before = example.inner_text()
     page.get_by_role("button", name="Another example").click()
     page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
                            arg=["#guide-example", before])
     _no_error_toast(page)
-    _shot(page, "guide")

@@ -67,7 +67,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     gr.Markdown(METHOD, latex_delimiters=LATEX)
     gr.Markdown("## A live example\nA random test pair of the chosen dataset, swapped with its default patch "
                 "size and ratio 0.5, scored by model A and model B.")
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="guide-images"):
         pictures = [gr.Image(label=title, format="png", interactive=False, height=240, elem_classes="pixelated",
                              buttons=[]) for title in ("a", "b", "a′", "b′")]
     example_text = gr.Markdown(elem_id="guide-example")
@@ -75,10 +75,9 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     gr.Markdown(TABS)
     gr.Markdown(PEERS)
 
-    @model_work(ctx, small=True)
-    def example(dataset_name: str, model_a: str | None, model_b: str | None):
+    def example(dataset_name: str, model_a: str | None, model_b: str | None, rng: np.random.Generator):
+        """A random same-class test pair, swapped with the default patch size and ratio 0.5, scored."""
         dataset = ctx.dataset(dataset_name)
-        rng = np.random.default_rng()
         label = int(rng.integers(dataset.num_classes))
         members = np.flatnonzero(dataset.test_labels.numpy() == label)
         i, j = (int(v) for v in rng.choice(members, size=2, replace=len(members) < 2))
@@ -92,5 +91,16 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
         images = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
         return (*images, "\n".join(lines))
 
-    gr.on([demo.load, another.click], example, [header.dataset, header.model_a, header.model_b],
-          [*pictures, example_text], api_name="guide_example", concurrency_id=MODEL_WORK, concurrency_limit=1)
+    @model_work(ctx, small=True)
+    def first_example(dataset_name: str, model_a: str | None, model_b: str | None):
+        """The same first example for everyone who opens the Guide."""
+        return example(dataset_name, model_a, model_b, np.random.default_rng(0))
+
+    @model_work(ctx, small=True)
+    def another_example(dataset_name: str, model_a: str | None, model_b: str | None):
+        return example(dataset_name, model_a, model_b, np.random.default_rng())
+
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    models = [header.dataset, header.model_a, header.model_b]
+    demo.load(first_example, models, [*pictures, example_text], api_name="guide_first_example", **work)
+    another.click(another_example, models, [*pictures, example_text], api_name="guide_example", **work)
