@@ -180,7 +180,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         (cfg.kd_weight >= 0 and math.isfinite(cfg.kd_weight), f"--kd-weight must be >= 0; got {cfg.kd_weight}"),
         (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
         (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
-        (cfg.run_id == "" or (RUN_ID_PATTERN.match(cfg.run_id) is not None and ".." not in cfg.run_id),
+        (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
          f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
     ]
     for ok, message in checks:

@@ -91,6 +91,7 @@ def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
     (["--epochs", "many"], "invalid int value: 'many'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--run-id", "../escape"], "--run-id may hold letters"),
+    (["--run-id", "name\n"], "--run-id may hold letters"),
     (["--temperature", "0"], "--temperature must be positive"),
     (["--equal-compute", "--batch-size", "33"], "--equal-compute needs an even --batch-size"),
     (["--dataset", "digits", "--patch-size", "3"],
