@@ -5,7 +5,8 @@
 runs every setting of ``SETTINGS`` for every seed through the training CLI (one process per run, so the
 numbers are exactly what ``python -m explorer.train`` gives), skips runs that already finished (a study can be
 stopped and resumed), and prints a Markdown table: one row per method x setting x seed with the final test
-accuracy, NLL and ECE, and one mean +- std row per method x setting. ``--only`` picks settings by label.
+accuracy, NLL and ECE, and one mean +- std row per method x setting. ``--only`` picks settings by label
+and runs them in the order given.
 Extra arguments after ``--`` go to every run (e.g. ``-- --dataset digits``).
 """
 
@@ -75,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", help="labels (or label prefixes) of the settings to run")
+    parser.add_argument("--only", nargs="+", choices=[lab for lab, _ in SETTINGS], metavar="LABEL",
+                        help="run only these settings, in this order: " + "; ".join(lab for lab, _ in SETTINGS))
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
     args = parser.parse_args(argv)
-    settings = [(lab, a) for lab, a in SETTINGS if not args.only or any(lab.startswith(o) for o in args.only)]
+    settings = SETTINGS if not args.only else [(lab, a) for o in args.only for lab, a in SETTINGS if lab == o]
     out = Path(args.out)
     if not args.table_only:
         for label, train_args in settings:
