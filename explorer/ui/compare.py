@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gradio as gr
@@ -9,7 +10,7 @@ import pandas as pd
 
 from explorer.comparison import compare_reports, model_report, split_logits
 from explorer.figures import confidence_histograms, confusion_figure, reliability_diagram
-from explorer.render import render_image
+from explorer.render import display_scale, render_image
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.ui.gradcam import SOURCES, GradCamTab
 
@@ -18,6 +19,11 @@ __all__ = ["GALLERY_SIZE", "build"]
 GALLERY_SIZE = 30  # flipped samples shown per gallery; the JSON lists them all
 METRICS = (("accuracy", "accuracy (%)", 100), ("nll", "NLL", 1), ("ece", "ECE (%, 15 bins)", 100),
            ("brier", "Brier score", 1), ("true_class_confidence", "mean true-class confidence", 1))
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """JSON has no NaN: an empty reliability bin's accuracy and confidence become null."""
+    return [None if math.isnan(v) else v for v in values]
 
 
 def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -> None:
@@ -41,12 +47,13 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -
     flips = gr.State()  # test indices behind each gallery, for opening one in the Grad-CAM tab
 
     @model_work(ctx)
-    def compare(dataset_name: str, model_a: str | None, model_b: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def compare(dataset_name: str, model_a: str | None, model_b: str | None,
+                progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
         dataset = ctx.dataset(dataset_name)
         checkpoints = ctx.models(dataset, model_a, model_b)
         if len(checkpoints) != 2:
             raise ValueError("choose two checkpoints, model A and model B, to compare")
-        (name_a, checkpoint_a), (name_b, checkpoint_b) = checkpoints.items()
+        name_a, name_b = checkpoints
         labels = dataset.test_labels
         reports = {}
         for i, (name, checkpoint) in enumerate(checkpoints.items()):
@@ -66,7 +73,7 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -
             for i in indices[:GALLERY_SIZE].tolist():
                 truth = dataset.class_names[int(labels[i])]
                 a, b = (dataset.class_names[int(r.predicted[i])] for r in (result.a, result.b))
-                items.append((render_image(dataset.test_images[i], scale=4 if dataset.image_size[0] >= 28 else 12),
+                items.append((render_image(dataset.test_images[i], scale=display_scale(*dataset.image_size, side=112)),
                               f"{truth} · A {a} · B {b}"))
             return items
 
@@ -74,8 +81,8 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -
             "dataset": dataset.name, "n": len(labels),
             "models": {name: {"checkpoint": str(checkpoints[name].path), **r.metrics,
                               "reliability": {"edges": r.bins.edges, "count": r.bins.count,
-                                              "accuracy": [None if a != a else a for a in r.bins.accuracy],
-                                              "confidence": [None if c != c else c for c in r.bins.confidence]},
+                                              "accuracy": _finite(r.bins.accuracy),
+                                              "confidence": _finite(r.bins.confidence)},
                               "confusion": r.confusion.tolist()}
                        for name, r in reports.items()},
             "confusion_difference": result.confusion_difference.tolist(),
