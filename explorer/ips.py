@@ -49,8 +49,10 @@ __all__ = [
     "cskd_loss",
     "ips_loss",
     "patch_swap",
+    "random_patch_mask",
     "same_class_partners",
     "swap_count",
+    "swap_patches",
 ]
 
 
@@ -127,21 +129,57 @@ def swap_count(ratio: float, num_patches: int) -> int:
     return int(round(ratio * num_patches))
 
 
-def _check_swap_args(a: Tensor, b: Tensor, patch_size: int, ratio: float, p: float) -> None:
+def _check_pair_shapes(a: Tensor, b: Tensor) -> None:
     if a.dim() != 4 or a.shape != b.shape:
         raise ValueError(f"patch_swap needs two batches of the same shape [B, C, H, W]; "
                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    h, w = a.shape[-2:]
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size must be a positive integer; got {patch_size!r}")
-    if h % patch_size or w % patch_size:
-        divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
-        raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
-                         f"allowed patch sizes: {divisors}")
+
+
+def _check_ratio_and_p(ratio: float, p: float) -> None:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"swap ratio must be in [0, 1] (the fraction of patches exchanged); got {ratio}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"swap probability p must be in [0, 1]; got {p}")
+
+
+def random_patch_mask(batch: int, grid: tuple[int, int], ratio: float = 0.5, p: float = 1.0,
+                      generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    """The random half of ``patch_swap``: which patch positions each of ``batch`` pairs exchanges.
+
+    bool [batch, gh, gw]; a row holds exactly ``round(ratio * gh * gw)`` True values with probability ``p``,
+    else none. ``generator`` must live on ``device``.
+    """
+    _check_ratio_and_p(ratio, p)
+    gh, gw = grid
+    k = swap_count(ratio, gh * gw)
+    # Both draws always happen so the random stream does not depend on ratio or p.
+    scores = torch.rand(batch, gh * gw, generator=generator, device=device)
+    selected = torch.rand(batch, 1, generator=generator, device=device) < p
+    mask = torch.zeros(batch, gh * gw, dtype=torch.bool, device=device)
+    if k > 0:
+        mask.scatter_(1, scores.topk(k, dim=1).indices, True)
+    return (mask & selected).view(batch, gh, gw)
+
+
+def swap_patches(a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The deterministic half of ``patch_swap``: exchange the patches that ``mask`` [B, gh, gw] marks.
+
+    The patch size is H / gh (= W / gw). a and b are [B, C, H, W] of any dtype.
+    """
+    _check_pair_shapes(a, b)
+    batch, _, h, w = a.shape
+    if mask.dim() != 3 or mask.shape[0] != batch or h % mask.shape[1] or w % mask.shape[2] \
+            or h // mask.shape[1] != w // mask.shape[2]:
+        raise ValueError(f"a patch mask [B, gh, gw] must tile the {h}x{w} images of {batch} pairs into square "
+                         f"patches; got {tuple(mask.shape)}")
+    patch_size = h // mask.shape[1]
+    # Branch-free exact select on the raw bits: with m all-ones where swapped, a ^ ((a ^ b) & m) is b there and a
+    # elsewhere, for any dtype (floats, NaNs included). It is about twice as fast as two torch.where on the CPU.
+    bits = _SAME_SIZE_INT[a.element_size()]
+    m = mask.to(bits).neg_().repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
+    a_bits, b_bits = a.view(bits), b.view(bits)
+    diff = (a_bits ^ b_bits) & m
+    return (a_bits ^ diff).view(a.dtype), (b_bits ^ diff).view(b.dtype)
 
 
 def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: float = 1.0,
@@ -152,28 +190,21 @@ def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: flo
     exchanges exactly ``round(ratio * number_of_patches)`` randomly chosen patch positions (the same
     positions both ways); other pairs stay unchanged. Batched, on the inputs' device and dtype, no Python
     loop over samples; deterministic given ``generator`` (which must live on the inputs' device).
+    ``random_patch_mask`` + ``swap_patches`` are its two halves, for callers that choose masks themselves.
 
     Returns ``(a_swapped, b_swapped, mask)`` with ``mask`` bool [B, H / patch_size, W / patch_size],
     True where a patch was exchanged.
     """
-    _check_swap_args(a, b, patch_size, ratio, p)
-    batch, _, h, w = a.shape
-    gh, gw = h // patch_size, w // patch_size
-    k = swap_count(ratio, gh * gw)
-    # Both draws always happen so the random stream does not depend on ratio or p.
-    scores = torch.rand(batch, gh * gw, generator=generator, device=a.device)
-    selected = torch.rand(batch, 1, generator=generator, device=a.device) < p
-    mask = torch.zeros(batch, gh * gw, dtype=torch.bool, device=a.device)
-    if k > 0:
-        mask.scatter_(1, scores.topk(k, dim=1).indices, True)
-    mask = (mask & selected).view(batch, gh, gw)
-    # Branch-free exact select on the raw bits: with m all-ones where swapped, a ^ ((a ^ b) & m) is b there and a
-    # elsewhere, for any dtype (floats, NaNs included). It is about twice as fast as two torch.where on the CPU.
-    bits = _SAME_SIZE_INT[a.element_size()]
-    m = mask.to(bits).neg_().repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
-    a_bits, b_bits = a.view(bits), b.view(bits)
-    diff = (a_bits ^ b_bits) & m
-    return (a_bits ^ diff).view(a.dtype), (b_bits ^ diff).view(b.dtype), mask
+    _check_pair_shapes(a, b)
+    h, w = a.shape[-2:]
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer; got {patch_size!r}")
+    if h % patch_size or w % patch_size:
+        divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+        raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
+                         f"allowed patch sizes: {divisors}")
+    mask = random_patch_mask(a.shape[0], (h // patch_size, w // patch_size), ratio, p, generator, a.device)
+    return (*swap_patches(a, b, mask), mask)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,7 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.ips import build_class_index, cskd_loss, ips_loss, patch_swap, same_class_partners, swap_count
+from explorer.ips import (
+    build_class_index,
+    cskd_loss,
+    ips_loss,
+    patch_swap,
+    random_patch_mask,
+    same_class_partners,
+    swap_count,
+    swap_patches,
+)
 
 
 def _patches(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -111,6 +120,23 @@ def test_swap_rejects_bad_arguments(kwargs, message):
     a, b = _batch()
     with pytest.raises(ValueError, match=message):
         patch_swap(a, b, **kwargs)
+
+
+def test_patch_swap_is_random_patch_mask_then_swap_patches():
+    a, b = _batch(shape=(10, 2, 12, 8))
+    a2, b2, mask = patch_swap(a, b, 4, 0.5, 0.6, generator=torch.Generator().manual_seed(9))
+    same_mask = random_patch_mask(10, (3, 2), 0.5, 0.6, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(mask, same_mask)
+    a3, b3 = swap_patches(a, b, same_mask)
+    assert torch.equal(a2, a3) and torch.equal(b2, b3)
+
+
+def test_swap_patches_rejects_a_mask_that_does_not_tile_the_images():
+    a, b = _batch(shape=(4, 1, 12, 12))
+    with pytest.raises(ValueError, match=r"tile the 12x12 images of 4 pairs into square patches; got \(4, 5, 5\)"):
+        swap_patches(a, b, torch.zeros(4, 5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="square patches"):
+        swap_patches(a, b, torch.zeros(4, 3, 4, dtype=torch.bool))
 
 
 def test_swap_rejects_mismatched_shapes():
