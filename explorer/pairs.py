@@ -1,14 +1,16 @@
 """Swapped same-class pairs as the app shows them: one pair in detail, or many pairs' confidence gaps.
 
-Both use the core's ``patch_swap`` and ``ips_loss``, so a pair's teacher and KL term are exactly what
-training would compute for it. Every pair is swapped with its *own* seeded generator (``pair_seed``):
-a pair opened from the gap table in the Patch swap tab shows the same patches, confidences and KL as in
-the table, and a class sees the same pairs every time for the same seed.
+Both use the core's ``random_patch_mask``, ``swap_patches`` and ``ips_loss``, so a pair's teacher and KL term
+are exactly what training would compute for it. The exchanged positions belong to the *anchor* (view a): a seed
+draws one mask per test image at once (``anchor_masks``), and the pair anchored at test image i uses row i,
+whatever its partner, the number of pairs or the class filter. So a pair opened from the gap table in the Patch
+swap tab (same seed, same anchor) shows the same patches, confidences and KL as in the table, every pair is
+swapped in one batched call, and a class sees the same pairs every time for the same seed. An uploaded view a
+has no test index and uses row 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +18,10 @@ from torch import Tensor, nn
 
 from explorer.data import Dataset
 from explorer.evaluate import predict_logits
-from explorer.ips import build_class_index, ips_loss, patch_swap, same_class_partners
+from explorer.ips import build_class_index, ips_loss, random_patch_mask, same_class_partners, swap_patches
 
-__all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "class_test_index", "confidence_gaps",
-           "gap_statistics", "pair_seed", "patch_sizes", "seeded_patch_swap", "swap_pair"]
+__all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "anchor_masks", "class_test_index",
+           "confidence_gaps", "gap_statistics", "patch_sizes", "swap_pair"]
 
 
 def patch_sizes(image_size: tuple[int, int]) -> list[int]:
@@ -29,26 +31,14 @@ def patch_sizes(image_size: tuple[int, int]) -> list[int]:
     return sizes or [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
 
 
-def pair_seed(seed: int, anchor: int) -> int:
-    """The swap seed of the pair anchored at test index ``anchor`` in a gap run with ``seed``."""
-    return seed * 1_000_000 + anchor
-
-
-def seeded_patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float,
-                      seeds: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """``patch_swap`` of pair i drawn from a generator seeded with ``seeds[i]``.
-
-    A loop of one-pair swaps (microseconds each) rather than one batched call: a pair must look the same
-    when swapped alone (Patch swap tab) as inside a batch of a gap run.
-    """
-    if len(seeds) != len(a):
-        raise ValueError(f"need one seed per pair; got {len(seeds)} seeds for {len(a)} pairs")
-    if len(a) == 0:
-        return patch_swap(a, b, patch_size, ratio)
-    parts = [patch_swap(a[i:i + 1], b[i:i + 1], patch_size, ratio,
-                        generator=torch.Generator(a.device).manual_seed(int(s))) for i, s in enumerate(seeds)]
-    swapped_a, swapped_b, masks = zip(*parts, strict=True)
-    return torch.cat(swapped_a), torch.cat(swapped_b), torch.cat(masks)
+def anchor_masks(dataset: Dataset, patch_size: int, ratio: float, seed: int) -> Tensor:
+    """bool [N_test, gh, gw]: the patch positions a pair anchored at each test image exchanges under ``seed``."""
+    h, w = dataset.image_size
+    if patch_size < 1 or h % patch_size or w % patch_size:
+        raise ValueError(f"patch size {patch_size} does not divide the {h}x{w} images; "
+                         f"use one of {patch_sizes(dataset.image_size)}")
+    return random_patch_mask(len(dataset.test_labels), (h // patch_size, w // patch_size), ratio,
+                             generator=torch.Generator().manual_seed(seed))
 
 
 def class_test_index(dataset: Dataset, label: int, rank: int) -> int:
@@ -86,10 +76,15 @@ class SwappedPair:
 
 
 def swap_pair(dataset: Dataset, image_a: Tensor, image_b: Tensor, label: int, patch_size: int, ratio: float,
-              seed: int, models: dict[str, nn.Module]) -> SwappedPair:
-    """Swap two uint8 images [C, H, W] of class ``label`` and score both views of both pairs with each model."""
+              seed: int, models: dict[str, nn.Module], anchor: int | None = None) -> SwappedPair:
+    """Swap two uint8 images [C, H, W] of class ``label`` and score both views of both pairs with each model.
+
+    ``anchor``: the test index of image a, whose row of ``anchor_masks`` gives the exchanged positions
+    (None for an upload: row 0).
+    """
     originals = torch.stack([image_a, image_b])
-    swapped_a, swapped_b, mask = seeded_patch_swap(originals[:1], originals[1:], patch_size, ratio, [seed])
+    mask = anchor_masks(dataset, patch_size, ratio, seed)[[anchor or 0]]
+    swapped_a, swapped_b = swap_patches(originals[:1], originals[1:], mask)
     views = torch.cat([originals, swapped_a, swapped_b])  # a, b, a', b'
     targets = torch.tensor([label, label])
     scores = {}
@@ -113,7 +108,6 @@ class PairGaps:
     anchors: Tensor  # [N] test indices of view a's source
     partners: Tensor  # [N] test indices of view b's source
     labels: Tensor  # [N]
-    seeds: Tensor  # [N] each pair's swap seed
     confidence_a: dict[str, Tensor]  # model name -> [N]
     confidence_b: dict[str, Tensor]
     teacher_is_a: dict[str, Tensor]
@@ -142,8 +136,8 @@ def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int
         raise ValueError(f"the number of pairs must be at least 1; got {n_pairs}")
     anchors = order[:n_pairs]
     partners = partners_of[anchors]
-    seeds = torch.tensor([pair_seed(seed, int(a)) for a in anchors], dtype=torch.long)
-    view_a, view_b, _ = seeded_patch_swap(images[anchors], images[partners], patch_size, ratio, seeds.tolist())
+    view_a, view_b = swap_patches(images[anchors], images[partners],
+                                  anchor_masks(dataset, patch_size, ratio, seed)[anchors])
     targets = labels[anchors]
     conf_a, conf_b, teacher, kd = {}, {}, {}, {}
     for name, model in models.items():
@@ -151,7 +145,7 @@ def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int
         out = ips_loss(logits_a, logits_b, targets)
         conf_a[name], conf_b[name], teacher[name], kd[name] = (out.confidence_a, out.confidence_b,
                                                                out.teacher_is_a, out.kd_per_pair)
-    return PairGaps(anchors, partners, targets, seeds, conf_a, conf_b, teacher, kd)
+    return PairGaps(anchors, partners, targets, conf_a, conf_b, teacher, kd)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from explorer.checkpoints import CheckpointError, load_checkpoint
 from explorer.comparison import compare_reports, model_report, split_logits
 from explorer.data import load_dataset
 from explorer.evaluate import calibration_bins, predict_logits
-from explorer.ips import ips_loss, patch_swap
-from explorer.pairs import confidence_gaps, gap_statistics, pair_seed, patch_sizes, seeded_patch_swap, swap_pair
+from explorer.ips import ips_loss, random_patch_mask
+from explorer.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
 from explorer.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +74,33 @@ def test_display_scale_and_patch_sizes():
 
 
 # ------------------------------------------------------------------ pairs
-def test_a_pair_swapped_alone_equals_the_same_pair_inside_a_batch(mnist):
-    a, b = mnist.test_images[:6], mnist.test_images[6:12]
-    seeds = [pair_seed(3, i) for i in range(6)]
-    batch_a, batch_b, batch_mask = seeded_patch_swap(a, b, 7, 0.5, seeds)
-    for i in (0, 4):
-        alone_a, alone_b, alone_mask = seeded_patch_swap(a[i:i + 1], b[i:i + 1], 7, 0.5, [seeds[i]])
-        assert torch.equal(alone_a[0], batch_a[i]) and torch.equal(alone_b[0], batch_b[i])
-        assert torch.equal(alone_mask[0], batch_mask[i])
-    direct = patch_swap(a[:1], b[:1], 7, 0.5, generator=torch.Generator().manual_seed(seeds[0]))
-    assert torch.equal(direct[0][0], batch_a[0])  # the core's patch_swap, nothing re-implemented
+def test_anchor_masks_are_the_cores_masks_one_row_per_test_image(mnist):
+    masks = anchor_masks(mnist, 7, 0.5, seed=3)
+    assert masks.shape == (1000, 4, 4) and masks.flatten(1).sum(1).eq(8).all()
+    assert torch.equal(masks, random_patch_mask(1000, (4, 4), 0.5, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(masks, anchor_masks(mnist, 7, 0.5, seed=4))
+    with pytest.raises(ValueError, match="patch size 5 does not divide the 28x28 images"):
+        anchor_masks(mnist, 5, 0.5, seed=3)
+
+
+def test_a_gap_pair_opened_alone_shows_the_same_swap_and_numbers(mnist, models):
+    gaps = confidence_gaps(mnist, models, 50, 7, 0.5, seed=3)
+    masks = anchor_masks(mnist, 7, 0.5, seed=3)
+    for k in (0, 17, 49):
+        anchor, partner, label = int(gaps.anchors[k]), int(gaps.partners[k]), int(gaps.labels[k])
+        pair = swap_pair(mnist, mnist.test_images[anchor], mnist.test_images[partner], label, 7, 0.5, 3, models,
+                         anchor=anchor)
+        assert torch.equal(pair.mask, masks[anchor])
+        for name in models:
+            s = pair.scores[name]
+            assert s.swapped_a == pytest.approx(float(gaps.confidence_a[name][k]), abs=1e-5)
+            assert s.swapped_b == pytest.approx(float(gaps.confidence_b[name][k]), abs=1e-5)
+            assert s.kd == pytest.approx(float(gaps.kd[name][k]), rel=1e-4, abs=1e-7)
+            assert (s.teacher == "a") == bool(gaps.teacher_is_a[name][k])
+    # the positions belong to the anchor: another partner, the same exchanged positions
+    other = swap_pair(mnist, mnist.test_images[anchor], mnist.test_images[anchor], label, 7, 0.5, 3, models,
+                      anchor=anchor)
+    assert torch.equal(other.mask, masks[anchor])
 
 
 def test_swap_pair_numbers_are_the_core_loss_on_the_swapped_views(mnist, models):
@@ -118,7 +135,6 @@ def test_gap_pairs_are_fixed_by_the_seed_whatever_n_or_class_filter(mnist, model
     labels = mnist.test_labels
     assert torch.equal(labels[large.anchors], labels[large.partners]) and (large.anchors != large.partners).all()
     assert len(set(large.anchors.tolist())) == 200
-    assert torch.equal(large.seeds, torch.tensor([pair_seed(5, a) for a in large.anchors.tolist()]))
     other_seed = confidence_gaps(mnist, one, 40, 7, 0.5, seed=6)
     assert not torch.equal(other_seed.anchors, small.anchors)
 

@@ -55,7 +55,7 @@ def test_swap_pair_returns_the_core_numbers_and_four_images(client):
     a, b = class_test_index(dataset, 3, 2), class_test_index(dataset, 3, 5)
     assert data["a"] == {"source": "test", "test_index": a} and data["b"]["test_index"] == b
     models = {"A · ce": load_checkpoint(CE).model, "B · ips": load_checkpoint(IPS).model}
-    expected = swap_pair(dataset, dataset.test_images[a], dataset.test_images[b], 3, 7, 0.5, 4, models)
+    expected = swap_pair(dataset, dataset.test_images[a], dataset.test_images[b], 3, 7, 0.5, 4, models, anchor=a)
     assert set(data["models"]) == set(models)
     for name, score in expected.scores.items():
         got = data["models"][name]
@@ -157,7 +157,7 @@ def test_confidence_gaps_are_reproducible_and_summarised(client):
         assert model_data["mean_gap"] == pytest.approx(np.abs(conf_a - conf_b).mean(), abs=1e-3)
         assert 0 <= model_data["a_teaches"] <= 1
     table = first[3]
-    assert len(table["data"]) == 20 and table["headers"][:4] == ["class", "test # a", "test # b", "pair seed"]
+    assert len(table["data"]) == 20 and table["headers"][:3] == ["class", "test # a", "test # b"]
     again = client.predict(**args, api_name="/confidence_gaps")[5]
     assert again["pairs"] == data["pairs"]
     only_b = client.predict(**{**args, "models": "B only", "class_name": "4"}, api_name="/confidence_gaps")[5]

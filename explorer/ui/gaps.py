@@ -80,8 +80,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
                  for a, b, c in zip(gaps.anchors, gaps.partners, gaps.labels, strict=True)]
         largest = torch.stack([gaps.gap(name) for name in names]).amax(0).argsort(descending=True)[:TABLE_ROWS]
         rows = {"class": [class_names[int(gaps.labels[i])] for i in largest],
-                "test # a": gaps.anchors[largest].tolist(), "test # b": gaps.partners[largest].tolist(),
-                "pair seed": gaps.seeds[largest].tolist()}
+                "test # a": gaps.anchors[largest].tolist(), "test # b": gaps.partners[largest].tolist()}
         for name in names:
             rows[f"gap {name}"] = _round(gaps.gap(name)[largest], 3)
             rows[f"teacher {name}"] = ["a′" if t else "b′" for t in gaps.teacher_is_a[name][largest].tolist()]
@@ -93,7 +92,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
                               "class_mean_gap": dict(zip(class_names, s.class_mean, strict=True))}
                        for name, s in stats.items()},
             "pairs": {"anchor": gaps.anchors.tolist(), "partner": gaps.partners.tolist(),
-                      "label": gaps.labels.tolist(), "pair_seed": gaps.seeds.tolist(),
+                      "label": gaps.labels.tolist(),
                       **{name: {"confidence_a": _round(gaps.confidence_a[name]),
                                 "confidence_b": _round(gaps.confidence_b[name]),
                                 "teacher_is_a": gaps.teacher_is_a[name].tolist(), "kd": _round(gaps.kd[name])}
@@ -108,7 +107,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
                 class_gap_bars(class_names, {name: s.class_mean for name, s in stats.items()}),
                 gap_scatter(gaps.confidence_a, gaps.confidence_b, gaps.teacher_is_a, hover),
                 pd.DataFrame(rows), "\n".join(text), result,
-                {"dataset": dataset.name, "patch_size": int(patch_size), "ratio": float(swap_ratio)})
+                {"dataset": dataset.name, "patch_size": int(patch_size), "ratio": float(swap_ratio), "seed": seed_int})
 
     run.click(compute, [header.dataset, header.model_a, header.model_b, which, class_filter, n_pairs, patch_size,
                         ratio, seed],
@@ -130,14 +129,14 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
         """A clicked table row -> its pair, patch size, ratio and seed in the Patch swap tab."""
         if not settings or evt.row_value is None:
             raise ValueError("compute the gaps first, then click a row of the table")
-        class_value, anchor, partner, pair_seed = evt.row_value[:4]  # the table's first four columns
+        class_value, anchor, partner = evt.row_value[:3]  # the table's first three columns
         dataset = ctx.dataset(settings["dataset"])
         index = build_class_index(dataset.test_labels, dataset.num_classes)
         label = class_label(dataset, str(class_value))
         top = class_size(dataset, label) - 1
         return (dataset.class_names[label], gr.Slider(maximum=top, value=int(index.rank[int(anchor)])),
                 gr.Slider(maximum=top, value=int(index.rank[int(partner)])), settings["patch_size"],
-                settings["ratio"], int(pair_seed), None, None, gr.Tabs(selected="swap"))
+                settings["ratio"], settings["seed"], None, None, gr.Tabs(selected="swap"))
 
     table.select(open_pair, run_state, [swap.class_name, swap.index_a, swap.index_b, swap.patch_size, swap.ratio,
                                         swap.seed, swap.upload_a, swap.upload_b, tabs],

@@ -101,7 +101,8 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
         patch_size = gr.Dropdown(sizes0, value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
                                  info="only sizes that divide the image size")
         ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", info="fraction of patch positions exchanged")
-        seed = gr.Number(0, precision=0, label="Seed", info="which positions are exchanged")
+        seed = gr.Number(0, precision=0, label="Seed",
+                         info="with sample a, fixes which positions are exchanged")
     with gr.Accordion("Use your own images (optional)", open=False):
         gr.Markdown("PNG, JPEG, WebP or BMP up to 20 MB. An upload replaces sample a or b, is taken to show the "
                     "chosen class, and is converted to the dataset's channels and size.")
@@ -147,7 +148,8 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
         checkpoints = ctx.models(dataset, model_a, model_b)
         seed_int = _whole(seed, "seed")
         pair = swap_pair(dataset, image_a, image_b, label, _whole(patch_size, "patch size"), float(swap_ratio),
-                         seed_int, {name: checkpoint.model for name, checkpoint in checkpoints.items()})
+                         seed_int, {name: checkpoint.model for name, checkpoint in checkpoints.items()},
+                         anchor=source_a.get("test_index"))
         pictures = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
         result = {
             "dataset": dataset.name, "class": dataset.class_names[label], "label": label,
