@@ -7,7 +7,7 @@ in A, B order, so one builder serves one model or two.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,11 +15,19 @@ from plotly.subplots import make_subplots
 
 from explorer.evaluate import CalibrationBins
 
-__all__ = ["MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars", "confidence_histograms", "confusion_figure",
-           "gap_histogram", "gap_scatter", "reliability_diagram"]
+__all__ = ["CURVE_PANELS", "METHOD_COLOURS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
+           "confidence_histograms", "confusion_figure", "gap_histogram", "gap_scatter", "reliability_diagram",
+           "training_curves"]
 
 MODEL_COLOURS = ("#2f6db5", "#e4632d")  # model A (baseline), model B (IPS)
 TEACHER_COLOURS = {"view a teaches": "#1b9e77", "view b teaches": "#7570b3"}
+METHOD_COLOURS = {"ce": MODEL_COLOURS[0], "ips": MODEL_COLOURS[1], "cskd": "#3a9a3a"}  # the baseline in A's colour
+# (metric, panel title, y tick format) of the training curves, in reading order: losses, then accuracy and calibration
+CURVE_PANELS = (("loss", "loss", ""), ("ce", "cross-entropy", ""), ("kd", "KD term (KL·T²)", ""),
+                ("train_accuracy", "train accuracy", ".0%"), ("test_accuracy", "test accuracy", ".0%"),
+                ("test_ece", "test ECE (15 bins)", ".1%"))
+_RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")  # tell apart runs of one method,
+_SHADES = (0.0, -0.4, 0.45, -0.65, 0.7)  # as do shades of its colour: mixed with black (< 0) or white (> 0)
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=75, b=55), font=dict(size=13),
                legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
 _SIDE_LEGEND = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02)  # clear of subplot titles
@@ -165,3 +173,49 @@ def confusion_figure(confusions: dict[str, np.ndarray], difference: np.ndarray, 
         annotation.font = dict(color=_colour(i), size=14)
     fig.update_layout(**_LAYOUT, height=height, title="Confusion matrices")
     return fig
+
+
+def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]], methods: dict[str, str],
+                    dashed: Collection[str] = (), height: int = 560) -> go.Figure:
+    """Each run's metrics against epochs, one panel per ``CURVE_PANELS`` metric, runs overlaid.
+
+    ``curves[run][metric]`` is (epochs, values); a run is drawn in the colour of its method
+    (``METHOD_COLOURS``), runs of one method with different markers, and the runs named in ``dashed``
+    (reference runs) as dashed lines without markers. ``uirevision`` keeps zoom and hidden traces while the
+    figure is redrawn with new points.
+    """
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[title for _, title, _ in CURVE_PANELS],
+                        horizontal_spacing=0.07, vertical_spacing=0.16)
+    seen: dict[str, int] = {}
+    for name, metrics in curves.items():
+        method = methods.get(name, "")
+        reference = name in dashed
+        nth = 0 if reference else seen.get(method, 0)  # the how-manieth run of its method
+        seen[method] = nth + (not reference)
+        colour = _shade(METHOD_COLOURS.get(method, "#666666"), nth)
+        symbol = _RUN_SYMBOLS[nth % len(_RUN_SYMBOLS)]
+        for i, (metric, title, tick_format) in enumerate(CURVE_PANELS):
+            x, y = metrics.get(metric, ((), ()))
+            value = "%{y:" + (tick_format or ".4f") + "}"
+            fig.add_trace(go.Scatter(
+                x=_array(x), y=_array(y), name=name, legendgroup=name, showlegend=i == 0,
+                mode="lines" if reference else "lines+markers",
+                line=dict(color=colour, dash="dash" if reference else "solid", width=1.5 if reference else 2),
+                marker=dict(symbol=symbol, size=6), opacity=0.75 if reference else 1.0,
+                hovertemplate=f"epoch %{{x:.2f}}<br>{title} {value}<extra>{name}</extra>"),
+                row=i // 3 + 1, col=i % 3 + 1)
+    for i, (_, _, tick_format) in enumerate(CURVE_PANELS):
+        fig.update_xaxes(title_text="epoch" if i >= 3 else None, rangemode="tozero", row=i // 3 + 1, col=i % 3 + 1)
+        fig.update_yaxes(tickformat=tick_format or None, rangemode="tozero", row=i // 3 + 1, col=i % 3 + 1)
+    fig.update_layout(**_LAYOUT, height=height, uirevision="training-curves")
+    fig.update_layout(title="Training curves (dashed: demo checkpoints, for reference)", margin=dict(t=75, b=120),
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
+    return fig
+
+
+def _shade(colour: str, nth: int) -> str:
+    """``colour`` (#rrggbb) for the ``nth`` line of one hue: as it is, then mixed with black or white in turn."""
+    mix = _SHADES[nth % len(_SHADES)]
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    mixed = rgb + ((0 if mix < 0 else 255) - rgb) * abs(mix)
+    return "#" + "".join(f"{round(v):02x}" for v in mixed)

@@ -63,7 +63,7 @@ from explorer.train import (
 )
 
 __all__ = ["FINAL_STATES", "FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RUN_TABLE_HEADERS", "RunError", "RunInfo",
-           "RunManager"]
+           "RunManager", "read_json", "read_metrics"]
 
 LAUNCH, LOG, STATUS = "launch.json", "train.log", "status.json"
 FINAL_STATES = ("finished", "failed", "cancelled")
@@ -218,7 +218,7 @@ def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> _Process | bo
 # --------------------------------------------------------------------------------------------------
 # Reading run folders
 # --------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file written atomically; {} when it is missing or unreadable."""
     try:
         value = json.loads(path.read_text())
@@ -227,7 +227,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run folder's metrics.jsonl (any run folder, the demo checkpoints' too); [] when none."""
     try:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     except OSError:
@@ -329,7 +330,7 @@ class RunManager:
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
         steps and ``kind`` "epoch" (also train/test accuracy, test NLL, ECE, Brier) after each epoch."""
-        return _read_metrics(self.run_dir(run_id))
+        return read_metrics(self.run_dir(run_id))
 
     def log_tail(self, run_id: str, lines: int = 40) -> str:
         """The last ``lines`` lines of the run's log (its stdout and stderr), e.g. to show why it failed."""
@@ -344,7 +345,7 @@ class RunManager:
     def settings(self, run_id: str) -> dict[str, Any]:
         """The form values a run was launched with, e.g. to launch the same settings with another method."""
         run_dir = self.run_dir(run_id)
-        config = _read_json(run_dir / LAUNCH).get("config") or _read_json(run_dir / "config.json")
+        config = read_json(run_dir / LAUNCH).get("config") or read_json(run_dir / "config.json")
         return {name: config[name] for name in FORM_FIELDS if name in config}
 
     def cancel(self, run_id: str) -> None:
@@ -359,7 +360,7 @@ class RunManager:
                 return
             process = self._active.get(run_id)
             if process is None:
-                state = _read_json(run_dir / STATUS).get("state", "unknown")
+                state = read_json(run_dir / STATUS).get("state", "unknown")
                 if state in ("queued", "running"):
                     raise RunError(f"run {run_id} was not started by this app (e.g. from the command line); "
                                    f"stop it where it was started")
@@ -372,7 +373,7 @@ class RunManager:
         """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first)."""
         run_dir = self.run_dir(run_id)
         with self._lock:
-            state = _read_json(run_dir / STATUS).get("state", "unknown")
+            state = read_json(run_dir / STATUS).get("state", "unknown")
             if run_id in self._active or run_id in self._queue or state not in FINAL_STATES:
                 raise RunError(f"run {run_id} is {state}; only finished, failed or cancelled runs can be deleted "
                                f"(cancel it first)")
@@ -403,11 +404,11 @@ class RunManager:
         interrupted = []
         with self._lock:
             for run_dir in sorted(self.runs_dir.iterdir()):
-                run_id, status = run_dir.name, _read_json(run_dir / STATUS)
+                run_id, status = run_dir.name, read_json(run_dir / STATUS)
                 if status.get("state") not in ("queued", "running") or run_id in self._queue or run_id in self._active:
                     continue
                 try:
-                    owner = _live_owner(status, _read_json(run_dir / LAUNCH))
+                    owner = _live_owner(status, read_json(run_dir / LAUNCH))
                 except (KeyError, TypeError, ValueError):  # a hand-edited launch.json: nobody to wait for
                     owner = None
                 if isinstance(owner, _Process):
@@ -472,10 +473,10 @@ class RunManager:
                 continue
 
     def _info(self, run_dir: Path) -> RunInfo:
-        status = _read_json(run_dir / STATUS)
-        launch = _read_json(run_dir / LAUNCH)
-        config = _read_json(run_dir / "config.json") or launch.get("config", {})
-        tests = [r["test_accuracy"] for r in _read_metrics(run_dir) if r.get("kind") == "epoch"]
+        status = read_json(run_dir / STATUS)
+        launch = read_json(run_dir / LAUNCH)
+        config = read_json(run_dir / "config.json") or launch.get("config", {})
+        tests = [r["test_accuracy"] for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
         started = launch.get("queued_at") or (run_dir / STATUS).stat().st_ctime
         return RunInfo(run_id=run_dir.name, method=config.get("method", "?"), dataset=config.get("dataset", "?"),
                        model=config.get("model", "?"), state=status.get("state", "unknown"),
@@ -489,7 +490,7 @@ class RunManager:
 
     def _write_final(self, run_dir: Path, state: str, message: str) -> None:
         """Write a final state for a run whose process could not, keeping its progress fields."""
-        previous = _read_json(run_dir / STATUS)
+        previous = read_json(run_dir / STATUS)
         kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
         write_status(run_dir, state, message=message, **kept)
 
@@ -547,7 +548,7 @@ class RunManager:
         del self._active[run_id]
         cancelled = self._cancel_deadlines.pop(run_id, None) is not None
         run_dir = self.runs_dir / run_id
-        if _read_json(run_dir / STATUS).get("state") in FINAL_STATES:
+        if read_json(run_dir / STATUS).get("state") in FINAL_STATES:
             return  # the training process wrote its own final state
         code = process.returncode
         if cancelled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,14 +32,27 @@ def save_digits_run(runs_dir: Path, name: str = "digits-run") -> Path:
 
 
 @contextmanager
-def running_app(runs_dir: Path) -> Iterator[str]:
-    """The app on 127.0.0.1 with the demo checkpoints and ``runs_dir``; yields its URL."""
+def running_app(runs_dir: Path, max_runs: int = 2) -> Iterator[str]:
+    """The app on 127.0.0.1 with the demo checkpoints and ``runs_dir``; yields its URL.
+
+    At the end every run it started is cancelled and waited for, so no training process outlives the test.
+    """
+    from explorer.runs import RunManager
     from explorer.ui import build_app
 
-    demo = build_app(runs_dir=runs_dir, checkpoints_dir=DEMO, device="cpu")
+    runs = RunManager(runs_dir, max_concurrent=max_runs, grace_s=5.0)
+    demo = build_app(runs, checkpoints_dir=DEMO, device="cpu")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+        for info in runs.runs():
+            if info.state in ("queued", "running"):
+                runs.cancel(info.run_id)
+        deadline = time.monotonic() + 30
+        while runs.has_active_runs() and time.monotonic() < deadline:  # SIGKILL follows SIGTERM after grace_s
+            time.sleep(0.1)
+        runs.close()
+        assert not runs.has_active_runs(), "a training process outlived the test app"

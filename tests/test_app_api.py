@@ -1,6 +1,9 @@
 """The web app through its API: launched in this process, driven with gradio_client like any script would."""
 
+import base64
+import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,8 @@ from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.pairs import class_test_index, swap_pair
+from explorer.runs import FINAL_STATES, FORM_DEFAULTS
+from explorer.train import RUN_ID_PATTERN
 
 CE, IPS = str(DEMO / "mnist5k-small_cnn-ce"), str(DEMO / "mnist5k-small_cnn-ips")
 
@@ -41,7 +46,8 @@ def _swap(client, **overrides):
 def test_every_tab_has_its_named_endpoint(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for name in ("/swap_pair", "/random_pair", "/swap_class", "/confidence_gaps", "/gradcam", "/compare",
-                 "/guide_example", "/open_gap_pair", "/open_fixed_sample"):
+                 "/guide_example", "/open_gap_pair", "/open_fixed_sample", "/launch_run", "/runs", "/cancel_run",
+                 "/launch_other_method", "/delete_run"):
         assert name in endpoints
 
 
@@ -220,3 +226,119 @@ def test_guide_examples_score_a_pair(client):
     first = client.predict(api_name="/guide_first_example")[4]
     assert "teaches" in first and first == client.predict(api_name="/guide_first_example")[4]
     assert "teaches" in client.predict(api_name="/guide_example")[4]
+
+
+# ---- the Train tab --------------------------------------------------------------------------------
+def _runs(client) -> dict[str, dict[str, str]]:
+    """The /runs table as {run id: {header: cell}}."""
+    table = client.predict(api_name="/runs")
+    return {row[0]: dict(zip(table["headers"], row, strict=True)) for row in table["data"]}
+
+
+def _numbers(values) -> list[float]:
+    """A Plotly trace's x or y as a list: arrays travel as base64 ("bdata") with their dtype."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def _wait_for_row(client, run_id: str, predicate, timeout: float, what: str) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = _runs(client).get(run_id)
+        if row is not None and predicate(row):
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id}: timed out after {timeout} s waiting for {what}; last row {row}")
+
+
+def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(client, runs_dir):
+    form = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/launch_run"]["parameters"]
+    assert {p["parameter_name"]: p["parameter_default"] for p in form if p["parameter_name"] in FORM_DEFAULTS} == {
+        name: FORM_DEFAULTS[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr",
+                                               "patch_size", "swap_ratio", "swap_prob", "temperature", "kd_weight",
+                                               "seed", "equal_compute", "device")}
+    quick = client.predict(dataset="digits", method="ce", epochs=2, api_name="/launch_run")
+    endless = client.predict(dataset="digits", epochs=500, api_name="/launch_run")  # the app runs 2 at once
+    assert RUN_ID_PATTERN.fullmatch(quick) and quick != endless
+    watched = client.predict(quick, [], [], api_name="/watch_runs")
+    assert watched[-1] == {"active": True, "__type__": "update"}  # the page's timer ticks while runs train
+
+    _wait_for_row(client, endless, lambda row: row["status"] == "running" and not row["progress"].startswith("0 %"),
+                  90, "the endless run to train")
+    with pytest.raises(AppError, match="is running; cancel it first"):
+        client.predict(endless, api_name="/ask_delete_run")
+    assert "**running**" in client.predict(endless, api_name="/cancel_run")
+    _wait_for_row(client, endless, lambda row: row["status"] == "cancelled", 15, "the cancelled run to stop")
+    diverging = client.predict(dataset="digits", method="ce", epochs=1, lr=1e12, api_name="/launch_run")
+
+    row = _wait_for_row(client, diverging, lambda row: row["status"] in FINAL_STATES, 90, "the diverging run to end")
+    _, _, details, log, _, _ = client.predict(diverging, [], [], api_name="/watch_runs")
+    assert row["status"] == "failed" and "**failed**: the loss became non-finite (nan)" in details
+    assert log["visible"] and log["value"].splitlines()[-1].startswith("explorer.train: error: the loss became")
+
+    row = _wait_for_row(client, quick, lambda row: row["status"] in FINAL_STATES, 90, "the quick run to end")
+    metrics = [json.loads(line) for line in (runs_dir / quick / "metrics.jsonl").read_text().splitlines()]
+    test_accuracy = [r["test_accuracy"] for r in metrics if r["kind"] == "epoch"]
+    assert row["status"] == "finished" and row["progress"] == "100 % (epoch 2/2)" and len(test_accuracy) == 2
+    assert (row["method"], row["dataset"], row["device"]) == ("ce", "digits", "cpu")
+    assert row["best test acc"] == f"{100 * max(test_accuracy):.1f} %" and max(test_accuracy) > 0.3  # chance: 0.1
+
+    # its checkpoint is in the header's pickers (rescanned when they open) and works in the other tabs
+    choices = [value for _, value in client.predict(None, api_name="/refresh_model_b")["choices"]]
+    assert str(runs_dir.resolve() / quick) in choices
+    data = client.predict(dataset_name="digits", model_a=str(runs_dir / quick), model_b=None,
+                          api_name="/swap_dataset")[-1]
+    assert list(data["models"]) == ["A · ce"]
+
+    # selected and plotted: the details, the curves (the demo's dashed) and a timer that stops once all ended
+    deadline = time.monotonic() + 10  # the processes exit (and are reaped) a moment after their last status
+    while client.predict(None, [], [], api_name="/watch_runs")[-1]["active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table, _, details, log, plot, timer = client.predict(quick, [quick, endless], ["mnist5k-small_cnn-ips"],
+                                                         api_name="/watch_runs")
+    assert timer == {"active": False, "__type__": "update"}
+    assert "**finished**" in details and "Model A and Model B pickers" in details and not log["visible"]
+    traces = json.loads(plot["plot"])["data"]
+    test_curve = next(t for t in traces if t["name"] == quick and t["yaxis"] == "y5")  # panel 5: test accuracy
+    assert _numbers(test_curve["x"]) == [1, 2] and _numbers(test_curve["y"]) == pytest.approx(test_accuracy)
+    reference = next(t for t in traces if t["name"] == "mnist5k-small_cnn-ips" and t["yaxis"] == "y5")
+    assert reference["line"]["dash"] == "dash" and _numbers(reference["x"]) == list(range(1, 9))
+    assert {t["name"] for t in traces} == {quick, endless, "mnist5k-small_cnn-ips"}
+    again = client.predict(quick, [quick, endless], ["mnist5k-small_cnn-ips"], api_name="/watch_runs")
+    assert again[0] == again[4] == {"__type__": "update"}  # nothing changed: table and curves are not resent
+
+    # the same settings with the other method: IPS for this baseline, nothing else changed
+    ips = client.predict(quick, api_name="/launch_other_method")
+    launched = [json.loads((runs_dir / run / "launch.json").read_text())["config"] for run in (quick, ips)]
+    assert launched[1]["method"] == "ips" and {k: v for k, v in launched[1].items() if k not in ("method", "run_id")} \
+        == {k: v for k, v in launched[0].items() if k not in ("method", "run_id")}
+    client.predict(ips, api_name="/cancel_run")
+    _wait_for_row(client, ips, lambda row: row["status"] == "cancelled", 15, "the IPS run to stop")
+
+    # delete asks first, then removes the folder
+    client.predict(endless, api_name="/ask_delete_run")
+    assert client.predict(endless, [endless], api_name="/delete_run") == ("", [])  # unselected, unplotted
+    assert endless not in _runs(client) and not (runs_dir / endless).exists()
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"dataset": "digits", "patch_size": 3}, r"--patch-size 3 does not divide the 8x8 images of digits"),
+    ({"epochs": 0}, "--epochs must be at least 1; got 0"),
+    ({"lr": -0.1}, "--lr must be a positive number"),
+    ({"model": "no_such_net"}, "unknown model 'no_such_net'"),
+    ({"dataset": "cifar10", "epochs": 1}, "cifar10 was not found under"),
+])
+def test_train_refuses_bad_settings_with_the_managers_message(client, runs_dir, settings, message):
+    before = sorted(p.name for p in runs_dir.iterdir())
+    with pytest.raises(AppError, match=message):
+        client.predict(**settings, api_name="/launch_run")
+    assert sorted(p.name for p in runs_dir.iterdir()) == before  # refused before anything was written
+
+
+@pytest.mark.parametrize("endpoint", ["/cancel_run", "/ask_delete_run", "/launch_other_method"])
+@pytest.mark.parametrize("run_id", ["../runs", "a/b", "..", "no-such-run"])
+def test_train_refuses_run_ids_that_are_not_plain_run_folders(client, endpoint, run_id):
+    message = "there is no run" if run_id == "no-such-run" else "is not a run id"
+    with pytest.raises(AppError, match=message):
+        client.predict(run_id, api_name=endpoint)

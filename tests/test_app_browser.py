@@ -135,3 +135,36 @@ def test_5_guide_renders_formulas_and_a_live_example(page):
     page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
                            arg=["#guide-example", before])
     _no_error_toast(page)
+
+
+def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
+    _open_tab(page, "Train")
+    page.locator("#train-dataset input").fill("digits")
+    page.keyboard.press("Enter")
+    page.locator("#train-epochs input").fill("3")
+    page.keyboard.press("Tab")
+    page.get_by_role("button", name="Launch run").click()
+    details = page.locator("#train-details")
+    details.get_by_text("finished").first.wait_for()
+    run_id = page.locator("#train-current textarea, #train-current input").first.input_value()
+    assert "ips on digits with small_cnn" in details.inner_text()
+    page.locator("#train-curves .legendtext", has_text=run_id).wait_for()  # its curve, beside the dashed demos
+    assert page.locator("#train-curves .legendtext", has_text="mnist5k-small_cnn-ce").count() == 1
+    _no_error_toast(page)
+
+    page.get_by_label("Model A: baseline").click()  # the picker rescans: the new checkpoint is offered at once
+    page.get_by_role("option", name=re.compile(re.escape(run_id))).wait_for()
+    page.keyboard.press("Escape")
+
+    page.locator("#train-epochs input").fill("300")
+    page.keyboard.press("Tab")
+    page.get_by_role("button", name="Launch run").click()
+    page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText.includes('running ·') && "
+                           "!document.querySelector(sel).innerText.includes(old)",
+                           arg=["#train-details", run_id])
+    page.get_by_role("button", name="Cancel run").click()
+    details.get_by_text("cancelled").first.wait_for()
+    page.locator("#train-runs [data-testid=cell-1-0]").click()  # back to the finished run for the picture
+    details.get_by_text(run_id).wait_for()
+    _no_error_toast(page)
+    _shot(page, "train")

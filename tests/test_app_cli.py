@@ -18,6 +18,14 @@ def test_defaults_bind_this_machine_only():
     args = parse_args([])
     assert args.host == "127.0.0.1" and args.port == 7860 and not args.share and args.auth is None
     assert args.runs_dir == "runs" and args.checkpoints_dir == "checkpoints"
+    assert args.max_runs is None  # the run manager's default: 1 per GPU, 1 on CPU
+
+
+def test_max_runs_must_be_positive(capsys):
+    assert parse_args(["--max-runs", "3"]).max_runs == 3
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--max-runs", "0"])
+    assert info.value.code == 2 and "--max-runs must be at least 1; got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("auth", ["nocolon", ":secret", "user:"])
@@ -27,9 +35,10 @@ def test_auth_needs_user_and_password(auth, capsys):
     assert info.value.code == 2 and "USER:PASSWORD" in capsys.readouterr().err
 
 
-def test_app_py_serves_on_localhost_and_asks_for_the_password():
+def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--auth", "ada:lovelace"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--auth", "ada:lovelace",
+                                "--runs-dir", str(tmp_path / "runs")], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -7,7 +7,8 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.device import resolve_device
-from explorer.ui import compare, gaps, gradcam, guide, swap
+from explorer.runs import RunManager
+from explorer.ui import compare, gaps, gradcam, guide, swap, train
 from explorer.ui.common import AppContext, build_header
 
 __all__ = ["CSS", "build_app"]
@@ -19,10 +20,13 @@ CSS = """
 """
 
 
-def build_app(runs_dir: str | Path = "runs", checkpoints_dir: str | Path = "checkpoints",
-              device: str = "auto") -> gr.Blocks:
-    """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder in ``runs_dir``."""
-    ctx = AppContext(Path(runs_dir), Path(checkpoints_dir), resolve_device(device))
+def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
+    """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
+
+    The caller owns the run manager (it starts and watches training processes): it creates one per app and
+    closes it when the app stops, which a ``gr.Blocks`` has no hook for.
+    """
+    ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
         gr.Markdown("# IPS Explorer\nIntra-class patch swap self-distillation: what the swap does to images, to "
@@ -38,6 +42,8 @@ def build_app(runs_dir: str | Path = "runs", checkpoints_dir: str | Path = "chec
                 gradcam_tab = gradcam.build(ctx, header, swap_tab, demo)
             with gr.Tab("Compare", id="compare"):
                 compare.build(ctx, header, gradcam_tab, tabs)
+            with gr.Tab("Train", id="train") as train_tab:
+                train.build(ctx, runs, train_tab)
             with gr.Tab("Guide", id="guide"):
                 guide.build(ctx, header, demo)
     return demo

@@ -1,4 +1,4 @@
-"""Tab 5, Guide: the method in five steps with its formulas, a live example pair, and what each tab shows."""
+"""Tab 6, Guide: the method in five steps with its formulas, a live example pair, and what each tab shows."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ TABS = """
 - **Grad-CAM** — where each model looks. On a swapped view, does the map follow the foreign patches?
 - **Compare** — accuracy, NLL, ECE and Brier of A and B; the reliability diagram (points on the diagonal are
   well calibrated); the confusion matrices and their difference; the samples one model fixes and the other breaks.
+- **Train** — train a baseline, CS-KD or IPS model in the background and watch its loss, KD term, accuracy and ECE
+  beside the demo checkpoints' curves; "same settings, other method" trains the matching comparison. A finished run
+  is offered in the model pickers above, so every other tab can look at it.
 
 Everything here runs the same `patch_swap` and `ips_loss` functions that training uses (`explorer/ips.py`).
 """

@@ -1,0 +1,282 @@
+"""Tab 5, Train: start a training run in the background, watch it live, cancel or delete it.
+
+The tab drives the app's ``RunManager`` (explorer/runs.py): a run is the training CLI in a process of its
+own, so the other tabs stay responsive and a crash in training cannot take the app down. The runs table,
+the selected run and the curves are redrawn from the run folders by ``refresh``, which a ``gr.Timer`` calls
+only while a run is queued or running; when nothing runs, nothing polls. A run folder is a checkpoint
+folder, so a finished run is offered by the header's model pickers, which rescan the disk when they open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from explorer.data import DATASETS
+from explorer.figures import training_curves
+from explorer.runs import FINAL_STATES, FORM_DEFAULTS, RUN_TABLE_HEADERS, RunInfo, RunManager, read_json, read_metrics
+from explorer.train import METHODS
+from explorer.ui.common import AppContext, model_work
+
+__all__ = ["TICK_S", "build", "describe", "other_method", "reference_runs", "run_curves"]
+
+TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
+STEP_METRICS = ("loss", "ce", "kd")  # logged every few steps
+EPOCH_METRICS = ("train_accuracy", "test_accuracy", "test_ece")  # logged after each epoch
+LOG_LINES = 30
+# imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
+TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
+
+
+def run_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
+    """(method, {metric: (epochs, values)}) of a run folder, from its config.json and metrics.jsonl.
+
+    Loss, CE and KD come from the step records, placed at fractional epochs (step / steps per epoch), so a
+    run has a curve before its first epoch ends; accuracies and ECE come from the epoch records.
+    """
+    config = read_json(run_dir / "config.json")
+    steps_per_epoch = config.get("steps_per_epoch")
+    records = read_metrics(run_dir)
+    steps = [r for r in records if r.get("kind") == "step"] if steps_per_epoch else []
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    curves = {metric: ([r["step"] / steps_per_epoch for r in steps], [r.get(metric) for r in steps])
+              for metric in STEP_METRICS}
+    curves.update({metric: ([r["epoch"] for r in epochs], [r.get(metric) for r in epochs]) for metric in EPOCH_METRICS})
+    return config.get("method", "?"), curves
+
+
+def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
+    """The demo checkpoints that are training run folders (they have metrics.jsonl), by folder name."""
+    if not checkpoints_dir.is_dir():
+        return {}
+    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if (p / "metrics.jsonl").is_file()}
+
+
+def other_method(method: str) -> str:
+    """The method to compare a run with: the baseline (ce) for CS-KD and IPS, IPS for the baseline."""
+    return "ips" if method == "ce" else "ce"
+
+
+def describe(info: RunInfo) -> str:
+    """Markdown about one run: what it is, its state and progress, and what to do with it next."""
+    head = f"**{info.run_id}**: {info.method} on {info.dataset} with {info.model}, device {info.device}"
+    best = "" if info.best_test_accuracy is None else f" Best test accuracy **{100 * info.best_test_accuracy:.1f} %**."
+    if info.state == "running":
+        speed = "" if info.images_per_s is None else f" · {info.images_per_s:.0f} images/s"
+        eta = "" if info.eta_s is None else f" · about {info.eta_s:.0f} s left"
+        state = (f"**running**: {info.message}." if info.progress == 0 else
+                 f"**running** · epoch {info.epoch}/{info.epochs} · {100 * info.progress:.0f} %{speed}{eta}.{best}")
+    elif info.state == "finished":
+        state = (f"**finished**: {info.message}.{best} Its checkpoint is listed in the Model A and Model B pickers "
+                 f"above (with dataset {info.dataset}).")
+    elif info.state == "failed":
+        state = f"**failed**: {info.message}. The last lines of its log are below."
+    else:
+        state = f"**{info.state}**: {info.message}.{best}"
+    return f"{head}\n\n{state}"
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(modification time, size) of a file, (0, 0) when there is none: whether a run's curves changed."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0, 0
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _device_choices() -> list[str]:
+    """auto, cpu and the accelerators this machine has."""
+    choices = ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
+    references = reference_runs(ctx.checkpoints_dir)
+    gpu_count = torch.cuda.device_count()
+    defaults = FORM_DEFAULTS
+    gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
+                f"so the other tabs stay usable. The defaults train IPS on mnist5k for {defaults['epochs']} epochs, "
+                f"about a minute on a laptop CPU; at most {runs.max_concurrent} run(s) train at once, further "
+                "launches wait in the queue. A finished run appears in the model pickers above.")
+    with gr.Row(equal_height=True):
+        dataset = gr.Dropdown(TRAIN_DATASETS, value=defaults["dataset"], label="Dataset",
+                              info="cifar10/100 need their files under data/", elem_id="train-dataset")
+        model = gr.Dropdown(["small_cnn", "resnet18"], value=defaults["model"], label="Model", allow_custom_value=True,
+                            info="or a torchvision classification model's name")
+        method = gr.Radio(list(METHODS), value=defaults["method"], label="Method",
+                          info="ce: baseline · cskd: CS-KD · ips: patch swap")
+        device = gr.Dropdown(_device_choices(), value=defaults["device"], label="Device",
+                             info="auto: CUDA when present, else CPU")
+    with gr.Row(equal_height=True):
+        epochs = gr.Number(defaults["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
+        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size",
+                               info="anchors per step")
+        lr = gr.Number(defaults["lr"], label="Learning rate", info="peak; cosine decay to 0")
+        seed = gr.Number(defaults["seed"], precision=0, label="Seed")
+        equal_compute = gr.Checkbox(defaults["equal_compute"], label="Equal compute",
+                                    info="CS-KD and IPS: B images per step, as CE")
+    with gr.Row(equal_height=True):
+        patch_size = gr.Number(defaults["patch_size"], precision=0, label="Patch size (pixels)",
+                               info="IPS; 0: auto; must divide the image size")
+        swap_ratio = gr.Slider(0, 1, value=defaults["swap_ratio"], step=0.05, label="Swap ratio",
+                               info="IPS: fraction of patch positions exchanged")
+        swap_prob = gr.Slider(0, 1, value=defaults["swap_prob"], step=0.05, label="Swap probability",
+                              info="IPS: chance that a pair is swapped")
+        temperature = gr.Number(defaults["temperature"], label="Temperature T", info="CS-KD and IPS")
+        kd_weight = gr.Number(defaults["kd_weight"], label="KD weight λ", info="CS-KD and IPS")
+    with gr.Row(equal_height=True):
+        gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
+                         visible=gpu_count > 1)
+        launch = gr.Button("Launch run", variant="primary")
+    gr.Markdown("### Runs\nClick a run to select it: its details and curves appear below.")
+    table = gr.Dataframe(headers=list(RUN_TABLE_HEADERS), interactive=False, wrap=True, max_height=320,
+                         elem_id="train-runs")
+    with gr.Row(equal_height=True):
+        current = gr.Textbox(label="Selected run", interactive=False, placeholder="click a run in the table", scale=3,
+                             elem_id="train-current")
+        cancel = gr.Button("Cancel run", variant="stop", scale=1)
+        delete = gr.Button("Delete run…", scale=1)
+        other = gr.Button("Same settings, other method", scale=2)
+        refresh_button = gr.Button("Refresh", scale=1)
+    with gr.Row(visible=False, equal_height=True) as confirm_row:
+        confirm_text = gr.Markdown()
+        confirm = gr.Button("Yes, delete it", variant="stop")
+        keep = gr.Button("Keep it")
+    pending_delete = gr.State()  # the run the confirmation is about, whatever is selected meanwhile
+    details = gr.Markdown("Select a run in the table.", elem_id="train-details")
+    log = gr.Textbox(label=f"last {LOG_LINES} lines of its log", lines=10, max_lines=20, visible=False,
+                     elem_id="train-log")
+    with gr.Row(equal_height=True):
+        plotted = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Curves of these runs",
+                              scale=3, info="selected runs are added; remove one with its ×")
+        shown_references = gr.CheckboxGroup(list(references), value=list(references), scale=2,
+                                            label="Reference curves (demo checkpoints, dashed)")
+    curves = gr.Plot(label="training curves", show_label=False, elem_id="train-curves")
+    timer = gr.Timer(TICK_S, active=False)
+    shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped
+
+    def refresh(selected: str | None, plotted_runs: list[str] | None, reference_names: list[str] | None,
+                previous: dict[str, Any] | None, follow: bool = False) -> tuple:
+        """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves; keep the
+        timer ticking only while a run is queued or running. ``follow`` adds the selected run to the curves."""
+        active = runs.has_active_runs()  # asked first: when False, every run read below is in its final state
+        infos = runs.runs()
+        by_id = {info.run_id: info for info in infos}
+        rows = [info.row() for info in infos]
+        chosen = [r for r in plotted_runs or [] if r in by_id]
+        if follow and selected in by_id and selected not in chosen:
+            chosen.append(selected)
+        names = [name for name in reference_names or [] if name in references]
+        folders = {**{r: by_id[r].path for r in chosen}, **{name: references[name] for name in names}}
+        files = [[name, *_stamp(folder / "metrics.jsonl")] for name, folder in folders.items()]
+        previous = previous or {}
+        now = {"rows": rows, "ids": list(by_id), "curves": files}
+        if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
+            runs_choice = gr.skip()
+        else:
+            runs_choice = gr.Dropdown(choices=list(by_id), value=chosen)
+        if files == previous.get("curves"):
+            figure = gr.skip()
+        else:
+            loaded = {name: run_curves(folder) for name, folder in folders.items()}
+            figure = training_curves({name: c for name, (_, c) in loaded.items()},
+                                     {name: m for name, (m, _) in loaded.items()}, dashed=names)
+        info = by_id.get(selected or "")
+        failed = info is not None and info.state == "failed"
+        return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
+                runs_choice, describe(info) if info else "Select a run in the table.",
+                gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed), figure, now,
+                gr.Timer(active=active))
+
+    def follow_selected(selected, plotted_runs, reference_names, previous):
+        return refresh(selected, plotted_runs, reference_names, previous, follow=True)
+
+    def list_runs() -> dict[str, list]:
+        """The runs table as data: {"headers": RUN_TABLE_HEADERS, "data": one row per run, newest first}."""
+        return {"headers": list(RUN_TABLE_HEADERS), "data": [info.row() for info in runs.runs()]}
+
+    gr.api(list_runs, api_name="runs", concurrency_limit=None)
+
+    watch_inputs = [current, plotted, shown_references, shown]
+    watch_outputs = [table, plotted, details, log, curves, shown, timer]
+    quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
+    gr.on([tab.select, timer.tick, refresh_button.click, plotted.input, shown_references.input], refresh,
+          watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
+
+    @model_work(ctx)
+    def launch_run(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
+                   patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
+                   seed: float, equal_compute: bool, device: str, gpus: float) -> str:
+        """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
+        settings = dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                        patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
+                        kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device)
+        return runs.launch(settings, gpus)
+
+    @model_work(ctx)
+    def launch_other_method(run_id: str) -> str:
+        """Launch the selected run's settings with the method to compare it with; returns the new run's id."""
+        if not run_id:
+            raise ValueError("select a run in the table first")
+        settings = runs.settings(run_id)
+        new_id = runs.launch({**settings, "method": other_method(settings["method"])}, runs.info(run_id).processes)
+        gr.Info(f"{new_id}: {other_method(settings['method'])} with the settings of {run_id}")
+        return new_id
+
+    form = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature, kd_weight,
+            seed, equal_compute, device, gpus]
+    launch.click(launch_run, form, current, api_name="launch_run").success(
+        follow_selected, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
+    other.click(launch_other_method, current, current, api_name="launch_other_method").success(
+        follow_selected, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
+
+    def select_run(evt: gr.SelectData) -> str:
+        return evt.row_value[0]  # the id column
+
+    table.select(select_run, None, current, api_name="select_run", show_progress="hidden").then(
+        follow_selected, watch_inputs, watch_outputs, api_name="watch_selected_run", **quiet)
+
+    @model_work(ctx)
+    def cancel_run(run_id: str) -> str:
+        """Cancel a queued or running run; returns its description (a running run stops within seconds)."""
+        if not run_id:
+            raise ValueError("select a run in the table first")
+        runs.cancel(run_id)
+        return describe(runs.info(run_id))
+
+    cancel.click(cancel_run, current, details, api_name="cancel_run").success(
+        refresh, watch_inputs, watch_outputs, api_name="watch_cancelled_run", **quiet)
+
+    @model_work(ctx)
+    def ask_delete(run_id: str):
+        """Ask before deleting: the run must exist and have ended."""
+        if not run_id:
+            raise ValueError("select a run in the table first")
+        info = runs.info(run_id)
+        if info.state not in FINAL_STATES:
+            raise ValueError(f"run {run_id} is {info.state}; cancel it first, then delete it")
+        return (run_id, f"Delete run **{run_id}** ({info.method}, {info.state}) with its checkpoint and log? "
+                        "This cannot be undone.", gr.Row(visible=True))
+
+    @model_work(ctx)
+    def delete_run(run_id: str | None, selected: str, plotted_runs: list[str] | None):
+        """Delete the run the confirmation named; returns the selection and curves without it."""
+        if not run_id:
+            raise ValueError("nothing to delete: press Delete run… first")
+        runs.delete(run_id)
+        gr.Info(f"run {run_id} deleted")
+        return (None, gr.Row(visible=False), "" if selected == run_id else selected,
+                [r for r in plotted_runs or [] if r != run_id])
+
+    delete.click(ask_delete, current, [pending_delete, confirm_text, confirm_row], api_name="ask_delete_run")
+    confirm.click(delete_run, [pending_delete, current, plotted], [pending_delete, confirm_row, current, plotted],
+                  api_name="delete_run").success(refresh, watch_inputs, watch_outputs, api_name="watch_deleted_run",
+                                                 **quiet)
+    keep.click(lambda: (None, gr.Row(visible=False)), None, [pending_delete, confirm_row], api_name="keep_run")
