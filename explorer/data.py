@@ -84,6 +84,17 @@ class Dataset:
         return replace(self, train_images=self.train_images.to(device), train_labels=self.train_labels.to(device),
                        test_images=self.test_images.to(device), test_labels=self.test_labels.to(device))
 
+    def holdout(self, fraction: float = 0.2) -> Dataset:
+        """Train on the rest of the training split, evaluate on ``fraction`` of it (per class, ``SPLIT_SEED``).
+
+        For choosing hyper-parameters without looking at the test split; the result is named ``NAME[holdout]``
+        and its ``test_*`` arrays are the held-out training images.
+        """
+        keep, held = stratified_split(self.train_labels.cpu().numpy(), fraction)
+        return _make(f"{self.name}[holdout]", self.train_images[keep], self.train_labels[keep],
+                     self.train_images[held], self.train_labels[held], self.class_names, self.crop_padding,
+                     self.flip)
+
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32, standardised with the training split's statistics."""
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)

@@ -92,6 +92,7 @@ class TrainConfig:
     data_root: str = "data"
     download: bool = False
     image_size: int = 32
+    holdout: bool = False
     out: str = "runs"
     run_id: str = ""  # empty: generated from the time, method, dataset, model and seed
     log_every: int = 10
@@ -116,6 +117,8 @@ _HELP = {
     "data_root": "folder holding CIFAR (cifar-10-batches-py, cifar-100-python)",
     "download": "download CIFAR into --data-root when missing (needs internet)",
     "image_size": "imagefolder: images are resized to this square size",
+    "holdout": "train on 80%% of the training split and report the metrics on the other 20%% (per class), "
+               "to choose hyper-parameters without looking at the test split",
     "out": "folder that receives the run folder",
     "run_id": "name of the run folder (default: generated)",
     "log_every": "write a step record to metrics.jsonl every this many steps",
@@ -360,6 +363,8 @@ def run(cfg: TrainConfig) -> int:
                 device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(device)
         dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
+        if cfg.holdout:
+            dataset = dataset.holdout()
         validate_config(cfg, dataset, world)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)

@@ -76,6 +76,21 @@ def test_equal_compute_halves_the_pairs(tmp_path):
     assert config["anchors_per_step"] == 32 and config["images_per_step"] == 64
 
 
+def test_holdout_trains_and_evaluates_inside_the_training_split(tmp_path):
+    assert main(["--dataset", "digits", "--method", "ce", "--epochs", "1", "--holdout", "--out", str(tmp_path),
+                 "--run-id", "h"]) == 0
+    config, _, records = _read_run(tmp_path / "h")
+    card = load_checkpoint(tmp_path / "h").card
+    assert config["holdout"] is True and card["dataset"] == "digits[holdout]"
+    full = load_dataset("digits")
+    held = full.holdout()
+    assert len(held.train_labels) + len(held.test_labels) == len(full.train_labels) == 1438
+    assert len(held.test_labels) == 287 and config["steps_per_epoch"] == 9  # 20 % of each class; ceil(1151 / 128)
+    train_rows = {tuple(x.flatten().tolist()) for x in full.train_images}
+    assert all(tuple(x.flatten().tolist()) in train_rows for x in held.test_images)  # no test image used
+    assert records[-1]["test_accuracy"] == pytest.approx(card["test_metrics"]["accuracy"])
+
+
 def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
     assert default_patch_size((28, 28)) == 7
     assert default_patch_size((32, 32)) == 8
