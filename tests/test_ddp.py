@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runs import ENDLESS, group_gone, leader_pid, training, wait_for
+from polling import wait_for
+from test_runs import ENDLESS, group_gone, leader_pid, training
 
 from explorer import runs
 from explorer.checkpoints import load_checkpoint

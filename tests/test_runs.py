@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from polling import wait_for
 
 from explorer import runs
 from explorer.checkpoints import load_checkpoint
@@ -18,17 +19,6 @@ from explorer.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
 
 QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up
 ENDLESS = {"dataset": "digits", "epochs": 500, "log_every": 1}  # trains until it is stopped
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def leader_pid(manager: RunManager, run_id: str) -> int:

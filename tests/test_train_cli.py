@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from polling import wait_for
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
@@ -140,16 +141,6 @@ def test_non_finite_loss_fails_the_run(tmp_path):
     assert status["state"] == "failed" and "non-finite" in status["message"] and "--lr" in status["message"]
 
 
-def _wait_for(predicate, timeout=90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def _status_after_first_checkpoint(run_dir: Path):
     try:
         return (run_dir / "model.safetensors").exists() and json.loads((run_dir / "status.json").read_text())
@@ -162,7 +153,7 @@ def test_sigkill_mid_training_leaves_readable_files(tmp_path):
     proc = _spawn(["--dataset", "digits", "--epochs", "200", "--log-every", "1", "--out", str(tmp_path),
                    "--run-id", "killed"])
     try:
-        _wait_for(lambda: _status_after_first_checkpoint(run_dir))
+        wait_for(lambda: _status_after_first_checkpoint(run_dir), 90, "the first checkpoint")
         time.sleep(0.3)  # deep inside the writes of later steps
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -178,7 +169,7 @@ def test_sigterm_cancels_cleanly_and_keeps_the_checkpoint(tmp_path):
     run_dir = tmp_path / "stopped"
     proc = _spawn(["--dataset", "digits", "--epochs", "200", "--out", str(tmp_path), "--run-id", "stopped"])
     try:
-        _wait_for(lambda: _status_after_first_checkpoint(run_dir))
+        wait_for(lambda: _status_after_first_checkpoint(run_dir), 90, "the first checkpoint")
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     finally:
