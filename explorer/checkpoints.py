@@ -67,10 +67,10 @@ def save_checkpoint(folder: Path | str, model: nn.Module, card: dict[str, Any]) 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"card": json.dumps(card)})
+        os.chmod(tmp, 0o644)  # safetensors writes the file as 0600; a run folder is meant to be read by others
         os.replace(tmp, folder / WEIGHTS)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
