@@ -21,13 +21,22 @@ from pathlib import Path
 
 __all__ = ["SETTINGS", "summarise", "main"]
 
-# (label, training arguments). The equal-compute pair: CE with twice the epochs, and IPS with --equal-compute.
+# (label, training arguments). Equal compute: CE with twice the epochs of IPS, or IPS with --equal-compute.
 SETTINGS: list[tuple[str, list[str]]] = [
     ("ce 30 ep", ["--method", "ce", "--epochs", "30"]),
     ("cskd 30 ep", ["--method", "cskd", "--epochs", "30"]),
     ("ips 30 ep", ["--method", "ips", "--epochs", "30"]),
     ("ce 60 ep (= compute of pairs at 30)", ["--method", "ce", "--epochs", "60"]),
     ("ips 30 ep --equal-compute", ["--method", "ips", "--epochs", "30", "--equal-compute"]),
+    ("ips 60 ep --equal-compute", ["--method", "ips", "--epochs", "60", "--equal-compute"]),
+    # what IPS at equal compute responds to (run these with --holdout: chosen without the test split)
+    ("ips 60 ep --equal-compute T=2", ["--method", "ips", "--epochs", "60", "--equal-compute", "--temperature", "2"]),
+    ("ips 60 ep --equal-compute ratio 0.25", ["--method", "ips", "--epochs", "60", "--equal-compute",
+                                              "--swap-ratio", "0.25"]),
+    ("ips 60 ep --equal-compute patch 4", ["--method", "ips", "--epochs", "60", "--equal-compute",
+                                           "--patch-size", "4"]),
+    ("ips 60 ep --equal-compute swap-prob 0.5", ["--method", "ips", "--epochs", "60", "--equal-compute",
+                                                 "--swap-prob", "0.5"]),
 ]
 
 
