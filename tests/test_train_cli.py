@@ -40,7 +40,8 @@ def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
     run_dir = tmp_path / "r"
     config, status, records = _read_run(run_dir)
     assert config["method"] == method and config["dataset"] == "digits" and config["epochs"] == 1
-    assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == "cpu"
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
+    assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == expected_device
     assert config["images_per_step"] == (128 if method == "ce" else 256) and config["steps_per_epoch"] == 12
     assert "explorer.train" in config["command"] and "--method " + method in config["command"]
     assert status["state"] == "finished" and status["progress"] == 1.0 and status["step"] == 12
