@@ -67,8 +67,11 @@ def test_same_seed_same_run(tmp_path):
     args = ["--dataset", "digits", "--method", "ips", "--epochs", "1", "--out", str(tmp_path)]
     assert main([*args, "--run-id", "a"]) == 0 and main([*args, "--run-id", "b"]) == 0
     assert main([*args, "--run-id", "c", "--seed", "1"]) == 0
-    acc = {r: _read_run(tmp_path / r)[2][-1]["test_nll"] for r in "abc"}
-    assert acc["a"] == acc["b"] and acc["a"] != acc["c"]
+    nll = {r: _read_run(tmp_path / r)[2][-1]["test_nll"] for r in "abc"}
+    if torch.cuda.is_available():  # cuDNN's backward kernels are not bitwise deterministic: the last digits differ
+        assert nll["a"] == pytest.approx(nll["b"], rel=1e-3) and nll["a"] != pytest.approx(nll["c"], rel=1e-2)
+    else:  # on the CPU a seed fixes the run exactly
+        assert nll["a"] == nll["b"] and nll["a"] != nll["c"]
 
 
 def test_equal_compute_halves_the_pairs(tmp_path):
