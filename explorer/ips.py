@@ -110,12 +110,12 @@ def same_class_partners(anchors: Tensor, class_index: ClassIndex,
     ``generator`` must live on the anchors' device.
     """
     anchors = anchors.long()
-    size = class_index.group_size[anchors]
+    size = class_index.group_size.index_select(0, anchors)  # index_select: a few times faster than x[i] on CPU
     # float64: rand() * (n - 1) stays below n - 1 for any realistic n, so no clamp is needed
     offset = (torch.rand(anchors.shape, generator=generator, device=anchors.device, dtype=torch.float64)
               * (size - 1)).long() + 1
-    slot = (class_index.rank[anchors] + offset) % size
-    return class_index.sorted_indices[class_index.group_start[anchors] + slot]
+    slot = (class_index.rank.index_select(0, anchors) + offset) % size
+    return class_index.sorted_indices.index_select(0, class_index.group_start.index_select(0, anchors) + slot)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,23 +142,51 @@ def _check_ratio_and_p(ratio: float, p: float) -> None:
         raise ValueError(f"swap probability p must be in [0, 1]; got {p}")
 
 
+def _patch_bits(batch: int, grid: tuple[int, int], ratio: float, p: float, generator: torch.Generator | None,
+                device: torch.device | str | None, bits: torch.dtype) -> Tensor:
+    """[batch, gh, gw] integers of type ``bits``: all ones (-1) where a patch is exchanged, else 0.
+
+    Built in the integer type the swap selects with, so the swap needs no conversion.
+    """
+    _check_ratio_and_p(ratio, p)
+    gh, gw = grid
+    k = swap_count(ratio, gh * gw)
+    # Both draws always happen, so a generator's stream does not depend on ratio or p.
+    scores = torch.rand(batch, gh * gw, generator=generator, device=device)
+    pair_draw = torch.rand(batch, 1, generator=generator, device=device)
+    patch_bits = torch.zeros(batch, gh * gw, dtype=bits, device=device)
+    if k > 0:
+        patch_bits.scatter_(1, scores.topk(k, dim=1).indices, -1)
+    if p < 1.0:
+        patch_bits.masked_fill_(pair_draw >= p, 0)  # the pairs that are not swapped at all
+    return patch_bits.view(batch, gh, gw)
+
+
+def _select_patches(a: Tensor, b: Tensor, patch_bits: Tensor) -> tuple[Tensor, Tensor]:
+    """Exchange the patches where ``patch_bits`` (0 / all ones, [B, gh, gw]) is set; a and b [B, C, H, W].
+
+    Branch-free exact select on the raw bits: with m all ones where swapped, a ^ ((a ^ b) & m) is b there and
+    a elsewhere, for any dtype (floats, NaNs included); about twice as fast as two torch.where on the CPU.
+    """
+    batch, _, h, w = a.shape
+    _, gh, gw = patch_bits.shape
+    m = (patch_bits[:, None, :, None, :, None]
+         .expand(batch, 1, gh, h // gh, gw, w // gw)
+         .reshape(batch, 1, h, w))  # one copy: the patch mask at pixel resolution
+    a_bits, b_bits = a.view(patch_bits.dtype), b.view(patch_bits.dtype)
+    diff = (a_bits ^ b_bits) & m
+    return (a_bits ^ diff).view(a.dtype), (b_bits ^ diff).view(b.dtype)
+
+
 def random_patch_mask(batch: int, grid: tuple[int, int], ratio: float = 0.5, p: float = 1.0,
                       generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
     """The random half of ``patch_swap``: which patch positions each of ``batch`` pairs exchanges.
 
     bool [batch, gh, gw]; a row holds exactly ``round(ratio * gh * gw)`` True values with probability ``p``,
-    else none. ``generator`` must live on ``device``.
+    else none. The same generator state gives the mask ``patch_swap`` would draw. ``generator`` must live on
+    ``device``.
     """
-    _check_ratio_and_p(ratio, p)
-    gh, gw = grid
-    k = swap_count(ratio, gh * gw)
-    # Both draws always happen so the random stream does not depend on ratio or p.
-    scores = torch.rand(batch, gh * gw, generator=generator, device=device)
-    selected = torch.rand(batch, 1, generator=generator, device=device) < p
-    mask = torch.zeros(batch, gh * gw, dtype=torch.bool, device=device)
-    if k > 0:
-        mask.scatter_(1, scores.topk(k, dim=1).indices, True)
-    return (mask & selected).view(batch, gh, gw)
+    return _patch_bits(batch, grid, ratio, p, generator, device, torch.uint8) != 0
 
 
 def swap_patches(a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,14 +200,7 @@ def swap_patches(a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
             or h // mask.shape[1] != w // mask.shape[2]:
         raise ValueError(f"a patch mask [B, gh, gw] must tile the {h}x{w} images of {batch} pairs into square "
                          f"patches; got {tuple(mask.shape)}")
-    patch_size = h // mask.shape[1]
-    # Branch-free exact select on the raw bits: with m all-ones where swapped, a ^ ((a ^ b) & m) is b there and a
-    # elsewhere, for any dtype (floats, NaNs included). It is about twice as fast as two torch.where on the CPU.
-    bits = _SAME_SIZE_INT[a.element_size()]
-    m = mask.to(bits).neg_().repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
-    a_bits, b_bits = a.view(bits), b.view(bits)
-    diff = (a_bits ^ b_bits) & m
-    return (a_bits ^ diff).view(a.dtype), (b_bits ^ diff).view(b.dtype)
+    return _select_patches(a, b, mask.to(_SAME_SIZE_INT[a.element_size()]).neg_())
 
 
 def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: float = 1.0,
@@ -203,8 +224,9 @@ def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: flo
         divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
         raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
                          f"allowed patch sizes: {divisors}")
-    mask = random_patch_mask(a.shape[0], (h // patch_size, w // patch_size), ratio, p, generator, a.device)
-    return (*swap_patches(a, b, mask), mask)
+    patch_bits = _patch_bits(a.shape[0], (h // patch_size, w // patch_size), ratio, p, generator, a.device,
+                             _SAME_SIZE_INT[a.element_size()])
+    return (*_select_patches(a, b, patch_bits), patch_bits != 0)
 
 
 # --------------------------------------------------------------------------------------------------
