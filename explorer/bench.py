@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torchvision.transforms import v2
@@ -30,7 +31,7 @@ from explorer.data import load_dataset
 from explorer.device import resolve_device
 from explorer.ips import build_class_index, patch_swap, same_class_partners
 from explorer.models import build_model
-from explorer.train import AnchorStream, TrainConfig, default_patch_size, method_loss
+from explorer.train import AnchorStream, TrainConfig, default_patch_size, method_loss, step_anchors, step_images
 
 __all__ = ["interleaved_medians", "main", "steady_allocator"]
 
@@ -62,7 +63,7 @@ def steady_allocator() -> bool:
 
     Otherwise the tens of MB that a 2B-image step frees are unmapped and faulted in again, at a cost that
     depends on the heap's history and swung the IPS / CE step ratio between 2.0 and 2.9 from one run of this
-    benchmark to the next; a training run, one method from start to end, measures about 1.8.
+    benchmark to the next; whole training runs, one method from start to end, measure 1.8 to 1.9.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -101,7 +102,7 @@ def _training_step(cfg: TrainConfig, dataset, device: torch.device) -> Callable[
     class_index = build_class_index(dataset.train_labels, dataset.num_classes)
     generator = torch.Generator(device=device).manual_seed(0)
     stream = AnchorStream(len(dataset.train_labels), generator, device)
-    anchors_per_step = cfg.batch_size // 2 if (cfg.equal_compute and cfg.method != "ce") else cfg.batch_size
+    anchors_per_step = step_anchors(cfg)
     patch_size = default_patch_size(dataset.image_size)
 
     def step() -> None:
@@ -138,25 +139,22 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {swap_s / cutmix_s:4.2f} x")
 
     base = TrainConfig(dataset=args.dataset, model=args.model, batch_size=args.batch_size)
-    settings = [("ce", False), ("cskd", False), ("ips", False), ("cskd", True), ("ips", True)]
+    configs = [replace(base, method=method, equal_compute=equal)
+               for method, equal in [("ce", False), ("cskd", False), ("ips", False), ("cskd", True), ("ips", True)]]
     # One setting at a time, with only its own model alive, as training runs: interleaving the settings makes
     # the allocator return and re-fault the large buffers of the 2B-image steps, which training does not see.
     # Each setting is timed in ROUNDS rounds and keeps its fastest median: the machine's noise only ever adds.
-    seconds: dict[tuple[str, bool], float] = {}
+    seconds = [float("inf")] * len(configs)
     for _ in range(ROUNDS):
-        for method, equal in settings:
-            step = _training_step(TrainConfig(**{**base.__dict__, "method": method, "equal_compute": equal}),
-                                  dataset, device)
-            median = interleaved_medians({"step": step}, args.repeats, device, warmup=10)["step"]
-            seconds[(method, equal)] = min(median, seconds.get((method, equal), median))
-            del step
-    ce = seconds[("ce", False)]
+        for i, cfg in enumerate(configs):
+            step = _training_step(cfg, dataset, device)
+            seconds[i] = min(seconds[i], interleaved_medians({"step": step}, args.repeats, device, warmup=10)["step"])
+            del step  # before the next setting builds its model
     print(f"\n(2) one training step at {args.batch_size} anchors (3) training throughput")
     print(f"  {'method':<22}{'step ms':>10}{'x CE step':>11}{'images/s':>11}")
-    for (method, equal), s in seconds.items():
-        images = args.batch_size * (2 if method != "ce" and not equal else 1)
-        label = method + (" --equal-compute" if equal else "")
-        print(f"  {label:<22}{1e3 * s:10.2f}{s / ce:11.2f}{images / s:11.0f}")
+    for cfg, s in zip(configs, seconds, strict=True):
+        label = cfg.method + (" --equal-compute" if cfg.equal_compute else "")
+        print(f"  {label:<22}{1e3 * s:10.2f}{s / seconds[0]:11.2f}{step_images(cfg) / s:11.0f}")
     return 0
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "IPSLoss",
     "build_class_index",
     "cskd_loss",
+    "dividing_patch_sizes",
     "ips_loss",
     "patch_swap",
     "random_patch_mask",
@@ -127,6 +128,11 @@ _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64
 def swap_count(ratio: float, num_patches: int) -> int:
     """How many patch positions a swapped pair exchanges: ``round(ratio * num_patches)``."""
     return int(round(ratio * num_patches))
+
+
+def dividing_patch_sizes(h: int, w: int) -> list[int]:
+    """Every square patch size that tiles an H x W image: the common divisors of H and W, ascending."""
+    return [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
 
 
 def _check_pair_shapes(a: Tensor, b: Tensor) -> None:
@@ -221,9 +227,8 @@ def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: flo
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
         raise ValueError(f"patch_size must be a positive integer; got {patch_size!r}")
     if h % patch_size or w % patch_size:
-        divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
         raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
-                         f"allowed patch sizes: {divisors}")
+                         f"allowed patch sizes: {dividing_patch_sizes(h, w)}")
     patch_bits = _patch_bits(a.shape[0], (h // patch_size, w // patch_size), ratio, p, generator, a.device,
                              _SAME_SIZE_INT[a.element_size()])
     return (*_select_patches(a, b, patch_bits), patch_bits != 0)

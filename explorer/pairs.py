@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from explorer.data import Dataset
 from explorer.evaluate import predict_logits
-from explorer.ips import build_class_index, ips_loss, random_patch_mask, same_class_partners, swap_patches
+from explorer.ips import (
+    build_class_index,
+    dividing_patch_sizes,
+    ips_loss,
+    random_patch_mask,
+    same_class_partners,
+    swap_patches,
+)
 
 __all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "anchor_masks", "class_test_index",
            "confidence_gaps", "gap_statistics", "patch_sizes", "swap_pair"]
@@ -27,8 +34,8 @@ __all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "anchor_mas
 def patch_sizes(image_size: tuple[int, int]) -> list[int]:
     """Patch sizes that divide both sides of the image, excluding 1-pixel patches and the whole image."""
     h, w = image_size
-    sizes = [d for d in range(2, min(h, w)) if h % d == 0 and w % d == 0]
-    return sizes or [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+    every = dividing_patch_sizes(h, w)
+    return [d for d in every if 1 < d < min(h, w)] or every
 
 
 def anchor_masks(dataset: Dataset, patch_size: int, ratio: float, seed: int) -> Tensor:

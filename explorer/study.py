@@ -15,11 +15,12 @@ Extra arguments after ``--`` go to every run (e.g. ``-- --dataset digits``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from explorer.runs import read_json, read_metrics
 
 __all__ = ["COMPARISON", "HOLDOUT_SWEEP", "SETTINGS", "main", "summarise"]
 
@@ -49,13 +50,11 @@ def _run_id(label: str, seed: int) -> str:
 
 
 def _final(run_dir: Path) -> dict | None:
-    try:
-        if json.loads((run_dir / "status.json").read_text())["state"] != "finished":
-            return None
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return [r for r in map(json.loads, lines) if r["kind"] == "epoch"][-1]
-    except (FileNotFoundError, KeyError, IndexError, json.JSONDecodeError):
+    """The last epoch record of a finished run; None while it is unfinished or missing."""
+    if read_json(run_dir / "status.json").get("state") != "finished":
         return None
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    return epochs[-1] if epochs else None
 
 
 def _mean_std(records: list[dict], key: str, scale: float, digits: int) -> str:

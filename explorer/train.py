@@ -55,11 +55,19 @@ from explorer.checkpoints import atomic_write_text, save_checkpoint
 from explorer.data import Dataset, DatasetError, augment, load_dataset
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ips import ClassIndex, build_class_index, cskd_loss, ips_loss, patch_swap, same_class_partners
+from explorer.ips import (
+    ClassIndex,
+    build_class_index,
+    cskd_loss,
+    dividing_patch_sizes,
+    ips_loss,
+    patch_swap,
+    same_class_partners,
+)
 from explorer.models import ModelError, build_model
 
 __all__ = ["METHODS", "AnchorStream", "ConfigError", "TrainConfig", "default_patch_size", "main", "method_loss",
-           "parse_config", "run", "to_argv", "validate_config"]
+           "parse_config", "run", "step_anchors", "step_images", "to_argv", "validate_config"]
 
 METHODS = ("ce", "cskd", "ips")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -194,12 +202,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
 def default_patch_size(image_size: tuple[int, int]) -> int:
     """The largest common divisor of H and W that is <= min(H, W) / 4: a grid of 4x4 patches or finer."""
     h, w = image_size
-    return max(d for d in range(1, max(1, min(h, w) // 4) + 1) if h % d == 0 and w % d == 0)
+    return max(d for d in dividing_patch_sizes(h, w) if d <= max(1, min(h, w) // 4))
 
 
 def step_anchors(cfg: TrainConfig) -> int:
     """Anchors drawn per optimiser step: B, or B/2 pairs for CS-KD and IPS with ``--equal-compute``."""
     return cfg.batch_size // 2 if (cfg.method != "ce" and cfg.equal_compute) else cfg.batch_size
+
+
+def step_images(cfg: TrainConfig) -> int:
+    """Images forwarded per optimiser step: the anchors, and their partners for CS-KD and IPS."""
+    return step_anchors(cfg) * (1 if cfg.method == "ce" else 2)
 
 
 def validate_config(cfg: TrainConfig, dataset: Dataset, world_size: int = 1) -> None:
@@ -212,9 +225,8 @@ def validate_config(cfg: TrainConfig, dataset: Dataset, world_size: int = 1) -> 
                           f"over {world_size} processes; pick a --batch-size that does")
     h, w = dataset.image_size
     if cfg.method == "ips" and cfg.patch_size and (h % cfg.patch_size or w % cfg.patch_size):
-        allowed = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
         raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the {h}x{w} images of {dataset.name}; "
-                          f"allowed: {allowed}")
+                          f"allowed: {dividing_patch_sizes(h, w)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,9 +392,8 @@ def run(cfg: TrainConfig) -> int:
     class_index = build_class_index(dataset.train_labels, dataset.num_classes)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     anchors_stream = AnchorStream(len(dataset.train_labels), generator, device)
-    paired = cfg.method != "ce"
     anchors_per_step = step_anchors(cfg)
-    images_per_step = anchors_per_step * (2 if paired else 1)
+    images_per_step = step_images(cfg)
     shard_size = anchors_per_step // world
     shard = slice(rank * shard_size, (rank + 1) * shard_size) if distributed else slice(None)
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
@@ -430,7 +441,7 @@ def run(cfg: TrainConfig) -> int:
                         raise _Cancelled()
                     anchors = anchors_stream.next(anchors_per_step)
                     loss, ce, kd, correct = method_loss(cfg, model, dataset, anchors, class_index, patch_size,
-                                                         generator, shard)
+                                                        generator, shard)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
