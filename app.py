@@ -29,8 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from explorer.cam import preload_cam  # after parsing, so --help is instant
-    from explorer.runs import RunManager
+    from explorer.analysis.cam import preload_cam  # after parsing, so --help is instant
+    from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs)  # reconciles runs an earlier app left behind

@@ -37,7 +37,7 @@ def running_app(runs_dir: Path, max_runs: int = 2) -> Iterator[str]:
 
     At the end every run it started is cancelled and waited for, so no training process outlives the test.
     """
-    from explorer.runs import RunManager
+    from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
     runs = RunManager(runs_dir, max_concurrent=max_runs, grace_s=5.0)

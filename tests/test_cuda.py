@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from explorer.ips import build_class_index, ips_loss, patch_swap, same_class_partners
-from explorer.train import main
+from explorer.training.loop import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from polling import wait_for
 
-from explorer import runs
+from explorer.training import runs
 from explorer.checkpoints import load_checkpoint
-from explorer.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
+from explorer.training.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
 
 QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up
 ENDLESS = {"dataset": "digits", "epochs": 500, "log_every": 1}  # trains until it is stopped

@@ -2,7 +2,7 @@
 
 import json
 
-from explorer.study import _run_id, main, summarise
+from explorer.training.study import _run_id, main, summarise
 
 
 def _fake_run(out, label, seed, accuracy, nll, ece, state="finished"):

@@ -15,7 +15,7 @@ from polling import wait_for
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.train import default_patch_size, main
+from explorer.training.loop import default_patch_size, main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer.figures import CURVE_PANELS, METHOD_COLOURS, training_curves
-from explorer.runs import RunInfo
+from explorer.analysis.figures import CURVE_PANELS, METHOD_COLOURS, training_curves
+from explorer.training.runs import RunInfo
 from explorer.ui.train import describe, other_method, reference_runs, run_curves
 
 DEMO = Path(__file__).resolve().parents[1] / "checkpoints"

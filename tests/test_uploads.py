@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from explorer.data import load_dataset
-from explorer.uploads import MAX_BYTES, UploadError, read_upload
+from explorer.analysis.uploads import MAX_BYTES, UploadError, read_upload
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.device import resolve_device
-from explorer.runs import RunManager
+from explorer.training.runs import RunManager
 from explorer.ui import compare, gaps, gradcam, guide, swap, train
 from explorer.ui.common import AppContext, build_header
 

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from explorer.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
+from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
 from explorer.checkpoints import Checkpoint, load_card
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible

@@ -8,9 +8,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from explorer.comparison import compare_reports, model_report, split_logits
-from explorer.figures import confidence_histograms, confusion_figure, reliability_diagram
-from explorer.render import display_scale, render_image
+from explorer.analysis.comparison import compare_reports, model_report, split_logits
+from explorer.analysis.figures import confidence_histograms, confusion_figure, reliability_diagram
+from explorer.analysis.render import display_scale, render_image
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.ui.gradcam import SOURCES, GradCamTab
 

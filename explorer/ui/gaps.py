@@ -8,10 +8,10 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from explorer.figures import class_gap_bars, gap_histogram, gap_scatter
+from explorer.analysis.figures import class_gap_bars, gap_histogram, gap_scatter
 from explorer.ips import build_class_index
-from explorer.pairs import confidence_gaps, gap_statistics, patch_sizes
-from explorer.train import default_patch_size
+from explorer.analysis.pairs import confidence_gaps, gap_statistics, patch_sizes
+from explorer.training.loop import default_patch_size
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.ui.swap import SwapTab, class_label, class_size
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from explorer.pairs import swap_pair
-from explorer.render import render_image
-from explorer.train import default_patch_size
+from explorer.analysis.pairs import swap_pair
+from explorer.analysis.render import render_image
+from explorer.training.loop import default_patch_size
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 
 __all__ = ["build"]

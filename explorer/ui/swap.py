@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from explorer.data import Dataset
-from explorer.pairs import SwappedPair, class_test_index, patch_sizes, swap_pair
-from explorer.render import render_image
-from explorer.train import default_patch_size
+from explorer.analysis.pairs import SwappedPair, class_test_index, patch_sizes, swap_pair
+from explorer.analysis.render import render_image
+from explorer.training.loop import default_patch_size
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
-from explorer.uploads import read_upload
+from explorer.analysis.uploads import read_upload
 
 __all__ = ["UPLOAD_TYPES", "SwapTab", "build", "class_label", "class_size"]
 

@@ -1,6 +1,6 @@
 """Tab 5, Train: start a training run in the background, watch it live, cancel or delete it.
 
-The tab drives the app's ``RunManager`` (explorer/runs.py): a run is the training CLI in a process of its
+The tab drives the app's ``RunManager`` (explorer/training/runs.py): a run is the training CLI in a process of its
 own, so the other tabs stay responsive and a crash in training cannot take the app down. The runs table,
 the selected run and the curves are redrawn from the run folders by ``refresh``, which a ``gr.Timer`` calls
 only while a run is queued or running; when nothing runs, nothing polls. A run folder is a checkpoint
@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 
 from explorer.data import DATASETS
-from explorer.figures import training_curves
-from explorer.runs import FINAL_STATES, FORM_DEFAULTS, RUN_TABLE_HEADERS, RunInfo, RunManager, read_json, read_metrics
-from explorer.train import METHODS
+from explorer.analysis.figures import training_curves
+from explorer.training.runs import FINAL_STATES, FORM_DEFAULTS, RUN_TABLE_HEADERS, RunInfo, RunManager, read_json, read_metrics
+from explorer.training.loop import METHODS
 from explorer.ui.common import AppContext, model_work
 
 __all__ = ["TICK_S", "build", "describe", "other_method", "reference_runs", "run_curves"]

@@ -52,7 +52,7 @@ from explorer.checkpoints import atomic_write_text
 from explorer.data import DatasetError, load_dataset
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
-from explorer.train import (
+from explorer.training.loop import (
     RUN_ID_PATTERN,
     ConfigError,
     TrainConfig,

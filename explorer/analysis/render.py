@@ -73,7 +73,7 @@ def cam_overlay(image: Tensor | np.ndarray, cam: np.ndarray, opacity: float) -> 
 
     ``opacity`` 0 shows only the image, 1 only the heat map.
     """
-    from explorer.cam import grad_cam_module
+    from explorer.analysis.cam import grad_cam_module
 
     show_cam_on_image = grad_cam_module("pytorch_grad_cam.utils.image").show_cam_on_image
     if not 0.0 <= opacity <= 1.0:
