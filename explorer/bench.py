@@ -1,4 +1,4 @@
-"""``python -m explorer.bench``: the core and training-step benchmark (kept at this name; the code lives in ``explorer.training.bench``)."""
+"""``python -m explorer.bench``, the core benchmark; the code is in ``explorer.training.bench``."""
 
 from explorer.training.bench import main
 

@@ -1,4 +1,4 @@
-"""``python -m explorer.bench_app``: the web app's latency benchmark (kept at this name; the code lives in ``explorer.ui.bench_app``)."""
+"""``python -m explorer.bench_app``, the app latency benchmark; the code is in ``explorer.ui.bench_app``."""
 
 from explorer.ui.bench_app import main
 

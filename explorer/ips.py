@@ -46,7 +46,9 @@ __all__ = [
     "DistillLoss",
     "IPSLoss",
     "build_class_index",
+    "check_patch_size",
     "cskd_loss",
+    "default_patch_size",
     "dividing_patch_sizes",
     "ips_loss",
     "patch_swap",
@@ -131,8 +133,31 @@ def swap_count(ratio: float, num_patches: int) -> int:
 
 
 def dividing_patch_sizes(h: int, w: int) -> list[int]:
-    """Every square patch size that tiles an H x W image: the common divisors of H and W, ascending."""
+    """Every square patch size that tiles an H x W image: the common divisors of H and W, ascending.
+
+    The one list of valid patch sizes: the CLI accepts these and the app offers these.
+    """
     return [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+
+
+def default_patch_size(image_size: tuple[int, int]) -> int:
+    """The largest common divisor of H and W that is <= min(H, W) / 4: a grid of 4x4 patches or finer.
+
+    7 px on 28x28 digits, 8 px on 32x32 CIFAR, 2 px on 8x8 digits, 16 px on 64x64 Tiny-ImageNet.
+    """
+    h, w = image_size
+    return max(d for d in dividing_patch_sizes(h, w) if d <= max(1, min(h, w) // 4))
+
+
+def check_patch_size(patch_size: object, image_size: tuple[int, int]) -> int:
+    """``patch_size`` as an int when it tiles an H x W image, else a ValueError naming the allowed sizes."""
+    h, w = image_size
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch size must be a positive integer; got {patch_size!r}")
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"patch size {patch_size} does not divide the {h}x{w} images; "
+                         f"use one of {dividing_patch_sizes(h, w)}")
+    return patch_size
 
 
 def _check_pair_shapes(a: Tensor, b: Tensor) -> None:
@@ -224,11 +249,7 @@ def patch_swap(a: Tensor, b: Tensor, patch_size: int, ratio: float = 0.5, p: flo
     """
     _check_pair_shapes(a, b)
     h, w = a.shape[-2:]
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size must be a positive integer; got {patch_size!r}")
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}; "
-                         f"allowed patch sizes: {dividing_patch_sizes(h, w)}")
+    check_patch_size(patch_size, (h, w))
     patch_bits = _patch_bits(a.shape[0], (h // patch_size, w // patch_size), ratio, p, generator, a.device,
                              _SAME_SIZE_INT[a.element_size()])
     return (*_select_patches(a, b, patch_bits), patch_bits != 0)

@@ -1,4 +1,4 @@
-"""``python -m explorer.study``: the multi-seed study (kept at this name; the code lives in ``explorer.training.study``)."""
+"""``python -m explorer.study``: the multi-seed study: an entry point; the code is ``explorer.training.study``."""
 
 from explorer.training.study import main
 

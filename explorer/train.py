@@ -1,4 +1,4 @@
-"""``python -m explorer.train``: the training CLI (kept at this name; the code lives in ``explorer.training.loop``)."""
+"""``python -m explorer.train``: the training CLI: an entry point; the code is ``explorer.training.loop``."""
 
 from explorer.training.loop import main
 

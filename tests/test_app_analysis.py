@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from explorer.analysis.cam import CAM_METHODS, compute_cams
 from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
-from explorer.checkpoints import CheckpointError, load_checkpoint
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
+from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
+from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
+from explorer.checkpoints import CheckpointError, load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import calibration_bins, predict_logits
 from explorer.ips import ips_loss, random_patch_mask
-from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
-from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints"

@@ -14,12 +14,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from explorer.analysis.pairs import class_test_index, swap_pair
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.analysis.pairs import class_test_index, swap_pair
-from explorer.training.runs import FINAL_STATES, FORM_DEFAULTS
 from explorer.training.loop import RUN_ID_PATTERN
+from explorer.training.runs import FINAL_STATES, FORM_DEFAULTS
 
 CE, IPS = str(DEMO / "mnist5k-small_cnn-ce"), str(DEMO / "mnist5k-small_cnn-ips")
 

@@ -13,12 +13,12 @@ import torch
 from polling import wait_for
 from test_runs import ENDLESS, group_gone, leader_pid, training
 
-from explorer.training import runs
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.training.runs import RunManager
+from explorer.training import runs
 from explorer.training.loop import main
+from explorer.training.runs import RunManager
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find the torchrun workers"),

@@ -109,9 +109,9 @@ def test_swap_moves_special_float_values_exactly():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"patch_size": 5},
-     r"patch_size 5 does not divide the image size 12x12; allowed patch sizes: \[1, 2, 3, 4, 6, 12\]"),
-    ({"patch_size": 0}, "patch_size must be a positive integer"),
-    ({"patch_size": 2.0}, "patch_size must be a positive integer"),
+     r"patch size 5 does not divide the 12x12 images; use one of \[1, 2, 3, 4, 6, 12\]"),
+    ({"patch_size": 0}, "patch size must be a positive integer"),
+    ({"patch_size": 2.0}, "patch size must be a positive integer"),
     ({"patch_size": 4, "ratio": 1.5}, r"swap ratio must be in \[0, 1\]"),
     ({"patch_size": 4, "ratio": -0.1}, r"swap ratio must be in \[0, 1\]"),
     ({"patch_size": 4, "p": 2.0}, r"swap probability p must be in \[0, 1\]"),

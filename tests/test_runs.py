@@ -13,8 +13,8 @@ import pytest
 import torch
 from polling import wait_for
 
-from explorer.training import runs
 from explorer.checkpoints import load_checkpoint
+from explorer.training import runs
 from explorer.training.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
 
 QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up

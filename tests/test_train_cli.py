@@ -15,7 +15,8 @@ from polling import wait_for
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.training.loop import default_patch_size, main
+from explorer.ips import default_patch_size
+from explorer.training.loop import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

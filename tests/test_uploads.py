@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.data import load_dataset
 from explorer.analysis.uploads import MAX_BYTES, UploadError, read_upload
+from explorer.data import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ from torchvision.transforms import v2
 
 from explorer.data import load_dataset
 from explorer.device import resolve_device
-from explorer.ips import build_class_index, patch_swap, same_class_partners
+from explorer.ips import build_class_index, default_patch_size, patch_swap, same_class_partners
 from explorer.models import build_model
-from explorer.training.loop import AnchorStream, TrainConfig, default_patch_size, method_loss, step_anchors, step_images
+from explorer.training.loop import AnchorStream, TrainConfig, method_loss, step_anchors, step_images
 
 __all__ = ["interleaved_medians", "main", "steady_allocator"]
 

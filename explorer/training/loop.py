@@ -58,7 +58,9 @@ from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import (
     ClassIndex,
     build_class_index,
+    check_patch_size,
     cskd_loss,
+    default_patch_size,
     dividing_patch_sizes,
     ips_loss,
     patch_swap,
@@ -199,12 +201,6 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise ConfigError(message)
 
 
-def default_patch_size(image_size: tuple[int, int]) -> int:
-    """The largest common divisor of H and W that is <= min(H, W) / 4: a grid of 4x4 patches or finer."""
-    h, w = image_size
-    return max(d for d in dividing_patch_sizes(h, w) if d <= max(1, min(h, w) // 4))
-
-
 def step_anchors(cfg: TrainConfig) -> int:
     """Anchors drawn per optimiser step: B, or B/2 pairs for CS-KD and IPS with ``--equal-compute``."""
     return cfg.batch_size // 2 if (cfg.method != "ce" and cfg.equal_compute) else cfg.batch_size
@@ -223,10 +219,13 @@ def validate_config(cfg: TrainConfig, dataset: Dataset, world_size: int = 1) -> 
         halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
         raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "
                           f"over {world_size} processes; pick a --batch-size that does")
-    h, w = dataset.image_size
-    if cfg.method == "ips" and cfg.patch_size and (h % cfg.patch_size or w % cfg.patch_size):
-        raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the {h}x{w} images of {dataset.name}; "
-                          f"allowed: {dividing_patch_sizes(h, w)}")
+    if cfg.method == "ips" and cfg.patch_size:
+        try:
+            check_patch_size(cfg.patch_size, dataset.image_size)
+        except ValueError:
+            h, w = dataset.image_size
+            raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the {h}x{w} images of {dataset.name}; "
+                              f"allowed: {dividing_patch_sizes(h, w)}") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,9 +9,8 @@ import pandas as pd
 import torch
 
 from explorer.analysis.figures import class_gap_bars, gap_histogram, gap_scatter
-from explorer.ips import build_class_index
 from explorer.analysis.pairs import confidence_gaps, gap_statistics, patch_sizes
-from explorer.training.loop import default_patch_size
+from explorer.ips import build_class_index, default_patch_size
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.ui.swap import SwapTab, class_label, class_size
 

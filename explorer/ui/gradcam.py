@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from explorer.analysis.cam import CAM_METHODS, compute_cams
+from explorer.analysis.render import cam_overlay, render_image
+from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.models import cam_layers
-from explorer.analysis.render import cam_overlay, render_image
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab, class_label
-from explorer.analysis.uploads import read_upload
 
 __all__ = ["DEFAULT_LAYER", "SOURCES", "TARGETS", "GradCamTab", "build"]
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from explorer.analysis.pairs import swap_pair
 from explorer.analysis.render import render_image
-from explorer.training.loop import default_patch_size
+from explorer.ips import default_patch_size
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 
 __all__ = ["build"]

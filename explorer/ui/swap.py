@@ -11,12 +11,12 @@ import gradio as gr
 import numpy as np
 import torch
 
-from explorer.data import Dataset
 from explorer.analysis.pairs import SwappedPair, class_test_index, patch_sizes, swap_pair
 from explorer.analysis.render import render_image
-from explorer.training.loop import default_patch_size
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 from explorer.analysis.uploads import read_upload
+from explorer.data import Dataset
+from explorer.ips import default_patch_size
+from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
 
 __all__ = ["UPLOAD_TYPES", "SwapTab", "build", "class_label", "class_size"]
 

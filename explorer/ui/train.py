@@ -16,10 +16,18 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from explorer.data import DATASETS
 from explorer.analysis.figures import training_curves
-from explorer.training.runs import FINAL_STATES, FORM_DEFAULTS, RUN_TABLE_HEADERS, RunInfo, RunManager, read_json, read_metrics
+from explorer.data import DATASETS
 from explorer.training.loop import METHODS
+from explorer.training.runs import (
+    FINAL_STATES,
+    FORM_DEFAULTS,
+    RUN_TABLE_HEADERS,
+    RunInfo,
+    RunManager,
+    read_json,
+    read_metrics,
+)
 from explorer.ui.common import AppContext, model_work
 
 __all__ = ["TICK_S", "build", "describe", "other_method", "reference_runs", "run_curves"]
