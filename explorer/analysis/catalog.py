@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from explorer.checkpoints import WEIGHTS, Checkpoint, CheckpointError, load_card, load_checkpoint
+from explorer.training.methods import BASELINE, FEATURED
 
 __all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "load_cached"]
 
@@ -44,14 +45,14 @@ def list_checkpoints(dirs: list[Path | str]) -> list[tuple[str, str]]:
 
 
 def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
-    """The first plain cross-entropy and the first IPS checkpoint (the baseline and the model to compare)."""
+    """The first checkpoint of the baseline method and the first of the featured one (IPS): models A and B."""
     by_method: dict[str, str] = {}
     for folder in _folders([Path(d) for d in dirs]):
         try:
             by_method.setdefault(load_card(folder).get("method", ""), str(folder))
         except CheckpointError:
             continue
-    return by_method.get("ce"), by_method.get("ips")
+    return by_method.get(BASELINE), by_method.get(FEATURED)
 
 
 def checkpoint_folder(path: str | Path, dirs: list[Path | str]) -> Path:

@@ -14,14 +14,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.evaluate import CalibrationBins
+from explorer.training.methods import BASELINE, FEATURED, method_colour
 
-__all__ = ["CURVE_PANELS", "METHOD_COLOURS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
+__all__ = ["CURVE_PANELS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
            "confidence_histograms", "confusion_figure", "gap_histogram", "gap_scatter", "reliability_diagram",
            "training_curves"]
 
-MODEL_COLOURS = ("#2f6db5", "#e4632d")  # model A (baseline), model B (IPS)
+MODEL_COLOURS = (method_colour(BASELINE), method_colour(FEATURED))  # model A (baseline), model B (IPS)
 TEACHER_COLOURS = {"view a teaches": "#1b9e77", "view b teaches": "#7570b3"}
-METHOD_COLOURS = {"ce": MODEL_COLOURS[0], "ips": MODEL_COLOURS[1], "cskd": "#3a9a3a"}  # the baseline in A's colour
 # (metric, panel title, y tick format) of the training curves, in reading order: losses, then accuracy and calibration
 CURVE_PANELS = (("loss", "loss", ""), ("ce", "cross-entropy", ""), ("kd", "KD term (KL·T²)", ""),
                 ("train_accuracy", "train accuracy", ".0%"), ("test_accuracy", "test accuracy", ".0%"),
@@ -180,7 +180,7 @@ def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[
     """Each run's metrics against epochs, one panel per ``CURVE_PANELS`` metric, runs overlaid.
 
     ``curves[run][metric]`` is (epochs, values); a run is drawn in the colour of its method
-    (``METHOD_COLOURS``), runs of one method with different markers, and the runs named in ``dashed``
+    (``methods.method_colour``), runs of one method with different markers, and the runs named in ``dashed``
     (reference runs) as dashed lines without markers. ``uirevision`` keeps zoom and hidden traces while the
     figure is redrawn with new points.
     """
@@ -192,7 +192,7 @@ def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[
         reference = name in dashed
         nth = 0 if reference else seen.get(method, 0)  # the how-manieth run of its method
         seen[method] = nth + (not reference)
-        colour = _shade(METHOD_COLOURS.get(method, "#666666"), nth)
+        colour = _shade(method_colour(method), nth)
         symbol = _RUN_SYMBOLS[nth % len(_RUN_SYMBOLS)]
         for i, (metric, title, tick_format) in enumerate(CURVE_PANELS):
             x, y = metrics.get(metric, ((), ()))

@@ -31,7 +31,8 @@ from explorer.data import load_dataset
 from explorer.device import resolve_device
 from explorer.ips import build_class_index, default_patch_size, patch_swap, same_class_partners
 from explorer.models import build_model
-from explorer.training.loop import AnchorStream, TrainConfig, method_loss, step_anchors, step_images
+from explorer.training.config import TrainConfig, step_anchors, step_images
+from explorer.training.loop import AnchorStream, method_loss
 
 __all__ = ["interleaved_medians", "main", "steady_allocator"]
 
@@ -106,10 +107,10 @@ def _training_step(cfg: TrainConfig, dataset, device: torch.device) -> Callable[
     patch_size = default_patch_size(dataset.image_size)
 
     def step() -> None:
-        loss, *_ = method_loss(cfg, model, dataset, stream.next(anchors_per_step), class_index, patch_size,
-                               generator, slice(None))
+        out = method_loss(cfg, model, dataset, stream.next(anchors_per_step), class_index, patch_size, generator,
+                          slice(None))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         optimizer.step()
 
     return step

@@ -1,25 +1,16 @@
-"""Train a classifier with plain cross-entropy, CS-KD or IPS: one loop, three methods.
+"""Train a classifier with plain cross-entropy, CS-KD or IPS: one loop, every method of the registry.
 
     python -m explorer.train --dataset mnist5k --model small_cnn --method ips --epochs 30
 
-A run writes one folder, ``OUT/RUN_ID`` (every JSON file replaced atomically, so a kill at any moment
-leaves a readable run):
+Read ``run`` top to bottom: ``setup`` (device, data, model, optimiser), then per epoch ``train_epoch`` (the
+steps) and ``end_epoch`` (test metrics, checkpoint, one line); a ``Recorder`` writes the run folder
+(``explorer.training.runfolder``) and prints, on the main process only.
 
-- ``config.json``   every argument, package versions, git commit, device, the exact command;
-- ``status.json``   queued / running / finished / failed / cancelled, progress, epoch, step, images/s, ETA;
-- ``metrics.jsonl`` one line per epoch (``"kind": "epoch"``: loss, ce, kd, train and test accuracy, test NLL,
-                    ECE and Brier, lr, images/s, elapsed) and every ``--log-every`` steps (``"kind": "step"``);
-- ``model.safetensors`` + ``card.json``: the checkpoint of the last finished epoch, so the run folder is
-                    itself a checkpoint folder for ``explorer.evaluate`` and the app.
-
-How the methods use a step (``B`` = ``--batch-size``):
-- ``ce``: B anchors, cross-entropy.
-- ``cskd``: B anchors + B same-class partners (2B images), CS-KD loss.
-- ``ips``: B anchors + B partners, patch-swapped pairwise, IPS loss (2B images).
-- ``--equal-compute``: CS-KD and IPS take B/2 anchors + B/2 partners, i.e. B images per step like CE.
-Every method does ceil(N_train / B) steps per epoch, anchors drawn from a stream of random permutations of
-the training set, so an epoch costs the same number of optimiser steps for all methods; with
-``--equal-compute`` it also costs the same number of forwarded images.
+How the methods use a step (``B`` = ``--batch-size``): ``ce`` forwards B anchors; the pair methods (``cskd``,
+``ips``) forward B anchors + B same-class partners (2B images), IPS after swapping patches within each pair;
+``--equal-compute`` gives the pair methods B/2 anchors, i.e. B images per step like CE. Every method does
+ceil(N_train / B) steps per epoch, anchors drawn from a stream of random permutations of the training set, so
+an epoch costs the same number of optimiser steps for all methods.
 
 Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay per step to 0.
 SIGTERM or Ctrl-C ends a run as ``cancelled`` (the last epoch's checkpoint kept); a non-finite loss ends it
@@ -29,8 +20,6 @@ every rank draws the same global batch and trains on its slice of it, and only r
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import platform
@@ -41,221 +30,36 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explorer import __version__
-from explorer.checkpoints import atomic_write_text, save_checkpoint
+from explorer.checkpoints import save_checkpoint
 from explorer.data import Dataset, DatasetError, augment, load_dataset
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ips import (
-    ClassIndex,
-    build_class_index,
-    check_patch_size,
-    cskd_loss,
-    default_patch_size,
-    dividing_patch_sizes,
-    ips_loss,
-    patch_swap,
-    same_class_partners,
-)
+from explorer.ips import ClassIndex, build_class_index, default_patch_size, same_class_partners
 from explorer.models import ModelError, build_model
+from explorer.training.config import (
+    ConfigError,
+    TrainConfig,
+    parse_config,
+    step_anchors,
+    step_images,
+    to_argv,
+    validate_config,
+)
+from explorer.training.methods import METHODS, StepBatch, StepOutput
+from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
 
-__all__ = ["METHODS", "AnchorStream", "ConfigError", "TrainConfig", "default_patch_size", "main", "method_loss",
-           "parse_config", "run", "step_anchors", "step_images", "to_argv", "validate_config"]
+__all__ = ["AnchorStream", "Recorder", "Session", "end_epoch", "main", "method_loss", "run", "setup", "train_epoch"]
 
-METHODS = ("ce", "cskd", "ips")
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_CANCELLED = 1, 2, 128 + signal.SIGTERM
-
-
-class ConfigError(ValueError):
-    """A training argument that cannot work; the message says what is allowed."""
-
-
-@dataclass
-class TrainConfig:
-    """Every training argument; the CLI flags are these names with dashes."""
-
-    dataset: str = "mnist5k"
-    model: str = "small_cnn"
-    method: str = "ips"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    seed: int = 0
-    patch_size: int = 0  # 0: auto, the largest divisor of the image side that is <= side / 4 (a 4x4 grid or finer)
-    swap_ratio: float = 0.5
-    swap_prob: float = 1.0
-    temperature: float = 4.0
-    kd_weight: float = 1.0
-    equal_compute: bool = False
-    device: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    image_size: int = 32
-    holdout: bool = False
-    out: str = "runs"
-    run_id: str = ""  # empty: generated from the time, method, dataset, model and seed
-    log_every: int = 10
-
-
-_HELP = {
-    "dataset": "mnist5k (default, offline), digits, cifar10, cifar100 or imagefolder:PATH",
-    "model": "small_cnn (default), resnet18 (CIFAR stem) or any torchvision classification model name",
-    "method": "ce (baseline), cskd (CS-KD) or ips (intra-class patch swap)",
-    "epochs": "training epochs",
-    "batch_size": "anchors per step (images per step for CE and with --equal-compute)",
-    "lr": "peak learning rate of SGD (cosine decay to 0)",
-    "weight_decay": "SGD weight decay",
-    "seed": "seed of the model initialisation and of every random draw",
-    "patch_size": "IPS patch side in pixels, must divide the image size (0: auto, a 4x4 grid or finer)",
-    "swap_ratio": "IPS: fraction of patch positions exchanged per pair, in [0, 1]",
-    "swap_prob": "IPS: probability that a pair is swapped at all, in [0, 1]",
-    "temperature": "distillation temperature T (CS-KD and IPS)",
-    "kd_weight": "weight of the KL term (CS-KD and IPS)",
-    "equal_compute": "CS-KD and IPS process B images per step (B/2 pairs), the same compute as CE",
-    "device": "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps",
-    "data_root": "folder holding CIFAR (cifar-10-batches-py, cifar-100-python)",
-    "download": "download CIFAR into --data-root when missing (needs internet)",
-    "image_size": "imagefolder: images are resized to this square size",
-    "holdout": "train on 80%% of the training split and report the metrics on the other 20%% (per class), "
-               "to choose hyper-parameters without looking at the test split",
-    "out": "folder that receives the run folder",
-    "run_id": "name of the run folder (default: generated)",
-    "log_every": "write a step record to metrics.jsonl every this many steps",
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (the run manager shows them verbatim)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m explorer.train", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=_HELP[f.name])
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            choices = METHODS if f.name == "method" else None
-            parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=_HELP[f.name])
-    return parser
-
-
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """Parse CLI arguments into a config; bad syntax or values raise ``ConfigError`` (one line)."""
-    args = _build_parser().parse_args(argv)
-    cfg = TrainConfig(**vars(args))
-    _check_ranges(cfg)
-    return cfg
-
-
-def to_argv(cfg: TrainConfig) -> list[str]:
-    """The CLI arguments that reproduce ``cfg`` exactly (every field spelled out)."""
-    argv: list[str] = []
-    for f in fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
-def _check_ranges(cfg: TrainConfig) -> None:
-    checks = [
-        (cfg.epochs >= 1, f"--epochs must be at least 1; got {cfg.epochs}"),
-        (cfg.batch_size >= 2, f"--batch-size must be at least 2; got {cfg.batch_size}"),
-        (not (cfg.equal_compute and cfg.batch_size % 2),
-         f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
-        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number; got {cfg.lr}"),
-        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
-        (cfg.patch_size >= 0, f"--patch-size must be >= 0 (0: auto); got {cfg.patch_size}"),
-        (0 <= cfg.swap_ratio <= 1, f"--swap-ratio must be in [0, 1]; got {cfg.swap_ratio}"),
-        (0 <= cfg.swap_prob <= 1, f"--swap-prob must be in [0, 1]; got {cfg.swap_prob}"),
-        (cfg.temperature > 0 and math.isfinite(cfg.temperature),
-         f"--temperature must be positive; got {cfg.temperature}"),
-        (cfg.kd_weight >= 0 and math.isfinite(cfg.kd_weight), f"--kd-weight must be >= 0; got {cfg.kd_weight}"),
-        (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
-        (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
-        (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
-         f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-
-
-def step_anchors(cfg: TrainConfig) -> int:
-    """Anchors drawn per optimiser step: B, or B/2 pairs for CS-KD and IPS with ``--equal-compute``."""
-    return cfg.batch_size // 2 if (cfg.method != "ce" and cfg.equal_compute) else cfg.batch_size
-
-
-def step_images(cfg: TrainConfig) -> int:
-    """Images forwarded per optimiser step: the anchors, and their partners for CS-KD and IPS."""
-    return step_anchors(cfg) * (1 if cfg.method == "ce" else 2)
-
-
-def validate_config(cfg: TrainConfig, dataset: Dataset, world_size: int = 1) -> None:
-    """Checks that need the dataset or the process count: the patch size must divide the image size, and
-    under DistributedDataParallel every process must get an equal slice of the anchors."""
-    anchors = step_anchors(cfg)
-    if anchors % world_size:
-        halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
-        raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "
-                          f"over {world_size} processes; pick a --batch-size that does")
-    if cfg.method == "ips" and cfg.patch_size:
-        try:
-            check_patch_size(cfg.patch_size, dataset.image_size)
-        except ValueError:
-            h, w = dataset.image_size
-            raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the {h}x{w} images of {dataset.name}; "
-                              f"allowed: {dividing_patch_sizes(h, w)}") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Run folder
-# --------------------------------------------------------------------------------------------------
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_status(run_dir: Path, state: str, **fields_: Any) -> None:
-    """status.json: the state of the run and its progress (read by the run manager and the app)."""
-    _write_json(run_dir / "status.json", {"state": state, "updated": time.time(), **fields_})
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _environment(device: torch.device, world_size: int) -> dict[str, Any]:
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "explorer": __version__, "git_commit": _git_commit(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-            "world_size": world_size, "host": socket.gethostname(), "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,33 +81,238 @@ class AnchorStream:
 
 
 def method_loss(cfg: TrainConfig, model: nn.Module, dataset: Dataset, anchors: Tensor, class_index: ClassIndex,
-                patch_size: int, generator: torch.Generator, shard: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One step's (loss, ce, kd, number correct on view a) for the configured method.
+                patch_size: int, generator: torch.Generator, shard: slice) -> StepOutput:
+    """One step of ``cfg``'s method on the global batch ``anchors``: augment, draw partners, call the method.
 
-    All random draws are made for the whole global batch and ``shard`` picks this process's part, so a
-    DistributedDataParallel run sees exactly the batches of a single-process run.
+    The draws happen in a fixed order (anchor crops, partners, partner crops, then the method's own), all for the
+    whole global batch, and ``shard`` picks this process's part.
     """
+    method = METHODS[cfg.method]
     images, labels = dataset.train_images, dataset.train_labels  # index_select: faster than images[i] on CPU
     x_a = augment(images.index_select(0, anchors), dataset.crop_padding, dataset.flip, generator)
-    targets = labels.index_select(0, anchors)[shard]
-    if cfg.method == "ce":
-        logits = model(dataset.normalize(x_a[shard]))
-        ce = F.cross_entropy(logits, targets)
-        zero = torch.zeros((), device=ce.device)
-        return ce, ce.detach(), zero, (logits.argmax(1) == targets).sum()
-    partners = same_class_partners(anchors, class_index, generator)
-    x_b = augment(images.index_select(0, partners), dataset.crop_padding, dataset.flip, generator)
-    if cfg.method == "ips":
-        x_a, x_b, _ = patch_swap(x_a, x_b, patch_size, cfg.swap_ratio, cfg.swap_prob, generator)
-    logits_a, logits_b = model(dataset.normalize(torch.cat([x_a[shard], x_b[shard]]))).chunk(2)
-    loss_fn = ips_loss if cfg.method == "ips" else cskd_loss
-    out = loss_fn(logits_a, logits_b, targets, cfg.temperature, cfg.kd_weight)
-    return out.total, out.ce.detach(), out.kd.detach(), (logits_a.argmax(1) == targets).sum()
+    x_b = None
+    if method.images_per_anchor == 2:
+        partners = same_class_partners(anchors, class_index, generator)
+        x_b = augment(images.index_select(0, partners), dataset.crop_padding, dataset.flip, generator)
+    batch = StepBatch(anchors=x_a, partners=x_b, targets=labels.index_select(0, anchors)[shard], shard=shard,
+                      forward=lambda x: model(dataset.normalize(x)), cfg=cfg, patch_size=patch_size,
+                      generator=generator)
+    return method.step(batch)
 
 
 # --------------------------------------------------------------------------------------------------
-# The run
+# Setup
 # --------------------------------------------------------------------------------------------------
+@dataclass
+class Session:
+    """Everything a run trains with, built once by ``setup``."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    command: str
+    device: torch.device
+    rank: int
+    world: int
+    dataset: Dataset
+    model: nn.Module  # DistributedDataParallel-wrapped under torchrun
+    bare_model: nn.Module  # the model itself, for evaluation and checkpoints
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    class_index: ClassIndex
+    generator: torch.Generator
+    anchors: AnchorStream
+    patch_size: int
+    shard: slice
+    steps_per_epoch: int
+    step: int = 0  # optimiser steps done so far
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun, (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ["RANK"]), world) if world > 1 else (0, 1)
+
+
+def _default_run_id(cfg: TrainConfig) -> str:
+    dataset = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.dataset.split(":")[0])
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{dataset}-{cfg.model}-s{cfg.seed}-{os.getpid()}"
+
+
+def setup(cfg: TrainConfig) -> Session:
+    """Device, data, model, optimiser and the random streams of a run; a bad argument raises (one line)."""
+    rank, world = _distributed_rank()
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
+    if cfg.holdout:
+        dataset = dataset.holdout()
+    validate_config(cfg, dataset.image_size, dataset.name, world)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)
+    bare_model = model
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    dataset = dataset.to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    shard_size = step_anchors(cfg) // world
+    steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                                weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
+    return Session(
+        cfg=cfg, run_dir=Path(cfg.out) / (cfg.run_id or _default_run_id(cfg)),
+        command=shlex.join([sys.executable.split("/")[-1], "-m", "explorer.train", *to_argv(cfg)]),
+        device=device, rank=rank, world=world, dataset=dataset, model=model, bare_model=bare_model,
+        optimizer=optimizer, scheduler=scheduler,
+        class_index=build_class_index(dataset.train_labels, dataset.num_classes), generator=generator,
+        anchors=AnchorStream(len(dataset.train_labels), generator, device),
+        patch_size=cfg.patch_size or default_patch_size(dataset.image_size),
+        shard=slice(rank * shard_size, (rank + 1) * shard_size) if world > 1 else slice(None),
+        steps_per_epoch=steps_per_epoch)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run writes and prints
+# --------------------------------------------------------------------------------------------------
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "explorer": __version__, "git_commit": _git_commit(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "world_size": world_size, "host": socket.gethostname(), "threads": torch.get_num_threads()}
+
+
+def _card(s: Session, epoch: int, test: dict[str, float]) -> dict[str, Any]:
+    """The model card of the checkpoint after ``epoch``."""
+    cfg, dataset = s.cfg, s.dataset
+    hyper = {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "model", "method", "device", "out",
+                                                               "run_id", "data_root", "download", "log_every")}
+    hyper["patch_size"] = s.patch_size
+    return {"dataset": dataset.name, "model": cfg.model, "method": cfg.method, "in_channels": dataset.channels,
+            "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
+            "image_size": list(dataset.image_size), "mean": list(dataset.mean), "std": list(dataset.std),
+            "hyperparameters": hyper, "epoch": epoch, "epochs": cfg.epochs, "test_metrics": test,
+            "command": s.command, "explorer": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _progress_bar(total: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr,
+                disable=disable or not sys.stderr.isatty(), leave=False)
+
+
+class Recorder:
+    """The run folder and the terminal: config, status, metrics, checkpoints, the progress bar, epoch lines.
+
+    Only the main process records; on the other ranks of a DistributedDataParallel run every call does nothing.
+    """
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.enabled = s.rank == 0
+        self.last_test_accuracy: float | None = None
+        self.metrics: MetricsLog | None = None
+        self.progress = _progress_bar(s.total_steps, disable=not self.enabled)
+        self.start_time = time.perf_counter()
+
+    def start(self) -> None:
+        """Create the run folder with its config.json and an empty metrics.jsonl; one line about the run."""
+        s = self.s
+        if not self.enabled:
+            return
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(s.run_dir / CONFIG, {
+            **asdict(s.cfg), "run_id": s.run_dir.name, "patch_size_used": s.patch_size,
+            "anchors_per_step": step_anchors(s.cfg), "images_per_step": step_images(s.cfg),
+            "steps_per_epoch": s.steps_per_epoch, "command": s.command,
+            "environment": _environment(s.device, s.world)})
+        self.metrics = MetricsLog(s.run_dir)
+        print(f"run {s.run_dir}  |  {s.cfg.method} on {s.dataset.name} with {s.cfg.model}  |  device {s.device}  |  "
+              f"{s.steps_per_epoch} steps x {s.cfg.epochs} epochs, {step_images(s.cfg)} images per step", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start_time
+
+    def status(self, state: str, step: int, message: str = "", **extra: Any) -> None:
+        s = self.s
+        if self.enabled:
+            write_status(s.run_dir, state, message=message, progress=step / s.total_steps, step=step,
+                         total_steps=s.total_steps, epoch=step // s.steps_per_epoch, epochs=s.cfg.epochs,
+                         device=str(s.device), pid=os.getpid(), **extra)
+
+    def steps(self, epoch: int, step: int, mean: list[float], window_steps: int, seconds: float) -> None:
+        """The record of the last ``window_steps`` steps: their mean loss, CE and KD, speed, ETA."""
+        s = self.s
+        if not self.enabled:
+            return
+        speed = window_steps * step_images(s.cfg) / seconds
+        self.metrics.append({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
+                             "kd": mean[2], "lr": s.scheduler.get_last_lr()[0], "images_per_s": speed,
+                             "elapsed": self.elapsed})
+        self.status("running", step, f"epoch {epoch}/{s.cfg.epochs}", images_per_s=speed,
+                    eta_s=(s.total_steps - step) * seconds / window_steps)
+        self.progress.set_postfix(loss=f"{mean[0]:.3f}", refresh=False)
+
+    def epoch(self, record: dict[str, Any], test: dict[str, float]) -> None:
+        """The epoch record, the checkpoint of this epoch, its status and one printed line."""
+        s = self.s
+        if not self.enabled:
+            return
+        self.metrics.append(record)
+        self.metrics.sync()
+        save_checkpoint(s.run_dir, s.bare_model, _card(s, record["epoch"], test))
+        step = record["step"]
+        self.last_test_accuracy = test["accuracy"]
+        self.status("running", step, f"epoch {record['epoch']}/{s.cfg.epochs} done",
+                    images_per_s=record["images_per_s"], eta_s=(s.total_steps - step) * record["elapsed"] / step,
+                    test_accuracy=test["accuracy"])
+        self.progress.write(f"epoch {record['epoch']:3d}/{s.cfg.epochs}  loss {record['loss']:.4f}  "
+                            f"ce {record['ce']:.4f}  kd {record['kd']:.4f}  "
+                            f"train {100 * record['train_accuracy']:.2f}%  test {100 * test['accuracy']:.2f}%  "
+                            f"nll {test['nll']:.4f}  ece {100 * test['ece']:.2f}%  {record['images_per_s']:.0f} img/s")
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Epochs
+# --------------------------------------------------------------------------------------------------
+class _Cancelled(Exception):
+    pass
+
+
+class _NonFinite(Exception):
+    pass
+
+
 class _StopRequested:
     """While active, SIGTERM / SIGINT set a flag and the loop ends cleanly at the next step."""
 
@@ -332,203 +341,108 @@ class _StopRequested:
         return bool(flag.item() > 0)
 
 
-def _default_run_id(cfg: TrainConfig) -> str:
-    dataset = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.dataset.split(":")[0])
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{dataset}-{cfg.model}-s{cfg.seed}-{os.getpid()}"
+def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested) -> Tensor:
+    """The optimiser steps of one epoch; returns the sums of loss, CE, KD and correct anchors (on the device).
+
+    Losses are summed on the device and read back only at log boundaries (every ``--log-every`` steps), where the
+    window's mean is logged and checked to be finite.
+    """
+    cfg = s.cfg
+    s.model.train()
+    sums = torch.zeros(4, device=s.device)
+    window = torch.zeros(3, device=s.device)
+    window_start, window_steps = time.perf_counter(), 0
+    for _ in range(s.steps_per_epoch):
+        if stop(s.device, s.distributed):
+            raise _Cancelled()
+        out = method_loss(cfg, s.model, s.dataset, s.anchors.next(step_anchors(cfg)), s.class_index, s.patch_size,
+                          s.generator, s.shard)
+        s.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        s.optimizer.step()
+        s.scheduler.step()
+        s.step += 1
+        window_steps += 1
+        parts = torch.stack([out.loss.detach(), out.ce, out.kd])
+        window += parts
+        sums += torch.cat([parts, out.correct.float()[None]])
+        recorder.progress.update(1)
+        if s.step % cfg.log_every == 0 or s.step == s.total_steps:
+            if s.distributed:  # the mean over every shard: the logged loss and the non-finite verdict
+                dist.all_reduce(window)  # are then the same on all ranks, which stop together
+                window /= s.world
+            mean = (window / window_steps).tolist()
+            if not all(math.isfinite(v) for v in mean):
+                raise _NonFinite(f"the loss became non-finite ({mean[0]}) at epoch {epoch}, step {s.step}; "
+                                 f"try a lower --lr (now {cfg.lr})")
+            recorder.steps(epoch, s.step, mean, window_steps, time.perf_counter() - window_start)
+            window.zero_()
+            window_start, window_steps = time.perf_counter(), 0
+    return sums
 
 
-def _card(cfg: TrainConfig, dataset: Dataset, patch_size: int, epoch: int, test: dict[str, float],
-          command: str) -> dict[str, Any]:
-    hyper = {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "model", "method", "device", "out",
-                                                               "run_id", "data_root", "download", "log_every")}
-    hyper["patch_size"] = patch_size
-    return {"dataset": dataset.name, "model": cfg.model, "method": cfg.method, "in_channels": dataset.channels,
-            "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
-            "image_size": list(dataset.image_size), "mean": list(dataset.mean), "std": list(dataset.std),
-            "hyperparameters": hyper, "epoch": epoch, "epochs": cfg.epochs, "test_metrics": test,
-            "command": command, "explorer": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
+    """Test metrics, the epoch record and the checkpoint (main process; the sums are reduced over all ranks)."""
+    if s.distributed:  # loss, ce, kd averaged and correct answers summed over every shard
+        dist.all_reduce(sums)
+        sums[:3] /= s.world
+    if not recorder.enabled:
+        return
+    loss_sum, ce_sum, kd_sum, correct_sum = sums.tolist()
+    test = classification_metrics(predict_logits(s.bare_model, s.dataset, s.dataset.test_images),
+                                  s.dataset.test_labels)
+    elapsed = recorder.elapsed
+    record = {"kind": "epoch", "epoch": epoch, "step": s.step, "loss": loss_sum / s.steps_per_epoch,
+              "ce": ce_sum / s.steps_per_epoch, "kd": kd_sum / s.steps_per_epoch,
+              "train_accuracy": correct_sum / (s.steps_per_epoch * step_anchors(s.cfg)),
+              **{f"test_{k}": v for k, v in test.items()}, "lr": s.scheduler.get_last_lr()[0],
+              "images_per_s": s.step * step_images(s.cfg) / elapsed, "elapsed": elapsed}
+    recorder.epoch(record, test)
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+def _fail(message: str, cfg: TrainConfig) -> int:
+    """A run that could not start: one line on stderr, and status.json says so when its folder exists."""
+    print(f"explorer.train: error: {message}", file=sys.stderr)
+    run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
+    if _distributed_rank()[0] == 0 and run_dir is not None and run_dir.is_dir():
+        write_status(run_dir, "failed", message=message, progress=0.0)
+    return EXIT_BAD_ARGS
 
 
 def run(cfg: TrainConfig) -> int:
     """Train as ``cfg`` says, writing the run folder; returns the process exit code."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank, world = 0, 1
-    if distributed:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    is_main = rank == 0
-
-    run_dir = Path(cfg.out) / (cfg.run_id or _default_run_id(cfg))
-    command = shlex.join([sys.executable.split("/")[-1], "-m", "explorer.train", *to_argv(cfg)])
-
-    def fail(message: str, code: int) -> int:
-        print(f"explorer.train: error: {message}", file=sys.stderr)
-        if is_main and run_dir.is_dir():
-            write_status(run_dir, "failed", message=message, progress=0.0)
-        return code
-
-    # ---- setup: device, data, model (argument errors end here with one line) ----
     try:
-        device = resolve_device(cfg.device)
-        if distributed:
-            if device.type == "cuda":
-                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(device)
-        dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
-        if cfg.holdout:
-            dataset = dataset.holdout()
-        validate_config(cfg, dataset, world)
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)
+        s = setup(cfg)
     except (ConfigError, DatasetError, ModelError, ValueError) as exc:
-        return fail(str(exc), EXIT_BAD_ARGS)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bare_model = model.module if distributed else model
-
-    dataset = dataset.to(device)
-    patch_size = cfg.patch_size or default_patch_size(dataset.image_size)
-    class_index = build_class_index(dataset.train_labels, dataset.num_classes)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    anchors_stream = AnchorStream(len(dataset.train_labels), generator, device)
-    anchors_per_step = step_anchors(cfg)
-    images_per_step = step_images(cfg)
-    shard_size = anchors_per_step // world
-    shard = slice(rank * shard_size, (rank + 1) * shard_size) if distributed else slice(None)
-    steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                                weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
-
-    records: list[dict[str, Any]] = []
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", {**asdict(cfg), "run_id": run_dir.name, "patch_size_used": patch_size,
-                                              "anchors_per_step": anchors_per_step, "images_per_step": images_per_step,
-                                              "steps_per_epoch": steps_per_epoch, "command": command,
-                                              "environment": _environment(device, world)})
-        atomic_write_text(run_dir / "metrics.jsonl", "")
-        print(f"run {run_dir}  |  {cfg.method} on {dataset.name} with {cfg.model}  |  device {device}  |  "
-              f"{steps_per_epoch} steps x {cfg.epochs} epochs, {images_per_step} images per step", flush=True)
-
-    def status(state: str, step: int, message: str = "", **extra: Any) -> None:
-        if is_main:
-            write_status(run_dir, state, message=message, progress=step / total_steps, step=step,
-                         total_steps=total_steps, epoch=step // steps_per_epoch, epochs=cfg.epochs,
-                         device=str(device), pid=os.getpid(), **extra)
-
-    def log(record: dict[str, Any]) -> None:
-        if is_main:
-            records.append(record)
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-
-    progress = _progress_bar(total_steps, disable=not is_main)
-    status("running", 0, "starting")
-    start = time.perf_counter()
-    step = 0
-    with _StopRequested() as stop_requested:
+        return _fail(str(exc), cfg)
+    recorder = Recorder(s)
+    recorder.start()
+    recorder.status("running", 0, "starting")
+    with _StopRequested() as stop:
         try:
             for epoch in range(1, cfg.epochs + 1):
-                model.train()
-                sums = torch.zeros(4, device=device)  # loss, ce, kd, correct: summed on the device, read per log
-                window = torch.zeros(3, device=device)
-                window_start, window_steps = time.perf_counter(), 0
-                for _ in range(steps_per_epoch):
-                    if stop_requested(device, distributed):
-                        raise _Cancelled()
-                    anchors = anchors_stream.next(anchors_per_step)
-                    loss, ce, kd, correct = method_loss(cfg, model, dataset, anchors, class_index, patch_size,
-                                                        generator, shard)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    window_steps += 1
-                    parts = torch.stack([loss.detach(), ce, kd])
-                    window += parts
-                    sums += torch.cat([parts, correct.float()[None]])
-                    progress.update(1)
-                    if step % cfg.log_every == 0 or step == total_steps:
-                        if distributed:  # the mean over every shard: the logged loss and the non-finite verdict
-                            dist.all_reduce(window)  # are then the same on all ranks, which stop together
-                            window /= world
-                        mean = (window / window_steps).tolist()
-                        if not all(math.isfinite(v) for v in mean):
-                            raise _NonFinite(f"the loss became non-finite ({mean[0]}) at epoch {epoch}, step {step}; "
-                                             f"try a lower --lr (now {cfg.lr})")
-                        seconds = time.perf_counter() - window_start
-                        speed = window_steps * images_per_step / seconds
-                        eta = (total_steps - step) * seconds / window_steps
-                        log({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
-                             "kd": mean[2], "lr": scheduler.get_last_lr()[0], "images_per_s": speed,
-                             "elapsed": time.perf_counter() - start})
-                        status("running", step, f"epoch {epoch}/{cfg.epochs}", images_per_s=speed, eta_s=eta)
-                        progress.set_postfix(loss=f"{mean[0]:.3f}", refresh=False)
-                        window.zero_()
-                        window_start, window_steps = time.perf_counter(), 0
-
-                # ---- end of epoch: test metrics, checkpoint, one line ----
-                if distributed:  # loss, ce, kd averaged and correct answers summed over every shard
-                    dist.all_reduce(sums)
-                    sums[:3] /= world
-                if is_main:
-                    loss_sum, ce_sum, kd_sum, correct_sum = sums.tolist()
-                    test = classification_metrics(predict_logits(bare_model, dataset, dataset.test_images),
-                                                  dataset.test_labels)
-                    elapsed = time.perf_counter() - start
-                    record = {"kind": "epoch", "epoch": epoch, "step": step, "loss": loss_sum / steps_per_epoch,
-                              "ce": ce_sum / steps_per_epoch, "kd": kd_sum / steps_per_epoch,
-                              "train_accuracy": correct_sum / (steps_per_epoch * anchors_per_step),
-                              **{f"test_{k}": v for k, v in test.items()}, "lr": scheduler.get_last_lr()[0],
-                              "images_per_s": step * images_per_step / elapsed, "elapsed": elapsed}
-                    log(record)
-                    save_checkpoint(run_dir, bare_model, _card(cfg, dataset, patch_size, epoch, test, command))
-                    status("running", step, f"epoch {epoch}/{cfg.epochs} done",
-                           images_per_s=record["images_per_s"], eta_s=(total_steps - step) * elapsed / step,
-                           test_accuracy=test["accuracy"])
-                    progress.write(f"epoch {epoch:3d}/{cfg.epochs}  loss {record['loss']:.4f}  ce {record['ce']:.4f}  "
-                                   f"kd {record['kd']:.4f}  train {100 * record['train_accuracy']:.2f}%  "
-                                   f"test {100 * test['accuracy']:.2f}%  nll {test['nll']:.4f}  "
-                                   f"ece {100 * test['ece']:.2f}%  {record['images_per_s']:.0f} img/s")
+                end_epoch(s, epoch, train_epoch(s, epoch, recorder, stop), recorder)
         except _Cancelled:
-            progress.close()
-            status("cancelled", step, f"cancelled by signal {stop_requested.signal} at step {step}; "
-                   f"the checkpoint of the last finished epoch is kept")
+            recorder.status("cancelled", s.step, f"cancelled by signal {stop.signal} at step {s.step}; "
+                            f"the checkpoint of the last finished epoch is kept")
             return EXIT_CANCELLED
         except _NonFinite as exc:
-            progress.close()
-            status("failed", step, str(exc))
+            recorder.status("failed", s.step, str(exc))
             print(f"explorer.train: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except Exception as exc:
-            progress.close()
-            status("failed", step, f"{type(exc).__name__}: {exc}")
+            recorder.status("failed", s.step, f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if distributed:
+            recorder.close()
+            if s.distributed:
                 dist.destroy_process_group()
-    progress.close()
-    status("finished", total_steps, f"finished {cfg.epochs} epochs in {time.perf_counter() - start:.1f} s",
-           test_accuracy=records[-1]["test_accuracy"] if records else None)
+    recorder.status("finished", s.total_steps, f"finished {cfg.epochs} epochs in {recorder.elapsed:.1f} s",
+                    test_accuracy=recorder.last_test_accuracy)
     return 0
-
-
-class _Cancelled(Exception):
-    pass
-
-
-class _NonFinite(Exception):
-    pass
-
-
-def _progress_bar(total: int, disable: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr,
-                disable=disable or not sys.stderr.isatty(), leave=False)
 
 
 def main(argv: list[str] | None = None) -> int:

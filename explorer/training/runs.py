@@ -30,7 +30,6 @@ with a free slot starts at once, so the UI never waits for a tick.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -42,40 +41,48 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from explorer.checkpoints import atomic_write_text
 from explorer.data import DatasetError, load_dataset
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
-from explorer.training.loop import (
+from explorer.training.config import (
     RUN_ID_PATTERN,
     ConfigError,
     TrainConfig,
+    field_types,
     parse_config,
     to_argv,
     validate_config,
+)
+from explorer.training.processes import ProcessGroup, process_identity
+from explorer.training.runfolder import (
+    CONFIG,
+    FINAL_STATES,
+    LAUNCH,
+    LOG,
+    STATUS,
+    RunInfo,
+    read_json,
+    read_metrics,
+    read_run_info,
+    write_json,
     write_status,
 )
 
-__all__ = ["FINAL_STATES", "FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RUN_TABLE_HEADERS", "RunError", "RunInfo",
-           "RunManager", "read_json", "read_metrics"]
+__all__ = ["FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RunError", "RunManager"]
 
-LAUNCH, LOG, STATUS = "launch.json", "train.log", "status.json"
-FINAL_STATES = ("finished", "failed", "cancelled")
 FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out", "run_id", "download"))
 # The Train tab's defaults: the CLI's (IPS, small_cnn on mnist5k), 5 epochs: about a minute on a laptop CPU
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
-RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
 POLL_S = 0.5
 GRACE_S = 10.0
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_LINUX_PROC = Path("/proc/self/stat").exists()
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _log = logging.getLogger(__name__)
 
 
@@ -83,163 +90,19 @@ class RunError(ValueError):
     """A launch, cancel or delete that cannot be done; the message says why and is meant for the user."""
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """One run as the runs table shows it, read from its folder."""
-
-    run_id: str
-    method: str
-    dataset: str
-    model: str
-    state: str  # queued, running, finished, failed or cancelled
-    message: str  # what the run is doing, or why it failed
-    progress: float  # 0..1 of all optimiser steps
-    epoch: int
-    epochs: int
-    device: str  # the device training reported, or the one asked for while queued
-    processes: int  # > 1: DistributedDataParallel over this many GPUs
-    gpus: tuple[int, ...]  # the GPUs the manager gave it (indices among the app's visible GPUs)
-    best_test_accuracy: float | None
-    images_per_s: float | None
-    eta_s: float | None
-    started: float  # when it was launched (seconds since the epoch)
-    path: Path
-
-    def row(self) -> list[str]:
-        """The run as one row of text under ``RUN_TABLE_HEADERS``."""
-        device = self.device + (f" on GPU {','.join(map(str, self.gpus))}" if self.gpus else "")
-        accuracy = "" if self.best_test_accuracy is None else f"{100 * self.best_test_accuracy:.1f} %"
-        progress = f"{100 * self.progress:.0f} % (epoch {self.epoch}/{self.epochs})"
-        return [self.run_id, self.method, self.dataset, self.model, self.state, progress, device, accuracy,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))]
-
-
-# --------------------------------------------------------------------------------------------------
-# Processes: identity (pid reuse), descendants, signals
-# --------------------------------------------------------------------------------------------------
-def _process_identity(pid: Any) -> tuple[str, str] | None:
-    """(start time, command line) of the live process ``pid``; None when there is none or it is a zombie.
-
-    The OS may hand a dead process's pid to a new process; the start time tells the two apart. Linux reads
-    /proc; other systems (macOS) ask ``ps``.
-    """
-    if not isinstance(pid, int) or pid <= 1:  # 0 and 1 never name a run (and killpg(0) is our own group)
-        return None
-    if _LINUX_PROC:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        after_name = stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
-        if after_name[0] in ("Z", "X"):
-            return None
-        return after_name[19], cmdline.replace(b"\0", b" ").decode(errors="replace").strip()  # field 22: start
-    out = subprocess.run(["ps", "-ww", "-o", "stat=", "-o", "lstart=", "-o", "args=", "-p", str(pid)],
-                         capture_output=True, text=True)
-    parts = out.stdout.split(None, 6)  # stat, the start as 5 words (Thu Nov 27 09:07:01 2025), the command
-    if out.returncode or len(parts) < 7 or parts[0].startswith("Z"):
-        return None
-    return " ".join(parts[1:6]), parts[6].strip()
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``: torchrun puts its workers in sessions of their own, out of reach of
-    a signal to its process group."""
-    parents: dict[int, int] = {}
-    if _LINUX_PROC:
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit():
-                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # a process that ended while we looked
-    else:
-        out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True)
-        parents = {int(a): int(b) for a, b in (line.split() for line in out.stdout.splitlines())}
-    found, frontier = [], {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found.extend(sorted(frontier))
-    return found
-
-
-@dataclass
-class _Process:
-    """The leader of a run's process group: a child of this manager, or one adopted from an earlier manager."""
-
-    pid: int
-    start: str | None  # start time of the leader, for pid-reuse checks
-    processes: int  # slots taken: one per training process
-    gpus: list[int]  # the visible GPUs it was given (CUDA_VISIBLE_DEVICES); empty on a CPU-only host
-    popen: subprocess.Popen | None = None  # None when adopted: not our child, so watched by its identity
-
-    def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None  # also reaps it, so no zombie is left
-        identity = _process_identity(self.pid)
-        return identity is not None and identity[0] == self.start
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.returncode if self.popen is not None else None
-
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the run's process group; a SIGKILL also to every descendant (torchrun's workers)."""
-        if not self.alive():
-            return  # checked first: a dead leader's pid may belong to someone else by now
-        targets = _descendants(self.pid) if sig == signal.SIGKILL else []
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        for pid in targets:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> _Process | bool | None:
+def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> ProcessGroup | bool | None:
     """Who still owns a run left queued or running: its live process group leader (to adopt), True when
     something else alive owns it (a CLI process, the manager that queued it), None when its owner is gone."""
     if status["state"] == "running" and "process" in launch:  # started by a manager
-        process = _Process(launch["process"]["pid"], launch["process"]["start"], int(launch["processes"]),
+        process = ProcessGroup(launch["process"]["pid"], launch["process"]["start"], int(launch["processes"]),
                            list(launch["process"].get("gpus", [])))
         return process if process.alive() else None
     if status["state"] == "running":  # started by the CLI: status.json has its pid (no start time to compare)
-        identity = _process_identity(status.get("pid"))
+        identity = process_identity(status.get("pid"))
         return True if identity is not None and "explorer.train" in identity[1] else None
     manager = launch.get("manager") or {}  # queued: the manager that queued it starts it, while it lives
-    identity = _process_identity(manager.get("pid"))
+    identity = process_identity(manager.get("pid"))
     return True if identity is not None and identity[0] == manager.get("start") else None
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading run folders
-# --------------------------------------------------------------------------------------------------
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file written atomically; {} when it is missing or unreadable."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run folder's metrics.jsonl (any run folder, the demo checkpoints' too); [] when none."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def _form_argv(settings: Mapping[str, Any]) -> list[str]:
@@ -247,18 +110,18 @@ def _form_argv(settings: Mapping[str, Any]) -> list[str]:
     unknown = sorted(set(settings) - set(FORM_FIELDS))
     if unknown:
         raise RunError(f"unknown setting(s) {', '.join(unknown)}; a run takes {', '.join(FORM_FIELDS)}")
-    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
+    kinds = field_types()
     argv = []
     for name, value in settings.items():
         flag = "--" + name.replace("_", "-")
         if value is None or value == "":
             raise RunError(f"{flag} is empty; give it a value")
-        if kinds[name] == "bool":
+        if kinds[name] is bool:
             if not isinstance(value, bool):
                 raise RunError(f"{flag} must be true or false; got {value!r}")
             argv += [flag] if value else []
             continue
-        if kinds[name] == "int" and isinstance(value, float) and value.is_integer():
+        if kinds[name] is int and isinstance(value, float) and value.is_integer():
             value = int(value)  # a number box gives 5.0 for 5
         argv.append(f"{flag}={value}")
     return argv
@@ -285,9 +148,9 @@ class RunManager:
         self.grace_s = grace_s
         self._lock = threading.RLock()
         self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
-        self._active: dict[str, _Process] = {}
+        self._active: dict[str, ProcessGroup] = {}
         self._cancel_deadlines: dict[str, float] = {}  # run id -> time.monotonic() at which SIGKILL follows
-        self._identity = _process_identity(os.getpid())
+        self._identity = process_identity(os.getpid())
         self.reconcile()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="run-manager", daemon=True)
@@ -311,7 +174,7 @@ class RunManager:
             manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
             launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
                       "queued_at": time.time(), "manager": manager}
-            atomic_write_text(run_dir / LAUNCH, json.dumps(launch, indent=2) + "\n")
+            write_json(run_dir / LAUNCH, launch)
             write_status(run_dir, "queued", message="waiting for a free slot", progress=0.0, step=0, epoch=0,
                          epochs=cfg.epochs, device=cfg.device)
             self._queue[run_id] = launch
@@ -320,12 +183,12 @@ class RunManager:
 
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [self._info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        infos = [read_run_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
         """The state, progress and best test accuracy of one run."""
-        return self._info(self.run_dir(run_id))
+        return read_run_info(self.run_dir(run_id))
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
@@ -345,7 +208,7 @@ class RunManager:
     def settings(self, run_id: str) -> dict[str, Any]:
         """The form values a run was launched with, e.g. to launch the same settings with another method."""
         run_dir = self.run_dir(run_id)
-        config = read_json(run_dir / LAUNCH).get("config") or read_json(run_dir / "config.json")
+        config = read_json(run_dir / LAUNCH).get("config") or read_json(run_dir / CONFIG)
         return {name: config[name] for name in FORM_FIELDS if name in config}
 
     def cancel(self, run_id: str) -> None:
@@ -411,7 +274,7 @@ class RunManager:
                     owner = _live_owner(status, read_json(run_dir / LAUNCH))
                 except (KeyError, TypeError, ValueError):  # a hand-edited launch.json: nobody to wait for
                     owner = None
-                if isinstance(owner, _Process):
+                if isinstance(owner, ProcessGroup):
                     self._active[run_id] = owner
                 elif owner is None:
                     self._write_final(run_dir, "failed", "interrupted: its process ended without a final state "
@@ -450,7 +313,7 @@ class RunManager:
         cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
         try:
             dataset = load_dataset(cfg.dataset, cfg.data_root, False, cfg.image_size)
-            validate_config(cfg, dataset, gpus)
+            validate_config(cfg, dataset.image_size, dataset.name, gpus)
             with torch.device("meta"):  # the size of the model, without allocating it
                 model = build_model(cfg.model, dataset.channels, dataset.num_classes)
         except (ConfigError, DatasetError, ModelError) as exc:
@@ -471,22 +334,6 @@ class RunManager:
                 return run_id, self.runs_dir / run_id
             except FileExistsError:
                 continue
-
-    def _info(self, run_dir: Path) -> RunInfo:
-        status = read_json(run_dir / STATUS)
-        launch = read_json(run_dir / LAUNCH)
-        config = read_json(run_dir / "config.json") or launch.get("config", {})
-        tests = [r["test_accuracy"] for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-        started = launch.get("queued_at") or (run_dir / STATUS).stat().st_ctime
-        return RunInfo(run_id=run_dir.name, method=config.get("method", "?"), dataset=config.get("dataset", "?"),
-                       model=config.get("model", "?"), state=status.get("state", "unknown"),
-                       message=status.get("message", ""), progress=float(status.get("progress") or 0.0),
-                       epoch=int(status.get("epoch") or 0), epochs=int(status.get("epochs") or config.get("epochs", 0)),
-                       device=status.get("device") or config.get("device", "?"),
-                       processes=int(launch.get("processes", 1)), gpus=tuple(launch.get("process", {}).get("gpus", ())),
-                       best_test_accuracy=max(tests) if tests else None,
-                       images_per_s=status.get("images_per_s"), eta_s=status.get("eta_s"), started=float(started),
-                       path=run_dir)
 
     def _write_final(self, run_dir: Path, state: str, message: str) -> None:
         """Write a final state for a run whose process could not, keeping its progress fields."""
@@ -533,18 +380,18 @@ class RunManager:
         except OSError as exc:
             self._write_final(run_dir, "failed", f"could not start the training process: {exc}")
             return
-        identity = _process_identity(popen.pid)
-        process = _Process(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
+        identity = process_identity(popen.pid)
+        process = ProcessGroup(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
         self._active[run_id] = process
         launch["process"] = {"pid": popen.pid, "start": process.start, "gpus": gpus, "started_at": time.time()}
-        atomic_write_text(run_dir / LAUNCH, json.dumps(launch, indent=2) + "\n")
+        write_json(run_dir / LAUNCH, launch)
 
     def _pick_gpus(self, count: int) -> list[int]:
         """The ``count`` visible GPUs running the fewest of this manager's runs (lowest index first)."""
         load = Counter(gpu for process in self._active.values() for gpu in process.gpus)
         return sorted(range(torch.cuda.device_count()), key=lambda gpu: (load[gpu], gpu))[:count]
 
-    def _ended(self, run_id: str, process: _Process) -> None:
+    def _ended(self, run_id: str, process: ProcessGroup) -> None:
         del self._active[run_id]
         cancelled = self._cancel_deadlines.pop(run_id, None) is not None
         run_dir = self.runs_dir / run_id

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from explorer.training.runs import read_json, read_metrics
+from explorer.training.runfolder import final_epoch
 
 __all__ = ["COMPARISON", "HOLDOUT_SWEEP", "SETTINGS", "main", "summarise"]
 
@@ -49,14 +49,6 @@ def _run_id(label: str, seed: int) -> str:
     return f"{'-'.join(filter(None, slug.split('-')))}-s{seed}"
 
 
-def _final(run_dir: Path) -> dict | None:
-    """The last epoch record of a finished run; None while it is unfinished or missing."""
-    if read_json(run_dir / "status.json").get("state") != "finished":
-        return None
-    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-    return epochs[-1] if epochs else None
-
-
 def _mean_std(records: list[dict], key: str, scale: float, digits: int) -> str:
     values = [scale * r[key] for r in records]
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -66,7 +58,7 @@ def summarise(out: Path, labels: list[str], seeds: list[int]) -> str:
     """The Markdown table of the finished runs under ``out``."""
     rows = ["| method x setting | seed | test acc (%) | test NLL | test ECE (%) |", "|---|---|---|---|---|"]
     for label in labels:
-        finals = {s: _final(out / _run_id(label, s)) for s in seeds}
+        finals = {s: final_epoch(out / _run_id(label, s)) for s in seeds}
         done = {s: r for s, r in finals.items() if r is not None}
         for seed, r in done.items():
             rows.append(f"| {label} | {seed} | {100 * r['test_accuracy']:.2f} | {r['test_nll']:.4f} | "
@@ -102,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, train_args in settings:
             for seed in args.seeds:
                 run_id = _run_id(label, seed)
-                if _final(out / run_id) is not None:
+                if final_epoch(out / run_id) is not None:
                     continue
                 print(f"== {label}, seed {seed} -> {out / run_id}", flush=True)
                 cmd = [sys.executable, "-m", "explorer.train", *train_args, "--seed", str(seed), "--out", str(out),

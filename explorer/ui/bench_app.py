@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from explorer.training.runfolder import epoch_records
+
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"startup_s": 20.0, "swap_pair_s": 0.3, "gradcam_both_models_s": 1.0, "compare_first_s": 5.0,
          "compare_cached_s": 0.5, "swap_pair_idle_s": 0.3, "swap_pair_while_training_s": 0.3,
@@ -131,7 +133,7 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
             run_wall = time.perf_counter() - launched
             if state != "finished":
                 raise RuntimeError(f"the default run ended {state}")
-            metrics = (Path(runs_dir) / run_id / "metrics.jsonl").read_text().splitlines()
+            final = epoch_records(Path(runs_dir) / run_id)[-1]
             idle_after = _swaps(client, calls, SPACING_S)
         finally:
             try:
@@ -144,7 +146,7 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
                 process.wait(timeout=30)
     return {"swap_pair_idle_s": idle, "swap_pair_while_training_s": training, "swap_pair_idle_after_s": idle_after,
             "default_run_launch_to_finished_s": [run_wall],
-            "default_run_training_s": [json.loads(metrics[-1])["elapsed"]]}
+            "default_run_training_s": [final["elapsed"]]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,55 +18,32 @@ import torch
 
 from explorer.analysis.figures import training_curves
 from explorer.data import DATASETS
-from explorer.training.loop import METHODS
-from explorer.training.runs import (
+from explorer.training.methods import METHODS
+from explorer.training.runfolder import (
     FINAL_STATES,
-    FORM_DEFAULTS,
+    METRICS,
     RUN_TABLE_HEADERS,
     RunInfo,
-    RunManager,
-    read_json,
-    read_metrics,
 )
+from explorer.training.runfolder import (
+    training_curves as run_curves,
+)
+from explorer.training.runs import FORM_DEFAULTS, RunManager
 from explorer.ui.common import AppContext, model_work
 
-__all__ = ["TICK_S", "build", "describe", "other_method", "reference_runs", "run_curves"]
+__all__ = ["TICK_S", "build", "describe", "reference_runs"]
 
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
-STEP_METRICS = ("loss", "ce", "kd")  # logged every few steps
-EPOCH_METRICS = ("train_accuracy", "test_accuracy", "test_ece")  # logged after each epoch
 LOG_LINES = 30
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
 TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
-
-
-def run_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
-    """(method, {metric: (epochs, values)}) of a run folder, from its config.json and metrics.jsonl.
-
-    Loss, CE and KD come from the step records, placed at fractional epochs (step / steps per epoch), so a
-    run has a curve before its first epoch ends; accuracies and ECE come from the epoch records.
-    """
-    config = read_json(run_dir / "config.json")
-    steps_per_epoch = config.get("steps_per_epoch")
-    records = read_metrics(run_dir)
-    steps = [r for r in records if r.get("kind") == "step"] if steps_per_epoch else []
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    curves = {metric: ([r["step"] / steps_per_epoch for r in steps], [r.get(metric) for r in steps])
-              for metric in STEP_METRICS}
-    curves.update({metric: ([r["epoch"] for r in epochs], [r.get(metric) for r in epochs]) for metric in EPOCH_METRICS})
-    return config.get("method", "?"), curves
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
     """The demo checkpoints that are training run folders (they have metrics.jsonl), by folder name."""
     if not checkpoints_dir.is_dir():
         return {}
-    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if (p / "metrics.jsonl").is_file()}
-
-
-def other_method(method: str) -> str:
-    """The method to compare a run with: the baseline (ce) for CS-KD and IPS, IPS for the baseline."""
-    return "ips" if method == "ce" else "ce"
+    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if (p / METRICS).is_file()}
 
 
 def describe(info: RunInfo) -> str:
@@ -118,8 +95,8 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                               info="cifar10/100 need their files under data/", elem_id="train-dataset")
         model = gr.Dropdown(["small_cnn", "resnet18"], value=defaults["model"], label="Model", allow_custom_value=True,
                             info="or a torchvision classification model's name")
-        method = gr.Radio(list(METHODS), value=defaults["method"], label="Method",
-                          info="ce: baseline · cskd: CS-KD · ips: patch swap")
+        method = gr.Radio([(m.label, m.name) for m in METHODS.values()], value=defaults["method"], label="Method",
+                          info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
         device = gr.Dropdown(_device_choices(), value=defaults["device"], label="Device",
                              info="auto: CUDA when present, else CPU")
     with gr.Row(equal_height=True):
@@ -183,7 +160,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
             chosen.append(selected)
         names = [name for name in reference_names or [] if name in references]
         folders = {**{r: by_id[r].path for r in chosen}, **{name: references[name] for name in names}}
-        files = [[name, *_stamp(folder / "metrics.jsonl")] for name, folder in folders.items()]
+        files = [[name, *_stamp(folder / METRICS)] for name, folder in folders.items()]
         previous = previous or {}
         now = {"rows": rows, "ids": list(by_id), "curves": files}
         if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
@@ -234,8 +211,9 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         if not run_id:
             raise ValueError("select a run in the table first")
         settings = runs.settings(run_id)
-        new_id = runs.launch({**settings, "method": other_method(settings["method"])}, runs.info(run_id).processes)
-        gr.Info(f"{new_id}: {other_method(settings['method'])} with the settings of {run_id}")
+        other = METHODS[settings["method"]].compare_with
+        new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
+        gr.Info(f"{new_id}: {other} with the settings of {run_id}")
         return new_id
 
     form = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature, kd_weight,

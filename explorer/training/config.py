@@ -1,0 +1,160 @@
+"""Every training argument in one dataclass, its command-line parser and its checks.
+
+``TrainConfig``'s fields *are* the CLI: each becomes ``--name-with-dashes`` with the field's type, default and
+help text, so a new argument is one new field. ``parse_config`` raises ``ConfigError`` with a one-line message
+(the run manager shows it verbatim); ``validate_config`` adds the checks that need the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from explorer.ips import check_patch_size, dividing_patch_sizes
+from explorer.training.methods import METHODS
+
+__all__ = ["RUN_ID_PATTERN", "ConfigError", "TrainConfig", "build_parser", "field_types", "parse_config",
+           "step_anchors", "step_images", "to_argv", "validate_config"]
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A training argument that cannot work; the message says what is allowed."""
+
+
+def _arg(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every training argument; the CLI flags are these names with dashes."""
+
+    dataset: str = _arg("mnist5k", "mnist5k (offline), digits, cifar10, cifar100 or imagefolder:PATH")
+    model: str = _arg("small_cnn", "small_cnn, resnet18 (CIFAR stem) or any torchvision classification model name")
+    method: str = _arg("ips", "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
+    epochs: int = _arg(30, "training epochs")
+    batch_size: int = _arg(128, "anchors per step (images per step for CE and with --equal-compute)")
+    lr: float = _arg(0.1, "peak learning rate of SGD (cosine decay to 0)")
+    weight_decay: float = _arg(5e-4, "SGD weight decay")
+    seed: int = _arg(0, "seed of the model initialisation and of every random draw")
+    patch_size: int = _arg(0, "IPS patch side in pixels, must divide the image size (0: auto, the largest divisor "
+                              "of the side <= side / 4, a 4x4 grid or finer)")
+    swap_ratio: float = _arg(0.5, "IPS: fraction of patch positions exchanged per pair, in [0, 1]")
+    swap_prob: float = _arg(1.0, "IPS: probability that a pair is swapped at all, in [0, 1]")
+    temperature: float = _arg(4.0, "distillation temperature T (CS-KD and IPS)")
+    kd_weight: float = _arg(1.0, "weight of the KL term (CS-KD and IPS)")
+    equal_compute: bool = _arg(False, "CS-KD and IPS process B images per step (B/2 pairs), the same compute as CE")
+    device: str = _arg("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
+    data_root: str = _arg("data", "folder holding CIFAR (cifar-10-batches-py, cifar-100-python)")
+    download: bool = _arg(False, "download CIFAR into --data-root when missing (needs internet)")
+    image_size: int = _arg(32, "imagefolder: images are resized to this square size")
+    holdout: bool = _arg(False, "train on 80%% of the training split and report the metrics on the other 20%% "
+                                "(per class), to choose hyper-parameters without looking at the test split")
+    out: str = _arg("runs", "folder that receives the run folder")
+    run_id: str = _arg("", "name of the run folder (empty: generated from the time, method, dataset, model, seed)")
+    log_every: int = _arg(10, "write a step record to metrics.jsonl every this many steps")
+
+
+def field_types() -> dict[str, type]:
+    """The type of every ``TrainConfig`` field (resolved annotations, not their strings)."""
+    return typing.get_type_hints(TrainConfig)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the run manager shows them verbatim)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The training CLI's parser: one flag per ``TrainConfig`` field."""
+    parser = _Parser(prog="python -m explorer.train", description="Train a classifier with plain cross-entropy, "
+                     "CS-KD or IPS: one loop, three methods.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    types = field_types()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if types[f.name] is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            choices = list(METHODS) if f.name == "method" else None
+            parser.add_argument(flag, type=types[f.name], default=f.default, choices=choices, help=f.metadata["help"])
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Parse CLI arguments into a config; bad syntax or values raise ``ConfigError`` (one line)."""
+    cfg = TrainConfig(**vars(build_parser().parse_args(argv)))
+    _check_ranges(cfg)
+    return cfg
+
+
+def to_argv(cfg: TrainConfig) -> list[str]:
+    """The CLI arguments that reproduce ``cfg`` exactly (every field spelled out)."""
+    argv: list[str] = []
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be at least 1; got {cfg.epochs}"),
+        (cfg.batch_size >= 2, f"--batch-size must be at least 2; got {cfg.batch_size}"),
+        (not (cfg.equal_compute and cfg.batch_size % 2),
+         f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
+        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number; got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
+        (cfg.patch_size >= 0, f"--patch-size must be >= 0 (0: auto); got {cfg.patch_size}"),
+        (0 <= cfg.swap_ratio <= 1, f"--swap-ratio must be in [0, 1]; got {cfg.swap_ratio}"),
+        (0 <= cfg.swap_prob <= 1, f"--swap-prob must be in [0, 1]; got {cfg.swap_prob}"),
+        (cfg.temperature > 0 and math.isfinite(cfg.temperature),
+         f"--temperature must be positive; got {cfg.temperature}"),
+        (cfg.kd_weight >= 0 and math.isfinite(cfg.kd_weight), f"--kd-weight must be >= 0; got {cfg.kd_weight}"),
+        (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
+        (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
+        (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
+         f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def step_anchors(cfg: TrainConfig) -> int:
+    """Anchors drawn per optimiser step: B, or B/2 pairs for the pair methods with ``--equal-compute``."""
+    pairs = METHODS[cfg.method].images_per_anchor == 2
+    return cfg.batch_size // 2 if (pairs and cfg.equal_compute) else cfg.batch_size
+
+
+def step_images(cfg: TrainConfig) -> int:
+    """Images forwarded per optimiser step: the anchors, and their partners for the pair methods."""
+    return step_anchors(cfg) * METHODS[cfg.method].images_per_anchor
+
+
+def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name: str, world_size: int = 1) -> None:
+    """Checks that need the dataset or the process count: the patch size must tile the images, and under
+    DistributedDataParallel every process must get an equal slice of the anchors."""
+    anchors = step_anchors(cfg)
+    if anchors % world_size:
+        halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
+        raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "
+                          f"over {world_size} processes; pick a --batch-size that does")
+    if cfg.method == "ips" and cfg.patch_size:
+        try:
+            check_patch_size(cfg.patch_size, image_size)
+        except ValueError:
+            h, w = image_size
+            raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the {h}x{w} images of {dataset_name}; "
+                              f"allowed: {dividing_patch_sizes(h, w)}") from None

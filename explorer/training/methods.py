@@ -1,0 +1,108 @@
+"""The training methods, one record each: what the CLI, the loop, the study, the figures and the Train tab know.
+
+Adding a method = one loss function (in ``explorer/ips.py`` when it is a self-distillation loss) + one ``Method``
+record here; every other part of the tool reads this registry.
+
+A method's ``step`` gets the step's batch as the loop prepared it: the augmented uint8 anchors of the *whole*
+global batch, their same-class partners (for methods that use pairs), this process's ``shard`` of it and the
+generator. Every random draw of a step is made for the whole global batch before the shard is taken, so a
+DistributedDataParallel run sees exactly the batches of a single-process run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from explorer.ips import cskd_loss, ips_loss, patch_swap
+
+if TYPE_CHECKING:
+    from explorer.training.config import TrainConfig
+
+__all__ = ["BASELINE", "FEATURED", "METHODS", "Method", "StepBatch", "StepOutput", "method_colour"]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """One optimiser step's loss and what the loop logs of it."""
+
+    loss: Tensor  # scalar, back-propagated
+    ce: Tensor  # scalar, detached
+    kd: Tensor  # scalar, detached (0 for methods without a distillation term)
+    correct: Tensor  # scalar, number of this shard's anchors predicted right
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """What a method's step works on (uint8 images, not yet normalised)."""
+
+    anchors: Tensor  # [B, C, H, W], the global batch, augmented
+    partners: Tensor | None  # [B, C, H, W], a same-class partner per anchor, augmented; None for single images
+    targets: Tensor  # [B / world] labels of this process's shard
+    shard: slice  # this process's part of the global batch
+    forward: Callable[[Tensor], Tensor]  # uint8 images -> logits (normalises, runs the model)
+    cfg: TrainConfig
+    patch_size: int
+    generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: its name on the command line and everything shown or computed about it."""
+
+    name: str
+    label: str  # how the app names it
+    help: str  # one line for --help and the Train tab
+    colour: str  # its colour in every figure
+    images_per_anchor: int  # 1: the anchor alone; 2: anchor + same-class partner (the pair methods)
+    step: Callable[[StepBatch], StepOutput]
+    compare_with: str  # the method "same settings, other method" launches next to it
+
+
+def _correct(logits: Tensor, targets: Tensor) -> Tensor:
+    return (logits.argmax(1) == targets).sum()
+
+
+def _ce_step(batch: StepBatch) -> StepOutput:
+    logits = batch.forward(batch.anchors[batch.shard])
+    ce = F.cross_entropy(logits, batch.targets)
+    return StepOutput(ce, ce.detach(), torch.zeros((), device=ce.device), _correct(logits, batch.targets))
+
+
+def _cskd_step(batch: StepBatch) -> StepOutput:
+    cfg = batch.cfg
+    logits_a, logits_b = batch.forward(torch.cat([batch.anchors[batch.shard], batch.partners[batch.shard]])).chunk(2)
+    out = cskd_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight)
+    return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
+
+
+def _ips_step(batch: StepBatch) -> StepOutput:
+    cfg = batch.cfg
+    view_a, view_b, _ = patch_swap(batch.anchors, batch.partners, batch.patch_size, cfg.swap_ratio, cfg.swap_prob,
+                                   batch.generator)
+    logits_a, logits_b = batch.forward(torch.cat([view_a[batch.shard], view_b[batch.shard]])).chunk(2)
+    out = ips_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight)
+    return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
+
+
+_MODEL_A, _MODEL_B = "#2f6db5", "#e4632d"  # the app draws model A (a baseline) and model B (IPS) in these
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("ce", "CE (baseline)", "plain cross-entropy on the anchors: the baseline", _MODEL_A, 1, _ce_step, "ips"),
+    Method("cskd", "CS-KD", "class-wise self-distillation: CE on the anchor + KL from a same-class partner's "
+           "prediction (no swap)", "#3a9a3a", 2, _cskd_step, "ce"),
+    Method("ips", "IPS", "intra-class patch swap: CE on both swapped views + KL from the more confident view to "
+           "the other", _MODEL_B, 2, _ips_step, "ce"),
+)}
+BASELINE, FEATURED = "ce", "ips"  # the app's default pair: model A and model B
+
+
+def method_colour(name: str) -> str:
+    """The colour of a method in every figure (grey for a name the registry does not know)."""
+    method = METHODS.get(name)
+    return method.colour if method else "#666666"
