@@ -1,19 +1,42 @@
-"""Launch the web app inside the test process on a free port (shared by the API and browser tests)."""
+"""What several test files share and pytest fixtures cannot give: paths, polling, the web app on a free port.
+
+Fixtures live in ``conftest.py``; these are plain functions and constants, imported as ``tests.helpers``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from explorer.checkpoints import save_checkpoint
 from explorer.data import load_dataset
 from explorer.models import build_model
+from explorer.training.runs import RunManager
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints"
+CE_DEMO, CSKD_DEMO, IPS_DEMO = (DEMO / f"mnist5k-small_cnn-{method}" for method in ("ce", "cskd", "ips"))
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout`` seconds.
+
+    Waiting for another process without racing it: poll with a deadline, never a bare sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def free_port() -> int:
@@ -37,7 +60,6 @@ def running_app(runs_dir: Path, max_runs: int = 2) -> Iterator[str]:
 
     At the end every run it started is cancelled and waited for, so no training process outlives the test.
     """
-    from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
     runs = RunManager(runs_dir, max_concurrent=max_runs, grace_s=5.0)
@@ -56,3 +78,28 @@ def running_app(runs_dir: Path, max_runs: int = 2) -> Iterator[str]:
             time.sleep(0.1)
         runs.close()
         assert not runs.has_active_runs(), "a training process outlived the test app"
+
+
+# Runs of the run manager (training_runs and training_ddp)
+QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up
+ENDLESS = {"dataset": "digits", "epochs": 500, "log_every": 1}  # trains until it is stopped
+
+
+def leader_pid(manager: RunManager, run_id: str) -> int:
+    """The pid of the process-group leader the run manager started for ``run_id``."""
+    return json.loads((manager.run_dir(run_id) / "launch.json").read_text())["process"]["pid"]
+
+
+def group_gone(pgid: int) -> bool:
+    """No process is left in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def training(manager: RunManager, run_id: str) -> bool:
+    """The run's own training loop has reported a step (its SIGTERM handler is installed by then)."""
+    info = manager.info(run_id)
+    return info.state == "running" and info.progress > 0

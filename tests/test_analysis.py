@@ -2,7 +2,6 @@
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,23 +14,16 @@ from explorer.analysis.comparison import compare_reports, model_report, split_lo
 from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
 from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
 from explorer.checkpoints import CheckpointError, load_checkpoint
-from explorer.data import load_dataset
 from explorer.evaluate import calibration_bins, predict_logits
 from explorer.ips import ips_loss, random_patch_mask
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "checkpoints"
-CE, IPS = DEMO / "mnist5k-small_cnn-ce", DEMO / "mnist5k-small_cnn-ips"
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset("mnist5k")
+CE, IPS = CE_DEMO, IPS_DEMO
 
 
 @pytest.fixture(scope="module")
-def models():
-    return {"A": load_checkpoint(CE).model, "B": load_checkpoint(IPS).model}
+def models(demo_models):
+    return demo_models
 
 
 # ------------------------------------------------------------------ rendering

@@ -13,11 +13,6 @@ from explorer.analysis.uploads import MAX_BYTES, UploadError, read_upload
 from explorer.data import load_dataset
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset("mnist5k")
-
-
 def _digit(height: int = 84, width: int = 56) -> np.ndarray:
     """A white bar (a '1') on black, taller than wide, as MNIST draws it."""
     img = np.zeros((height, width), np.uint8)

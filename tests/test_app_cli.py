@@ -8,10 +8,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from app_server import ROOT, free_port
 
-sys.path.insert(0, str(ROOT))
-from app import parse_args  # noqa: E402
+from explorer.ui.cli import parse_args
+from tests.helpers import ROOT, free_port
 
 
 def test_defaults_bind_this_machine_only():

@@ -2,7 +2,6 @@
 
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from explorer.checkpoints import CheckpointError, atomic_write_text, load_card, 
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.models import build_model
+from tests.helpers import DEMO
 
-DEMO = Path(__file__).resolve().parents[1] / "checkpoints"
 CARD = {"dataset": "digits", "model": "small_cnn", "method": "ce", "in_channels": 1, "num_classes": 10,
         "class_names": [str(i) for i in range(10)], "mean": [0.3], "std": [0.4], "image_size": [8, 8]}
 

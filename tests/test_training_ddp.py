@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from polling import wait_for
-from test_runs import ENDLESS, group_gone, leader_pid, training
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.training import runs
+from explorer.training import processes, runs
 from explorer.training.loop import main
 from explorer.training.runs import RunManager
+from tests.helpers import ENDLESS, group_gone, leader_pid, training, wait_for
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find the torchrun workers"),
@@ -148,7 +147,7 @@ def test_cancel_kills_torchrun_workers_when_torchrun_cannot_stop_them(tmp_path, 
         start = time.monotonic()
         manager.cancel(run_id)
         wait_for(lambda: manager.info(run_id).state == "cancelled" and group_gone(leader)
-                 and all(runs._process_identity(w) is None for w in workers), 15,
+                 and all(processes.process_identity(w) is None for w in workers), 15,
                  "the run to end cancelled with torchrun and both workers gone")
         assert time.monotonic() - start >= manager.grace_s  # killed when the grace period ended
         assert "stopped before it could save its state" in manager.info(run_id).message

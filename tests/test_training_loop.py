@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from polling import wait_for
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import default_patch_size
 from explorer.training.loop import main
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, wait_for
 
 
 def _read_run(run_dir: Path):

@@ -11,32 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from polling import wait_for
 
 from explorer.checkpoints import load_checkpoint
-from explorer.training import runs
-from explorer.training.runs import FINAL_STATES, RUN_TABLE_HEADERS, RunError, RunManager
-
-QUICK = {"dataset": "digits", "epochs": 1, "log_every": 3}  # ~1 s of training after ~5 s of start-up
-ENDLESS = {"dataset": "digits", "epochs": 500, "log_every": 1}  # trains until it is stopped
-
-
-def leader_pid(manager: RunManager, run_id: str) -> int:
-    return json.loads((manager.run_dir(run_id) / "launch.json").read_text())["process"]["pid"]
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def training(manager: RunManager, run_id: str) -> bool:
-    """The run's own training loop has reported a step (its SIGTERM handler is installed by then)."""
-    info = manager.info(run_id)
-    return info.state == "running" and info.progress > 0
+from explorer.training import processes, runs
+from explorer.training.runfolder import FINAL_STATES, RUN_TABLE_HEADERS
+from explorer.training.runs import RunError, RunManager
+from tests.helpers import ENDLESS, QUICK, group_gone, leader_pid, training, wait_for
 
 
 @pytest.fixture
@@ -157,10 +137,10 @@ def _fake_run(runs_dir: Path, run_id: str, state: str, launch: dict) -> Path:
 
 def test_reconcile_tells_a_live_process_from_a_reused_pid(make_manager, tmp_path):
     runs_dir = tmp_path / "runs"
-    me = runs._process_identity(os.getpid())
+    me = processes.process_identity(os.getpid())
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     try:
-        alive = wait_for(lambda: runs._process_identity(sleeper.pid), 5, "the sleeper's identity")
+        alive = wait_for(lambda: processes.process_identity(sleeper.pid), 5, "the sleeper's identity")
         _fake_run(runs_dir, "alive", "running", {"process": {"pid": sleeper.pid, "start": alive[0]}})
         # the pid of a live process that is not the run's (same pid, another start time): the run is dead
         _fake_run(runs_dir, "reused", "running", {"process": {"pid": os.getpid(), "start": "not-" + me[0]}})
@@ -182,21 +162,27 @@ def test_reconcile_tells_a_live_process_from_a_reused_pid(make_manager, tmp_path
         sleeper.wait()
 
 
-@pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps")
+@pytest.mark.skipif(shutil.which("ps") is None or not Path("/proc/stat").exists(), reason="needs ps and /proc")
 def test_process_identity_without_proc_asks_ps(monkeypatch):
-    """The fallback for systems without /proc (macOS) gives the same answers."""
+    """The fallback for systems without /proc (macOS) names the same process and the same start time as /proc."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        on_linux = runs._process_identity(child.pid)
-        monkeypatch.setattr(runs, "_LINUX_PROC", False)
-        start, command = runs._process_identity(child.pid)
-        assert start == runs._process_identity(child.pid)[0] and "time.sleep(120)" in command
-        assert on_linux is None or "time.sleep(120)" in on_linux[1]
-        assert child.pid in runs._descendants(os.getpid())
+        # until the child has exec'd, /proc shows the forked parent's empty command line: wait for it
+        on_linux = wait_for(lambda: (i := processes.process_identity(child.pid)) and "time.sleep(120)" in i[1] and i,
+                            10, "the child's command line")
+        monkeypatch.setattr(processes, "_LINUX_PROC", False)
+        start, command = processes.process_identity(child.pid)
+        assert "time.sleep(120)" in command
+        # /proc's start is in clock ticks after boot, ps's a local date to the second: the same moment
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        proc_start = boot + int(on_linux[0]) / os.sysconf("SC_CLK_TCK")
+        assert abs(time.mktime(time.strptime(start, "%a %b %d %H:%M:%S %Y")) - proc_start) <= 1.5
+        assert child.pid in processes.descendants(os.getpid())
     finally:
         child.kill()
         child.wait()
-    assert runs._process_identity(child.pid) is None
+    assert processes.process_identity(child.pid) is None
 
 
 @pytest.mark.parametrize("settings,message", [

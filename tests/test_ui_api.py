@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_server import DEMO, running_app, save_digits_run
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -18,8 +17,10 @@ from explorer.analysis.pairs import class_test_index, swap_pair
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.training.loop import RUN_ID_PATTERN
-from explorer.training.runs import FINAL_STATES, FORM_DEFAULTS
+from explorer.training.config import RUN_ID_PATTERN
+from explorer.training.runfolder import FINAL_STATES
+from explorer.training.runs import FORM_DEFAULTS
+from tests.helpers import DEMO, running_app, save_digits_run
 
 CE, IPS = str(DEMO / "mnist5k-small_cnn-ce"), str(DEMO / "mnist5k-small_cnn-ips")
 

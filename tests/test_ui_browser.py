@@ -1,18 +1,21 @@
 """A real browser (headless Chromium via Playwright) visits every tab, does one thing in each, and screenshots it.
 
-The screenshots land in docs/screenshots/ (the README shows them). Skips only when no Chromium binary exists.
+The screenshots go to a temporary folder, so a test run leaves the working tree clean; the README's pictures are
+made by the same test on request: ``IPS_SCREENSHOTS=docs/screenshots python -m pytest tests/test_ui_browser.py``.
+Skips only when no Chromium binary exists.
 """
 
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from app_server import ROOT, running_app, save_digits_run
+
+from tests.helpers import running_app, save_digits_run
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and Path(p).is_file()), None)
-SHOTS = ROOT / "docs" / "screenshots"
 WAIT_MS = 90_000  # model work on a busy 2-core CPU
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)")
@@ -30,6 +33,8 @@ def page(tmp_path_factory):
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.shots = Path(os.environ.get("IPS_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+        page.shots.mkdir(parents=True, exist_ok=True)
         page.set_default_timeout(WAIT_MS)
         page.goto(url)
         yield page
@@ -48,9 +53,8 @@ def _open_tab(page, name: str) -> None:
 
 
 def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(400)  # plotly's transitions
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
 
 
 def _images_shown(page, selector: str, count: int) -> None:

@@ -1,16 +1,17 @@
 """The Train tab's plain functions: curves read from run folders, the curves figure, the comparison method."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-from explorer.analysis.figures import CURVE_PANELS, METHOD_COLOURS, training_curves
-from explorer.training.runs import RunInfo
-from explorer.ui.train import describe, other_method, reference_runs, run_curves
+from explorer.analysis.figures import CURVE_PANELS, training_curves
+from explorer.training.methods import METHODS, method_colour
+from explorer.training.runfolder import RunInfo
+from explorer.training.runfolder import training_curves as run_curves
+from explorer.ui.train import describe, reference_runs
+from tests.helpers import DEMO, IPS_DEMO
 
-DEMO = Path(__file__).resolve().parents[1] / "checkpoints"
-IPS = DEMO / "mnist5k-small_cnn-ips"
+IPS = IPS_DEMO
 
 
 def test_run_curves_put_steps_at_fractional_epochs_and_epochs_at_whole_ones():
@@ -43,15 +44,15 @@ def test_training_curves_colour_by_method_and_dash_the_references():
                           dashed=["demo"])
     assert len(fig.data) == 3 * len(CURVE_PANELS)
     by_name = {t.name: t for t in fig.data if t.showlegend}
-    assert by_name["run 1"].line.color == METHOD_COLOURS["ips"] == by_name["demo"].line.color
-    assert by_name["run 2"].line.color != METHOD_COLOURS["ips"]  # two runs of one method: another shade
+    assert by_name["run 1"].line.color == method_colour("ips") == by_name["demo"].line.color
+    assert by_name["run 2"].line.color != method_colour("ips")  # two runs of one method: another shade
     assert by_name["run 2"].marker.symbol != by_name["run 1"].marker.symbol
     assert by_name["demo"].line.dash == "dash" and by_name["run 1"].line.dash == "solid"
     assert [a.text for a in fig.layout.annotations] == [title for _, title, _ in CURVE_PANELS]
 
 
 def test_other_method_is_the_baseline_for_distillation_and_ips_for_the_baseline():
-    assert [other_method(m) for m in ("ce", "cskd", "ips")] == ["ips", "ce", "ce"]
+    assert [METHODS[m].compare_with for m in ("ce", "cskd", "ips")] == ["ips", "ce", "ce"]
 
 
 def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
