@@ -1,9 +1,8 @@
-"""IPS Explorer web app: ``python app.py`` serves it on http://127.0.0.1:7860 (see --help)."""
+"""The web app's launcher: ``python app.py`` (or ``ips-explorer``) serves it on http://127.0.0.1:7860 (see --help)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +43,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         runs.close()  # running trainings go on; the next app adopts them
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
