@@ -29,6 +29,18 @@ Choices we made where the paper is not specific (all are arguments, these are th
 - Partners are drawn uniformly from the whole training set, never the anchor itself unless its class
   has a single sample.
 
+Two variants of the teacher rule, ours and not the paper's (it admits them without new parameters), for the
+question why IPS's errors are confident (the README's evidence section measures them):
+
+- ``teacher_by="margin"``: the teacher is the view with the larger true-class *margin* (true-class logit minus
+  the largest other logit), not the larger true-class probability. The two agree whenever one view is right and
+  the other wrong; they differ in how they rank two views that are both right or both wrong.
+- ``correct_teacher_only=True``: the KD term of a pair counts only when its teacher predicts the true class
+  (argmax); a wrong teacher teaches nothing. ``kd`` stays the mean over *all* pairs (zeros included), so the
+  term shrinks as teachers err instead of being re-weighted.
+
+A third, KD at T = 1, needs no code: ``--temperature 1``.
+
 The CS-KD peer (Yun et al., CVPR 2020) is ``cskd_loss``: the same pairs, no swap, cross-entropy on the
 anchor and KL from the detached partner prediction to the anchor's.
 """
@@ -42,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "TEACHER_RULES",
     "ClassIndex",
     "DistillLoss",
     "IPSLoss",
@@ -293,23 +306,42 @@ def _check_loss_args(logits_a: Tensor, logits_b: Tensor, targets: Tensor, temper
         raise ValueError(f"temperature must be positive; got {temperature}")
 
 
+TEACHER_RULES = ("probability", "margin")
+
+
+def _true_class_margin(logits: Tensor, targets: Tensor) -> Tensor:
+    """True-class logit minus the largest other logit, per row (> 0 exactly when the prediction is right)."""
+    true = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.scatter(1, targets[:, None], float("-inf"))
+    return true - others.max(dim=1).values
+
+
 def ips_loss(logits_a: Tensor, logits_b: Tensor, targets: Tensor, temperature: float = 4.0,
-             kd_weight: float = 1.0) -> IPSLoss:
+             kd_weight: float = 1.0, teacher_by: str = "probability", correct_teacher_only: bool = False) -> IPSLoss:
     """Cross-entropy on both swapped views + KL from the more confident view to the other.
 
-    The teacher of a pair is the view with the higher true-class probability at T = 1 (tie: view a).
-    ``total = ce + kd_weight * kd`` with ``ce`` the mean of the two views' cross-entropies and ``kd`` the
-    mean over pairs of KL(teacher || student) x T^2; no KD gradient reaches the teacher's logits.
+    The teacher of a pair is the view with the higher true-class probability at T = 1 (tie: view a), or with
+    ``teacher_by="margin"`` the higher true-class margin. ``total = ce + kd_weight * kd`` with ``ce`` the mean of
+    the two views' cross-entropies and ``kd`` the mean over pairs of KL(teacher || student) x T^2 (with
+    ``correct_teacher_only``, 0 for pairs whose teacher's argmax is wrong); no KD gradient reaches the teacher.
     """
     _check_loss_args(logits_a, logits_b, targets, temperature)
+    if teacher_by not in TEACHER_RULES:
+        raise ValueError(f"teacher_by must be one of {TEACHER_RULES}; got {teacher_by!r}")
     with torch.no_grad():
         confidence_a = F.softmax(logits_a.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
         confidence_b = F.softmax(logits_b.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
-        teacher_is_a = confidence_a >= confidence_b
+        if teacher_by == "margin":
+            margin_a = _true_class_margin(logits_a.float(), targets)
+            teacher_is_a = margin_a >= _true_class_margin(logits_b.float(), targets)
+        else:
+            teacher_is_a = confidence_a >= confidence_b
     choose_a = teacher_is_a[:, None]
     teacher = torch.where(choose_a, logits_a, logits_b)
     student = torch.where(choose_a, logits_b, logits_a)
     kd_per_pair = _kl_per_pair(teacher, student, temperature)
+    if correct_teacher_only:
+        kd_per_pair = kd_per_pair * (teacher.detach().argmax(dim=1) == targets)
     ce = 0.5 * (F.cross_entropy(logits_a, targets) + F.cross_entropy(logits_b, targets))
     kd = kd_per_pair.mean()
     return IPSLoss(total=ce + kd_weight * kd, ce=ce, kd=kd, kd_per_pair=kd_per_pair,

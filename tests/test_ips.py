@@ -260,3 +260,32 @@ def test_losses_reject_bad_shapes_and_temperature():
         ips_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature must be positive"):
         cskd_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), temperature=0)
+
+
+def test_margin_teacher_differs_from_the_probability_teacher_where_they_rank_differently():
+    # view a: p(0) = 1/(1 + e^-0.2) = 0.550, margin 0.2; view b: p(0) = e/(e + 2e^0.5) = 0.452, margin 0.5
+    logits_a, logits_b = torch.tensor([[2.0, 1.8, -10.0]]), torch.tensor([[1.0, 0.5, 0.5]])
+    targets = torch.tensor([0])
+    by_probability = ips_loss(logits_a, logits_b, targets)
+    by_margin = ips_loss(logits_a, logits_b, targets, teacher_by="margin")
+    assert by_probability.confidence_a.tolist() == pytest.approx([0.549834], abs=1e-5)
+    assert by_probability.confidence_b.tolist() == pytest.approx([0.451863], abs=1e-5)
+    assert by_probability.teacher_is_a.tolist() == [True] and by_margin.teacher_is_a.tolist() == [False]
+    assert float(by_margin.kd) == pytest.approx(_kl([1.0, 0.5, 0.5], [2.0, 1.8, -10.0], 4.0), rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_by must be one of"):
+        ips_loss(logits_a, logits_b, targets, teacher_by="max")
+
+
+def test_correct_teacher_only_drops_the_kd_of_pairs_whose_teacher_is_wrong():
+    # pair 0: a teaches and predicts class 0 (right); pair 1: b teaches (p(0) 0.269 > 0.119) but predicts 1 (wrong)
+    logits_a = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    logits_b = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([0, 0])
+    every = ips_loss(logits_a, logits_b, targets, temperature=2.0)
+    correct_only = ips_loss(logits_a, logits_b, targets, temperature=2.0, correct_teacher_only=True)
+    assert every.teacher_is_a.tolist() == correct_only.teacher_is_a.tolist() == [True, False]
+    kd0 = _kl([3.0, 0.0], [1.0, 0.0], 2.0)
+    assert every.kd_per_pair.tolist() == pytest.approx([kd0, _kl([0.0, 1.0], [0.0, 2.0], 2.0)], rel=1e-5)
+    assert correct_only.kd_per_pair.tolist() == pytest.approx([kd0, 0.0], rel=1e-5)
+    assert float(correct_only.kd) == pytest.approx(kd0 / 2, rel=1e-5)  # the mean over all pairs, zeros included
+    assert float(correct_only.ce) == float(every.ce)

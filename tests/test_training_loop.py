@@ -16,6 +16,7 @@ from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import default_patch_size
 from explorer.training.loop import main
+from explorer.training.methods import METHODS
 from tests.helpers import ROOT, wait_for
 
 
@@ -31,7 +32,7 @@ def _spawn(args, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize("method", ["ce", "cskd", "ips"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
     code = main(["--dataset", "digits", "--method", method, "--epochs", "1", "--out", str(tmp_path),
                  "--run-id", "r", "--log-every", "3"])
@@ -41,7 +42,7 @@ def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
     assert config["method"] == method and config["dataset"] == "digits" and config["epochs"] == 1
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
     assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == expected_device
-    assert config["images_per_step"] == (128 if method == "ce" else 256) and config["steps_per_epoch"] == 12
+    assert config["images_per_step"] == 128 * METHODS[method].images_per_anchor and config["steps_per_epoch"] == 12
     assert "explorer.train" in config["command"] and "--method " + method in config["command"]
     assert status["state"] == "finished" and status["progress"] == 1.0 and status["step"] == 12
     steps = [r for r in records if r["kind"] == "step"]
@@ -196,3 +197,14 @@ def test_evaluate_cli_prints_the_card_metrics(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "explorer.evaluate", str(tmp_path / "e"), "--dataset", "cifar10",
                           "--data-root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cifar10 was not found" in bad.stderr
+
+
+def test_the_teacher_variants_train_on_the_same_path_and_change_the_kd_term(tmp_path):
+    """Same seed, same first batch: only the rule of the KD term differs, so the runs' KD terms differ."""
+    kd = {}
+    for method in ("ips", "ips-margin", "ips-correct"):
+        assert main(["--dataset", "digits", "--method", method, "--epochs", "1", "--out", str(tmp_path),
+                     "--run-id", method]) == 0
+        kd[method] = _read_run(tmp_path / method)[2][-1]["kd"]
+    assert kd["ips-correct"] < kd["ips"]  # the KD of pairs with a wrong teacher is dropped
+    assert kd["ips-margin"] != kd["ips"]

@@ -151,7 +151,7 @@ def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name:
         halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
         raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "
                           f"over {world_size} processes; pick a --batch-size that does")
-    if cfg.method == "ips" and cfg.patch_size:
+    if METHODS[cfg.method].swaps_patches and cfg.patch_size:
         try:
             check_patch_size(cfg.patch_size, image_size)
         except ValueError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,6 +63,7 @@ class Method:
     images_per_anchor: int  # 1: the anchor alone; 2: anchor + same-class partner (the pair methods)
     step: Callable[[StepBatch], StepOutput]
     compare_with: str  # the method "same settings, other method" launches next to it
+    swaps_patches: bool = False  # uses --patch-size, --swap-ratio and --swap-prob
 
 
 def _correct(logits: Tensor, targets: Tensor) -> Tensor:
@@ -81,12 +83,13 @@ def _cskd_step(batch: StepBatch) -> StepOutput:
     return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
 
 
-def _ips_step(batch: StepBatch) -> StepOutput:
+def _ips_step(batch: StepBatch, teacher_by: str = "probability", correct_teacher_only: bool = False) -> StepOutput:
     cfg = batch.cfg
     view_a, view_b, _ = patch_swap(batch.anchors, batch.partners, batch.patch_size, cfg.swap_ratio, cfg.swap_prob,
                                    batch.generator)
     logits_a, logits_b = batch.forward(torch.cat([view_a[batch.shard], view_b[batch.shard]])).chunk(2)
-    out = ips_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight)
+    out = ips_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight, teacher_by,
+                   correct_teacher_only)
     return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
 
 
@@ -97,7 +100,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cskd", "CS-KD", "class-wise self-distillation: CE on the anchor + KL from a same-class partner's "
            "prediction (no swap)", "#3a9a3a", 2, _cskd_step, "ce"),
     Method("ips", "IPS", "intra-class patch swap: CE on both swapped views + KL from the more confident view to "
-           "the other", _MODEL_B, 2, _ips_step, "ce"),
+           "the other", _MODEL_B, 2, _ips_step, "ce", swaps_patches=True),
+    # Variants of IPS's teacher rule (ours, not the paper's; see explorer/ips.py), for the over-confidence study
+    Method("ips-margin", "IPS, margin teacher", "IPS with the teacher chosen by the true-class margin (logit minus "
+           "the largest other logit) instead of the probability", "#b8860b", 2,
+           partial(_ips_step, teacher_by="margin"), "ips", swaps_patches=True),
+    Method("ips-correct", "IPS, correct teachers only", "IPS whose KD term counts only pairs whose teacher "
+           "predicts the true class", "#8b3a62", 2, partial(_ips_step, correct_teacher_only=True), "ips",
+           swaps_patches=True),
 )}
 BASELINE, FEATURED = "ce", "ips"  # the app's default pair: model A and model B
 
