@@ -1,37 +1,142 @@
-"""The study command: its table from finished run folders, and that it runs the training CLI."""
+"""The study: its settings and comparisons, results read from run folders, the paired intervals, the CLI."""
 
 import json
+import math
 
-from explorer.training.study import _run_id, main, summarise
+import pytest
+
+from explorer.training.study import (
+    COMPARISONS,
+    PRESETS,
+    Comparison,
+    Setting,
+    StudySpec,
+    comparison_spec,
+    estimate_seconds,
+    list_studies,
+    load_spec,
+    main,
+    read_results,
+    save_spec,
+)
 
 
-def _fake_run(out, label, seed, accuracy, nll, ece, state="finished"):
-    run = out / _run_id(label, seed)
+def _fake_run(out, run_id, accuracy, nll=0.1, ece=0.01, brier=0.02, state="finished", images_per_s=None,
+              config=None):
+    run = out / run_id
     run.mkdir(parents=True)
     (run / "status.json").write_text(json.dumps({"state": state}))
-    records = [{"kind": "epoch", "epoch": 1, "test_accuracy": 0.5, "test_nll": 1.0, "test_ece": 0.1},
-               {"kind": "epoch", "epoch": 2, "test_accuracy": accuracy, "test_nll": nll, "test_ece": ece}]
+    final = {"kind": "epoch", "epoch": 2, "test_accuracy": accuracy, "test_nll": nll, "test_ece": ece,
+             "test_brier": brier, "images_per_s": images_per_s}
+    records = [{"kind": "epoch", "epoch": 1, "test_accuracy": 0.5, "test_nll": 1.0, "test_ece": 0.1,
+                "test_brier": 0.5}, final]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if config:
+        (run / "config.json").write_text(json.dumps(config))
 
 
-def test_table_has_every_finished_seed_and_mean_std_of_the_final_epoch(tmp_path):
-    _fake_run(tmp_path, "ips 30 ep", 0, 0.989, 0.11, 0.0093)
-    _fake_run(tmp_path, "ips 30 ep", 1, 0.985, 0.13, 0.0127)
-    _fake_run(tmp_path, "ips 30 ep", 2, 0.5, 9.0, 0.5, state="running")  # unfinished: left out
-    table = summarise(tmp_path, ["ips 30 ep"], [0, 1, 2]).splitlines()
-    assert table[2] == "| ips 30 ep | 0 | 98.90 | 0.1100 | 0.93 |"
-    assert table[3] == "| ips 30 ep | 1 | 98.50 | 0.1300 | 1.27 |"
-    assert table[4] == "| **ips 30 ep** | mean ± std (2) | **98.70 ± 0.28** | 0.1200 ± 0.0141 | 1.10 ± 0.24 |"
-    assert len(table) == 5
+def test_comparison_spec_builds_the_arms_each_comparison_needs():
+    spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips", "cskd"], 10, list(COMPARISONS), [0, 1])
+    assert [s.label for s in spec.settings] == ["ce 10 ep", "ips 10 ep", "ce 20 ep", "ips 10 ep --equal-compute",
+                                                "cskd 10 ep", "cskd 10 ep --equal-compute"]
+    assert [(c.setting, c.baseline) for c in spec.comparisons] == [
+        ("ips 10 ep", "ce 10 ep"), ("ips 10 ep", "ce 20 ep"), ("ips 10 ep --equal-compute", "ce 10 ep"),
+        ("cskd 10 ep", "ce 10 ep"), ("cskd 10 ep", "ce 20 ep"), ("cskd 10 ep --equal-compute", "ce 10 ep")]
+    cfg = spec.config(spec.setting("ips 10 ep --equal-compute"), 1, "/tmp/out")
+    assert (cfg.method, cfg.epochs, cfg.equal_compute, cfg.seed, cfg.dataset) == ("ips", 10, True, 1, "digits")
+    assert cfg.run_id == "s-ips-10-ep-equal-compute-s1" and spec.run_id(spec.settings[0], 0) == "s-ce-10-ep-s0"
 
 
-def test_a_study_trains_through_the_cli_and_resumes(tmp_path, capsys):
-    args = ["--out", str(tmp_path), "--seeds", "0", "--only", "ce 30 ep", "--", "--dataset", "digits",
-            "--epochs", "1"]
+@pytest.mark.parametrize("kwargs,message", [
+    ({"methods": ["ce"]}, "at least one method besides the baseline"),
+    ({"methods": ["ce", "nope"]}, "unknown method 'nope'"),
+    ({"comparisons": ["fair"]}, "unknown comparison"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+])
+def test_comparison_spec_refuses_what_cannot_work(kwargs, message):
+    args = {"methods": ["ce", "ips"], "epochs": 5, "comparisons": ["equal-epochs"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        comparison_spec("s", "digits", "small_cnn", args["methods"], args["epochs"], args["comparisons"], [0])
+
+
+def test_a_spec_refuses_bad_ids_unknown_arguments_and_dangling_comparisons():
+    base = Setting("ce", {"method": "ce"})
+    with pytest.raises(ValueError, match="a study id may hold"):
+        StudySpec("../x", "digits", "small_cnn", [0], [base], [])
+    with pytest.raises(ValueError, match="unknown training arguments"):
+        StudySpec("s", "digits", "small_cnn", [0], [Setting("x", {"learning_rate": 1})], [])
+    with pytest.raises(ValueError, match="names a setting the study lacks"):
+        StudySpec("s", "digits", "small_cnn", [0], [base], [Comparison("c", "ips", "ce")])
+
+
+def test_results_give_paired_differences_computed_by_hand(tmp_path):
+    spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 30, ["equal-epochs"], [0, 1, 2])
+    ce = {0: 0.980, 1: 0.985, 2: 0.970}
+    ips = {0: 0.990, 1: 0.985, 2: 0.990}
+    for seed in ce:
+        _fake_run(tmp_path, f"s-ce-30-ep-s{seed}", ce[seed], nll=0.05)
+        _fake_run(tmp_path, f"s-ips-30-ep-s{seed}", ips[seed], nll=0.10)
+    _fake_run(tmp_path, "s-ips-30-ep-s9", 0.5)  # not a seed of the study: ignored
+    results = read_results(spec, tmp_path)
+    assert results.pending == 0 and results.values["accuracy"]["ips 30 ep"] == pytest.approx({0: 99.0, 1: 98.5, 2: 99.0})
+    diff = results.difference("accuracy", spec.comparisons[0])
+    # differences 1.0, 0.0, 2.0 points: mean 1, std 1, t(0.975, 2) = 4.3027
+    assert diff.per_seed == pytest.approx({0: 1.0, 1: 0.0, 2: 2.0})
+    assert (diff.mean, diff.std) == pytest.approx((1.0, 1.0))
+    assert (diff.low, diff.high) == pytest.approx((1 - 4.302653 / math.sqrt(3), 1 + 4.302653 / math.sqrt(3)), abs=1e-5)
+    table = results.markdown().splitlines()
+    assert table[2] == ("| equal epochs | ips 30 ep | ce 30 ep | 98.83 ± 0.29 | 97.83 ± 0.76 | **+1.00** (-1.48 to +3.48) "
+                        "| 0.050 → 0.100 | 1.00 → 1.00 | 3 |")
+    assert "the interval includes 0, so no difference is shown" in results.sentences()[0]
+    assert results.csv().splitlines()[1] == "s,\"ce 30 ep\",0,98.0,0.05,1.0,0.02"
+    assert json.loads(json.dumps(results.to_json()))["comparisons"][0]["differences"]["accuracy"]["n"] == 3
+
+
+def test_unfinished_runs_are_pending_not_results(tmp_path):
+    spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 30, ["equal-epochs"], [0])
+    _fake_run(tmp_path, "s-ce-30-ep-s0", 0.98)
+    _fake_run(tmp_path, "s-ips-30-ep-s0", 0.5, state="running")
+    results = read_results(spec, tmp_path)
+    assert results.pending == 1 and "ips 30 ep" not in results.values["accuracy"]
+    assert results.difference("accuracy", spec.comparisons[0]) is None and results.sentences() == []
+
+
+def test_specs_round_trip_through_the_runs_folder(tmp_path):
+    spec = PRESETS["holdout-digits"]()
+    save_spec(spec, tmp_path)
+    assert load_spec(tmp_path, spec.study_id) == spec
+    (tmp_path / "studies" / "broken.json").write_text("{\"study_id\": 3}")
+    assert [s.study_id for s in list_studies(tmp_path)] == [spec.study_id]
+    with pytest.raises(ValueError, match="there is no study 'missing'"):
+        load_spec(tmp_path, "missing")
+
+
+def test_the_estimate_uses_the_measured_speed_of_earlier_runs(tmp_path, digits):
+    spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 10, ["equal-epochs"], [0])
+    config = {"dataset": "digits", "model": "small_cnn", "method": "ce"}
+    _fake_run(tmp_path, "earlier-ce", 0.9, images_per_s=1000.0, config=config)
+    _fake_run(tmp_path, "earlier-ips", 0.9, images_per_s=500.0, config={**config, "method": "ips"})
+    seconds, how = estimate_seconds(spec, tmp_path)
+    n = len(digits.train_labels)
+    assert seconds == pytest.approx(2 * 6.0 + 10 * n / 1000.0 + 10 * 2 * n / 500.0)
+    assert "measured" in how
+    _fake_run(tmp_path, "s-ce-10-ep-s0", 0.9)  # a finished run of the study costs nothing more
+    assert estimate_seconds(spec, tmp_path)[0] == pytest.approx(6.0 + 10 * 2 * n / 500.0)
+
+
+def test_a_study_trains_through_the_cli_skips_finished_runs_and_prints_its_table(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--id", "t", "--dataset", "digits", "--methods", "ce", "ips", "--epochs", "1",
+            "--seeds", "0", "--only", "ce 1 ep"]
     assert main(args) == 0
     first = capsys.readouterr().out
-    assert "== ce 30 ep, seed 0" in first and "| ce 30 ep | 0 |" in first
-    config = json.loads((tmp_path / "ce-30-ep-s0" / "config.json").read_text())
+    assert "== ce 1 ep, seed 0" in first and "| ce 1 ep | 0 |" in first
+    config = json.loads((tmp_path / "t-ce-1-ep-s0" / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 1 and config["method"] == "ce"
+    assert load_spec(tmp_path, "t").settings[1].label == "ips 1 ep"
     assert main(args) == 0  # finished runs are not trained again
-    assert "== ce 30 ep" not in capsys.readouterr().out
+    assert "== ce 1 ep" not in capsys.readouterr().out
+
+
+def test_table_only_without_finished_runs_says_so_and_fails(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--preset", "digits", "--table-only"]) == 1
+    assert "no finished run of study digits" in capsys.readouterr().err

@@ -1,106 +1,416 @@
-"""A multi-seed comparison of the methods, written as the README's results table.
+"""Fair comparisons over several seeds: the study behind the README's results, the CLI and the Study tab.
 
-    python -m explorer.study --out runs/study                           # the README's results table
-    python -m explorer.study --out runs/holdout --holdout-sweep --seeds 0 1   # the hyper-parameter sweep
+    python -m explorer.study --dataset digits --methods ce ips --epochs 30 --seeds 0 1 2 3 4 5   # train + table
+    python -m explorer.study --preset mnist5k --out runs/evidence                # the README's results table
+    python -m explorer.study --preset mnist5k --out runs/evidence --table-only   # reprint it, train nothing
 
-runs every setting of ``COMPARISON`` (or of ``HOLDOUT_SWEEP``, each with ``--holdout``: trained on 80 % of the
-training split and measured on the other 20 %) for every seed through the training CLI (one process per run, so the
-numbers are exactly what ``python -m explorer.train`` gives), skips runs that already finished (a study can be
-stopped and resumed), and prints a Markdown table: one row per method x setting x seed with the final test
-accuracy, NLL and ECE, and one mean +- std row per method x setting. ``--only`` picks settings by label
-and runs them in the order given.
-Extra arguments after ``--`` go to every run (e.g. ``-- --dataset digits``).
+A study is a ``StudySpec``: settings (a label and the training arguments that differ from the shared ones),
+seeds, and comparisons (a setting against a baseline setting). Every (setting, seed) is one run of the training
+CLI, in a run folder ``OUT/<study id>-<setting>-s<seed>``; the spec is saved as ``OUT/studies/<study id>.json``,
+so the app's Study tab finds studies started from the CLI and the CLI finds those started from the tab. Finished
+runs are not trained again: a study can be stopped and resumed.
+
+Comparisons (``comparison_spec``): *equal epochs* (each method and the baseline at E epochs), *equal compute*
+(each pair method at E against the baseline at 2E: a pair method forwards 2 images per anchor) and
+*equal compute per step* (each pair method at E with ``--equal-compute``, B images per step like the baseline, against
+the baseline at E). Results are the final epoch's test metrics (no early stopping); each comparison gets the
+paired per-seed difference with a 95 % t-interval and a sentence that claims only what the interval allows
+(``explorer.stats``).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from explorer.training.runfolder import final_epoch
+from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
+from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, to_argv
+from explorer.training.methods import BASELINE, METHODS
+from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
 
-__all__ = ["COMPARISON", "HOLDOUT_SWEEP", "SETTINGS", "main", "summarise"]
+__all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
+           "comparison_spec", "estimate_seconds", "list_studies", "load_spec", "main", "read_results", "save_spec"]
 
-_IPS_EQ60 = ["--method", "ips", "--epochs", "60", "--equal-compute"]
-# (label, training arguments). Equal compute: CE with twice the epochs of IPS, or IPS with --equal-compute.
-SETTINGS: list[tuple[str, list[str]]] = [
-    ("ce 30 ep", ["--method", "ce", "--epochs", "30"]),
-    ("cskd 30 ep", ["--method", "cskd", "--epochs", "30"]),
-    ("ips 30 ep", ["--method", "ips", "--epochs", "30"]),
-    ("ce 60 ep (= compute of pairs at 30)", ["--method", "ce", "--epochs", "60"]),
-    ("ips 30 ep --equal-compute", ["--method", "ips", "--epochs", "30", "--equal-compute"]),
-    ("ips 60 ep --equal-compute", _IPS_EQ60),
-    ("ips 60 ep --equal-compute swap-prob 0.5", [*_IPS_EQ60, "--swap-prob", "0.5"]),
-    ("ips 60 ep --equal-compute ratio 0.25", [*_IPS_EQ60, "--swap-ratio", "0.25"]),
-    ("ips 60 ep --equal-compute T=2", [*_IPS_EQ60, "--temperature", "2"]),
-    ("ips 60 ep --equal-compute patch 4", [*_IPS_EQ60, "--patch-size", "4"]),
-]
-# The README's results table; the swap-prob 0.5 row is the setting the holdout sweep chose.
-COMPARISON = [label for label, _ in SETTINGS[:7]]
-# What IPS at equal compute responds to, measured on --holdout so that the test split chooses nothing.
-HOLDOUT_SWEEP = [label for label, _ in SETTINGS[3:4] + SETTINGS[5:]]
+STUDIES = "studies"  # the folder of study specs inside the runs folder
+METRICS = {"accuracy": ("test_accuracy", 100.0, "%"), "nll": ("test_nll", 1.0, ""),
+           "ece": ("test_ece", 100.0, "%"), "brier": ("test_brier", 1.0, "")}  # name: (record key, scale, unit)
+COMPARISONS = {"equal-epochs": "equal epochs", "equal-compute": "equal compute (baseline at twice the epochs)",
+               "equal-compute-step": "equal compute per step (--equal-compute)"}
+STARTUP_S = 6.0  # Python, torch and the data, before the first step (measured on the project's 2-core CPU)
 
 
-def _run_id(label: str, seed: int) -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in label.split(" (")[0]).strip("-")
-    return f"{'-'.join(filter(None, slug.split('-')))}-s{seed}"
+@dataclass(frozen=True)
+class Setting:
+    """One arm of a study: a label and the training arguments that set it apart (TrainConfig field -> value)."""
+
+    label: str
+    overrides: dict[str, Any]
+
+    @property
+    def slug(self) -> str:
+        """The label as a run-id part: letters, digits, '.' and '-'."""
+        cleaned = "".join(c if c.isalnum() or c == "." else "-" for c in self.label)
+        return "-".join(filter(None, cleaned.split("-")))
 
 
-def _mean_std(records: list[dict], key: str, scale: float, digits: int) -> str:
-    values = [scale * r[key] for r in records]
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+@dataclass(frozen=True)
+class Comparison:
+    """A setting measured against a baseline setting on the same seeds."""
+
+    name: str  # "equal epochs"
+    setting: str  # a setting's label
+    baseline: str  # a setting's label
 
 
-def summarise(out: Path, labels: list[str], seeds: list[int]) -> str:
-    """The Markdown table of the finished runs under ``out``."""
-    rows = ["| method x setting | seed | test acc (%) | test NLL | test ECE (%) |", "|---|---|---|---|---|"]
-    for label in labels:
-        finals = {s: final_epoch(out / _run_id(label, s)) for s in seeds}
-        done = {s: r for s, r in finals.items() if r is not None}
-        for seed, r in done.items():
-            rows.append(f"| {label} | {seed} | {100 * r['test_accuracy']:.2f} | {r['test_nll']:.4f} | "
-                        f"{100 * r['test_ece']:.2f} |")
-        if len(done) >= 2:
-            finished = list(done.values())
-            accuracy = _mean_std(finished, "test_accuracy", 100, 2)
-            rows.append(f"| **{label}** | mean ± std ({len(done)}) | **{accuracy}** "
-                        f"| {_mean_std(finished, 'test_nll', 1, 4)} | {_mean_std(finished, 'test_ece', 100, 2)} |")
-    return "\n".join(rows)
+@dataclass
+class StudySpec:
+    """What a study trains and compares; saved as JSON next to its runs."""
+
+    study_id: str
+    dataset: str
+    model: str
+    seeds: list[int]
+    settings: list[Setting]
+    comparisons: list[Comparison]
+    shared: dict[str, Any] = field(default_factory=dict)  # TrainConfig values every run gets (lr, holdout, ...)
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not RUN_ID_PATTERN.fullmatch(self.study_id) or ".." in self.study_id:
+            raise ValueError(f"a study id may hold letters, digits, '.', '_' and '-' only; got {self.study_id!r}")
+        if not self.seeds or not self.settings:
+            raise ValueError("a study needs at least one seed and one setting")
+        labels = [s.label for s in self.settings]
+        if len(set(labels)) != len(labels) or len({s.slug for s in self.settings}) != len(labels):
+            raise ValueError(f"setting labels must differ (also as run ids): {labels}")
+        known = set(field_types())
+        for s in self.settings:
+            unknown = set(s.overrides) - known
+            if unknown:
+                raise ValueError(f"setting {s.label!r}: unknown training arguments {sorted(unknown)}")
+        for c in self.comparisons:
+            if c.setting not in labels or c.baseline not in labels:
+                raise ValueError(f"comparison {c.name!r} names a setting the study lacks: {c.setting!r} or "
+                                 f"{c.baseline!r} (settings: {labels})")
+
+    def setting(self, label: str) -> Setting:
+        return next(s for s in self.settings if s.label == label)
+
+    def run_id(self, setting: Setting, seed: int) -> str:
+        return f"{self.study_id}-{setting.slug}-s{seed}"
+
+    def config(self, setting: Setting, seed: int, out: Path) -> TrainConfig:
+        """The training config of one run: defaults, then the shared values, then the setting's, then the seed."""
+        return TrainConfig(**{**asdict(TrainConfig()), "dataset": self.dataset, "model": self.model, **self.shared,
+                              **setting.overrides, "seed": seed, "out": str(out),
+                              "run_id": self.run_id(setting, seed)})
+
+    def runs(self) -> list[tuple[Setting, int]]:
+        """Every (setting, seed), seed-major: the first seeds of every setting finish first."""
+        return [(setting, seed) for seed in self.seeds for setting in self.settings]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudySpec:
+        return cls(**{**data, "settings": [Setting(**s) for s in data["settings"]],
+                      "comparisons": [Comparison(**c) for c in data["comparisons"]]})
+
+
+def comparison_spec(study_id: str, dataset: str, model: str, methods: Sequence[str], epochs: int,
+                    comparisons: Sequence[str], seeds: Sequence[int],
+                    shared: dict[str, Any] | None = None) -> StudySpec:
+    """The study of ``methods`` against the baseline (CE) under the named ``comparisons`` (``COMPARISONS``)."""
+    unknown = [c for c in comparisons if c not in COMPARISONS]
+    if unknown:
+        raise ValueError(f"unknown comparison(s) {unknown}; choose from {list(COMPARISONS)}")
+    others = [m for m in methods if m != BASELINE]
+    if not others:
+        raise ValueError(f"a comparison needs at least one method besides the baseline {BASELINE!r}")
+    for name in methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs}")
+    base = Setting(f"{BASELINE} {epochs} ep", {"method": BASELINE, "epochs": epochs})
+    settings, compared = [base], []
+    for method in others:
+        arm = Setting(f"{method} {epochs} ep", {"method": method, "epochs": epochs})
+        settings.append(arm)
+        if "equal-epochs" in comparisons:
+            compared.append(Comparison(COMPARISONS["equal-epochs"], arm.label, base.label))
+        pairs = METHODS[method].images_per_anchor == 2
+        if "equal-compute" in comparisons and pairs:
+            long_base = Setting(f"{BASELINE} {2 * epochs} ep", {"method": BASELINE, "epochs": 2 * epochs})
+            if long_base not in settings:
+                settings.append(long_base)
+            compared.append(Comparison(COMPARISONS["equal-compute"], arm.label, long_base.label))
+        if "equal-compute-step" in comparisons and pairs:
+            halved = Setting(f"{method} {epochs} ep --equal-compute", {"method": method, "epochs": epochs,
+                                                                       "equal_compute": True})
+            settings.append(halved)
+            compared.append(Comparison(COMPARISONS["equal-compute-step"], halved.label, base.label))
+    return StudySpec(study_id, dataset, model, list(seeds), settings, compared, dict(shared or {}))
+
+
+# --------------------------------------------------------------------------------------------------
+# The studies behind the README (the evidence study: ``--preset``)
+# --------------------------------------------------------------------------------------------------
+def _sensitivity(study_id: str, dataset: str, patch_sizes: Sequence[int]) -> StudySpec:
+    """One knob at a time around the defaults, on --holdout (80/20 of the training split; test split untouched)."""
+    ips = {"method": "ips", "epochs": 30}
+    knobs = [("ips T=1", {"temperature": 1.0}), ("ips T=2", {"temperature": 2.0}),
+             ("ips kd 0.25", {"kd_weight": 0.25}), ("ips kd 0.5", {"kd_weight": 0.5}),
+             ("ips ratio 0.25", {"swap_ratio": 0.25}), ("ips ratio 0.75", {"swap_ratio": 0.75}),
+             ("ips prob 0.5", {"swap_prob": 0.5}),
+             *((f"ips patch {p}", {"patch_size": p}) for p in patch_sizes)]
+    settings = [Setting("ce 30 ep", {"method": "ce", "epochs": 30}), Setting("ips 30 ep", ips),
+                Setting("ce 15 ep", {"method": "ce", "epochs": 15}), Setting("ips 15 ep", {**ips, "epochs": 15}),
+                Setting("ce 60 ep", {"method": "ce", "epochs": 60}), Setting("ips 60 ep", {**ips, "epochs": 60}),
+                *(Setting(label, {**ips, **change}) for label, change in knobs),
+                Setting("ips-margin", {"method": "ips-margin", "epochs": 30}),
+                Setting("ips-correct", {"method": "ips-correct", "epochs": 30})]
+    baseline_of = {"ips 15 ep": "ce 15 ep", "ips 60 ep": "ce 60 ep"}
+    comparisons = [Comparison("holdout, one knob changed", s.label, baseline_of.get(s.label, "ce 30 ep"))
+                   for s in settings if not s.label.startswith("ce")]
+    return StudySpec(study_id, dataset, "small_cnn", [0, 1, 2, 3], settings, comparisons, {"holdout": True})
+
+
+PRESETS: dict[str, Callable[[], StudySpec]] = {
+    "mnist5k": lambda: comparison_spec("mnist5k", "mnist5k", "small_cnn", ["ce", "ips"], 30,
+                                       ["equal-epochs", "equal-compute"], range(6)),
+    "digits": lambda: comparison_spec("digits", "digits", "small_cnn", ["ce", "ips"], 30,
+                                      ["equal-epochs", "equal-compute"], range(6)),
+    "holdout-mnist5k": lambda: _sensitivity("mnist5k", "mnist5k", [2, 4, 14]),
+    "holdout-digits": lambda: _sensitivity("digits", "digits", [1, 4]),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Specs on disk, estimates, results
+# --------------------------------------------------------------------------------------------------
+def save_spec(spec: StudySpec, out: Path) -> Path:
+    path = Path(out) / STUDIES / f"{spec.study_id}.json"
+    write_json(path, spec.to_json())
+    return path
+
+
+def load_spec(out: Path, study_id: str) -> StudySpec:
+    path = Path(out) / STUDIES / f"{study_id}.json"
+    data = read_json(path)
+    if not data:
+        raise ValueError(f"there is no study {study_id!r} under {Path(out) / STUDIES}")
+    return StudySpec.from_json(data)
+
+
+def list_studies(out: Path) -> list[StudySpec]:
+    """Every readable study spec under ``out``, newest first (a malformed one is skipped)."""
+    specs = []
+    for path in sorted((Path(out) / STUDIES).glob("*.json")):
+        try:
+            specs.append(StudySpec.from_json(read_json(path)))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(specs, key=lambda s: s.created, reverse=True)
+
+
+def estimate_seconds(spec: StudySpec, runs_dir: Path, default_images_per_s: float = 1500.0) -> tuple[float, str]:
+    """(seconds, how it was estimated) to train every unfinished run of ``spec`` one after another.
+
+    The speed is the median training images/s of earlier finished runs under ``runs_dir`` of the same dataset,
+    model and method on this machine; without one, ``default_images_per_s``, and the answer says so.
+    """
+    speeds: dict[str, list[float]] = {}
+    for config_path in Path(runs_dir).glob(f"*/{CONFIG}"):
+        config = read_json(config_path)
+        if (config.get("dataset"), config.get("model")) != (spec.dataset, spec.model):
+            continue
+        last = final_epoch(config_path.parent)
+        if last and last.get("images_per_s"):
+            speeds.setdefault(config.get("method", ""), []).append(float(last["images_per_s"]))
+    total, measured = 0.0, set()
+    from explorer.data import load_dataset  # the training split's size; cached per process
+
+    n_train = len(load_dataset(spec.dataset).train_labels) * (0.8 if spec.shared.get("holdout") else 1.0)
+    for setting, seed in spec.runs():
+        if final_epoch(Path(runs_dir) / spec.run_id(setting, seed)) is not None:
+            continue
+        cfg = spec.config(setting, seed, Path(runs_dir))
+        images = cfg.epochs * n_train * METHODS[cfg.method].images_per_anchor / (2 if cfg.equal_compute else 1)
+        known = sorted(speeds.get(cfg.method, []))
+        if known:
+            measured.add(cfg.method)
+        total += STARTUP_S + images / (known[len(known) // 2] if known else default_images_per_s)
+    how = (f"from measured speeds of earlier runs ({', '.join(sorted(measured))})" if measured else
+           f"no earlier run of this dataset and model here: assumed {default_images_per_s:.0f} images/s")
+    return total, how
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """The finished runs of a study: per setting, per seed, the final epoch's test metrics (scaled)."""
+
+    spec: StudySpec
+    values: dict[str, dict[str, dict[int, float]]]  # metric -> setting label -> seed -> value
+    pending: int  # runs not finished yet
+
+    def summary(self, metric: str, label: str) -> MeanInterval | None:
+        by_seed = self.values[metric].get(label, {})
+        return mean_interval(list(by_seed.values())) if by_seed else None
+
+    def difference(self, metric: str, comparison: Comparison) -> PairedDifference | None:
+        method, base = self.values[metric].get(comparison.setting, {}), self.values[metric].get(comparison.baseline, {})
+        return paired_difference(method, base) if set(method) & set(base) else None
+
+    def sentences(self) -> list[str]:
+        """One sentence per comparison on accuracy, claiming only what its interval allows."""
+        out = []
+        for c in self.spec.comparisons:
+            diff = self.difference("accuracy", c)
+            if diff is not None:
+                out.append(comparison_sentence(diff, c.setting, c.baseline, f"({c.name}, test accuracy)"))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        comparisons = []
+        for c in self.spec.comparisons:
+            diffs = {m: self.difference(m, c) for m in METRICS}
+            comparisons.append({**asdict(c), "differences": {m: d.to_json() for m, d in diffs.items() if d}})
+        return {"study": self.spec.to_json(), "pending": self.pending, "metrics": list(METRICS),
+                "values": {m: {label: [{"seed": s, "value": v} for s, v in by_seed.items()]
+                               for label, by_seed in per.items()} for m, per in self.values.items()},
+                "comparisons": comparisons, "sentences": self.sentences()}
+
+    def markdown(self) -> str:
+        """The comparisons table (mean ± std, paired Δ with 95 % CI) and, below it, every run."""
+        lines = ["| comparison | setting | baseline | setting acc (%) | baseline acc (%) | Δ acc, 95 % CI (points) "
+                 "| NLL, baseline → setting | ECE %, baseline → setting | seeds |", "|" + "---|" * 9]
+        for c in self.spec.comparisons:
+            diff = self.difference("accuracy", c)
+            if diff is None:
+                continue
+            interval = ("no interval" if not diff.has_interval else f"{diff.low:+.2f} to {diff.high:+.2f}")
+            accuracy = [_mean_std(self.summary("accuracy", label)) for label in (c.setting, c.baseline)]
+            lines.append(f"| {c.name} | {c.setting} | {c.baseline} | {accuracy[0]} | {accuracy[1]} "
+                         f"| **{diff.mean:+.2f}** ({interval}) | {_arrow(self, 'nll', c, 3)} "
+                         f"| {_arrow(self, 'ece', c, 2)} | {diff.n} |")
+        lines += ["", "| setting | seed | test acc (%) | test NLL | test ECE (%) | test Brier |", "|" + "---|" * 6]
+        for setting in self.spec.settings:
+            for seed in sorted(self.values["accuracy"].get(setting.label, {})):
+                row = [f"{self.values[m][setting.label][seed]:.{d}f}" for m, d in
+                       (("accuracy", 2), ("nll", 4), ("ece", 2), ("brier", 4))]
+                lines.append(f"| {setting.label} | {seed} | " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        """One row per finished run: study, setting, seed and every metric at full precision."""
+        rows = ["study,setting,seed," + ",".join(METRICS)]
+        for setting in self.spec.settings:
+            for seed in sorted(self.values["accuracy"].get(setting.label, {})):
+                rows.append(",".join([self.spec.study_id, json.dumps(setting.label), str(seed),
+                                      *(repr(self.values[m][setting.label][seed]) for m in METRICS)]))
+        return "\n".join(rows) + "\n"
+
+
+def _mean_std(summary: MeanInterval | None) -> str:
+    if summary is None:
+        return "—"
+    return f"{summary.mean:.2f}" if summary.std is None else f"{summary.mean:.2f} ± {summary.std:.2f}"
+
+
+def _arrow(results: StudyResults, metric: str, c: Comparison, digits: int) -> str:
+    base, arm = results.summary(metric, c.baseline), results.summary(metric, c.setting)
+    return "—" if base is None or arm is None else f"{base.mean:.{digits}f} → {arm.mean:.{digits}f}"
+
+
+def read_results(spec: StudySpec, runs_dir: Path) -> StudyResults:
+    """The final-epoch test metrics of every finished run of ``spec`` under ``runs_dir``."""
+    values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in METRICS}
+    pending = 0
+    for setting, seed in spec.runs():
+        record = final_epoch(Path(runs_dir) / spec.run_id(setting, seed))
+        if record is None or any(key not in record for key, _, _ in METRICS.values()):
+            pending += 1
+            continue
+        for metric, (key, scale, _) in METRICS.items():
+            values[metric].setdefault(setting.label, {})[seed] = scale * float(record[key])
+    return StudyResults(spec, values, pending)
+
+
+# --------------------------------------------------------------------------------------------------
+# The CLI
+# --------------------------------------------------------------------------------------------------
+def _train(spec: StudySpec, out: Path, only: Sequence[str] | None) -> int:
+    """Train every unfinished run of ``spec`` (or of the ``only`` settings) through the training CLI."""
+    for setting, seed in spec.runs():
+        if only and setting.label not in only:
+            continue
+        run_dir = out / spec.run_id(setting, seed)
+        if final_epoch(run_dir) is not None:
+            continue
+        print(f"== {setting.label}, seed {seed} -> {run_dir}", flush=True)
+        cmd = [sys.executable, "-m", "explorer.train", *to_argv(spec.config(setting, seed, out))]
+        if subprocess.run(cmd).returncode != 0:
+            print(f"explorer.study: run {run_dir.name} did not finish; see {run_dir}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
+    if args.preset:
+        spec = PRESETS[args.preset]()
+    elif args.id and (out / STUDIES / f"{args.id}.json").is_file() and not args.methods:
+        return load_spec(out, args.id)
+    else:
+        spec = comparison_spec(args.id or f"{args.dataset}-{'-'.join(args.methods)}", args.dataset, args.model,
+                               args.methods, args.epochs, args.comparisons, args.seeds or range(3))
+    if args.seeds:
+        spec.seeds = list(args.seeds)
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    extra: list[str] = []
-    if "--" in argv:
-        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     parser = argparse.ArgumentParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/study")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", choices=[lab for lab, _ in SETTINGS], metavar="LABEL",
-                        help="run only these settings, in this order: " + "; ".join(lab for lab, _ in SETTINGS))
-    parser.add_argument("--holdout-sweep", action="store_true",
-                        help="the settings of HOLDOUT_SWEEP (unless --only), each run with --holdout")
+    parser.add_argument("--out", default="runs", help="the runs folder (run folders and studies/<id>.json)")
+    parser.add_argument("--preset", choices=list(PRESETS), help="a study behind the README's results")
+    parser.add_argument("--id", help="the study id (default: dataset and methods); an existing id reloads its spec")
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None,
+                        help=f"methods to compare with the baseline {BASELINE} (default: ce ips)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--comparisons", nargs="+", choices=list(COMPARISONS), default=["equal-epochs"])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's, else 0 1 2")
+    parser.add_argument("--only", nargs="+", metavar="LABEL", help="train only these settings (labels)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    parser.add_argument("--csv", action="store_true", help="print CSV (one row per run) instead of Markdown")
     args = parser.parse_args(argv)
-    labels = args.only or (HOLDOUT_SWEEP if args.holdout_sweep else COMPARISON)
-    settings = [(label, train_args) for name in labels for label, train_args in SETTINGS if label == name]
-    if args.holdout_sweep:
-        extra = ["--holdout", *extra]
+    if args.methods is None:
+        args.methods = ["ce", "ips"]
     out = Path(args.out)
+    try:
+        spec = _spec_from_args(args, out)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.only and not set(args.only) <= {s.label for s in spec.settings}:
+        parser.error(f"--only names unknown settings; the study has: {[s.label for s in spec.settings]}")
     if not args.table_only:
-        for label, train_args in settings:
-            for seed in args.seeds:
-                run_id = _run_id(label, seed)
-                if final_epoch(out / run_id) is not None:
-                    continue
-                print(f"== {label}, seed {seed} -> {out / run_id}", flush=True)
-                cmd = [sys.executable, "-m", "explorer.train", *train_args, "--seed", str(seed), "--out", str(out),
-                       "--run-id", run_id, *extra]
-                if subprocess.run(cmd).returncode != 0:
-                    print(f"explorer.study: run {run_id} did not finish; see {out / run_id}", file=sys.stderr)
-                    return 1
-    print(summarise(out, [lab for lab, _ in settings], args.seeds))
+        save_spec(spec, out)
+        seconds, how = estimate_seconds(spec, out)
+        print(f"study {spec.study_id}: {len(spec.runs())} runs, about {seconds / 60:.0f} min left ({how})", flush=True)
+        if _train(spec, out, args.only):
+            return 1
+    results = read_results(spec, out)
+    if not any(results.values["accuracy"].values()):
+        print(f"explorer.study: no finished run of study {spec.study_id} under {out}", file=sys.stderr)
+        return 1
+    print(results.csv() if args.csv else "\n".join([results.markdown(), "", *results.sentences()]))
     return 0
