@@ -78,15 +78,16 @@ def test_results_give_paired_differences_computed_by_hand(tmp_path):
         _fake_run(tmp_path, f"s-ips-30-ep-s{seed}", ips[seed], nll=0.10)
     _fake_run(tmp_path, "s-ips-30-ep-s9", 0.5)  # not a seed of the study: ignored
     results = read_results(spec, tmp_path)
-    assert results.pending == 0 and results.values["accuracy"]["ips 30 ep"] == pytest.approx({0: 99.0, 1: 98.5, 2: 99.0})
+    assert results.pending == 0
+    assert results.values["accuracy"]["ips 30 ep"] == pytest.approx({0: 99.0, 1: 98.5, 2: 99.0})
     diff = results.difference("accuracy", spec.comparisons[0])
     # differences 1.0, 0.0, 2.0 points: mean 1, std 1, t(0.975, 2) = 4.3027
     assert diff.per_seed == pytest.approx({0: 1.0, 1: 0.0, 2: 2.0})
     assert (diff.mean, diff.std) == pytest.approx((1.0, 1.0))
     assert (diff.low, diff.high) == pytest.approx((1 - 4.302653 / math.sqrt(3), 1 + 4.302653 / math.sqrt(3)), abs=1e-5)
     table = results.markdown().splitlines()
-    assert table[2] == ("| equal epochs | ips 30 ep | ce 30 ep | 98.83 ± 0.29 | 97.83 ± 0.76 | **+1.00** (-1.48 to +3.48) "
-                        "| 0.050 → 0.100 | 1.00 → 1.00 | 3 |")
+    assert table[2] == ("| equal epochs | ips 30 ep | ce 30 ep | 98.83 ± 0.29 | 97.83 ± 0.76 "
+                        "| **+1.00** (-1.48 to +3.48) | 0.050 → 0.100 | 1.00 → 1.00 | 3 |")
     assert "the interval includes 0, so no difference is shown" in results.sentences()[0]
     assert results.csv().splitlines()[1] == "s,\"ce 30 ep\",0,98.0,0.05,1.0,0.02"
     assert json.loads(json.dumps(results.to_json()))["comparisons"][0]["differences"]["accuracy"]["n"] == 3
@@ -140,3 +141,27 @@ def test_a_study_trains_through_the_cli_skips_finished_runs_and_prints_its_table
 def test_table_only_without_finished_runs_says_so_and_fails(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--preset", "digits", "--table-only"]) == 1
     assert "no finished run of study digits" in capsys.readouterr().err
+
+
+def test_the_confidence_profile_of_a_real_run_matches_its_checkpoint(tmp_path, digits):
+    """Errors' confidence and NLL share recomputed here by hand from the checkpoint's own predictions."""
+    import torch.nn.functional as F
+
+    from explorer.checkpoints import load_checkpoint
+    from explorer.evaluate import predict_logits
+    from explorer.training.loop import main as train
+    from explorer.training.overconfidence import confidence_profile
+
+    assert train(["--dataset", "digits", "--method", "ips", "--epochs", "1", "--kd-weight", "0.5", "--out",
+                  str(tmp_path), "--run-id", "r"]) == 0
+    profile = confidence_profile(tmp_path / "r")
+    logits = predict_logits(load_checkpoint(tmp_path / "r").model, digits, digits.test_images)
+    wrong = logits.argmax(1) != digits.test_labels
+    nll = F.cross_entropy(logits, digits.test_labels, reduction="none")
+    assert profile["errors"] == int(wrong.sum()) > 0 and profile["n"] == len(digits.test_labels)
+    assert profile["error_confidence"] == pytest.approx(float(logits.softmax(1).max(1).values[wrong].mean()), rel=1e-5)
+    assert profile["error_nll_share"] == pytest.approx(float(nll[wrong].sum() / nll.sum()), rel=1e-5)
+    last = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert profile["kd_ce_ratio"] == pytest.approx(0.5 * last["kd"] / last["ce"])
+    with pytest.raises(ValueError, match="not a finished run"):
+        confidence_profile(tmp_path / "missing")

@@ -33,10 +33,12 @@ from typing import Any
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
 from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, to_argv
 from explorer.training.methods import BASELINE, METHODS
+from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
 
 __all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
-           "comparison_spec", "estimate_seconds", "list_studies", "load_spec", "main", "read_results", "save_spec"]
+           "comparison_spec", "confidence_markdown", "estimate_seconds", "list_studies", "load_spec", "main",
+           "read_results", "save_spec"]
 
 STUDIES = "studies"  # the folder of study specs inside the runs folder
 METRICS = {"accuracy": ("test_accuracy", 100.0, "%"), "nll": ("test_nll", 1.0, ""),
@@ -345,6 +347,28 @@ def read_results(spec: StudySpec, runs_dir: Path) -> StudyResults:
     return StudyResults(spec, values, pending)
 
 
+def confidence_markdown(spec: StudySpec, runs_dir: Path) -> str:
+    """Per setting, the means over its finished seeds of ``overconfidence.confidence_profile``: how sure its
+    errors are, the share of NLL they carry, the KD/CE ratio and the teacher's confidence (where logged)."""
+    columns = [("errors", "errors", 1), ("error_confidence", "conf. of errors", 3),
+               ("correct_confidence", "conf. of right", 3), ("error_nll_share", "NLL share of errors", 2),
+               ("kd_ce_ratio", "KD/CE (final epoch)", 2), ("teacher_confidence", "teacher conf.", 3),
+               ("teacher_correct", "teacher right", 3)]
+    lines = ["| setting | seeds | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for setting in spec.settings:
+        profiles = [confidence_profile(Path(runs_dir) / spec.run_id(setting, seed)) for seed in spec.seeds
+                    if final_epoch(Path(runs_dir) / spec.run_id(setting, seed)) is not None]
+        if not profiles:
+            continue
+        cells = []
+        for key, _, digits in columns:
+            values = [p[key] for p in profiles if p[key] is not None]
+            cells.append(f"{sum(values) / len(values):.{digits}f}" if values else "—")
+        lines.append(f"| {setting.label} | {len(profiles)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------
 # The CLI
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="LABEL", help="train only these settings (labels)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
     parser.add_argument("--csv", action="store_true", help="print CSV (one row per run) instead of Markdown")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also evaluate every finished run's checkpoint: how confident its errors are, the share "
+                             "of NLL they carry, the KD/CE ratio and the teacher's confidence")
     args = parser.parse_args(argv)
     if args.methods is None:
         args.methods = ["ce", "ips"]
@@ -413,4 +440,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explorer.study: no finished run of study {spec.study_id} under {out}", file=sys.stderr)
         return 1
     print(results.csv() if args.csv else "\n".join([results.markdown(), "", *results.sentences()]))
+    if args.confidence:
+        print("\n" + confidence_markdown(spec, out))
     return 0
