@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.analysis.cam import CAM_METHODS, compute_cams
+from explorer.analysis.cam import CAM_METHODS, compute_cams, explain
 from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
 from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
@@ -204,6 +204,18 @@ def test_cams_of_both_models_have_the_image_shape_and_values_in_0_1(mnist, model
         assert cams.min() >= 0.0 and cams.max() <= 1.0 and cams.max() > 0.5  # normalised, not all zero
         assert not model.block3._forward_hooks and not model.block3._backward_hooks  # hooks released
         assert all(p.grad is None for p in model.parameters())
+
+
+def test_explain_is_the_prediction_and_the_cam_of_the_target(mnist, models):
+    model, inputs = models["B"], mnist.normalize(mnist.test_images[5:6])
+    probabilities = F.softmax(predict_logits(model, mnist, mnist.test_images[5:6]), 1)[0]
+    result = explain(model, inputs, None)
+    assert torch.allclose(result.probabilities, probabilities, atol=1e-6)
+    assert result.predicted == result.target_class == int(probabilities.argmax()) and result.layer == "block3"
+    assert np.allclose(result.cam, compute_cams(model, inputs, [result.predicted], "block3")[0])
+    other = explain(model, inputs, 2, layer="block1", method="GradCAM++")
+    assert (other.target_class, other.layer) == (2, "block1")
+    assert np.allclose(other.cam, compute_cams(model, inputs, [2], "block1", "GradCAM++")[0])
 
 
 def test_cam_layers_differ_and_bad_arguments_are_refused(mnist, models):

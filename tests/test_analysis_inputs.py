@@ -32,7 +32,7 @@ def test_whole_number_refuses_fractions_and_nothing_naming_the_field(value):
 
 def test_random_class_pair_draws_two_different_members_of_one_class(digits):
     rng = np.random.default_rng(3)
-    for _ in range(20):
+    for _ in range(200):  # about 36 images per class: a draw with replacement repeats one within 200
         label, rank_a, rank_b, index_a, index_b = random_class_pair(digits, rng)
         assert rank_a != rank_b and index_a != index_b
         assert int(digits.test_labels[index_a]) == int(digits.test_labels[index_b]) == label

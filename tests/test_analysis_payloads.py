@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.analysis.cam import explain
+from explorer.analysis.cam import ModelCam, explain
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
 from explorer.analysis.pairs import confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.payloads import (
@@ -136,15 +136,22 @@ def test_gradcam_payload_and_top_classes(digits, checkpoints):
         assert model["layer"] == "block3" and model["predicted"] == int(result.probabilities.argmax())
         assert model["target_class"] == (true_label if name.startswith("A") else model["predicted"])
         assert model["cam_shape"] == [8, 8] and model["cam_max"] == float(result.cam.max())
-        assert result.cam[tuple(model["cam_peak"])] == result.cam.max()
+        assert model["cam_peak"] == list(np.unravel_index(result.cam.argmax(), (8, 8)))  # the first maximum
         assert 0 <= model["cam_min"] <= model["cam_mean"] <= model["cam_max"] <= 1
         probabilities = sorted(result.probabilities.tolist(), reverse=True)[:3]
         assert [p for _, p in model["top3"]] == pytest.approx(probabilities)
         assert model["top3"][0][0] == digits.class_names[model["predicted"]]
         assert [[k, v] for k, v in top_classes(result.probabilities, digits.class_names).items()] == model["top3"]
-    upload = gradcam_payload(digits, {"source": "upload", "file": "x.png"}, None, "GradCAM", "true class", cams,
+    cam = np.zeros((8, 6), np.float32)
+    cam[1, 5], cam[4, 0] = 1.0, 0.5  # a known map: peak at row 1, column 5
+    known = {"A · ce": ModelCam("block1", torch.tensor([0.1] * 9 + [0.1]), 0, 7, cam)}
+    upload = gradcam_payload(digits, {"source": "upload", "file": "x.png"}, None, "LayerCAM", "7", known,
                              checkpoints, ["resized"])
     assert upload["true_class"] == "unknown" and upload["file"] == "x.png" and upload["notes"] == ["resized"]
+    summary = upload["models"]["A · ce"]
+    assert (summary["cam_peak"], summary["cam_shape"], summary["layer"], summary["target_class"]) == (
+        [1, 5], [8, 6], "block1", 7)
+    assert (summary["cam_min"], summary["cam_max"], summary["cam_mean"]) == (0.0, 1.0, pytest.approx(1.5 / 48))
     assert top_classes(torch.tensor([0.2, 0.8]), ["cat", "dog"]) == {"dog": pytest.approx(0.8),
                                                                       "cat": pytest.approx(0.2)}
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 import typing
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pytest
@@ -15,6 +16,9 @@ from gradio.helpers import special_args
 
 from explorer.ui.common import AppContext, handler, model_handler
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
+
+if TYPE_CHECKING:
+    from explorer.training.runs import RunManager
 
 
 @pytest.fixture()
@@ -130,6 +134,18 @@ def test_handler_binds_the_first_parameters_and_shows_gradio_the_rest(ctx):
     with pytest.raises(gr.Error, match="pick a name first") as error:
         bound("", inputs[1])
     assert error.value.print_exception is False
+
+
+def select(runs: RunManager, evt: gr.SelectData) -> str:
+    """A handler whose bound parameter is annotated with a name imported only for type checkers."""
+    return f"{runs} {evt.value}"
+
+
+def test_handler_hides_the_annotations_of_bound_parameters(ctx):
+    bound = handler(select, "manager")
+    assert typing.get_type_hints(bound) == {"evt": gr.SelectData, "return": str}  # RunManager is not resolved
+    inputs, _, event_index, _ = special_args(bound, [], event_data=gr.EventData(None, {"index": 0, "value": "r1"}))
+    assert event_index == 0 and bound(*inputs) == "manager r1"
 
 
 def test_model_handler_runs_inside_model_work(ctx):
