@@ -1,6 +1,5 @@
 """The app's plain functions: pair rendering, pairs and gaps, comparison metrics, CAMs, the checkpoint catalog."""
 
-import os
 import shutil
 
 import numpy as np
@@ -8,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.analysis.cam import CAM_METHODS, compute_cams
-from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
+from explorer.analysis.cam import CAM_METHODS, compute_cams, explain
+from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
 from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
 from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
@@ -71,8 +70,9 @@ def test_anchor_masks_are_the_cores_masks_one_row_per_test_image(mnist):
     assert masks.shape == (1000, 4, 4) and masks.flatten(1).sum(1).eq(8).all()
     assert torch.equal(masks, random_patch_mask(1000, (4, 4), 0.5, generator=torch.Generator().manual_seed(3)))
     assert not torch.equal(masks, anchor_masks(mnist, 7, 0.5, seed=4))
-    with pytest.raises(ValueError, match="patch size 5 does not divide the 28x28 images"):
-        anchor_masks(mnist, 5, 0.5, seed=3)
+    with pytest.raises(ValueError, match=r"5 does not divide the 28x28 images; use one of \[1, 2, 4, 7, 14, 28\]"):
+        anchor_masks(mnist, 5, 0.5, seed=3)  # the sizes ips.check_patch_size allows
+    assert anchor_masks(mnist, 28, 1.0, seed=3).shape == (1000, 1, 1)  # accepted, though the tab does not offer it
 
 
 def test_a_gap_pair_opened_alone_shows_the_same_swap_and_numbers(mnist, models):
@@ -193,18 +193,6 @@ def test_confusion_difference_and_flips_by_hand():
     assert int(result.confusion_difference.sum()) == 0
 
 
-def test_split_logits_are_cached_until_the_checkpoint_file_changes(tmp_path, mnist):
-    folder = tmp_path / "copy"
-    shutil.copytree(CE, folder)
-    checkpoint = load_checkpoint(folder)
-    first = split_logits(checkpoint, mnist)
-    assert first.shape == (1000, 10) and split_logits(checkpoint, mnist) is first
-    stat = (folder / "model.safetensors").stat()
-    os.utime(folder / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    again = split_logits(checkpoint, mnist)
-    assert again is not first and torch.allclose(again, first)
-
-
 # ------------------------------------------------------------------ Grad-CAM
 @pytest.mark.parametrize("method", list(CAM_METHODS))
 def test_cams_of_both_models_have_the_image_shape_and_values_in_0_1(mnist, models, method):
@@ -216,6 +204,18 @@ def test_cams_of_both_models_have_the_image_shape_and_values_in_0_1(mnist, model
         assert cams.min() >= 0.0 and cams.max() <= 1.0 and cams.max() > 0.5  # normalised, not all zero
         assert not model.block3._forward_hooks and not model.block3._backward_hooks  # hooks released
         assert all(p.grad is None for p in model.parameters())
+
+
+def test_explain_is_the_prediction_and_the_cam_of_the_target(mnist, models):
+    model, inputs = models["B"], mnist.normalize(mnist.test_images[5:6])
+    probabilities = F.softmax(predict_logits(model, mnist, mnist.test_images[5:6]), 1)[0]
+    result = explain(model, inputs, None)
+    assert torch.allclose(result.probabilities, probabilities, atol=1e-6)
+    assert result.predicted == result.target_class == int(probabilities.argmax()) and result.layer == "block3"
+    assert np.allclose(result.cam, compute_cams(model, inputs, [result.predicted], "block3")[0])
+    other = explain(model, inputs, 2, layer="block1", method="GradCAM++")
+    assert (other.target_class, other.layer) == (2, "block1")
+    assert np.allclose(other.cam, compute_cams(model, inputs, [2], "block1", "GradCAM++")[0])
 
 
 def test_cam_layers_differ_and_bad_arguments_are_refused(mnist, models):
@@ -251,16 +251,6 @@ def test_checkpoint_folder_refuses_paths_outside_the_offered_dirs(tmp_path):
     for bad in ("/etc", str(DEMO), str(CE / "model.safetensors"), str(CE / ".." / ".." / "tests"), ""):
         with pytest.raises(CheckpointError):
             checkpoint_folder(bad, [DEMO])
-
-
-def test_load_cached_reloads_a_replaced_checkpoint(tmp_path):
-    folder = tmp_path / "run"
-    shutil.copytree(CE, folder)
-    first = load_cached(folder, "cpu")
-    assert load_cached(folder, "cpu") is first
-    shutil.copy(IPS / "model.safetensors", folder / "model.safetensors")  # the run saved a newer epoch
-    second = load_cached(folder, "cpu")
-    assert second is not first and second.card["method"] == "ips"
 
 
 # ------------------------------------------------------------------ CUDA (the app picks it when present)

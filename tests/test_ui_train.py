@@ -1,14 +1,30 @@
 """The Train tab's plain functions: curves read from run folders, the curves figure, the comparison method."""
 
 import json
+import shutil
 
+import gradio as gr
 import pytest
 
 from explorer.analysis.figures import CURVE_PANELS, training_curves
+from explorer.analysis.payloads import runs_payload
 from explorer.training.methods import METHODS, method_colour
-from explorer.training.runfolder import RunInfo
+from explorer.training.runfolder import METRICS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
-from explorer.ui.train import describe, reference_runs
+from explorer.training.runs import RunManager
+from explorer.ui.train import (
+    ask_delete,
+    cancel_run,
+    delete_run,
+    describe,
+    follow_selected,
+    keep_run,
+    launch_other_method,
+    list_runs,
+    reference_runs,
+    refresh,
+    select_run,
+)
 from tests.helpers import DEMO, IPS_DEMO
 
 IPS = IPS_DEMO
@@ -67,3 +83,54 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
     running = describe(RunInfo(**{**info.__dict__, "state": "running", "progress": 0.5, "images_per_s": 1500.0,
                                   "eta_s": 12.0}))
     assert "50 %" in running and "1500 images/s" in running and "about 12 s left" in running
+
+
+# ---- the tab's handlers on a run manager whose runs folder holds a finished run (a copy of the IPS demo) ----
+SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    shutil.copytree(IPS_DEMO, tmp_path / "runs" / "demo-ips")
+    manager = RunManager(tmp_path / "runs", max_concurrent=1)
+    yield manager
+    manager.close()
+
+
+def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
+    references = reference_runs(DEMO)
+    table, choice, details, log, figure, shown, timer = follow_selected(runs, references, "demo-ips", [],
+                                                                        ["mnist5k-small_cnn-ce"], None)
+    assert table.values.tolist() == list_runs(runs)["data"] and table.iloc[0]["status"] == "finished"
+    assert choice.value == ["demo-ips"] and "**finished**" in details and not log.visible and not timer.active
+    assert {trace.name for trace in figure.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
+    again = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)
+    assert again[0] == again[1] == again[4] == SKIP and again[5] == shown  # nothing changed, nothing resent
+    with open(runs.run_dir("demo-ips") / METRICS, "a") as metrics:
+        metrics.write(json.dumps({"kind": "epoch", "epoch": 9, "test_accuracy": 0.5}) + "\n")
+    redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)[4]
+    test_accuracy = next(t for t in redrawn.data if t.name == "demo-ips" and t.yaxis == "y5")
+    assert redrawn != SKIP and list(test_accuracy.x)[-1] == 9 and list(test_accuracy.y)[-1] == 0.5
+
+
+def test_list_runs_is_the_runs_payload(runs):
+    listed = list_runs(runs)
+    assert listed == runs_payload(runs.runs()) and [row[0] for row in listed["data"]] == ["demo-ips"]
+
+
+def test_select_cancel_and_delete_a_run(runs):
+    assert select_run(gr.SelectData(None, {"index": [0, 2], "value": "x", "row_value": ["demo-ips", "ips"]})) \
+        == "demo-ips"
+    for action in (cancel_run, ask_delete, launch_other_method):
+        with pytest.raises(ValueError, match="select a run in the table first"):
+            action(runs, "")
+    with pytest.raises(ValueError, match="run demo-ips is finished; there is nothing to cancel"):
+        cancel_run(runs, "demo-ips")
+    pending, question, row = ask_delete(runs, "demo-ips")
+    assert pending == "demo-ips" and "Delete run **demo-ips** (ips, finished)" in question and row.visible
+    with pytest.raises(ValueError, match="press Delete run… first"):
+        delete_run(runs, None, "demo-ips", ["demo-ips"])
+    assert keep_run()[0] is None and not keep_run()[1].visible
+    pending, row, selected, plotted = delete_run(runs, "demo-ips", "demo-ips", ["demo-ips", "other"])
+    assert (pending, row.visible, selected, plotted) == (None, False, "", ["other"])
+    assert runs.runs() == [] and not (runs.runs_dir / "demo-ips").exists()

@@ -13,11 +13,13 @@ import importlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explorer.models import cam_layers
@@ -25,7 +27,7 @@ from explorer.models import cam_layers
 if TYPE_CHECKING:
     from pytorch_grad_cam.base_cam import BaseCAM
 
-__all__ = ["CAM_METHODS", "cam_extractor", "compute_cams", "grad_cam_module", "preload_cam"]
+__all__ = ["CAM_METHODS", "ModelCam", "cam_extractor", "compute_cams", "explain", "grad_cam_module", "preload_cam"]
 
 CAM_METHODS = {  # the name shown -> the pytorch_grad_cam class
     "GradCAM": "GradCAM",
@@ -93,3 +95,29 @@ def compute_cams(model: nn.Module, inputs: Tensor, targets: Sequence[int], layer
     with torch.enable_grad(), cam_extractor(model, layer, method) as cam:
         maps = cam(input_tensor=inputs, targets=[target(int(t)) for t in targets])
     return np.clip(np.nan_to_num(maps.astype(np.float32)), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelCam:
+    """What one model says about one image: its class probabilities and where it looks for the target class."""
+
+    layer: str  # the CAM layer used
+    probabilities: Tensor  # [K] softmax, on the CPU
+    predicted: int
+    target_class: int
+    cam: np.ndarray  # [H, W] in [0, 1]
+
+
+def explain(model: nn.Module, inputs: Tensor, target_class: int | None, layer: str | None = None,
+            method: str = "GradCAM") -> ModelCam:
+    """The prediction on one normalised image [1, C, H, W] and the CAM of ``target_class`` (None: the predicted one).
+
+    ``layer`` defaults to the model's recommended CAM layer (``models.cam_layers``).
+    """
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        probabilities = F.softmax(model(inputs.to(device)).float(), dim=1)[0].cpu()
+    predicted = int(probabilities.argmax())
+    target = predicted if target_class is None else target_class
+    layer = layer or cam_layers(model)[0]
+    return ModelCam(layer, probabilities, predicted, target, compute_cams(model, inputs, [target], layer, method)[0])

@@ -2,21 +2,20 @@
 
 Checkpoint pickers list the demo checkpoints and every training run folder (a run folder is itself a
 checkpoint folder). ``list_checkpoints`` rescans on every call, so a run that a Train tab starts shows up
-the next time a picker opens. Loaded models are cached by path *and* file modification time, so a
-checkpoint replaced on disk (a run that finished another epoch) is reloaded, not served stale.
+the next time a picker opens. ``weights_version`` stamps a checkpoint's weights file: the app's context keys
+the models it has loaded by path *and* that stamp, so a checkpoint replaced on disk (a run that finished another
+epoch) is reloaded, not served stale.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import torch
-
-from explorer.checkpoints import WEIGHTS, Checkpoint, CheckpointError, load_card, load_checkpoint
+from explorer.analysis.cache import file_version
+from explorer.checkpoints import WEIGHTS, CheckpointError, load_card
 from explorer.training.methods import BASELINE, FEATURED
 
-__all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "load_cached"]
+__all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "weights_version"]
 
 
 def _folders(dirs: list[Path]) -> list[Path]:
@@ -70,13 +69,6 @@ def checkpoint_folder(path: str | Path, dirs: list[Path | str]) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=8)
-def _load(folder: str, device: str, mtime_ns: int, size: int) -> Checkpoint:
-    return load_checkpoint(folder, device)
-
-
-def load_cached(folder: Path | str, device: torch.device | str) -> Checkpoint:
-    """``load_checkpoint``, cached until the weights file changes on disk."""
-    weights = Path(folder) / WEIGHTS
-    stat = weights.stat()
-    return _load(str(folder), str(device), stat.st_mtime_ns, stat.st_size)
+def weights_version(folder: Path | str) -> tuple[int, int]:
+    """(modification time, size) of a checkpoint folder's weights file: changes when the checkpoint is replaced."""
+    return file_version(Path(folder) / WEIGHTS)

@@ -1,21 +1,19 @@
 """Two checkpoints over a whole test split: metrics, reliability, confusion, and the samples that flip.
 
-A split's logits are computed once per checkpoint file version and dataset and kept (``split_logits``);
-comparing the same checkpoints again, or one of them with another, reuses them. All metrics come from
-``explorer.evaluate``, the same code that training and the evaluate CLI use.
+``split_logits`` is one pass of a model over a split; the app's context keeps its result per checkpoint
+file version and dataset, so comparing the same checkpoints again, or one of them with another, reuses it.
+All metrics come from ``explorer.evaluate``, the same code that training and the evaluate CLI use.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from explorer.checkpoints import WEIGHTS, Checkpoint
+from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.evaluate import (
     CalibrationBins,
@@ -27,25 +25,10 @@ from explorer.evaluate import (
 
 __all__ = ["Comparison", "ModelReport", "compare_reports", "model_report", "split_logits"]
 
-_CACHE_SIZE = 16
-_logits_cache: OrderedDict[tuple, Tensor] = OrderedDict()
-_cache_lock = threading.Lock()
-
 
 def split_logits(checkpoint: Checkpoint, dataset: Dataset, split: str = "test") -> Tensor:
-    """Logits [N, K] of a checkpoint on a dataset split (CPU), cached until the weights file changes."""
-    stat = (checkpoint.path / WEIGHTS).stat()
-    key = (str(checkpoint.path), stat.st_mtime_ns, stat.st_size, dataset.name, split)
-    with _cache_lock:
-        if key in _logits_cache:
-            _logits_cache.move_to_end(key)
-            return _logits_cache[key]
-    logits = predict_logits(checkpoint.model, dataset, dataset.split(split)[0]).cpu()
-    with _cache_lock:
-        _logits_cache[key] = logits
-        while len(_logits_cache) > _CACHE_SIZE:
-            _logits_cache.popitem(last=False)
-    return logits
+    """Logits [N, K] of a checkpoint on a dataset split, on the CPU."""
+    return predict_logits(checkpoint.model, dataset, dataset.split(split)[0]).cpu()
 
 
 @dataclass(frozen=True)

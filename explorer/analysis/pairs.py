@@ -20,6 +20,7 @@ from explorer.data import Dataset
 from explorer.evaluate import predict_logits
 from explorer.ips import (
     build_class_index,
+    check_patch_size,
     dividing_patch_sizes,
     ips_loss,
     random_patch_mask,
@@ -32,7 +33,11 @@ __all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "anchor_mas
 
 
 def patch_sizes(image_size: tuple[int, int]) -> list[int]:
-    """Patch sizes that divide both sides of the image, excluding 1-pixel patches and the whole image."""
+    """The patch sizes the app offers: ``ips.dividing_patch_sizes`` without 1-pixel patches and the whole image.
+
+    Those two make a swap of single pixels or of the whole image, nothing to look at; the app still accepts
+    them (``anchor_masks`` validates with ``ips.check_patch_size``), as the training CLI does.
+    """
     h, w = image_size
     every = dividing_patch_sizes(h, w)
     return [d for d in every if 1 < d < min(h, w)] or every
@@ -41,9 +46,7 @@ def patch_sizes(image_size: tuple[int, int]) -> list[int]:
 def anchor_masks(dataset: Dataset, patch_size: int, ratio: float, seed: int) -> Tensor:
     """bool [N_test, gh, gw]: the patch positions a pair anchored at each test image exchanges under ``seed``."""
     h, w = dataset.image_size
-    if patch_size < 1 or h % patch_size or w % patch_size:
-        raise ValueError(f"patch size {patch_size} does not divide the {h}x{w} images; "
-                         f"use one of {patch_sizes(dataset.image_size)}")
+    check_patch_size(patch_size, dataset.image_size)
     return random_patch_mask(len(dataset.test_labels), (h // patch_size, w // patch_size), ratio,
                              generator=torch.Generator().manual_seed(seed))
 

@@ -34,16 +34,16 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
                     "models here; every tab uses them.")
         header = build_header(ctx)
         with gr.Tabs() as tabs:
-            with gr.Tab("Patch swap", id="swap"):
+            with gr.Tab("Patch swap", id=swap.TAB_ID):
                 swap_tab = swap.build(ctx, header, demo)
-            with gr.Tab("Confidence gaps", id="gaps"):
+            with gr.Tab("Confidence gaps", id=gaps.TAB_ID):
                 gaps.build(ctx, header, swap_tab, tabs)
-            with gr.Tab("Grad-CAM", id="gradcam"):
+            with gr.Tab("Grad-CAM", id=gradcam.TAB_ID):
                 gradcam_tab = gradcam.build(ctx, header, swap_tab, demo)
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab("Compare", id=compare.TAB_ID):
                 compare.build(ctx, header, gradcam_tab, tabs)
-            with gr.Tab("Train", id="train") as train_tab:
+            with gr.Tab("Train", id=train.TAB_ID) as train_tab:
                 train.build(ctx, runs, train_tab)
-            with gr.Tab("Guide", id="guide"):
+            with gr.Tab("Guide", id=guide.TAB_ID):
                 guide.build(ctx, header, demo)
     return demo

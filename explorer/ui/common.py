@@ -1,28 +1,45 @@
-"""What the tabs share: the app's folders and device, the header pickers, and the model-work wrapper.
+"""What the tabs share: the app's context (folders, device, caches, model work), event binding, the header.
 
-Every event that runs a model goes through ``model_work``: one ``concurrency_id`` serialises them (the
-models and their CAM hooks are shared), and bad input — a ``ValueError`` from the plain functions, which
-is what they raise for anything a user can get wrong — becomes a ``gr.Error`` with the plain message.
+Handlers are module-level functions whose first parameters are what the app holds (the ``AppContext``, the
+``RunManager``, a tab's fixed values) and whose other parameters are the components' values, in the order of
+the event's inputs. ``handler`` binds the first ones for Gradio and keeps the rest of the signature, which Gradio
+reads: parameter names become the API's parameter names, a ``gr.Progress`` default and a ``gr.SelectData``
+annotation are injected. A ``ValueError`` (what the plain functions raise for anything a user can get wrong)
+becomes a ``gr.Error`` with the plain message.
+
+Model work. Every event that runs a model is bound with ``model_handler``: it runs inside
+``AppContext.model_work``, which holds the context's lock for the whole call and, for ``small`` work on the
+CPU, sets torch's intra-op threads to 1 and restores the previous count after. ``torch.set_num_threads`` is
+process-global, so a thread count is only right while one model call runs at a time; the lock makes that so
+for every caller. In the app these events also share one Gradio ``concurrency_id`` (``MODEL_WORK``, limit 1),
+so they queue in Gradio rather than block its worker threads, and the lock is uncontended; it is what makes
+direct calls (tests, scripts, several apps in one process) safe. Events that run no model (dataset switches,
+the Train tab, the pickers) neither take the lock nor touch the thread count.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import torch
+from torch import Tensor
 
-from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, load_cached
-from explorer.checkpoints import Checkpoint, load_card
+from explorer.analysis.cache import BoundedCache
+from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, weights_version
+from explorer.analysis.comparison import split_logits
+from explorer.checkpoints import Checkpoint, load_card, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
-__all__ = ["MODEL_WORK", "AppContext", "Header", "build_header", "model_work"]
+__all__ = ["MODEL_WORK", "AppContext", "Header", "build_header", "handler", "model_handler"]
 
 MODEL_WORK = "model"  # the concurrency_id of every event that runs a model
 OFFLINE_DATASETS = ("mnist5k", "digits")
@@ -30,11 +47,20 @@ OFFLINE_DATASETS = ("mnist5k", "digits")
 
 @dataclass
 class AppContext:
-    """Where checkpoints come from and where models run; built once per app."""
+    """Where checkpoints come from and where models run, and what the app keeps in memory; built once per app.
+
+    Three bounded caches of one kind (``BoundedCache``): datasets by name; loaded models by checkpoint folder,
+    device and weights-file version; a split's logits by checkpoint folder, weights-file version, dataset and
+    split. A checkpoint replaced on disk gets a new version, so it is reloaded and its logits recomputed.
+    """
 
     runs_dir: Path
     checkpoints_dir: Path
     device: torch.device
+    datasets: BoundedCache[Dataset] = field(default_factory=lambda: BoundedCache(8))
+    loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8))
+    logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
+    _model_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def checkpoint_dirs(self) -> list[Path]:
@@ -58,11 +84,13 @@ class AppContext:
     def dataset(self, name: str) -> Dataset:
         if not name:
             raise ValueError("no dataset chosen; pick one from the list")
-        return load_dataset(name)
+        return self.datasets.get(name, functools.partial(load_dataset, name))
 
     def checkpoint(self, path: str, dataset: Dataset) -> Checkpoint:
         """A listed checkpoint, loaded (cached) on the app's device; refused when it does not fit ``dataset``."""
-        checkpoint = load_cached(checkpoint_folder(path, self.checkpoint_dirs), self.device)
+        folder = checkpoint_folder(path, self.checkpoint_dirs)
+        key = (str(folder), str(self.device), *weights_version(folder))
+        checkpoint = self.loaded.get(key, functools.partial(load_checkpoint, folder, self.device))
         check_compatible(checkpoint.card, dataset)
         return checkpoint
 
@@ -78,49 +106,83 @@ class AppContext:
                 chosen[f"{slot} · {checkpoint.card.get('method', '?')}"] = checkpoint
         return chosen
 
+    def split_logits(self, checkpoint: Checkpoint, dataset: Dataset, split: str = "test") -> Tensor:
+        """``comparison.split_logits``, computed once per checkpoint file version, dataset and split."""
+        key = (str(checkpoint.path), *weights_version(checkpoint.path), dataset.name, split)
+        return self.logits.get(key, functools.partial(split_logits, checkpoint, dataset, split))
 
-@contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    @contextmanager
+    def model_work(self, small: bool = False) -> Iterator[None]:
+        """Run a model call alone; ``small`` work on the CPU runs single-threaded (see the module docstring).
 
-
-def model_work(ctx: AppContext, small: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap an event handler: ValueError -> gr.Error; ``small`` work runs single-threaded on the CPU.
-
-    A forward pass over a handful of 28x28 images takes 2 ms on one core but 100+ ms on two when the other
-    core is busy (threads wait for each other), so interactive handlers skip intra-op parallelism.
-    """
-    threads = 1 if small and ctx.device.type == "cpu" else None
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
+        A forward pass over a handful of 28x28 images takes 2 ms on one core but 100+ ms on two when the other
+        core is busy (threads wait for each other), so interactive work skips intra-op parallelism.
+        """
+        with self._model_lock:
+            if not (small and self.device.type == "cpu"):
+                yield
+                return
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)
             try:
-                with _threads(threads):
-                    return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except ValueError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
-
-        return run
-
-    return wrap
+                yield
+            finally:
+                torch.set_num_threads(previous)
 
 
+def handler(fn: Callable[..., Any], *bound: Any,
+            work: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Callable[..., Any]:
+    """``fn`` with its first parameters bound to ``bound``, run inside ``work()``, ValueError -> gr.Error.
+
+    The result shows Gradio ``fn``'s signature and annotations without the bound parameters (see the module
+    docstring); ``functools.partial`` would hide the annotations Gradio needs to inject a ``gr.SelectData``.
+    """
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())
+    if len(bound) > len(parameters):
+        raise TypeError(f"{fn.__name__} takes {len(parameters)} parameters; {len(bound)} were bound")
+    bound_names = {p.name for p in parameters[:len(bound)]}
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with work():
+                return fn(*bound, *args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    run.__signature__ = signature.replace(parameters=parameters[len(bound):])  # type: ignore[attr-defined]
+    run.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k not in bound_names}
+    return run
+
+
+def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:
+    """``handler(fn, ctx, *bound)`` run as model work (``AppContext.model_work``)."""
+    return handler(fn, ctx, *bound, work=functools.partial(ctx.model_work, small))
+
+
+# --------------------------------------------------------------------------------------------------
+# The header: one dataset and the two models every tab looks at
+# --------------------------------------------------------------------------------------------------
 @dataclass
 class Header:
-    """The pickers above the tabs: one dataset and the two models every tab looks at."""
+    """The pickers above the tabs."""
 
     dataset: gr.Dropdown
     model_a: gr.Dropdown
     model_b: gr.Dropdown
+
+
+def refresh_models(ctx: AppContext, current: str | None) -> gr.Dropdown:
+    """A model picker's list, rescanned from disk (a run may have saved its first checkpoint since)."""
+    return gr.Dropdown(choices=ctx.checkpoint_choices(), value=current)
+
+
+def refresh_datasets(ctx: AppContext, current: str | None) -> gr.Dropdown:
+    """The dataset picker's list, rescanned from the checkpoints on disk."""
+    return gr.Dropdown(choices=ctx.dataset_choices(), value=current)
 
 
 def build_header(ctx: AppContext) -> Header:
@@ -134,15 +196,8 @@ def build_header(ctx: AppContext) -> Header:
                               info="a demo checkpoint or a training run")
         model_b = gr.Dropdown(choices, value=default_b, label="Model B: IPS", allow_custom_value=True, scale=2,
                               info="a demo checkpoint or a training run")
-
-    def refresh_models(current: str | None) -> gr.Dropdown:
-        return gr.Dropdown(choices=ctx.checkpoint_choices(), value=current)
-
-    def refresh_datasets(current: str | None) -> gr.Dropdown:
-        return gr.Dropdown(choices=ctx.dataset_choices(), value=current)
-
+    quiet = dict(queue=False, show_progress="hidden")
     for picker, name in ((model_a, "refresh_model_a"), (model_b, "refresh_model_b")):
-        picker.focus(refresh_models, picker, picker, api_name=name, queue=False, show_progress="hidden")
-    dataset.focus(refresh_datasets, dataset, dataset, api_name="refresh_datasets", queue=False,
-                  show_progress="hidden")
+        picker.focus(handler(refresh_models, ctx), picker, picker, api_name=name, **quiet)
+    dataset.focus(handler(refresh_datasets, ctx), dataset, dataset, api_name="refresh_datasets", **quiet)
     return Header(dataset, model_a, model_b)

@@ -10,18 +10,21 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from explorer.analysis.cam import CAM_METHODS, compute_cams
+from explorer.analysis.cam import CAM_METHODS, explain
+from explorer.analysis.inputs import class_label
+from explorer.analysis.payloads import gradcam_payload, top_classes
 from explorer.analysis.render import cam_overlay, render_image
 from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.models import cam_layers
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
-from explorer.ui.swap import UPLOAD_TYPES, SwapTab, class_label
+from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
+from explorer.ui.swap import UPLOAD_TYPES, SwapTab
 
-__all__ = ["DEFAULT_LAYER", "SOURCES", "TARGETS", "GradCamTab", "build"]
+__all__ = ["DEFAULT_LAYER", "SOURCES", "TAB_ID", "TARGETS", "GradCamTab", "build", "change_dataset", "layer_choices",
+           "refresh_layers", "show_cams"]
 
+TAB_ID = "gradcam"
 SOURCES = ("test image", "swapped view a′ (Patch swap tab)", "swapped view b′ (Patch swap tab)", "upload")
 TARGETS = ("true class", "predicted class")
 DEFAULT_LAYER = "each model's default"
@@ -35,9 +38,13 @@ class GradCamTab:
     test_index: gr.Slider
     inputs: list[gr.components.Component]
     outputs: list[gr.components.Component]
-    show: Callable[..., tuple]  # the handler: inputs -> outputs
+    show: Callable[..., tuple]  # ``show_cams`` bound to the app: inputs -> outputs
+    tab_id: str = TAB_ID
 
 
+# --------------------------------------------------------------------------------------------------
+# Handlers
+# --------------------------------------------------------------------------------------------------
 def _source_image(source: str, dataset: Dataset, index: float, upload: str | None, pair: dict[str, Any] | None,
                   notes: list[str]) -> tuple[torch.Tensor, int | None, dict[str, Any], np.ndarray | None, int | None]:
     """(uint8 image [C, H, W], true label or None, description, swap mask or None, patch size or None)."""
@@ -62,32 +69,77 @@ def _source_image(source: str, dataset: Dataset, index: float, upload: str | Non
     raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
 
 
-def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> GradCamTab:
-    dataset0 = ctx.dataset("mnist5k")
+def _target_class(target: str, true_label: int | None, dataset: Dataset) -> int | None:
+    """The class whose CAM is shown: the true class, a named class, or None for each model's predicted class."""
+    if target == TARGETS[0]:
+        return true_label  # None for an upload: the predicted class
+    if target == TARGETS[1]:
+        return None
+    return class_label(dataset, target)
 
-    def layer_choices(dataset_name: str, model_a: str | None, model_b: str | None) -> list[str]:
-        """The per-model default, then the CAM layers that both chosen models have."""
-        try:
-            checkpoints = ctx.models(ctx.dataset(dataset_name), model_a, model_b).values()
-        except ValueError:
-            return [DEFAULT_LAYER]  # the tab's own event reports the problem
-        names = [cam_layers(c.model) for c in checkpoints]
-        return [DEFAULT_LAYER, *([n for n in names[0] if all(n in other for other in names[1:])] if names else [])]
 
-    gr.Markdown("Class activation maps of model A and model B side by side, computed with the "
-                "[grad-cam](https://github.com/jacobgil/pytorch-grad-cam) package. Over a swapped view the patch "
-                "grid is drawn and the patches that came from the other image are outlined.")
-    with gr.Row(equal_height=True):
-        source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image", scale=3)
-        test_index = gr.Slider(0, len(dataset0.test_labels) - 1, value=0, step=1, label="Test image index", scale=2)
-        upload = gr.File(label="Upload", file_types=UPLOAD_TYPES, height=110, scale=1, elem_id="cam-upload")
-    with gr.Row(equal_height=True):
-        method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method")
-        layer = gr.Dropdown(layer_choices(header.dataset.value, header.model_a.value, header.model_b.value),
-                            value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
-                            info="the default is each model's deepest conv block")
-        target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
-        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, source: str,
+              test_index: float, upload: str | None, method: str, layer: str, target: str, opacity: float,
+              pair: dict[str, Any] | None) -> tuple:
+    """The input image, each model's CAM overlay and top-3, the true class, and the JSON (/gradcam)."""
+    dataset = ctx.dataset(dataset_name)
+    notes: list[str] = []
+    image, true_label, description, mask, patch_size = _source_image(source, dataset, test_index, upload, pair, notes)
+    for note in notes:
+        gr.Info(note)
+    checkpoints = ctx.models(dataset, model_a, model_b)
+    if not checkpoints:
+        raise ValueError("choose a checkpoint for model A or model B")
+    if target == TARGETS[0] and true_label is None:
+        gr.Info("an upload has no true class: showing each model's predicted class instead")
+    target_class = _target_class(target, true_label, dataset)
+    inputs = dataset.normalize(image[None])
+    cams = {name: explain(checkpoint.model, inputs, target_class, None if layer == DEFAULT_LAYER else layer, method)
+            for name, checkpoint in checkpoints.items()}
+    pictures = {name: render_image(cam_overlay(image, result.cam, float(opacity)), patch_size, mask)
+                for name, result in cams.items()}
+    slots = [next((n for n in cams if n.startswith(slot)), None) for slot in ("A", "B")]
+    payload = gradcam_payload(dataset, description, true_label, method, target, cams, checkpoints, notes)
+    return (render_image(image, patch_size, mask), *(pictures.get(n) if n else None for n in slots),
+            *(top_classes(cams[n].probabilities, dataset.class_names) if n else None for n in slots),
+            f"true class: **{payload['true_class']}**" + (f" · {description['source']}" if true_label is None else ""),
+            payload)
+
+
+def layer_choices(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> list[str]:
+    """The per-model default, then the CAM layers that both chosen models have."""
+    try:
+        checkpoints = ctx.models(ctx.dataset(dataset_name), model_a, model_b).values()
+    except ValueError:
+        return [DEFAULT_LAYER]  # the tab's own event reports the problem
+    names = [cam_layers(c.model) for c in checkpoints]
+    return [DEFAULT_LAYER, *([n for n in names[0] if all(n in other for other in names[1:])] if names else [])]
+
+
+def refresh_layers(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
+                   current: str) -> gr.Dropdown:
+    """The layer picker's choices for the chosen models; the current layer stays if both still have it."""
+    choices = layer_choices(ctx, dataset_name, model_a, model_b)
+    return gr.Dropdown(choices=choices, value=current if current in choices else DEFAULT_LAYER)
+
+
+def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[gr.Slider, gr.Dropdown]:
+    """A new dataset: its range of test indices and its classes as CAM targets."""
+    dataset = ctx.dataset(dataset_name)
+    return (gr.Slider(maximum=len(dataset.test_labels) - 1, value=0),
+            gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]))
+
+
+def use_upload() -> str:
+    """A new upload is what the tab shows next."""
+    return SOURCES[3]
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout and wiring
+# --------------------------------------------------------------------------------------------------
+def _outputs() -> list[gr.components.Component]:
+    """Input image, model A's and B's CAMs, their top-3 labels, the info line and the JSON, in ``show_cams``'s order."""
     images, labels = [], []
     with gr.Row(equal_height=True):
         for title in ("input", "model A", "model B"):
@@ -101,76 +153,38 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                     labels.append(gr.Label(num_top_classes=3, label=f"{title}: top-3 predictions"))
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="gradcam")
+    return [*images, *labels, info, data]
 
-    @model_work(ctx, small=True)
-    def show(dataset_name: str, model_a: str | None, model_b: str | None, source: str, test_index: float,
-             upload: str | None, method: str, layer: str, target: str, opacity: float, pair: dict[str, Any] | None):
-        dataset = ctx.dataset(dataset_name)
-        notes: list[str] = []
-        image, true_label, description, mask, patch_size = _source_image(source, dataset, test_index, upload, pair,
-                                                                         notes)
-        for note in notes:
-            gr.Info(note)
-        checkpoints = ctx.models(dataset, model_a, model_b)
-        if not checkpoints:
-            raise ValueError("choose a checkpoint for model A or model B")
-        if target == TARGETS[0] and true_label is None:
-            gr.Info("an upload has no true class: showing each model's predicted class instead")
-        inputs = dataset.normalize(image[None])
-        pictures, top3, result_models = {}, {}, {}
-        for name, checkpoint in checkpoints.items():
-            with torch.no_grad():
-                probabilities = F.softmax(checkpoint.model(inputs.to(ctx.device)).float(), dim=1)[0].cpu()
-            predicted = int(probabilities.argmax())
-            if target == TARGETS[0]:
-                target_class = predicted if true_label is None else true_label
-            elif target == TARGETS[1]:
-                target_class = predicted
-            else:
-                target_class = class_label(dataset, target)
-            layer_name = cam_layers(checkpoint.model)[0] if layer == DEFAULT_LAYER else layer
-            cam = compute_cams(checkpoint.model, inputs, [target_class], layer_name, method)[0]
-            overlay = cam_overlay(image, cam, float(opacity))
-            pictures[name] = render_image(overlay, patch_size, mask)
-            values, order = probabilities.topk(min(3, dataset.num_classes))
-            top3[name] = {dataset.class_names[int(i)]: float(v) for v, i in zip(values, order, strict=True)}
-            peak = np.unravel_index(int(cam.argmax()), cam.shape)
-            result_models[name] = {
-                "checkpoint": str(checkpoint.path), "layer": layer_name, "target_class": target_class,
-                "predicted": predicted, "top3": [[k, v] for k, v in top3[name].items()],
-                "cam_shape": list(cam.shape), "cam_min": float(cam.min()), "cam_max": float(cam.max()),
-                "cam_mean": float(cam.mean()), "cam_peak": [int(peak[0]), int(peak[1])]}
-        names = list(checkpoints)
-        slots = [next((n for n in names if n.startswith(slot)), None) for slot in ("A", "B")]
-        truth = "unknown" if true_label is None else dataset.class_names[true_label]
-        result = {"dataset": dataset.name, **description, "true_class": truth, "method": method, "target": target,
-                  "models": result_models, "notes": notes}
-        return (render_image(image, patch_size, mask), *(pictures.get(n) if n else None for n in slots),
-                *(top3[n] if n else None for n in slots),
-                f"true class: **{truth}**" + (f" · {description['source']}" if true_label is None else ""), result)
 
-    inputs = [header.dataset, header.model_a, header.model_b, source, test_index, upload, method, layer, target,
-              opacity, swap.pair]
-    outputs = [*images, *labels, info, data]
+def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> GradCamTab:
+    dataset0 = ctx.dataset("mnist5k")
+    gr.Markdown("Class activation maps of model A and model B side by side, computed with the "
+                "[grad-cam](https://github.com/jacobgil/pytorch-grad-cam) package. Over a swapped view the patch "
+                "grid is drawn and the patches that came from the other image are outlined.")
+    with gr.Row(equal_height=True):
+        source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image", scale=3)
+        test_index = gr.Slider(0, len(dataset0.test_labels) - 1, value=0, step=1, label="Test image index", scale=2)
+        upload = gr.File(label="Upload", file_types=UPLOAD_TYPES, height=110, scale=1, elem_id="cam-upload")
+    with gr.Row(equal_height=True):
+        method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method")
+        layer = gr.Dropdown(layer_choices(ctx, header.dataset.value, header.model_a.value, header.model_b.value),
+                            value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
+                            info="the default is each model's deepest conv block")
+        target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
+        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+    outputs = _outputs()
+
+    models = [header.dataset, header.model_a, header.model_b]
+    inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    show = model_handler(ctx, show_cams, small=True)
     gr.on([demo.load, source.input, test_index.release, method.input, layer.input, target.input, opacity.release,
            header.model_a.input, header.model_b.input], show, inputs, outputs, api_name="gradcam",
-          trigger_mode="always_last", concurrency_id=MODEL_WORK, concurrency_limit=1)
-    upload.upload(lambda: SOURCES[3], None, source, api_name="gradcam_use_upload", queue=False).then(
-        show, inputs, outputs, api_name="gradcam_upload", concurrency_id=MODEL_WORK, concurrency_limit=1)
-
-    @model_work(ctx)
-    def refresh_layers(dataset_name: str, model_a: str | None, model_b: str | None, current: str) -> gr.Dropdown:
-        choices = layer_choices(dataset_name, model_a, model_b)
-        return gr.Dropdown(choices=choices, value=current if current in choices else DEFAULT_LAYER)
-
-    layer.focus(refresh_layers, [header.dataset, header.model_a, header.model_b, layer], layer,
-                api_name="gradcam_layers", concurrency_id=MODEL_WORK, concurrency_limit=1, show_progress="hidden")
-
-    def change_dataset(dataset_name: str):
-        dataset = ctx.dataset(dataset_name)
-        return (gr.Slider(maximum=len(dataset.test_labels) - 1, value=0),
-                gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]))
-
-    header.dataset.input(model_work(ctx)(change_dataset), header.dataset, [test_index, target],
+          trigger_mode="always_last", **work)
+    upload.upload(use_upload, None, source, api_name="gradcam_use_upload", queue=False).then(
+        show, inputs, outputs, api_name="gradcam_upload", **work)
+    layer.focus(model_handler(ctx, refresh_layers), [*models, layer], layer, api_name="gradcam_layers",
+                show_progress="hidden", **work)
+    header.dataset.input(handler(change_dataset, ctx), header.dataset, [test_index, target],
                          api_name="gradcam_dataset")
-    return GradCamTab(source, test_index, inputs, outputs, show)
+    return GradCamTab(source, test_index, inputs, outputs, show, TAB_ID)

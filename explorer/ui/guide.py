@@ -5,13 +5,15 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from explorer.analysis.inputs import random_class_pair
 from explorer.analysis.pairs import swap_pair
 from explorer.analysis.render import render_image
 from explorer.ips import default_patch_size
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_work
+from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
 
-__all__ = ["build"]
+__all__ = ["TAB_ID", "another_example", "build", "example", "first_example"]
 
+TAB_ID = "guide"
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 METHOD = r"""
@@ -66,6 +68,33 @@ Self-KD-Lib's benchmark (200 epochs); the IPS paper reports beating these self-d
 """
 
 
+def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
+            rng: np.random.Generator) -> tuple:
+    """A random same-class test pair, swapped with the default patch size and ratio 0.5, scored: four images
+    and a Markdown summary."""
+    dataset = ctx.dataset(dataset_name)
+    label, _, _, i, j = random_class_pair(dataset, rng)
+    checkpoints = ctx.models(dataset, model_a, model_b)
+    pair = swap_pair(dataset, dataset.test_images[i], dataset.test_images[j], label,
+                     default_patch_size(dataset.image_size), 0.5, int(rng.integers(1_000_000)),
+                     {name: c.model for name, c in checkpoints.items()})
+    lines = [f"Class **{dataset.class_names[label]}**, test images #{i} and #{j}."]
+    lines += [f"- **{name}**: confidence a′ {s.swapped_a:.3f}, b′ {s.swapped_b:.3f} → **{s.teacher}′ teaches**, "
+              f"KL·T² = {s.kd:.4f}" for name, s in pair.scores.items()]
+    images = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
+    return (*images, "\n".join(lines))
+
+
+def first_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> tuple:
+    """The same first example for everyone who opens the Guide."""
+    return example(ctx, dataset_name, model_a, model_b, np.random.default_rng(0))
+
+
+def another_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> tuple:
+    """A new random example."""
+    return example(ctx, dataset_name, model_a, model_b, np.random.default_rng())
+
+
 def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     gr.Markdown(METHOD, latex_delimiters=LATEX)
     gr.Markdown("## A live example\nA random test pair of the chosen dataset, swapped with its default patch "
@@ -78,32 +107,9 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     gr.Markdown(TABS)
     gr.Markdown(PEERS)
 
-    def example(dataset_name: str, model_a: str | None, model_b: str | None, rng: np.random.Generator):
-        """A random same-class test pair, swapped with the default patch size and ratio 0.5, scored."""
-        dataset = ctx.dataset(dataset_name)
-        label = int(rng.integers(dataset.num_classes))
-        members = np.flatnonzero(dataset.test_labels.numpy() == label)
-        i, j = (int(v) for v in rng.choice(members, size=2, replace=len(members) < 2))
-        checkpoints = ctx.models(dataset, model_a, model_b)
-        pair = swap_pair(dataset, dataset.test_images[i], dataset.test_images[j], label,
-                         default_patch_size(dataset.image_size), 0.5, int(rng.integers(1_000_000)),
-                         {name: c.model for name, c in checkpoints.items()})
-        lines = [f"Class **{dataset.class_names[label]}**, test images #{i} and #{j}."]
-        lines += [f"- **{name}**: confidence a′ {s.swapped_a:.3f}, b′ {s.swapped_b:.3f} → **{s.teacher}′ teaches**, "
-                  f"KL·T² = {s.kd:.4f}" for name, s in pair.scores.items()]
-        images = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
-        return (*images, "\n".join(lines))
-
-    @model_work(ctx, small=True)
-    def first_example(dataset_name: str, model_a: str | None, model_b: str | None):
-        """The same first example for everyone who opens the Guide."""
-        return example(dataset_name, model_a, model_b, np.random.default_rng(0))
-
-    @model_work(ctx, small=True)
-    def another_example(dataset_name: str, model_a: str | None, model_b: str | None):
-        return example(dataset_name, model_a, model_b, np.random.default_rng())
-
     work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
     models = [header.dataset, header.model_a, header.model_b]
-    demo.load(first_example, models, [*pictures, example_text], api_name="guide_first_example", **work)
-    another.click(another_example, models, [*pictures, example_text], api_name="guide_example", **work)
+    demo.load(model_handler(ctx, first_example, small=True), models, [*pictures, example_text],
+              api_name="guide_first_example", **work)
+    another.click(model_handler(ctx, another_example, small=True), models, [*pictures, example_text],
+                  api_name="guide_example", **work)

@@ -9,6 +9,7 @@ folder, so a finished run is offered by the header's model pickers, which rescan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,20 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from explorer.analysis.cache import file_version
 from explorer.analysis.figures import training_curves
+from explorer.analysis.payloads import runs_payload
 from explorer.data import DATASETS
 from explorer.training.methods import METHODS
-from explorer.training.runfolder import (
-    FINAL_STATES,
-    METRICS,
-    RUN_TABLE_HEADERS,
-    RunInfo,
-)
-from explorer.training.runfolder import (
-    training_curves as run_curves,
-)
+from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, RunInfo
+from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import FORM_DEFAULTS, RunManager
-from explorer.ui.common import AppContext, model_work
+from explorer.ui.common import AppContext, handler
 
-__all__ = ["TICK_S", "build", "describe", "reference_runs"]
+__all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
+           "keep_run", "launch_other_method", "launch_run", "list_runs", "reference_runs", "refresh", "select_run"]
 
+TAB_ID = "train"
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
@@ -65,15 +63,6 @@ def describe(info: RunInfo) -> str:
     return f"{head}\n\n{state}"
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """(modification time, size) of a file, (0, 0) when there is none: whether a run's curves changed."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return 0, 0
-    return stat.st_mtime_ns, stat.st_size
-
-
 def _device_choices() -> list[str]:
     """auto, cpu and the accelerators this machine has."""
     choices = ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
@@ -82,14 +71,137 @@ def _device_choices() -> list[str]:
     return choices
 
 
-def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
-    references = reference_runs(ctx.checkpoints_dir)
-    gpu_count = torch.cuda.device_count()
+
+# --------------------------------------------------------------------------------------------------
+# Handlers: the RunManager and the reference runs are bound; the rest are the components' values
+# --------------------------------------------------------------------------------------------------
+def _curves(folders: dict[str, Path], references: list[str], files: list[list], previous: dict[str, Any]) -> Any:
+    """The curves figure of ``folders``, or ``gr.skip()`` when none of their metrics files changed."""
+    if files == previous.get("curves"):
+        return gr.skip()
+    loaded = {name: run_curves(folder) for name, folder in folders.items()}
+    return training_curves({name: c for name, (_, c) in loaded.items()}, {name: m for name, (m, _) in loaded.items()},
+                           dashed=references)
+
+
+def refresh(runs: RunManager, references: dict[str, Path], selected: str | None, plotted_runs: list[str] | None,
+            reference_names: list[str] | None, previous: dict[str, Any] | None, follow: bool = False) -> tuple:
+    """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves; keep the
+    timer ticking only while a run is queued or running. ``follow`` adds the selected run to the curves.
+
+    ``previous`` is what the page shows (table rows, run ids, curve files' versions): unchanged parts are
+    skipped, so a tick while nothing happens sends nothing big.
+    """
+    active = runs.has_active_runs()  # asked first: when False, every run read below is in its final state
+    infos = runs.runs()
+    by_id = {info.run_id: info for info in infos}
+    rows = runs_payload(infos)["data"]
+    chosen = [r for r in plotted_runs or [] if r in by_id]
+    if follow and selected in by_id and selected not in chosen:
+        chosen.append(selected)
+    names = [name for name in reference_names or [] if name in references]
+    folders = {**{r: by_id[r].path for r in chosen}, **{name: references[name] for name in names}}
+    files = [[name, *file_version(folder / METRICS)] for name, folder in folders.items()]
+    previous = previous or {}
+    now = {"rows": rows, "ids": list(by_id), "curves": files}
+    if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
+        runs_choice = gr.skip()
+    else:
+        runs_choice = gr.Dropdown(choices=list(by_id), value=chosen)
+    info = by_id.get(selected or "")
+    failed = info is not None and info.state == "failed"
+    return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
+            runs_choice, describe(info) if info else "Select a run in the table.",
+            gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed),
+            _curves(folders, names, files, previous), now, gr.Timer(active=active))
+
+
+def follow_selected(runs: RunManager, references: dict[str, Path], selected: str | None,
+                    plotted_runs: list[str] | None, reference_names: list[str] | None,
+                    previous: dict[str, Any] | None) -> tuple:
+    """As watch_runs, and the selected run is added to the curves (after a launch or a click on a run)."""
+    return refresh(runs, references, selected, plotted_runs, reference_names, previous, follow=True)
+
+
+def list_runs(runs: RunManager) -> dict[str, list]:
+    """The runs table as data: {"headers": RUN_TABLE_HEADERS, "data": one row per run, newest first}."""
+    return runs_payload(runs.runs())
+
+
+def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
+               patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
+               seed: float, equal_compute: bool, device: str, gpus: float) -> str:
+    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
+    settings = dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                    patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
+                    kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device)
+    return runs.launch(settings, gpus)
+
+
+def _selected(run_id: str | None) -> str:
+    if not run_id:
+        raise ValueError("select a run in the table first")
+    return run_id
+
+
+def launch_other_method(runs: RunManager, run_id: str) -> str:
+    """Launch the selected run's settings with the method to compare it with; returns the new run's id."""
+    settings = runs.settings(_selected(run_id))
+    other = METHODS[settings["method"]].compare_with
+    new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
+    gr.Info(f"{new_id}: {other} with the settings of {run_id}")
+    return new_id
+
+
+def select_run(evt: gr.SelectData) -> str:
+    """A clicked row of the runs table -> its run id."""
+    return evt.row_value[0]  # the id column
+
+
+def cancel_run(runs: RunManager, run_id: str) -> str:
+    """Cancel a queued or running run; returns its description (a running run stops within seconds)."""
+    runs.cancel(_selected(run_id))
+    return describe(runs.info(run_id))
+
+
+def ask_delete(runs: RunManager, run_id: str) -> tuple:
+    """Ask before deleting: the run must exist and have ended."""
+    info = runs.info(_selected(run_id))
+    if info.state not in FINAL_STATES:
+        raise ValueError(f"run {run_id} is {info.state}; cancel it first, then delete it")
+    return (run_id, f"Delete run **{run_id}** ({info.method}, {info.state}) with its checkpoint and log? "
+                    "This cannot be undone.", gr.Row(visible=True))
+
+
+def delete_run(runs: RunManager, run_id: str | None, selected: str, plotted_runs: list[str] | None) -> tuple:
+    """Delete the run the confirmation named; returns the selection and curves without it."""
+    if not run_id:
+        raise ValueError("nothing to delete: press Delete run… first")
+    runs.delete(run_id)
+    gr.Info(f"run {run_id} deleted")
+    return (None, gr.Row(visible=False), "" if selected == run_id else selected,
+            [r for r in plotted_runs or [] if r != run_id])
+
+
+def keep_run() -> tuple[None, gr.Row]:
+    """The confirmation answered "keep": forget the pending run, hide the question."""
+    return None, gr.Row(visible=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout and wiring
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Form:
+    """The launch form; ``fields`` are in ``launch_run``'s parameter order."""
+
+    fields: list[gr.components.Component]
+    launch: gr.Button
+
+
+def _form() -> _Form:
     defaults = FORM_DEFAULTS
-    gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
-                f"so the other tabs stay usable. The defaults train IPS on mnist5k for {defaults['epochs']} epochs, "
-                f"about a minute on a laptop CPU; at most {runs.max_concurrent} run(s) train at once, further "
-                "launches wait in the queue. A finished run appears in the model pickers above.")
+    gpu_count = torch.cuda.device_count()
     with gr.Row(equal_height=True):
         dataset = gr.Dropdown(TRAIN_DATASETS, value=defaults["dataset"], label="Dataset",
                               info="cifar10/100 need their files under data/", elem_id="train-dataset")
@@ -101,8 +213,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                              info="auto: CUDA when present, else CPU")
     with gr.Row(equal_height=True):
         epochs = gr.Number(defaults["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
-        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size",
-                               info="anchors per step")
+        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info="anchors per step")
         lr = gr.Number(defaults["lr"], label="Learning rate", info="peak; cosine decay to 0")
         seed = gr.Number(defaults["seed"], precision=0, label="Seed")
         equal_compute = gr.Checkbox(defaults["equal_compute"], label="Equal compute",
@@ -120,6 +231,33 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
                          visible=gpu_count > 1)
         launch = gr.Button("Launch run", variant="primary")
+    return _Form([dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
+                  kd_weight, seed, equal_compute, device, gpus], launch)
+
+
+@dataclass
+class _RunsPanel:
+    """The runs table, the selected run's buttons and details, the delete confirmation, the curves."""
+
+    table: gr.Dataframe
+    current: gr.Textbox
+    cancel: gr.Button
+    delete: gr.Button
+    other: gr.Button
+    refresh_button: gr.Button
+    confirm_row: gr.Row
+    confirm_text: gr.Markdown
+    confirm: gr.Button
+    keep: gr.Button
+    pending_delete: gr.State  # the run the confirmation is about, whatever is selected meanwhile
+    details: gr.Markdown
+    log: gr.Textbox
+    plotted: gr.Dropdown
+    shown_references: gr.CheckboxGroup
+    curves: gr.Plot
+
+
+def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
     gr.Markdown("### Runs\nClick a run to select it: its details and curves appear below.")
     table = gr.Dataframe(headers=list(RUN_TABLE_HEADERS), interactive=False, wrap=True, max_height=320,
                          elem_id="train-runs")
@@ -134,7 +272,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         confirm_text = gr.Markdown()
         confirm = gr.Button("Yes, delete it", variant="stop")
         keep = gr.Button("Keep it")
-    pending_delete = gr.State()  # the run the confirmation is about, whatever is selected meanwhile
+    pending_delete = gr.State()
     details = gr.Markdown("Select a run in the table.", elem_id="train-details")
     log = gr.Textbox(label=f"last {LOG_LINES} lines of its log", lines=10, max_lines=20, visible=False,
                      elem_id="train-log")
@@ -144,125 +282,40 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         shown_references = gr.CheckboxGroup(list(references), value=list(references), scale=2,
                                             label="Reference curves (demo checkpoints, dashed)")
     curves = gr.Plot(label="training curves", show_label=False, elem_id="train-curves")
+    return _RunsPanel(table, current, cancel, delete, other, refresh_button, confirm_row, confirm_text, confirm, keep,
+                      pending_delete, details, log, plotted, shown_references, curves)
+
+
+def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
+    references = reference_runs(ctx.checkpoints_dir)
+    gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
+                f"so the other tabs stay usable. The defaults train IPS on mnist5k for {FORM_DEFAULTS['epochs']} "
+                f"epochs, about a minute on a laptop CPU; at most {runs.max_concurrent} run(s) train at once, further "
+                "launches wait in the queue. A finished run appears in the model pickers above.")
+    form = _form()
+    p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped
 
-    def refresh(selected: str | None, plotted_runs: list[str] | None, reference_names: list[str] | None,
-                previous: dict[str, Any] | None, follow: bool = False) -> tuple:
-        """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves; keep the
-        timer ticking only while a run is queued or running. ``follow`` adds the selected run to the curves."""
-        active = runs.has_active_runs()  # asked first: when False, every run read below is in its final state
-        infos = runs.runs()
-        by_id = {info.run_id: info for info in infos}
-        rows = [info.row() for info in infos]
-        chosen = [r for r in plotted_runs or [] if r in by_id]
-        if follow and selected in by_id and selected not in chosen:
-            chosen.append(selected)
-        names = [name for name in reference_names or [] if name in references]
-        folders = {**{r: by_id[r].path for r in chosen}, **{name: references[name] for name in names}}
-        files = [[name, *_stamp(folder / METRICS)] for name, folder in folders.items()]
-        previous = previous or {}
-        now = {"rows": rows, "ids": list(by_id), "curves": files}
-        if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
-            runs_choice = gr.skip()
-        else:
-            runs_choice = gr.Dropdown(choices=list(by_id), value=chosen)
-        if files == previous.get("curves"):
-            figure = gr.skip()
-        else:
-            loaded = {name: run_curves(folder) for name, folder in folders.items()}
-            figure = training_curves({name: c for name, (_, c) in loaded.items()},
-                                     {name: m for name, (m, _) in loaded.items()}, dashed=names)
-        info = by_id.get(selected or "")
-        failed = info is not None and info.state == "failed"
-        return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
-                runs_choice, describe(info) if info else "Select a run in the table.",
-                gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed), figure, now,
-                gr.Timer(active=active))
-
-    def follow_selected(selected, plotted_runs, reference_names, previous):
-        return refresh(selected, plotted_runs, reference_names, previous, follow=True)
-
-    def list_runs() -> dict[str, list]:
-        """The runs table as data: {"headers": RUN_TABLE_HEADERS, "data": one row per run, newest first}."""
-        return {"headers": list(RUN_TABLE_HEADERS), "data": [info.row() for info in runs.runs()]}
-
-    gr.api(list_runs, api_name="runs", concurrency_limit=None)
-
-    watch_inputs = [current, plotted, shown_references, shown]
-    watch_outputs = [table, plotted, details, log, curves, shown, timer]
+    gr.api(handler(list_runs, runs), api_name="runs", concurrency_limit=None)
+    watch = handler(refresh, runs, references)
+    follow = handler(follow_selected, runs, references)
+    watch_inputs = [p.current, p.plotted, p.shown_references, shown]
+    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, shown, timer]
     quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
-    gr.on([tab.select, timer.tick, refresh_button.click, plotted.input, shown_references.input], refresh,
+    gr.on([tab.select, timer.tick, p.refresh_button.click, p.plotted.input, p.shown_references.input], watch,
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
-
-    @model_work(ctx)
-    def launch_run(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
-                   patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
-                   seed: float, equal_compute: bool, device: str, gpus: float) -> str:
-        """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
-        settings = dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                        patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
-                        kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device)
-        return runs.launch(settings, gpus)
-
-    @model_work(ctx)
-    def launch_other_method(run_id: str) -> str:
-        """Launch the selected run's settings with the method to compare it with; returns the new run's id."""
-        if not run_id:
-            raise ValueError("select a run in the table first")
-        settings = runs.settings(run_id)
-        other = METHODS[settings["method"]].compare_with
-        new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
-        gr.Info(f"{new_id}: {other} with the settings of {run_id}")
-        return new_id
-
-    form = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature, kd_weight,
-            seed, equal_compute, device, gpus]
-    launch.click(launch_run, form, current, api_name="launch_run").success(
-        follow_selected, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
-    other.click(launch_other_method, current, current, api_name="launch_other_method").success(
-        follow_selected, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
-
-    def select_run(evt: gr.SelectData) -> str:
-        return evt.row_value[0]  # the id column
-
-    table.select(select_run, None, current, api_name="select_run", show_progress="hidden").then(
-        follow_selected, watch_inputs, watch_outputs, api_name="watch_selected_run", **quiet)
-
-    @model_work(ctx)
-    def cancel_run(run_id: str) -> str:
-        """Cancel a queued or running run; returns its description (a running run stops within seconds)."""
-        if not run_id:
-            raise ValueError("select a run in the table first")
-        runs.cancel(run_id)
-        return describe(runs.info(run_id))
-
-    cancel.click(cancel_run, current, details, api_name="cancel_run").success(
-        refresh, watch_inputs, watch_outputs, api_name="watch_cancelled_run", **quiet)
-
-    @model_work(ctx)
-    def ask_delete(run_id: str):
-        """Ask before deleting: the run must exist and have ended."""
-        if not run_id:
-            raise ValueError("select a run in the table first")
-        info = runs.info(run_id)
-        if info.state not in FINAL_STATES:
-            raise ValueError(f"run {run_id} is {info.state}; cancel it first, then delete it")
-        return (run_id, f"Delete run **{run_id}** ({info.method}, {info.state}) with its checkpoint and log? "
-                        "This cannot be undone.", gr.Row(visible=True))
-
-    @model_work(ctx)
-    def delete_run(run_id: str | None, selected: str, plotted_runs: list[str] | None):
-        """Delete the run the confirmation named; returns the selection and curves without it."""
-        if not run_id:
-            raise ValueError("nothing to delete: press Delete run… first")
-        runs.delete(run_id)
-        gr.Info(f"run {run_id} deleted")
-        return (None, gr.Row(visible=False), "" if selected == run_id else selected,
-                [r for r in plotted_runs or [] if r != run_id])
-
-    delete.click(ask_delete, current, [pending_delete, confirm_text, confirm_row], api_name="ask_delete_run")
-    confirm.click(delete_run, [pending_delete, current, plotted], [pending_delete, confirm_row, current, plotted],
-                  api_name="delete_run").success(refresh, watch_inputs, watch_outputs, api_name="watch_deleted_run",
-                                                 **quiet)
-    keep.click(lambda: (None, gr.Row(visible=False)), None, [pending_delete, confirm_row], api_name="keep_run")
+    form.launch.click(handler(launch_run, runs), form.fields, p.current, api_name="launch_run").success(
+        follow, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
+    p.other.click(handler(launch_other_method, runs), p.current, p.current, api_name="launch_other_method").success(
+        follow, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
+    p.table.select(handler(select_run), None, p.current, api_name="select_run", show_progress="hidden").then(
+        follow, watch_inputs, watch_outputs, api_name="watch_selected_run", **quiet)
+    p.cancel.click(handler(cancel_run, runs), p.current, p.details, api_name="cancel_run").success(
+        watch, watch_inputs, watch_outputs, api_name="watch_cancelled_run", **quiet)
+    p.delete.click(handler(ask_delete, runs), p.current, [p.pending_delete, p.confirm_text, p.confirm_row],
+                   api_name="ask_delete_run")
+    p.confirm.click(handler(delete_run, runs), [p.pending_delete, p.current, p.plotted],
+                    [p.pending_delete, p.confirm_row, p.current, p.plotted], api_name="delete_run").success(
+        watch, watch_inputs, watch_outputs, api_name="watch_deleted_run", **quiet)
+    p.keep.click(keep_run, None, [p.pending_delete, p.confirm_row], api_name="keep_run")

@@ -1,0 +1,48 @@
+"""What a person picks in the app, turned into indices: class names, sample ranks, whole numbers, random pairs.
+
+Every function raises a ``ValueError`` whose message names what was wrong and what is allowed; the app shows
+it as it is. The tabs share these, so a class name or a sample index means the same thing in every tab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from explorer.analysis.pairs import class_test_index
+from explorer.data import Dataset
+
+__all__ = ["class_label", "class_size", "random_class_pair", "whole_number"]
+
+
+def class_label(dataset: Dataset, class_name: str) -> int:
+    """The label of a class name, or a ValueError that lists the dataset's classes."""
+    if class_name not in dataset.class_names:
+        raise ValueError(f"{class_name!r} is not a class of {dataset.name}; choose one of {list(dataset.class_names)}")
+    return dataset.class_names.index(class_name)
+
+
+def class_size(dataset: Dataset, label: int) -> int:
+    """How many test images class ``label`` has (the range of a sample index within the class)."""
+    return int((dataset.test_labels == label).sum())
+
+
+def whole_number(value: Any, what: str) -> int:
+    """``value`` (a number field's float, or a string) as an int; a ValueError naming ``what`` if it has a fraction."""
+    if value is None or float(value) != int(float(value)):
+        raise ValueError(f"{what} must be a whole number; got {value!r}")
+    return int(float(value))
+
+
+def random_class_pair(dataset: Dataset, rng: np.random.Generator) -> tuple[int, int, int, int, int]:
+    """A random class and two different random test images of it (the same one twice if the class has one).
+
+    Returns (label, rank a, rank b, test index a, test index b); a rank is the index within the class, as the
+    Patch swap tab's sliders count.
+    """
+    label = int(rng.integers(dataset.num_classes))
+    count = class_size(dataset, label)
+    rank_a, rank_b = (int(v) for v in rng.choice(count, size=2, replace=count < 2))
+    return (label, rank_a, rank_b, class_test_index(dataset, label, rank_a),
+            class_test_index(dataset, label, rank_b))

@@ -1,0 +1,40 @@
+"""What a person picks, turned into indices: class names, sample ranks, whole numbers, random same-class pairs."""
+
+import numpy as np
+import pytest
+
+from explorer.analysis.inputs import class_label, class_size, random_class_pair, whole_number
+from explorer.analysis.pairs import class_test_index
+
+
+def test_class_label_is_the_index_of_the_name_and_a_bad_name_lists_the_classes(digits):
+    assert class_label(digits, "7") == 7 and class_label(digits, digits.class_names[0]) == 0
+    with pytest.raises(ValueError, match=r"'x' is not a class of digits; choose one of \['0', '1', .*'9'\]"):
+        class_label(digits, "x")
+
+
+def test_class_size_counts_the_test_images_of_a_class(digits):
+    sizes = [class_size(digits, label) for label in range(10)]
+    assert sizes == np.bincount(digits.test_labels.numpy(), minlength=10).tolist()
+    assert sum(sizes) == len(digits.test_labels) and min(sizes) > 30
+
+
+@pytest.mark.parametrize("value,expected", [(3, 3), (3.0, 3), ("4", 4), (-2.0, -2), (0, 0)])
+def test_whole_number_accepts_whole_values(value, expected):
+    assert whole_number(value, "seed") == expected and isinstance(whole_number(value, "seed"), int)
+
+
+@pytest.mark.parametrize("value", [2.5, None, "1.5"])
+def test_whole_number_refuses_fractions_and_nothing_naming_the_field(value):
+    with pytest.raises(ValueError, match=f"sample a must be a whole number; got {value!r}"):
+        whole_number(value, "sample a")
+
+
+def test_random_class_pair_draws_two_different_members_of_one_class(digits):
+    rng = np.random.default_rng(3)
+    for _ in range(200):  # about 36 images per class: a draw with replacement repeats one within 200
+        label, rank_a, rank_b, index_a, index_b = random_class_pair(digits, rng)
+        assert rank_a != rank_b and index_a != index_b
+        assert int(digits.test_labels[index_a]) == int(digits.test_labels[index_b]) == label
+        assert (index_a, index_b) == (class_test_index(digits, label, rank_a), class_test_index(digits, label, rank_b))
+    assert random_class_pair(digits, np.random.default_rng(5)) == random_class_pair(digits, np.random.default_rng(5))

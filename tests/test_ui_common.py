@@ -1,0 +1,158 @@
+"""The app's context and event binding: its three caches, model work's lock and thread count, ``handler``."""
+
+from __future__ import annotations  # annotations as strings, as in the tab modules
+
+import inspect
+import os
+import shutil
+import threading
+import typing
+from typing import TYPE_CHECKING
+
+import gradio as gr
+import pytest
+import torch
+from gradio.helpers import special_args
+
+from explorer.ui.common import AppContext, handler, model_handler
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
+
+if TYPE_CHECKING:
+    from explorer.training.runs import RunManager
+
+
+@pytest.fixture()
+def ctx(tmp_path) -> AppContext:
+    return AppContext(tmp_path, DEMO, torch.device("cpu"))
+
+
+def test_a_dataset_is_loaded_once_per_name(ctx):
+    digits = ctx.dataset("digits")
+    assert ctx.dataset("digits") is digits and len(ctx.datasets) == 1 and digits.name == "digits"
+    with pytest.raises(ValueError, match="no dataset chosen"):
+        ctx.dataset("")
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        ctx.dataset("nope")
+    assert len(ctx.datasets) == 1
+
+
+def test_a_checkpoint_is_cached_until_its_weights_file_is_replaced(ctx):
+    mnist = ctx.dataset("mnist5k")
+    run = ctx.runs_dir / "run"
+    shutil.copytree(CE_DEMO, run)
+    first = ctx.checkpoint(str(run), mnist)
+    assert ctx.checkpoint(str(run), mnist) is first and first.card["method"] == "ce"
+    shutil.copy(IPS_DEMO / "model.safetensors", run / "model.safetensors")  # the run saved a newer epoch
+    second = ctx.checkpoint(str(run), mnist)
+    assert second is not first and second.card["method"] == "ips" and len(ctx.loaded) == 2
+
+
+def test_models_are_named_by_slot_and_method_and_a_mismatch_names_its_slot(ctx):
+    mnist = ctx.dataset("mnist5k")
+    assert list(ctx.models(mnist, str(CE_DEMO), str(IPS_DEMO))) == ["A · ce", "B · ips"]
+    assert list(ctx.models(mnist, None, str(IPS_DEMO))) == ["B · ips"]
+    digits_run = save_digits_run(ctx.runs_dir)
+    with pytest.raises(ValueError, match=r"Model B: .*does not match dataset mnist5k"):
+        ctx.models(mnist, str(CE_DEMO), str(digits_run))
+    with pytest.raises(ValueError, match="Model A: /etc is not one of the checkpoints offered here"):
+        ctx.models(mnist, "/etc", None)
+
+
+def test_split_logits_are_computed_once_per_weights_file_version(ctx):
+    mnist = ctx.dataset("mnist5k")
+    run = ctx.runs_dir / "copy"
+    shutil.copytree(CE_DEMO, run)
+    checkpoint = ctx.checkpoint(str(run), mnist)
+    first = ctx.split_logits(checkpoint, mnist)
+    assert first.shape == (1000, 10) and ctx.split_logits(checkpoint, mnist) is first
+    assert torch.equal(first.argmax(1), checkpoint.model(mnist.normalize(mnist.test_images)).argmax(1))
+    weights = run / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = ctx.split_logits(checkpoint, mnist)
+    assert again is not first and torch.allclose(again, first) and len(ctx.logits) == 2
+
+
+def test_small_model_work_runs_single_threaded_on_the_cpu_and_restores_the_count(ctx):
+    before = torch.get_num_threads()
+    with ctx.model_work(small=True):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with ctx.model_work(small=False):
+        assert torch.get_num_threads() == before
+    on_gpu = AppContext(ctx.runs_dir, DEMO, torch.device("cuda"))  # only the device type is read
+    with on_gpu.model_work(small=True):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), ctx.model_work(small=True):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_model_work_runs_one_call_at_a_time(ctx):
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with ctx.model_work(small=True):
+            order.append("first in")
+            inside.set()
+            release.wait(timeout=10)
+            order.append(f"first out, threads {torch.get_num_threads()}")
+
+    def second() -> None:
+        with ctx.model_work(small=False):
+            order.append(f"second in, threads {torch.get_num_threads()}")
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert inside.wait(timeout=10)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    t2.join(timeout=0.3)
+    assert t2.is_alive() and order == ["first in"]  # the second call waits for the first
+    release.set()
+    t1.join(timeout=10)
+    t2.join(timeout=10)
+    assert order == ["first in", "first out, threads 1", f"second in, threads {torch.get_num_threads()}"]
+
+
+def pick(ctx: AppContext, which: str, name: str, evt: gr.SelectData,
+         progress=gr.Progress()) -> str:  # noqa: B008 (Gradio injects it)
+    """A handler as the tabs write them: the context and a fixed value first, then the components' values."""
+    if not name:
+        raise ValueError("pick a name first")
+    return f"{ctx.checkpoints_dir.name}/{which}/{name}/{evt.index}"
+
+
+def test_handler_binds_the_first_parameters_and_shows_gradio_the_rest(ctx):
+    bound = handler(pick, ctx, "fixed")
+    assert list(inspect.signature(bound).parameters) == ["name", "evt", "progress"]
+    assert typing.get_type_hints(bound)["evt"] is gr.SelectData  # resolvable: Gradio injects the event data
+    inputs, progress_index, event_index, _ = special_args(bound, ["Ada"], event_data=gr.EventData(None, {
+        "index": 4, "value": "x"}))
+    assert (progress_index, event_index) == (2, 1) and isinstance(inputs[1], gr.SelectData)
+    assert bound(*inputs) == "checkpoints/fixed/Ada/4"
+    with pytest.raises(gr.Error, match="pick a name first") as error:
+        bound("", inputs[1])
+    assert error.value.print_exception is False
+
+
+def select(runs: RunManager, evt: gr.SelectData) -> str:
+    """A handler whose bound parameter is annotated with a name imported only for type checkers."""
+    return f"{runs} {evt.value}"
+
+
+def test_handler_hides_the_annotations_of_bound_parameters(ctx):
+    bound = handler(select, "manager")
+    assert typing.get_type_hints(bound) == {"evt": gr.SelectData, "return": str}  # RunManager is not resolved
+    inputs, _, event_index, _ = special_args(bound, [], event_data=gr.EventData(None, {"index": 0, "value": "r1"}))
+    assert event_index == 0 and bound(*inputs) == "manager r1"
+
+
+def test_model_handler_runs_inside_model_work(ctx):
+    def threads(context: AppContext, label: str) -> str:
+        return f"{label} {torch.get_num_threads()}"
+
+    assert model_handler(ctx, threads, small=True)("threads") == "threads 1"
+    assert list(inspect.signature(model_handler(ctx, threads)).parameters) == ["label"]
+    with pytest.raises(TypeError, match="takes 2 parameters; 3 were bound"):
+        handler(threads, ctx, "a", "b")

@@ -1,0 +1,80 @@
+"""The Confidence gaps tab's handlers, called directly with an AppContext on the demo checkpoints."""
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+from explorer.analysis.pairs import class_test_index, confidence_gaps
+from explorer.ui.common import AppContext
+from explorer.ui.gaps import change_dataset, compute_gaps, open_pair
+from explorer.ui.swap import TAB_ID, show_pair
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+
+CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> AppContext:
+    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def computed(ctx):
+    return compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 60.0, 7, 0.5, 2.0)
+
+
+def test_compute_gaps_returns_figures_table_and_the_analysis_numbers(ctx, computed):
+    histogram, bars, scatter, table, summary, payload, settings = computed
+    mnist = ctx.dataset("mnist5k")
+    models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
+    gaps = confidence_gaps(mnist, models, 60, 7, 0.5, seed=2)
+    assert payload["pairs"]["anchor"] == gaps.anchors.tolist() and payload["n_pairs"] == 60
+    for name in models:
+        assert payload["models"][name]["mean_gap"] == pytest.approx(float(gaps.gap(name).mean()), rel=1e-5)
+        assert f"mean gap **{payload['models'][name]['mean_gap']:.3f}**" in summary
+    assert len(histogram.data) == 2 and len(bars.data) == 2 and len(scatter.data) == 2 * 3
+    assert len(table) == 20 and list(table.columns[:3]) == ["class", "test # a", "test # b"]
+    assert settings == {"dataset": "mnist5k", "patch_size": 7, "ratio": 0.5, "seed": 2}
+
+
+def test_compute_gaps_of_one_model_and_class_and_its_refusals(ctx):
+    payload = compute_gaps(ctx, "mnist5k", CE, IPS, "B only", "4", 1000, 4, 0.25, 1)[5]
+    assert list(payload["models"]) == ["B · ips"] and set(payload["pairs"]["label"]) == {4}
+    assert payload["n_pairs"] == int((ctx.dataset("mnist5k").test_labels == 4).sum())
+    with pytest.raises(ValueError, match="models must be one of"):
+        compute_gaps(ctx, "mnist5k", CE, IPS, "C only", "all classes", 10, 7, 0.5, 0)
+    with pytest.raises(ValueError, match="choose a checkpoint for the model"):
+        compute_gaps(ctx, "mnist5k", None, IPS, "A only", "all classes", 10, 7, 0.5, 0)
+    with pytest.raises(ValueError, match="the number of pairs must be at least 1"):
+        compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 0, 7, 0.5, 0)
+
+
+def test_a_clicked_row_opens_the_same_pair_in_the_patch_swap_tab(ctx, computed):
+    table, payload, settings = computed[3], computed[5], computed[6]
+    row = table.iloc[0].tolist()
+    evt = gr.SelectData(None, {"index": [0, 1], "value": row[1], "row_value": row})
+    class_name, slider_a, slider_b, patch_size, ratio, seed, upload_a, upload_b, tabs = open_pair(
+        ctx, TAB_ID, settings, evt)
+    mnist = ctx.dataset("mnist5k")
+    label = int(class_name)
+    assert class_test_index(mnist, label, slider_a.value) == row[1]
+    assert class_test_index(mnist, label, slider_b.value) == row[2]
+    assert (patch_size, ratio, seed, upload_a, upload_b, tabs.selected) == (7, 0.5, 2, None, None, "swap")
+    swapped = show_pair(ctx, "mnist5k", CE, IPS, class_name, slider_a.value, slider_b.value, None, None, patch_size,
+                        ratio, seed)[9]
+    k = payload["pairs"]["anchor"].index(row[1])
+    for name in swapped["models"]:  # the pair shows the numbers the table had
+        assert swapped["models"][name]["swapped_a"] == pytest.approx(payload["pairs"][name]["confidence_a"][k],
+                                                                     abs=1e-4)
+    with pytest.raises(ValueError, match="compute the gaps first"):
+        open_pair(ctx, TAB_ID, None, evt)
+
+
+def test_change_dataset_resizes_the_controls(ctx):
+    classes, n_pairs, patch_size = change_dataset(ctx, "digits")
+    digits = ctx.dataset("digits")
+    assert [v for _, v in classes.choices] == ["all classes", *digits.class_names] and classes.value == "all classes"
+    assert n_pairs.maximum == len(digits.test_labels) == n_pairs.value  # fewer than 500 test images
+    assert [v for _, v in patch_size.choices] == [2, 4] and patch_size.value == 2
+    assert np.isclose(change_dataset(ctx, "mnist5k")[1].value, 500)
