@@ -56,7 +56,7 @@ def _single_patch_deltas(model: nn.Module, dataset: Dataset, a: Tensor, b: Tenso
     n, (h, w) = len(a), a.shape[-2:]
     gh, gw = h // patch_size, w // patch_size
     cells = gh * gw
-    one_position = torch.eye(cells, dtype=torch.bool).view(cells, gh, gw).repeat(n, 1, 1)  # [N * G, gh, gw]
+    one_position = torch.eye(cells, dtype=torch.bool, device=a.device).view(cells, gh, gw).repeat(n, 1, 1)
     a_with_b_patch, b_with_a_patch = swap_patches(a.repeat_interleave(cells, 0), b.repeat_interleave(cells, 0),
                                                   one_position)
     logits = predict_logits(model, dataset, torch.cat([a, b, a_with_b_patch, b_with_a_patch])).cpu()
@@ -159,7 +159,7 @@ class TeacherCheck:
 
     @property
     def predicted_teacher(self) -> str:
-        """"a", "b", or "tie" when the predicted confidences are equal."""
+        """The predicted teacher: "a", "b", or "tie" when the predicted confidences are equal."""
         gap = self.predicted_a - self.predicted_b
         return "a" if gap > 0 else "b" if gap < 0 else "tie"
 
@@ -180,7 +180,8 @@ def check_teacher(model: nn.Module, dataset: Dataset, evidence: PatchEvidence, m
     if mask.shape != evidence.delta_a.shape:
         raise ValueError(f"the mask must cover the {tuple(evidence.delta_a.shape)} patch grid; got {tuple(mask.shape)}")
     mask = mask.bool().cpu()
-    swapped_a, swapped_b = swap_patches(evidence.image_a[None], evidence.image_b[None], mask[None])
+    swapped_a, swapped_b = swap_patches(evidence.image_a[None], evidence.image_b[None],
+                                        mask[None].to(evidence.image_a.device))
     logits = predict_logits(model, dataset, torch.cat([swapped_a, swapped_b])).cpu()
     actual = ips_loss(logits[:1], logits[1:], torch.tensor([evidence.label]))
     change_a, change_b = _predicted_changes(evidence.delta_a[None], evidence.delta_b[None], mask[None])
