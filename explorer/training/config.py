@@ -132,7 +132,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
             values["milestones"] = ""  # the preset's milestones belong to its step schedule
     cfg = TrainConfig(**values)
     _check_ranges(cfg)
-    if "milestones" in given and cfg.schedule != "step":
+    if "milestones" in given and cfg.milestones and cfg.schedule != "step":
         raise ConfigError(f"--milestones apply to --schedule step only; got --schedule {cfg.schedule}")
     return cfg
 
