@@ -45,6 +45,8 @@ def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
     assert config["method"] == method and config["dataset"] == "digits" and config["epochs"] == 1
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
     assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == expected_device
+    expected_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    assert config["precision"] == "auto" and config["precision_used"] == expected_precision
     assert config["images_per_step"] == (128 if method == "ce" else 256) and config["steps_per_epoch"] == 12
     assert "explorer.train" in config["command"] and "--method " + method in config["command"]
     assert status["state"] == "finished" and status["progress"] == 1.0 and status["step"] == 12

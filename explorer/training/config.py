@@ -168,17 +168,16 @@ def milestone_epochs(text: str) -> tuple[int, ...]:
 
 def check_resumable(run_dir: Path) -> dict[str, Any]:
     """The config.json of a run that ``--resume`` can continue; ``ConfigError`` saying why when it cannot."""
-    config = read_json(run_dir / CONFIG)
-    if not config:
-        raise ConfigError(f"--resume {run_dir}: not a run folder (no readable {CONFIG})")
-    status = read_json(run_dir / STATUS)
+    config, status = read_json(run_dir / CONFIG), read_json(run_dir / STATUS)
+    if not config and not status:
+        raise ConfigError(f"--resume {run_dir}: not a run folder (no readable {CONFIG} or {STATUS})")
     state, name = status.get("state", "unknown"), run_dir.name
     if state == "finished":
         raise ConfigError(f"run {name} finished all its {config.get('epochs')} epochs; there is nothing to resume")
     identity = process_identity(status.get("pid"))
     if state in ("queued", "running") and identity is not None and "explorer.train" in identity[1]:
         raise ConfigError(f"run {name} is {state} (process {status['pid']}); stop it before resuming it")
-    if not (run_dir / TRAIN_STATE).is_file():
+    if not (run_dir / TRAIN_STATE).is_file() or not config:
         raise ConfigError(f"run {name} has no training state ({TRAIN_STATE}) to resume from: it stopped before its "
                           f"first epoch ended, or was trained by a version without --resume; start it again")
     return config

@@ -196,12 +196,14 @@ class RunManager:
         run_dir = self.run_dir(run_id)
         with self._lock:
             state = read_json(run_dir / STATUS).get("state", "unknown")
-            if run_id in self._active or run_id in self._queue or state in ("queued", "running"):
+            if state in ("queued", "running"):
                 raise RunError(f"run {run_id} is {state}; only a cancelled, failed or interrupted run can be resumed")
             try:
                 config = check_resumable(run_dir)
             except ConfigError as exc:
                 raise RunError(str(exc)) from None
+            if run_id in self._active or run_id in self._queue:
+                raise RunError(f"run {run_id} is {state}, but its process is still ending; resume it in a moment")
             launch = read_json(run_dir / LAUNCH) or {"run_id": run_id, "processes": 1, "queued_at": time.time(),
                                                      "config": config}
             processes = int(launch.get("processes", 1))
