@@ -22,8 +22,8 @@ from torch import nn
 
 from explorer.models import build_model
 
-__all__ = ["Checkpoint", "CheckpointError", "atomic_write_text", "load_card", "load_checkpoint",
-           "save_checkpoint", "WEIGHTS", "CARD"]
+__all__ = ["Checkpoint", "CheckpointError", "atomic_save_tensors", "atomic_write_text", "load_card",
+           "load_checkpoint", "save_checkpoint", "WEIGHTS", "CARD"]
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -58,6 +58,22 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         raise
 
 
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file via a temporary sibling and ``os.replace`` (tensors copied to the CPU)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors writes the file as 0600; a run folder is meant to be read by others
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on the disk before it replaces the old file, as atomic_write_text does
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(folder: Path | str, model: nn.Module, card: dict[str, Any]) -> Path:
     """Save weights + card into ``folder`` atomically; returns the folder."""
     missing = [k for k in _REQUIRED if k not in card]
@@ -65,16 +81,7 @@ def save_checkpoint(folder: Path | str, model: nn.Module, card: dict[str, Any]) 
         raise CheckpointError(f"model card lacks {missing}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"card": json.dumps(card)})
-        os.chmod(tmp, 0o644)  # safetensors writes the file as 0600; a run folder is meant to be read by others
-        os.replace(tmp, folder / WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_tensors(folder / WEIGHTS, _unwrap(model).state_dict(), {"card": json.dumps(card)})
     atomic_write_text(folder / CARD, json.dumps(card, indent=2) + "\n")
     return folder
 

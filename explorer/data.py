@@ -97,15 +97,20 @@ class Dataset:
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32, standardised with the training split's statistics."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean, std = _channel_stats(self.mean, self.std, images.device)
         return (images.float() / 255.0 - mean) / std
 
     def denormalize(self, images: Tensor) -> Tensor:
         """The inverse of ``normalize``, as float in [0, 1] (for display)."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean, std = _channel_stats(self.mean, self.std, images.device)
         return (images * std + mean).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Mean and std as [1, C, 1, 1] tensors on ``device``, made once per device: building them from Python
+    floats at every call is a blocking host-to-device copy on a GPU, twice per training step."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def augment(images: Tensor, padding: int, flip: bool, generator: torch.Generator | None = None) -> Tensor:

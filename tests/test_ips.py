@@ -44,7 +44,8 @@ def test_swap_conserves_pixels_and_keeps_unswapped_positions(patch_size, ratio):
 
 
 @pytest.mark.parametrize("grid,ratio,expected", [(16, 0.5, 8), (16, 0.25, 4), (49, 0.5, 24), (9, 0.5, 4),
-                                                 (9, 1 / 3, 3), (16, 0.0, 0), (16, 1.0, 16)])
+                                                 (9, 1 / 3, 3), (16, 0.0, 0), (16, 1.0, 16),
+                                                 (9, 0.3, 3), (16, 0.6, 10), (49, 0.55, 27), (4, 0.7, 3)])
 def test_exact_number_of_swapped_patches(grid, ratio, expected):
     side = int(math.isqrt(grid))
     a, b = _batch(shape=(32, 1, 2 * side, 2 * side))
@@ -52,6 +53,33 @@ def test_exact_number_of_swapped_patches(grid, ratio, expected):
     assert swap_count(ratio, grid) == expected
     assert mask.shape == (32, side, side)
     assert mask.flatten(1).sum(1).tolist() == [expected] * 32
+
+
+@pytest.mark.parametrize("grid,ratio,p", [((8, 8), 0.5, 1.0), ((4, 4), 0.5, 0.7), ((7, 7), 0.3, 1.0),
+                                          ((8, 8), 1 / 64, 1.0), ((3, 5), 0.8, 0.5)])
+def test_the_mask_is_the_top_scores_of_the_generator_draws(grid, ratio, p):
+    """The patches a pair exchanges are its round(ratio * n) highest uniform scores, drawn first, then one uniform
+    per pair against p: the same masks for the same generator state, release after release."""
+    n = grid[0] * grid[1]
+    for seed in range(20):
+        replay = torch.Generator().manual_seed(seed)
+        scores = torch.rand(64, n, generator=replay)
+        keep_pair = torch.rand(64, 1, generator=replay) < p
+        chosen = torch.zeros(64, n, dtype=torch.bool).scatter_(1, scores.topk(swap_count(ratio, n), dim=1).indices, 1)
+        expected = (chosen & keep_pair).view(64, *grid)
+        assert torch.equal(random_patch_mask(64, grid, ratio, p, torch.Generator().manual_seed(seed)), expected)
+
+
+def test_swap_patches_is_a_select_by_the_mask_for_every_dtype():
+    for dtype in (torch.uint8, torch.int16, torch.float32, torch.float64, torch.bfloat16):
+        a = (torch.rand(6, 3, 12, 8) * 100).to(dtype)
+        b = (torch.rand(6, 3, 12, 8) * 100).to(dtype)
+        a0, b0 = a.clone(), b.clone()
+        mask = torch.rand(6, 3, 2) < 0.5
+        pix = mask.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]
+        a2, b2 = swap_patches(a, b, mask)
+        assert torch.equal(a2, torch.where(pix, b, a)) and torch.equal(b2, torch.where(pix, a, b)), dtype
+        assert torch.equal(a, a0) and torch.equal(b, b0)  # the inputs are left as they were
 
 
 def test_swap_positions_vary_between_pairs():
@@ -212,6 +240,17 @@ def test_ips_loss_against_a_hand_computation():
     assert float(out.ce) == pytest.approx(ce, rel=1e-5)
     assert float(out.kd) == pytest.approx((kd0 + kd1) / 2, rel=1e-5)
     assert float(out.total) == pytest.approx(ce + 0.5 * (kd0 + kd1) / 2, rel=1e-5)
+
+
+def test_the_teacher_is_the_view_surer_of_the_true_class_not_the_surer_view():
+    # view a is very sure of class 0, view b less sure, but of the true class 2: b teaches
+    logits_a = torch.tensor([[3.0, 0.0, 1.0]])
+    logits_b = torch.tensor([[0.0, 0.0, 1.5]])
+    out = ips_loss(logits_a, logits_b, torch.tensor([2]), temperature=2.0)
+    p_a, p_b = F.softmax(logits_a, 1)[0], F.softmax(logits_b, 1)[0]
+    assert p_a.max() > p_b.max() and p_b[2] > p_a[2]  # the two rules disagree on this pair
+    assert out.teacher_is_a.tolist() == [False]
+    assert out.kd_per_pair.tolist() == pytest.approx([_kl([0.0, 0.0, 1.5], [3.0, 0.0, 1.0], 2.0)], rel=1e-5)
 
 
 def test_ips_tie_goes_to_view_a():

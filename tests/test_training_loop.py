@@ -1,6 +1,7 @@
 """The training CLI: run folders, determinism, signals, bad arguments, and the evaluate CLI."""
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -12,10 +13,13 @@ import pytest
 import torch
 
 from explorer.checkpoints import load_checkpoint
-from explorer.data import load_dataset
+from explorer.data import augment, load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ips import default_patch_size
-from explorer.training.loop import main
+from explorer.ips import build_class_index, default_patch_size, patch_swap, same_class_partners
+from explorer.models import build_model
+from explorer.training import loop
+from explorer.training.config import parse_config
+from explorer.training.loop import main, method_loss, train_step
 from explorer.training.methods import METHODS
 from tests.helpers import ROOT, wait_for
 
@@ -42,6 +46,8 @@ def test_one_epoch_on_digits_writes_every_run_file(tmp_path, method):
     assert config["method"] == method and config["dataset"] == "digits" and config["epochs"] == 1
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
     assert config["environment"]["torch"] == torch.__version__ and config["environment"]["device"] == expected_device
+    expected_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    assert config["precision"] == "auto" and config["precision_used"] == expected_precision
     assert config["images_per_step"] == 128 * METHODS[method].images_per_anchor and config["steps_per_epoch"] == 12
     assert "explorer.train" in config["command"] and "--method " + method in config["command"]
     assert status["state"] == "finished" and status["progress"] == 1.0 and status["step"] == 12
@@ -208,3 +214,91 @@ def test_the_teacher_variants_train_on_the_same_path_and_change_the_kd_term(tmp_
         kd[method] = _read_run(tmp_path / method)[2][-1]["kd"]
     assert kd["ips-correct"] < kd["ips"]  # the KD of pairs with a wrong teacher is dropped
     assert kd["ips-margin"] != kd["ips"]
+
+
+# ------------------------------------------------------------------ what a step feeds the model
+def _recorded_step(digits, argv):
+    """One ``method_loss`` call of the config ``argv`` on digits, with the images each forward pass received and
+    whether it could back-propagate; and the same draws redone by hand with a copy of the generator."""
+    cfg = parse_config(["--dataset", "digits", *argv])
+    generator = torch.Generator().manual_seed(3)
+    replay = torch.Generator().set_state(generator.get_state())
+    model = build_model("small_cnn", 1, 10)
+    seen = []
+
+    def forward(images):
+        seen.append((images.clone(), torch.is_grad_enabled()))
+        return model(digits.normalize(images))
+
+    index = build_class_index(digits.train_labels, 10)
+    anchors = torch.arange(40, 72)
+    out = method_loss(cfg, forward, digits, anchors, index, 2, generator, slice(None))
+    x_a = augment(digits.train_images[anchors], digits.crop_padding, digits.flip, replay)
+    x_b = augment(digits.train_images[same_class_partners(anchors, index, replay)], digits.crop_padding, digits.flip,
+                  replay)
+    return cfg, out, seen, x_a, x_b, replay
+
+
+@pytest.mark.parametrize("ratio,prob", [(0.5, 1.0), (0.25, 1.0), (0.75, 0.5)])
+def test_the_ips_step_forwards_the_swapped_views_as_the_flags_say(digits, ratio, prob):
+    cfg, out, seen, x_a, x_b, replay = _recorded_step(digits, ["--method", "ips", "--swap-ratio", str(ratio),
+                                                               "--swap-prob", str(prob)])
+    view_a, view_b, mask = patch_swap(x_a, x_b, 2, ratio, prob, replay)
+    assert len(seen) == 1 and seen[0][1]  # one pass over both views, with gradients
+    assert torch.equal(seen[0][0], torch.cat([view_a, view_b]))
+    swapped = mask.flatten(1).sum(1)
+    assert set(swapped.tolist()) <= {0, round(ratio * 16)} and swapped.sum() > 0  # 4x4 patches of 2 px
+    assert (swapped > 0).float().mean().item() == (1.0 if prob == 1.0 else pytest.approx(prob, abs=0.3))
+    assert not torch.equal(seen[0][0], torch.cat([x_a, x_b]))  # the swap happened
+    assert out.kd > 0 and out.correct.dtype == torch.int64
+
+
+@pytest.mark.parametrize("partner_pass", ["separate", "joint"])
+def test_the_cskd_step_forwards_the_unswapped_pair(digits, partner_pass):
+    _, out, seen, x_a, x_b, _ = _recorded_step(digits, ["--method", "cskd", "--cskd-partner-pass", partner_pass])
+    if partner_pass == "separate":  # the anchors with gradients, then the partners in a no-grad pass, as published
+        assert [grad for _, grad in seen] == [True, False]
+        assert torch.equal(seen[0][0], x_a) and torch.equal(seen[1][0], x_b)
+    else:
+        assert len(seen) == 1 and torch.equal(seen[0][0], torch.cat([x_a, x_b]))
+    out.loss.backward()  # the partner's logits are detached either way
+    assert out.kd > 0
+
+
+def test_the_learning_rate_of_every_step_over_two_epochs(tmp_path):
+    assert main(["--dataset", "digits", "--method", "ce", "--epochs", "2", "--log-every", "1", "--out", str(tmp_path),
+                 "--run-id", "lr"]) == 0
+    steps = [r for r in _read_run(tmp_path / "lr")[2] if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 25))
+    # the rate logged after step s is the one of the next step: 0.1 x half a cosine over all 24 steps
+    assert [r["lr"] for r in steps] == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 24)) for s in range(1, 25)],
+                                                     abs=1e-12)
+
+
+def test_train_accuracy_is_correct_anchors_over_anchors(tmp_path, monkeypatch):
+    correct, original = [], loop.method_loss
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        correct.append(int(out.correct))
+        return out
+
+    monkeypatch.setattr(loop, "method_loss", counting)
+    assert main(["--dataset", "digits", "--method", "ips", "--epochs", "1", "--out", str(tmp_path), "--run-id",
+                 "acc"]) == 0
+    epoch = _read_run(tmp_path / "acc")[2][-1]
+    assert len(correct) == 12 and sum(correct) > 0
+    assert epoch["train_accuracy"] == pytest.approx(sum(correct) / (12 * 128), abs=1e-12)  # 128 anchors, 256 images
+
+
+def test_an_unexpected_error_in_the_loop_fails_the_run(tmp_path, monkeypatch):
+    def broken_step(s):
+        if s.step == 2:
+            raise RuntimeError("out of cheese")
+        return train_step(s)
+
+    monkeypatch.setattr(loop, "train_step", broken_step)
+    with pytest.raises(RuntimeError, match="out of cheese"):
+        main(["--dataset", "digits", "--epochs", "1", "--out", str(tmp_path), "--run-id", "boom"])
+    _, status, _ = _read_run(tmp_path / "boom")
+    assert status["state"] == "failed" and status["message"] == "RuntimeError: out of cheese" and status["step"] == 2

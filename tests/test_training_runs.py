@@ -240,3 +240,37 @@ def test_run_ids_that_are_paths_are_refused(make_manager, tmp_path, bad_id):
     assert outside.is_dir()
     with pytest.raises(RunError, match="there is no run nope in"):
         manager.delete("nope")
+
+
+def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager):
+    manager = make_manager(max_concurrent=1)
+    run_id = manager.launch({**QUICK, "epochs": 6, "log_every": 1})
+    run_dir = manager.run_dir(run_id)
+    wait_for(lambda: (run_dir / "train_state.safetensors").exists(), 120, "the first epoch's training state")
+    manager.cancel(run_id)
+    wait_for(lambda: manager.info(run_id).state == "cancelled" and not manager.has_active_runs(), 30,
+             "the run to end cancelled")
+    done_before = manager.info(run_id).epoch
+    assert 1 <= done_before < 6
+
+    manager.resume(run_id)
+    assert manager.info(run_id).state == "running" and manager.info(run_id).progress > 0  # a free slot: started
+    with pytest.raises(RunError, match="is running; only a cancelled, failed or interrupted run can be resumed"):
+        manager.resume(run_id)
+    wait_for(lambda: manager.info(run_id).state == "finished", 180, "the resumed run to finish")
+    records = manager.metrics(run_id)
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in records if r["kind"] == "resume"] == [done_before]
+    launch = json.loads((run_dir / "launch.json").read_text())
+    assert launch["command"][1:] == ["-m", "explorer.train", "--resume", str(run_dir)] and "resumed_at" in launch
+    assert f"resumed after epoch {done_before}/6" in manager.log_tail(run_id, lines=200)
+    assert load_checkpoint(run_dir).card["epoch"] == 6
+    with pytest.raises(RunError, match=f"run {run_id} finished all its 6 epochs; there is nothing to resume"):
+        manager.resume(run_id)
+
+    again = manager.launch(manager.settings(run_id))  # every setting of the form, the empty ones included
+    manager.cancel(again)  # started at once; stopped before its first epoch ends, so nothing to resume from
+    wait_for(lambda: manager.info(again).state == "cancelled" and not manager.has_active_runs(), 30,
+             "the second run to end cancelled")
+    with pytest.raises(RunError, match=f"run {again} has no training state"):
+        manager.resume(again)

@@ -3,22 +3,32 @@
 ``TrainConfig``'s fields *are* the CLI: each becomes ``--name-with-dashes`` with the field's type, default and
 help text, so a new argument is one new field. ``parse_config`` raises ``ConfigError`` with a one-line message
 (the run manager shows it verbatim); ``validate_config`` adds the checks that need the dataset.
+
+Two flags are not settings of their own: ``--preset NAME`` fills in the values of a published protocol
+(``explorer.training.presets``) for every flag not given explicitly, and ``--resume RUN_DIR`` takes every setting
+from that run's config.json (no other flag may be given with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from explorer.ips import check_patch_size, dividing_patch_sizes
 from explorer.training.methods import METHODS
+from explorer.training.precision import LAYOUTS, PRECISIONS
+from explorer.training.presets import PRESETS
+from explorer.training.processes import process_identity
+from explorer.training.runfolder import CONFIG, STATUS, TRAIN_STATE, read_json
 
-__all__ = ["RUN_ID_PATTERN", "ConfigError", "TrainConfig", "build_parser", "field_types", "parse_config",
-           "step_anchors", "step_images", "to_argv", "validate_config"]
+__all__ = ["RUN_ID_PATTERN", "ConfigError", "TrainConfig", "build_parser", "check_resumable", "field_types",
+           "milestone_epochs", "parse_config", "step_anchors", "step_images", "to_argv", "validate_config"]
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -27,8 +37,8 @@ class ConfigError(ValueError):
     """A training argument that cannot work; the message says what is allowed."""
 
 
-def _arg(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _arg(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -37,11 +47,17 @@ class TrainConfig:
 
     dataset: str = _arg("mnist5k", "mnist5k (offline), digits, cifar10, cifar100 or imagefolder:PATH")
     model: str = _arg("small_cnn", "small_cnn, resnet18 (CIFAR stem) or any torchvision classification model name")
-    method: str = _arg("ips", "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
+    method: str = _arg("ips", "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()), tuple(METHODS))
     epochs: int = _arg(30, "training epochs")
     batch_size: int = _arg(128, "anchors per step (images per step for CE and with --equal-compute)")
-    lr: float = _arg(0.1, "peak learning rate of SGD (cosine decay to 0)")
+    lr: float = _arg(0.1, "peak learning rate of SGD (Nesterov momentum 0.9)")
     weight_decay: float = _arg(5e-4, "SGD weight decay")
+    schedule: str = _arg("cosine", "learning rate per step after the warm-up: cosine (to 0 at the last step) or step "
+                                   "(x --gamma at each of --milestones)", ("cosine", "step"))
+    milestones: str = _arg("", "--schedule step: epochs after which the learning rate is multiplied by --gamma, "
+                               "comma-separated, counted from the start of training (e.g. 100,150)")
+    gamma: float = _arg(0.1, "--schedule step: factor applied to the learning rate at each milestone")
+    warmup_epochs: int = _arg(0, "epochs of linear warm-up, per step, from --lr / warm-up steps to --lr")
     seed: int = _arg(0, "seed of the model initialisation and of every random draw")
     patch_size: int = _arg(0, "IPS patch side in pixels, must divide the image size (0: auto, the largest divisor "
                               "of the side <= side / 4, a 4x4 grid or finer)")
@@ -50,7 +66,16 @@ class TrainConfig:
     temperature: float = _arg(4.0, "distillation temperature T (CS-KD and IPS)")
     kd_weight: float = _arg(1.0, "weight of the KL term (CS-KD and IPS)")
     equal_compute: bool = _arg(False, "CS-KD and IPS process B images per step (B/2 pairs), the same compute as CE")
+    cskd_partner_pass: str = _arg("separate", "CS-KD: forward the partners in a separate no-grad pass after the "
+                                              "anchors (as the official code and Self-KD-Lib do), or joint: one pass "
+                                              "over anchors and partners (BatchNorm then sees both at once)",
+                                  ("separate", "joint"))
     device: str = _arg("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
+    precision: str = _arg("auto", "autocast precision of the forward pass (losses stay fp32): auto (bf16 on a CUDA GPU "
+                                  "that supports it, else fp32), fp32, bf16 or fp16 (with loss scaling)", PRECISIONS)
+    channels_last: str = _arg("auto", "NHWC memory layout for the model and its inputs: auto (on for conv nets on "
+                                      "CUDA), on or off", LAYOUTS)
+    compile: bool = _arg(False, "torch.compile the model (a slow first epoch, faster steps on a GPU)")
     data_root: str = _arg("data", "folder holding CIFAR (cifar-10-batches-py, cifar-100-python)")
     download: bool = _arg(False, "download CIFAR into --data-root when missing (needs internet)")
     image_size: int = _arg(32, "imagefolder: images are resized to this square size")
@@ -59,6 +84,10 @@ class TrainConfig:
     out: str = _arg("runs", "folder that receives the run folder")
     run_id: str = _arg("", "name of the run folder (empty: generated from the time, method, dataset, model, seed)")
     log_every: int = _arg(10, "write a step record to metrics.jsonl every this many steps")
+    preset: str = _arg("", "a published protocol whose values fill every flag not given: "
+                           + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()), ("", *PRESETS))
+    resume: str = _arg("", "continue the cancelled, failed or interrupted run in this run folder from its last "
+                           "finished epoch, with the settings in its config.json (give no other flag)")
 
 
 def field_types() -> dict[str, type]:
@@ -73,39 +102,97 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The training CLI's parser: one flag per ``TrainConfig`` field."""
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The training CLI's parser: one flag per ``TrainConfig`` field (``defaults=False``: a flag not given is
+    absent from the result, which tells the flags given from the defaults)."""
     parser = _Parser(prog="python -m explorer.train", description="Train a classifier with plain cross-entropy, "
-                     "CS-KD or IPS: one loop, three methods.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     "CS-KD or IPS: one loop, three methods.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                     argument_default=None if defaults else argparse.SUPPRESS)
     types = field_types()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = {"default": f.default} if defaults else {}
         if types[f.name] is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"], **default)
         else:
-            choices = list(METHODS) if f.name == "method" else None
-            parser.add_argument(flag, type=types[f.name], default=f.default, choices=choices, help=f.metadata["help"])
+            parser.add_argument(flag, type=types[f.name], choices=f.metadata["choices"], help=f.metadata["help"],
+                                **default)
     return parser
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Parse CLI arguments into a config; bad syntax or values raise ``ConfigError`` (one line)."""
-    cfg = TrainConfig(**vars(build_parser().parse_args(argv)))
+    values = vars(build_parser().parse_args(argv))
+    given = set(vars(build_parser(defaults=False).parse_args(argv)))
+    if values["resume"]:
+        return _resume_config(values["resume"], given - {"resume"})
+    if values["preset"]:
+        values.update({k: v for k, v in PRESETS[values["preset"]].values.items() if k not in given})
+        if values["schedule"] != "step" and "milestones" not in given:
+            values["milestones"] = ""  # the preset's milestones belong to its step schedule
+    cfg = TrainConfig(**values)
     _check_ranges(cfg)
+    if "milestones" in given and cfg.milestones and cfg.schedule != "step":
+        raise ConfigError(f"--milestones apply to --schedule step only; got --schedule {cfg.schedule}")
     return cfg
 
 
 def to_argv(cfg: TrainConfig) -> list[str]:
-    """The CLI arguments that reproduce ``cfg`` exactly (every field spelled out)."""
+    """The CLI arguments that reproduce ``cfg`` exactly (every setting spelled out; ``--resume`` is how a process
+    continues a run, not a setting of it, and is left out)."""
     argv: list[str] = []
     for f in fields(TrainConfig):
         value = getattr(cfg, f.name)
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "resume":
+            continue
         if isinstance(value, bool):
             argv += [flag] if value else []
         else:
-            argv += [flag, str(value)]
+            argv += [flag, str(value)] if value != "" else [f"{flag}="]
     return argv
+
+
+@functools.lru_cache(maxsize=16)
+def milestone_epochs(text: str) -> tuple[int, ...]:
+    """``--milestones`` as epochs: "100,150" -> (100, 150); ValueError unless positive, ascending integers."""
+    try:
+        epochs = tuple(int(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        epochs = (0,)
+    if any(e < 1 for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise ValueError(f"--milestones must be ascending epoch numbers separated by commas (e.g. 100,150); "
+                         f"got {text!r}")
+    return epochs
+
+
+def check_resumable(run_dir: Path) -> dict[str, Any]:
+    """The config.json of a run that ``--resume`` can continue; ``ConfigError`` saying why when it cannot."""
+    config, status = read_json(run_dir / CONFIG), read_json(run_dir / STATUS)
+    if not config and not status:
+        raise ConfigError(f"--resume {run_dir}: not a run folder (no readable {CONFIG} or {STATUS})")
+    state, name = status.get("state", "unknown"), run_dir.name
+    if state == "finished":
+        raise ConfigError(f"run {name} finished all its {config.get('epochs')} epochs; there is nothing to resume")
+    identity = process_identity(status.get("pid"))
+    if state in ("queued", "running") and identity is not None and "explorer.train" in identity[1]:
+        raise ConfigError(f"run {name} is {state} (process {status['pid']}); stop it before resuming it")
+    if not (run_dir / TRAIN_STATE).is_file() or not config:
+        raise ConfigError(f"run {name} has no training state ({TRAIN_STATE}) to resume from: it stopped before its "
+                          f"first epoch ended, or was trained by a version without --resume; start it again")
+    return config
+
+
+def _resume_config(run_dir_text: str, given: set[str]) -> TrainConfig:
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(given))
+        raise ConfigError(f"--resume continues a run with the settings in its {CONFIG}; leave out {flags}")
+    run_dir = Path(run_dir_text).expanduser().resolve()
+    config = check_resumable(run_dir)
+    values = {f.name: config[f.name] for f in fields(TrainConfig) if f.name in config}
+    values.update(out=str(run_dir.parent), run_id=run_dir.name, resume=str(run_dir),
+                  precision=config.get("precision_used", values.get("precision", "auto")))
+    return TrainConfig(**values)
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
@@ -116,6 +203,11 @@ def _check_ranges(cfg: TrainConfig) -> None:
          f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
         (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number; got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
+        (cfg.gamma > 0 and math.isfinite(cfg.gamma), f"--gamma must be a positive number; got {cfg.gamma}"),
+        (0 <= cfg.warmup_epochs < cfg.epochs,
+         f"--warmup-epochs must be at least 0 and below --epochs ({cfg.epochs}); got {cfg.warmup_epochs}"),
+        (cfg.schedule != "step" or cfg.milestones.strip() != "",
+         "--schedule step needs --milestones, the epochs after which the learning rate drops (e.g. 100,150)"),
         (cfg.patch_size >= 0, f"--patch-size must be >= 0 (0: auto); got {cfg.patch_size}"),
         (0 <= cfg.swap_ratio <= 1, f"--swap-ratio must be in [0, 1]; got {cfg.swap_ratio}"),
         (0 <= cfg.swap_prob <= 1, f"--swap-prob must be in [0, 1]; got {cfg.swap_prob}"),
@@ -130,6 +222,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    try:
+        milestone_epochs(cfg.milestones)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def step_anchors(cfg: TrainConfig) -> int:

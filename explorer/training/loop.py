@@ -3,8 +3,8 @@
     python -m explorer.train --dataset mnist5k --model small_cnn --method ips --epochs 30
 
 Read ``run`` top to bottom: ``setup`` (device, data, model, optimiser), then per epoch ``train_epoch`` (the
-steps) and ``end_epoch`` (test metrics, checkpoint, one line); a ``Recorder`` writes the run folder
-(``explorer.training.runfolder``) and prints, on the main process only.
+steps, each a ``train_step``) and ``end_epoch`` (test metrics, checkpoint, one line); a ``Recorder``
+(``explorer.training.recorder``) writes the run folder and prints, on the main process only.
 
 How the methods use a step (``B`` = ``--batch-size``): ``ce`` forwards B anchors; the pair methods (``cskd``,
 ``ips``) forward B anchors + B same-class partners (2B images), IPS after swapping patches within each pair;
@@ -12,9 +12,13 @@ How the methods use a step (``B`` = ``--batch-size``): ``ce`` forwards B anchors
 ceil(N_train / B) steps per epoch, anchors drawn from a stream of random permutations of the training set, so
 an epoch costs the same number of optimiser steps for all methods.
 
-Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay per step to 0.
-SIGTERM or Ctrl-C ends a run as ``cancelled`` (the last epoch's checkpoint kept); a non-finite loss ends it
-as ``failed``. Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel:
+Optimiser and schedule: ``explorer.training.optimizer`` (SGD, Nesterov momentum 0.9; cosine or step decay per
+step, optional warm-up). Precision, channels-last and ``--compile``: ``explorer.training.precision``. Nothing is
+read back from the device inside a step: losses are summed on the device and read at log and epoch boundaries.
+Every epoch end writes the checkpoint and the training state (``explorer.training.state``), from which
+``--resume RUN_DIR`` continues a cancelled, failed or interrupted run exactly.
+SIGTERM or Ctrl-C ends a run as ``cancelled`` (the last epoch's checkpoint and state kept); a non-finite loss ends
+it as ``failed``. Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel:
 every rank draws the same global batch and trains on its slice of it, and only rank 0 writes files.
 """
 
@@ -22,15 +26,13 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import re
 import shlex
 import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from explorer import __version__
-from explorer.checkpoints import save_checkpoint
 from explorer.data import Dataset, DatasetError, augment, load_dataset
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
@@ -55,9 +55,14 @@ from explorer.training.config import (
     validate_config,
 )
 from explorer.training.methods import METHODS, StepBatch, StepOutput
-from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
+from explorer.training.optimizer import build_optimizer, build_scheduler
+from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
+from explorer.training.recorder import Recorder
+from explorer.training.runfolder import STATUS, read_json, write_status
+from explorer.training.state import restore_train_state
 
-__all__ = ["AnchorStream", "Recorder", "Session", "end_epoch", "main", "method_loss", "run", "setup", "train_epoch"]
+__all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
+           "train_epoch", "train_step"]
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_CANCELLED = 1, 2, 128 + signal.SIGTERM
 
@@ -80,12 +85,13 @@ class AnchorStream:
         return batch
 
 
-def method_loss(cfg: TrainConfig, model: nn.Module, dataset: Dataset, anchors: Tensor, class_index: ClassIndex,
-                patch_size: int, generator: torch.Generator, shard: slice) -> StepOutput:
+def method_loss(cfg: TrainConfig, forward: Callable[[Tensor], Tensor], dataset: Dataset, anchors: Tensor,
+                class_index: ClassIndex, patch_size: int, generator: torch.Generator, shard: slice) -> StepOutput:
     """One step of ``cfg``'s method on the global batch ``anchors``: augment, draw partners, call the method.
 
-    The draws happen in a fixed order (anchor crops, partners, partner crops, then the method's own), all for the
-    whole global batch, and ``shard`` picks this process's part.
+    ``forward`` maps uint8 images to fp32 logits (``precision.model_forward``). The draws happen in a fixed order
+    (anchor crops, partners, partner crops, then the method's own), all for the whole global batch, and ``shard``
+    picks this process's part.
     """
     method = METHODS[cfg.method]
     images, labels = dataset.train_images, dataset.train_labels  # index_select: faster than images[i] on CPU
@@ -95,8 +101,7 @@ def method_loss(cfg: TrainConfig, model: nn.Module, dataset: Dataset, anchors: T
         partners = same_class_partners(anchors, class_index, generator)
         x_b = augment(images.index_select(0, partners), dataset.crop_padding, dataset.flip, generator)
     batch = StepBatch(anchors=x_a, partners=x_b, targets=labels.index_select(0, anchors)[shard], shard=shard,
-                      forward=lambda x: model(dataset.normalize(x)), cfg=cfg, patch_size=patch_size,
-                      generator=generator)
+                      forward=forward, cfg=cfg, patch_size=patch_size, generator=generator)
     return method.step(batch)
 
 
@@ -116,8 +121,11 @@ class Session:
     dataset: Dataset
     model: nn.Module  # DistributedDataParallel-wrapped under torchrun
     bare_model: nn.Module  # the model itself, for evaluation and checkpoints
+    forward: Callable[[Tensor], Tensor]  # uint8 images -> fp32 logits, in the run's precision and layout
+    precision: str  # fp32, bf16 or fp16 (--precision resolved on the device)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler  # fp16 loss scaling; a pass-through in other precisions
     class_index: ClassIndex
     generator: torch.Generator
     anchors: AnchorStream
@@ -125,6 +133,7 @@ class Session:
     shard: slice
     steps_per_epoch: int
     step: int = 0  # optimiser steps done so far
+    resumed: dict[str, Any] | None = None  # the training state's JSON part when resumed (epoch, elapsed, ...)
 
     @property
     def distributed(self) -> bool:
@@ -147,7 +156,11 @@ def _default_run_id(cfg: TrainConfig) -> str:
 
 
 def setup(cfg: TrainConfig) -> Session:
-    """Device, data, model, optimiser and the random streams of a run; a bad argument raises (one line)."""
+    """Device, data, model, optimiser and the random streams of a run; a bad argument raises (one line).
+
+    With ``--resume`` the session is built as for a fresh run, then the saved training state replaces the
+    model, optimiser, scheduler, generators and step count.
+    """
     rank, world = _distributed_rank()
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -157,149 +170,47 @@ def setup(cfg: TrainConfig) -> Session:
     if cfg.holdout:
         dataset = dataset.holdout()
     validate_config(cfg, dataset.image_size, dataset.name, world)
+    s = build_session(cfg, dataset, device, rank, world)
+    if cfg.resume:
+        s.resumed = restore_train_state(s)
+    return s
+
+
+def build_session(cfg: TrainConfig, dataset: Dataset, device: torch.device, rank: int = 0, world: int = 1) -> Session:
+    """The model (in its precision, layout, DDP wrapper, compiled or not), optimiser, scheduler and random streams
+    of a run on ``dataset``; the benchmark times steps of sessions built here."""
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)
+    channels_last = uses_channels_last(cfg.channels_last, device, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     bare_model = model
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
 
     dataset = dataset.to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     shard_size = step_anchors(cfg) // world
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                                weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
+    optimizer = build_optimizer(model.parameters(), cfg, device)
     return Session(
         cfg=cfg, run_dir=Path(cfg.out) / (cfg.run_id or _default_run_id(cfg)),
         command=shlex.join([sys.executable.split("/")[-1], "-m", "explorer.train", *to_argv(cfg)]),
         device=device, rank=rank, world=world, dataset=dataset, model=model, bare_model=bare_model,
-        optimizer=optimizer, scheduler=scheduler,
+        forward=model_forward(model, dataset.normalize, precision, device, channels_last), precision=precision,
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+        scaler=grad_scaler(precision, device),
         class_index=build_class_index(dataset.train_labels, dataset.num_classes), generator=generator,
         anchors=AnchorStream(len(dataset.train_labels), generator, device),
         patch_size=cfg.patch_size or default_patch_size(dataset.image_size),
         shard=slice(rank * shard_size, (rank + 1) * shard_size) if world > 1 else slice(None),
         steps_per_epoch=steps_per_epoch)
-
-
-# --------------------------------------------------------------------------------------------------
-# What a run writes and prints
-# --------------------------------------------------------------------------------------------------
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _environment(device: torch.device, world_size: int) -> dict[str, Any]:
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "explorer": __version__, "git_commit": _git_commit(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-            "world_size": world_size, "host": socket.gethostname(), "threads": torch.get_num_threads()}
-
-
-def _card(s: Session, epoch: int, test: dict[str, float]) -> dict[str, Any]:
-    """The model card of the checkpoint after ``epoch``."""
-    cfg, dataset = s.cfg, s.dataset
-    hyper = {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "model", "method", "device", "out",
-                                                               "run_id", "data_root", "download", "log_every")}
-    hyper["patch_size"] = s.patch_size
-    return {"dataset": dataset.name, "model": cfg.model, "method": cfg.method, "in_channels": dataset.channels,
-            "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
-            "image_size": list(dataset.image_size), "mean": list(dataset.mean), "std": list(dataset.std),
-            "hyperparameters": hyper, "epoch": epoch, "epochs": cfg.epochs, "test_metrics": test,
-            "command": s.command, "explorer": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def _progress_bar(total: int, disable: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr,
-                disable=disable or not sys.stderr.isatty(), leave=False)
-
-
-class Recorder:
-    """The run folder and the terminal: config, status, metrics, checkpoints, the progress bar, epoch lines.
-
-    Only the main process records; on the other ranks of a DistributedDataParallel run every call does nothing.
-    """
-
-    def __init__(self, s: Session) -> None:
-        self.s = s
-        self.enabled = s.rank == 0
-        self.last_test_accuracy: float | None = None
-        self.metrics: MetricsLog | None = None
-        self.progress = _progress_bar(s.total_steps, disable=not self.enabled)
-        self.start_time = time.perf_counter()
-
-    def start(self) -> None:
-        """Create the run folder with its config.json and an empty metrics.jsonl; one line about the run."""
-        s = self.s
-        if not self.enabled:
-            return
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(s.run_dir / CONFIG, {
-            **asdict(s.cfg), "run_id": s.run_dir.name, "patch_size_used": s.patch_size,
-            "anchors_per_step": step_anchors(s.cfg), "images_per_step": step_images(s.cfg),
-            "steps_per_epoch": s.steps_per_epoch, "command": s.command,
-            "environment": _environment(s.device, s.world)})
-        self.metrics = MetricsLog(s.run_dir)
-        print(f"run {s.run_dir}  |  {s.cfg.method} on {s.dataset.name} with {s.cfg.model}  |  device {s.device}  |  "
-              f"{s.steps_per_epoch} steps x {s.cfg.epochs} epochs, {step_images(s.cfg)} images per step", flush=True)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start_time
-
-    def status(self, state: str, step: int, message: str = "", **extra: Any) -> None:
-        s = self.s
-        if self.enabled:
-            write_status(s.run_dir, state, message=message, progress=step / s.total_steps, step=step,
-                         total_steps=s.total_steps, epoch=step // s.steps_per_epoch, epochs=s.cfg.epochs,
-                         device=str(s.device), pid=os.getpid(), **extra)
-
-    def steps(self, epoch: int, step: int, mean: list[float], window_steps: int, seconds: float) -> None:
-        """The record of the last ``window_steps`` steps: their mean loss, CE and KD, speed, ETA."""
-        s = self.s
-        if not self.enabled:
-            return
-        speed = window_steps * step_images(s.cfg) / seconds
-        self.metrics.append({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
-                             "kd": mean[2], "lr": s.scheduler.get_last_lr()[0], "images_per_s": speed,
-                             "elapsed": self.elapsed})
-        self.status("running", step, f"epoch {epoch}/{s.cfg.epochs}", images_per_s=speed,
-                    eta_s=(s.total_steps - step) * seconds / window_steps)
-        self.progress.set_postfix(loss=f"{mean[0]:.3f}", refresh=False)
-
-    def epoch(self, record: dict[str, Any], test: dict[str, float]) -> None:
-        """The epoch record, the checkpoint of this epoch, its status and one printed line."""
-        s = self.s
-        if not self.enabled:
-            return
-        self.metrics.append(record)
-        self.metrics.sync()
-        save_checkpoint(s.run_dir, s.bare_model, _card(s, record["epoch"], test))
-        step = record["step"]
-        self.last_test_accuracy = test["accuracy"]
-        self.status("running", step, f"epoch {record['epoch']}/{s.cfg.epochs} done",
-                    images_per_s=record["images_per_s"], eta_s=(s.total_steps - step) * record["elapsed"] / step,
-                    test_accuracy=test["accuracy"])
-        self.progress.write(f"epoch {record['epoch']:3d}/{s.cfg.epochs}  loss {record['loss']:.4f}  "
-                            f"ce {record['ce']:.4f}  kd {record['kd']:.4f}  "
-                            f"train {100 * record['train_accuracy']:.2f}%  test {100 * test['accuracy']:.2f}%  "
-                            f"nll {test['nll']:.4f}  ece {100 * test['ece']:.2f}%  {record['images_per_s']:.0f} img/s")
-
-    def close(self) -> None:
-        self.progress.close()
-        if self.metrics is not None:
-            self.metrics.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,7 +225,7 @@ class _NonFinite(Exception):
 
 
 class _StopRequested:
-    """While active, SIGTERM / SIGINT set a flag and the loop ends cleanly at the next step."""
+    """While active, SIGTERM / SIGINT set a flag and the loop ends cleanly at a step boundary."""
 
     _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -333,12 +244,29 @@ class _StopRequested:
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signal = signum
 
-    def __call__(self, device: torch.device, distributed: bool) -> bool:
-        if not distributed:
+    def __call__(self, s: Session) -> bool:
+        """Stop before the next step? Alone: as soon as a signal came. Under DDP every rank must stop at the same
+        step, and agreeing takes an all_reduce (a host sync), so the ranks agree at log boundaries only."""
+        if not s.distributed:
             return self.signal is not None
-        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=device)
+        if s.step % s.cfg.log_every:
+            return False
+        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=s.device)
         dist.all_reduce(flag)  # every rank stops at the same step, else the others would wait forever
         return bool(flag.item() > 0)
+
+
+def train_step(s: Session) -> Tensor:
+    """One optimiser step; returns its [loss, ce, kd, correct anchors] on the device, read back by nobody here."""
+    out = method_loss(s.cfg, s.forward, s.dataset, s.anchors.next(step_anchors(s.cfg)), s.class_index, s.patch_size,
+                      s.generator, s.shard)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(out.loss).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step()
+    s.step += 1
+    return torch.stack([out.loss.detach(), out.ce, out.kd, out.correct.float()])
 
 
 def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested) -> Tensor:
@@ -353,19 +281,12 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     window = torch.zeros(3, device=s.device)
     window_start, window_steps = time.perf_counter(), 0
     for _ in range(s.steps_per_epoch):
-        if stop(s.device, s.distributed):
+        if stop(s):
             raise _Cancelled()
-        out = method_loss(cfg, s.model, s.dataset, s.anchors.next(step_anchors(cfg)), s.class_index, s.patch_size,
-                          s.generator, s.shard)
-        s.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        s.optimizer.step()
-        s.scheduler.step()
-        s.step += 1
+        parts = train_step(s)
+        window += parts[:3]
+        sums += parts
         window_steps += 1
-        parts = torch.stack([out.loss.detach(), out.ce, out.kd])
-        window += parts
-        sums += torch.cat([parts, out.correct.float()[None]])
         recorder.progress.update(1)
         if s.step % cfg.log_every == 0 or s.step == s.total_steps:
             if s.distributed:  # the mean over every shard: the logged loss and the non-finite verdict
@@ -382,7 +303,8 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
 
 
 def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
-    """Test metrics, the epoch record and the checkpoint (main process; the sums are reduced over all ranks)."""
+    """Test metrics, the epoch record, the checkpoint and the training state (main process; the sums are reduced
+    over all ranks)."""
     if s.distributed:  # loss, ce, kd averaged and correct answers summed over every shard
         dist.all_reduce(sums)
         sums[:3] /= s.world
@@ -408,7 +330,9 @@ def _fail(message: str, cfg: TrainConfig) -> int:
     print(f"explorer.train: error: {message}", file=sys.stderr)
     run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
     if _distributed_rank()[0] == 0 and run_dir is not None and run_dir.is_dir():
-        write_status(run_dir, "failed", message=message, progress=0.0)
+        previous = read_json(run_dir / STATUS) if cfg.resume else {}  # a resume that failed keeps the progress
+        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
+        write_status(run_dir, "failed", message=message, **({"progress": 0.0} | kept))
     return EXIT_BAD_ARGS
 
 
@@ -420,14 +344,15 @@ def run(cfg: TrainConfig) -> int:
         return _fail(str(exc), cfg)
     recorder = Recorder(s)
     recorder.start()
-    recorder.status("running", 0, "starting")
+    first_epoch = s.step // s.steps_per_epoch + 1
+    recorder.status("running", s.step, f"resuming after epoch {first_epoch - 1}" if s.resumed else "starting")
     with _StopRequested() as stop:
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(first_epoch, cfg.epochs + 1):
                 end_epoch(s, epoch, train_epoch(s, epoch, recorder, stop), recorder)
         except _Cancelled:
-            recorder.status("cancelled", s.step, f"cancelled by signal {stop.signal} at step {s.step}; "
-                            f"the checkpoint of the last finished epoch is kept")
+            recorder.status("cancelled", s.step, f"cancelled by signal {stop.signal} at step {s.step}; the checkpoint "
+                            f"and training state of the last finished epoch are kept (--resume continues)")
             return EXIT_CANCELLED
         except _NonFinite as exc:
             recorder.status("failed", s.step, str(exc))

@@ -77,8 +77,17 @@ def _ce_step(batch: StepBatch) -> StepOutput:
 
 
 def _cskd_step(batch: StepBatch) -> StepOutput:
+    """CS-KD as published: the anchors forwarded with gradients, then the partners in a separate no-grad pass
+    (BatchNorm in train mode normalises, and updates its running statistics with, each half on its own);
+    ``--cskd-partner-pass joint`` forwards both in one pass instead."""
     cfg = batch.cfg
-    logits_a, logits_b = batch.forward(torch.cat([batch.anchors[batch.shard], batch.partners[batch.shard]])).chunk(2)
+    anchors, partners = batch.anchors[batch.shard], batch.partners[batch.shard]
+    if cfg.cskd_partner_pass == "joint":
+        logits_a, logits_b = batch.forward(torch.cat([anchors, partners])).chunk(2)
+    else:
+        logits_a = batch.forward(anchors)
+        with torch.no_grad():
+            logits_b = batch.forward(partners)
     out = cskd_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight)
     return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
 

@@ -8,11 +8,16 @@ read it through this module only, so the on-disk format lives in one place:
 - ``metrics.jsonl`` one JSON record per line: ``"kind": "step"`` every ``--log-every`` steps (loss, ce, kd, lr,
                     images/s) and ``"kind": "epoch"`` after each epoch (also train and test accuracy, test NLL,
                     ECE and Brier). Append-only: a record costs one short write, whatever the file's length, and
-                    readers skip a torn last line;
+                    readers skip a torn last line. A resumed run first cuts the file back to the end of the record
+                    of the epoch it resumes from (dropping the step records of the unfinished epoch, which it
+                    trains again, and any torn line), writes one ``"kind": "resume"`` record and appends from there;
 - ``launch.json``   written by the run manager: settings, command, processes, queue time, process identity;
 - ``train.log``     the training process's stdout and stderr, when the run manager started it;
 - ``model.safetensors`` + ``card.json``: the checkpoint of the last finished epoch (``explorer.checkpoints``),
-                    so a run folder is itself a checkpoint folder.
+                    so a run folder is itself a checkpoint folder;
+- ``train_state.safetensors``: everything ``--resume`` needs to continue after the last finished epoch (model,
+                    optimiser, scheduler, random generators, the anchor stream), tensors in safetensors and the
+                    rest as JSON in its metadata, replaced atomically (``explorer.training.state``).
 
 JSON files are replaced atomically, so a kill at any moment leaves a readable run.
 """
@@ -28,11 +33,13 @@ from typing import IO, Any
 
 from explorer.checkpoints import atomic_write_text
 
-__all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "STATUS", "MetricsLog",
+__all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "STATUS", "TRAIN_STATE",
+           "MetricsLog",
            "RunInfo", "epoch_records", "final_epoch", "read_json", "read_metrics", "read_run_info", "training_curves",
            "write_json", "write_status"]
 
 CONFIG, STATUS, METRICS, LAUNCH, LOG = "config.json", "status.json", "metrics.jsonl", "launch.json", "train.log"
+TRAIN_STATE = "train_state.safetensors"
 FINAL_STATES = ("finished", "failed", "cancelled")
 RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
 STEP_METRICS = ("loss", "ce", "kd")  # in the step records
@@ -56,12 +63,16 @@ class MetricsLog:
     """metrics.jsonl, append-only: each record is one ``write`` of one line, flushed to the OS at once.
 
     A reader sees every record as soon as it is written; ``sync`` (at epoch ends) also forces it to the disk.
-    The file is created empty when the log opens, so a run folder always has one.
+    The file is created empty when the log opens, so a run folder always has one; ``resume_after_epoch=k`` opens
+    the log of a resumed run instead: cut back to the end of epoch k's record, then appended to.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, resume_after_epoch: int | None = None) -> None:
         self.path = run_dir / METRICS
-        self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        if resume_after_epoch is not None:
+            os.truncate(self.path, _end_of_epoch_record(self.path, resume_after_epoch))
+        mode = "w" if resume_after_epoch is None else "a"
+        self._file: IO[str] = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def append(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
@@ -74,6 +85,24 @@ class MetricsLog:
         if not self._file.closed:
             self.sync()
             self._file.close()
+
+
+def _end_of_epoch_record(path: Path, epoch: int) -> int:
+    """The byte offset just after the line of epoch ``epoch``'s record in a metrics file (ValueError: none)."""
+    offset, end = 0, None
+    with open(path, "rb") as f:
+        for line in f:
+            offset += len(line)
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(record, dict) and record.get("kind") == "epoch" and record.get("epoch") == epoch \
+                    and line.endswith(b"\n"):
+                end = offset
+    if end is None:
+        raise ValueError(f"{path} holds no record of epoch {epoch}, the epoch the training state was saved after")
+    return end
 
 
 # --------------------------------------------------------------------------------------------------

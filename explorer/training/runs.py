@@ -15,6 +15,9 @@ Its run folder ``RUNS_DIR/RUN_ID`` is the single source of truth, so runs surviv
   was queued, and the identity (pid + start time) of the process group leader and of the manager;
 - ``train.log``: everything the training process prints, stdout and stderr together.
 
+``resume`` continues a cancelled, failed or interrupted run in its own folder (``explorer.train --resume``): it
+is queued like a launch, keeps its launch record (with ``resumed_at`` added) and appends to its log.
+
 Run ids are generated here (time, method, random suffix), never taken from the user, and every id that
 comes back from the UI is checked to be a plain folder name, so no path can leave the runs folder.
 
@@ -54,6 +57,7 @@ from explorer.training.config import (
     RUN_ID_PATTERN,
     ConfigError,
     TrainConfig,
+    check_resumable,
     field_types,
     parse_config,
     to_argv,
@@ -76,7 +80,7 @@ from explorer.training.runfolder import (
 
 __all__ = ["FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RunError", "RunManager"]
 
-FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out", "run_id", "download"))
+FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out", "run_id", "download", "resume"))
 # The Train tab's defaults: the CLI's (IPS, small_cnn on mnist5k), 5 epochs: about a minute on a laptop CPU
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 POLL_S = 0.5
@@ -111,9 +115,13 @@ def _form_argv(settings: Mapping[str, Any]) -> list[str]:
     if unknown:
         raise RunError(f"unknown setting(s) {', '.join(unknown)}; a run takes {', '.join(FORM_FIELDS)}")
     kinds = field_types()
+    optional = {f.name for f in fields(TrainConfig) if f.default == ""}  # "" means "none" (--preset, --milestones)
     argv = []
     for name, value in settings.items():
         flag = "--" + name.replace("_", "-")
+        if value == "" and name in optional:
+            argv.append(f"{flag}=")
+            continue
         if value is None or value == "":
             raise RunError(f"{flag} is empty; give it a value")
         if kinds[name] is bool:
@@ -181,6 +189,38 @@ class RunManager:
             self._advance()
         return run_id
 
+    def resume(self, run_id: str) -> None:
+        """Queue a cancelled, failed or interrupted run to continue from its last finished epoch, in its own folder
+        and on as many processes as before. A queued, running or finished run, or one without a training state
+        (it stopped before its first epoch ended), is refused with ``RunError``."""
+        run_dir = self.run_dir(run_id)
+        with self._lock:
+            state = read_json(run_dir / STATUS).get("state", "unknown")
+            if state in ("queued", "running"):
+                raise RunError(f"run {run_id} is {state}; only a cancelled, failed or interrupted run can be resumed")
+            try:
+                config = check_resumable(run_dir)
+            except ConfigError as exc:
+                raise RunError(str(exc)) from None
+            if run_id in self._active or run_id in self._queue:
+                raise RunError(f"run {run_id} is {state}, but its process is still ending; resume it in a moment")
+            launch = read_json(run_dir / LAUNCH) or {"run_id": run_id, "processes": 1, "queued_at": time.time(),
+                                                     "config": config}
+            processes = int(launch.get("processes", 1))
+            if processes > self.max_concurrent:
+                raise RunError(f"run {run_id} trained on {processes} GPUs; this app runs at most "
+                               f"{self.max_concurrent} training processes at once")
+            command = [sys.executable, "-m", "explorer.train", "--resume", str(run_dir)]
+            if processes > 1:
+                command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+            launch.pop("process", None)
+            launch.update(command=command, resumed_at=time.time(),
+                          manager={"pid": os.getpid(), "start": self._identity[0] if self._identity else None})
+            write_json(run_dir / LAUNCH, launch)
+            self._write_state(run_dir, "queued", "waiting for a free slot to resume")
+            self._queue[run_id] = launch
+            self._advance()
+
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
         infos = [read_run_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
@@ -219,7 +259,7 @@ class RunManager:
         with self._lock:
             if run_id in self._queue:
                 del self._queue[run_id]
-                self._write_final(run_dir, "cancelled", "cancelled before it started")
+                self._write_state(run_dir, "cancelled", "cancelled before it started")
                 return
             process = self._active.get(run_id)
             if process is None:
@@ -277,7 +317,7 @@ class RunManager:
                 if isinstance(owner, ProcessGroup):
                     self._active[run_id] = owner
                 elif owner is None:
-                    self._write_final(run_dir, "failed", "interrupted: its process ended without a final state "
+                    self._write_state(run_dir, "failed", "interrupted: its process ended without a final state "
                                                          "(the app or the machine stopped)")
                     interrupted.append(run_id)
         return interrupted
@@ -289,7 +329,7 @@ class RunManager:
         self._watcher.join()
         with self._lock:
             for run_id in self._queue:
-                self._write_final(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
+                self._write_state(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
             self._queue.clear()
 
     # ---- internals --------------------------------------------------------------------------------
@@ -335,10 +375,11 @@ class RunManager:
             except FileExistsError:
                 continue
 
-    def _write_final(self, run_dir: Path, state: str, message: str) -> None:
-        """Write a final state for a run whose process could not, keeping its progress fields."""
+    def _write_state(self, run_dir: Path, state: str, message: str) -> None:
+        """Write a state for a run whose process does not (a final one, or queued / starting for a resume),
+        keeping its progress fields."""
         previous = read_json(run_dir / STATUS)
-        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
+        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message", "pid")}  # pid: gone
         write_status(run_dir, state, message=message, **kept)
 
     def _watch(self) -> None:
@@ -365,8 +406,12 @@ class RunManager:
 
     def _start(self, run_id: str, launch: dict[str, Any]) -> None:
         run_dir = self.runs_dir / run_id
-        write_status(run_dir, "running", message="starting: loading Python, the data and the model", progress=0.0,
-                     step=0, epoch=0, epochs=launch["config"]["epochs"], device=launch["config"]["device"])
+        if "resumed_at" in launch:  # keeps the progress it had until the training process reports
+            self._write_state(run_dir, "running", "resuming: loading Python, the data, the model and its state")
+        else:
+            write_status(run_dir, "running", message="starting: loading Python, the data and the model",
+                         progress=0.0, step=0, epoch=0, epochs=launch["config"]["epochs"],
+                         device=launch["config"]["device"])
         python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         gpus = self._pick_gpus(launch["processes"]) if launch["config"]["device"] in ("auto", "cuda") else []
@@ -378,7 +423,7 @@ class RunManager:
                 popen = subprocess.Popen(launch["command"], stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as exc:
-            self._write_final(run_dir, "failed", f"could not start the training process: {exc}")
+            self._write_state(run_dir, "failed", f"could not start the training process: {exc}")
             return
         identity = process_identity(popen.pid)
         process = ProcessGroup(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
@@ -399,13 +444,13 @@ class RunManager:
             return  # the training process wrote its own final state
         code = process.returncode
         if cancelled:
-            self._write_final(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
+            self._write_state(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
                                                     "state (the checkpoint of its last finished epoch is kept)")
         elif code is None:
-            self._write_final(run_dir, "failed", "interrupted: its process ended without a final state")
+            self._write_state(run_dir, "failed", "interrupted: its process ended without a final state")
         elif code < 0:
-            self._write_final(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
+            self._write_state(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
                                                  f"memory?) before it could save its state; see the log")
         else:
-            self._write_final(run_dir, "failed", f"the training process exited with code {code} before it could "
+            self._write_state(run_dir, "failed", f"the training process exited with code {code} before it could "
                                                  f"save its state; see the log")

@@ -1,0 +1,79 @@
+"""The training CLI's configuration: presets and explicit flags, schedules, the exact round trip of to_argv."""
+
+from dataclasses import asdict
+
+import pytest
+
+from explorer.training.config import ConfigError, TrainConfig, milestone_epochs, parse_config, to_argv
+from explorer.training.presets import PRESETS
+
+
+def test_the_cifar100_preset_is_self_kd_libs_protocol():
+    cfg = parse_config(["--preset", "cifar100-resnet18", "--method", "cskd"])
+    assert (cfg.dataset, cfg.model, cfg.method) == ("cifar100", "resnet18", "cskd")
+    assert (cfg.epochs, cfg.batch_size) == (200, 128)
+    assert (cfg.lr, cfg.weight_decay, cfg.temperature, cfg.kd_weight) == (0.1, 5e-4, 4.0, 1.0)
+    assert (cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_epochs) == ("step", "105,155", 0.1, 5)
+    assert PRESETS["cifar100-resnet18"].published == {"ce": 76.24, "cskd": 78.66, "pskd": 79.31}
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--epochs", "10"], {"epochs": 10, "milestones": "105,155"}),
+    (["--epochs=10", "--lr=0.05"], {"epochs": 10, "lr": 0.05}),
+    (["--batch-size", "128"], {"batch_size": 128}),  # given explicitly, even when equal to the default
+    (["--milestones", "60,120", "--gamma", "0.2"], {"milestones": "60,120", "gamma": 0.2}),
+    (["--schedule", "cosine"], {"schedule": "cosine", "milestones": ""}),  # the preset's milestones go with its steps
+    (["--dataset", "digits", "--model", "small_cnn"], {"dataset": "digits", "model": "small_cnn", "epochs": 200}),
+])
+def test_explicit_flags_win_over_the_preset(flags, expected):
+    cfg = parse_config(["--preset", "cifar100-resnet18", *flags])
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    untouched = {k: v for k, v in PRESETS["cifar100-resnet18"].values.items() if k not in expected and
+                 not (k == "milestones" and cfg.schedule == "cosine")}
+    assert {k: getattr(cfg, k) for k in untouched} == untouched
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--preset", "cifar100-resnet18", "--method", "ce"],
+    ["--preset", "cifar100-resnet18", "--warmup-epochs", "0", "--schedule", "cosine"],  # defaults that beat the preset
+    ["--schedule", "step", "--milestones", "3,7", "--warmup-epochs", "2", "--precision", "bf16", "--compile"],
+    ["--run-id", "x", "--cskd-partner-pass", "joint", "--channels-last", "off"],
+])
+def test_to_argv_reproduces_the_config_exactly(argv):
+    cfg = parse_config(argv)
+    assert parse_config(to_argv(cfg)) == cfg
+    assert "--resume" not in " ".join(to_argv(cfg))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--schedule", "step"], "--schedule step needs --milestones"),
+    (["--milestones", "30,60"], "--milestones apply to --schedule step only; got --schedule cosine"),
+    (["--schedule", "step", "--milestones", "60,30"], "--milestones must be ascending epoch numbers"),
+    (["--schedule", "step", "--milestones", "0,30"], "--milestones must be ascending epoch numbers"),
+    (["--schedule", "step", "--milestones", "ten"], "--milestones must be ascending epoch numbers"),
+    (["--warmup-epochs", "30"], r"--warmup-epochs must be at least 0 and below --epochs \(30\); got 30"),
+    (["--gamma", "0"], "--gamma must be a positive number"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    (["--channels-last", "yes"], "invalid choice: 'yes'"),
+    (["--preset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--resume", "/tmp/run", "--epochs", "5"], "--resume continues a run with the settings in its config.json; "
+                                                "leave out --epochs"),
+    (["--resume", "/nonexistent/run"], "--resume /nonexistent/run: not a run folder"),
+])
+def test_bad_schedules_and_flags_are_refused_with_one_line(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_milestones_parse_to_epochs():
+    assert milestone_epochs("") == ()
+    assert milestone_epochs("100, 150") == (100, 150)
+
+
+def test_every_field_has_help_and_choices_hold_the_default():
+    for name, value in asdict(TrainConfig()).items():
+        field = TrainConfig.__dataclass_fields__[name]
+        assert field.metadata["help"], name
+        choices = field.metadata["choices"]
+        assert choices is None or value in choices, name
