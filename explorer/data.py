@@ -15,9 +15,14 @@ Names (``DATASETS`` lists them, ``load_dataset`` loads them):
 - ``imagefolder:PATH``: images in torchvision ImageFolder layout (PATH/<class>/<image>), resized to
   ``image_size`` x ``image_size`` RGB. PATH/train and PATH/test (or PATH/val) are used as the split when
   present, else the images are split 80 / 20 per class with ``SPLIT_SEED``.
+- ``tinyimagenet``: Tiny-ImageNet-200 under ``data_root`` (``explorer.tinyimagenet`` reads its layout), 64x64 RGB,
+  200 classes, the labelled val split as the test split; ``download=True`` fetches it.
+
+Image-file datasets (``imagefolder:PATH``, ``tinyimagenet``) can also be streamed from disk batch by batch when
+they would not fit in memory: ``explorer.streaming.open_dataset`` decides.
 
 Normalisation statistics are the per-channel mean and std of the training split. Random crops pad with
-black; horizontal flips are used for natural images (CIFAR, image folders) and never for digits.
+black; horizontal flips are used for natural images (CIFAR, image folders, Tiny-ImageNet) and never for digits.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ __all__ = ["DATASETS", "Dataset", "DatasetError", "ImageFiles", "augment", "chec
            "load_dataset", "natural_crop_padding", "normalize_images", "read_image", "stratified_split"]
 
 SPLIT_SEED = 0
-DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH")
+DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH", "tinyimagenet")
 MIN_STD = 1e-3  # normalisation never divides by less: a constant channel stays finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -323,7 +328,7 @@ def load_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
                  image_size: int = 32) -> Dataset:
     """Load a named dataset to CPU tensors (cached per process: the app and tests ask again and again).
 
-    ``data_root`` and ``download`` apply to CIFAR; ``image_size`` to ``imagefolder:PATH``.
+    ``data_root`` and ``download`` apply to CIFAR and Tiny-ImageNet; ``image_size`` to ``imagefolder:PATH``.
     Raises ``DatasetError`` with an actionable message when the data is missing.
     """
     if name == "mnist5k":
@@ -334,4 +339,8 @@ def load_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
         return _cifar(name, data_root, download)
     if name.startswith("imagefolder:"):
         return _imagefolder(name.split(":", 1)[1], image_size)
+    if name == "tinyimagenet":
+        from explorer.streaming import load_tinyimagenet  # decodes with DataLoader workers
+
+        return load_tinyimagenet(data_root, download)
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
