@@ -14,6 +14,7 @@ from explorer import tinyimagenet
 from explorer.data import Dataset, DatasetError, load_dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.streaming import (
+    LOAD_PEAK,
     BatchStream,
     ImageBatch,
     PairBatchSampler,
@@ -364,11 +365,12 @@ def test_choose_data_mode_compares_the_decoded_bytes_with_the_budget():
     assert 0 < available_memory() <= int(meminfo["MemTotal"].split()[0]) * 1024
 
 
-def test_open_dataset_streams_a_folder_only_when_it_exceeds_the_budget(tmp_path):
+def test_open_dataset_streams_a_folder_only_when_loading_it_exceeds_the_budget(tmp_path):
     folder = _noise_folder(tmp_path / "f", {"a": 5, "b": 5})  # 10 images of 3 x 8 x 8 = 1,920 bytes
     name = f"imagefolder:{folder}"
-    assert isinstance(open_dataset(name, image_size=8, memory_budget=1920), Dataset)
-    assert isinstance(open_dataset(name, image_size=8, memory_budget=1919, num_workers=0), StreamedDataset)
+    assert LOAD_PEAK["imagefolder"] == 9.0  # loading them in memory peaks at 9 x 1,920 = 17,280 bytes
+    assert isinstance(open_dataset(name, image_size=8, memory_budget=17280), Dataset)
+    assert isinstance(open_dataset(name, image_size=8, memory_budget=17279, num_workers=0), StreamedDataset)
     assert open_dataset("digits") is load_dataset("digits", "data", False, 32)  # the cached in-memory dataset
     with pytest.raises(DatasetError, match="digits cannot be streamed"):
         open_dataset("digits", data_mode="stream")
