@@ -15,14 +15,20 @@ Names (``DATASETS`` lists them, ``load_dataset`` loads them):
 - ``imagefolder:PATH``: images in torchvision ImageFolder layout (PATH/<class>/<image>), resized to
   ``image_size`` x ``image_size`` RGB. PATH/train and PATH/test (or PATH/val) are used as the split when
   present, else the images are split 80 / 20 per class with ``SPLIT_SEED``.
+- ``tinyimagenet``: Tiny-ImageNet-200 under ``data_root`` (``explorer.tinyimagenet`` reads its layout), 64x64 RGB,
+  200 classes, the labelled val split as the test split; ``download=True`` fetches it.
+
+Image-file datasets (``imagefolder:PATH``, ``tinyimagenet``) can also be streamed from disk batch by batch when
+they would not fit in memory: ``explorer.streaming.open_dataset`` decides.
 
 Normalisation statistics are the per-channel mean and std of the training split. Random crops pad with
-black; horizontal flips are used for natural images (CIFAR, image folders) and never for digits.
+black; horizontal flips are used for natural images (CIFAR, image folders, Tiny-ImageNet) and never for digits.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,10 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "augment", "load_dataset", "stratified_split"]
+__all__ = ["DATASETS", "Dataset", "DatasetError", "ImageFiles", "augment", "check_class_sizes", "imagefolder_files",
+           "load_dataset", "natural_crop_padding", "normalize_images", "read_image", "stratified_split"]
 
 SPLIT_SEED = 0
-DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH")
+DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH", "tinyimagenet")
+MIN_STD = 1e-3  # normalisation never divides by less: a constant channel stays finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
@@ -97,8 +105,7 @@ class Dataset:
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32, standardised with the training split's statistics."""
-        mean, std = _channel_stats(self.mean, self.std, images.device)
-        return (images.float() / 255.0 - mean) / std
+        return normalize_images(images, self.mean, self.std)
 
     def denormalize(self, images: Tensor) -> Tensor:
         """The inverse of ``normalize``, as float in [0, 1] (for display)."""
@@ -111,6 +118,66 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torc
     """Mean and std as [1, C, 1, 1] tensors on ``device``, made once per device: building them from Python
     floats at every call is a blocking host-to-device copy on a GPU, twice per training step."""
     return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def normalize_images(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 images -> float32 ``(x / 255 - mean) / std`` per channel (shared by in-memory and streamed data)."""
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device)
+    return (images.float() / 255.0 - mean_t) / std_t
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """One split of an image-file dataset, not yet decoded: file paths and labels.
+
+    The paths are one numpy bytes array, not a list of str: DataLoader workers read it without touching Python
+    reference counts, so the pages forked into every worker stay shared instead of being copied one by one.
+    """
+
+    paths: np.ndarray  # [N] bytes (os.fsencode of each path)
+    labels: Tensor  # [N] long
+
+    @classmethod
+    def from_samples(cls, samples: list[tuple[str, int]]) -> ImageFiles:
+        """From torchvision-style ``(path, label)`` pairs."""
+        return cls(np.array([os.fsencode(path) for path, _ in samples], dtype=np.bytes_),
+                   torch.tensor([label for _, label in samples], dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> str:
+        return os.fsdecode(self.paths[index])
+
+    def subset(self, indices: np.ndarray) -> ImageFiles:
+        return ImageFiles(self.paths[indices], self.labels[torch.as_tensor(indices, dtype=torch.long)])
+
+
+def check_class_sizes(labels: Tensor, class_folders: list[Path]) -> None:
+    """Every class of a training split needs 2 images: an IPS pair is two different images of one class."""
+    counts = torch.bincount(labels, minlength=len(class_folders))
+    for folder, count in zip(class_folders, counts.tolist(), strict=True):
+        if count < 2:
+            held = "no images" if count == 0 else "only one image"
+            raise DatasetError(f"class folder {folder} holds {held} for training; every class needs at least 2 "
+                               f"(an IPS pair is two different images of one class)")
+
+
+def natural_crop_padding(image_size: int) -> int:
+    """Random-crop padding for natural images of side ``image_size``: an eighth of the side (4 px on 32 px)."""
+    return max(1, image_size // 8)
+
+
+def read_image(path: str, image_size: tuple[int, int]) -> Tensor:
+    """One image file as uint8 RGB [3, H, W], resized (bilinear, antialiased) to ``image_size``: the one decoder of
+    image-file datasets, in memory or streamed, so both give the same bytes.
+
+    The functional kernels of ``v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True)])``, without the
+    transform objects' dispatch, which cost a fifth of the time on small images.
+    """
+    from torchvision.transforms.v2 import functional as F
+
+    return F.resize(F.pil_to_tensor(_rgb_loader(path)), list(image_size), antialias=True)
 
 
 def augment(images: Tensor, padding: int, flip: bool, generator: torch.Generator | None = None) -> Tensor:
@@ -160,7 +227,7 @@ def _make(name: str, train_images: Tensor, train_labels: Tensor, test_images: Te
           class_names: tuple[str, ...], crop_padding: int, flip: bool) -> Dataset:
     pixels = train_images.float().div(255.0).transpose(0, 1).reshape(train_images.shape[1], -1)
     mean = tuple(float(v) for v in pixels.mean(dim=1))
-    std = tuple(max(float(v), 1e-3) for v in pixels.std(dim=1))
+    std = tuple(max(float(v), MIN_STD) for v in pixels.std(dim=1))
     return Dataset(name, train_images.contiguous(), train_labels, test_images.contiguous(), test_labels,
                    class_names, mean, std, crop_padding, flip)
 
@@ -206,37 +273,51 @@ def _cifar(name: str, data_root: str | Path, download: bool) -> Dataset:
     return _make(name, *tensors(train), *tensors(test), tuple(train.classes), crop_padding=4, flip=True)
 
 
-def _imagefolder(path: str, image_size: int) -> Dataset:
+def imagefolder_files(path: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[Path]]:
+    """The train and test ``(path, label)`` lists of ``imagefolder:PATH`` and its class folders, nothing decoded.
+
+    PATH/train + PATH/test (or PATH/val) when present, else PATH split 80 / 20 per class (``SPLIT_SEED``).
+    A class is named after its folder, and labels number the folders in sorted order (torchvision's ImageFolder).
+    """
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
 
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist; expected PATH/<class>/<image> (ImageFolder layout)")
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)])
 
-    def read(folder: Path, classes: list[str] | None = None) -> tuple[Tensor, Tensor, list[str]]:
+    def listing(folder: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
         try:
-            ds = ImageFolder(str(folder), transform=transform, loader=_rgb_loader)
+            ds = ImageFolder(str(folder))
         except (FileNotFoundError, RuntimeError) as exc:
             raise DatasetError(f"cannot read {folder} as an image folder: {exc}") from None
         if classes is not None and ds.classes != classes:
             raise DatasetError(f"{folder} has classes {ds.classes}, but the train split has {classes}")
-        pairs = [ds[i] for i in range(len(ds))]
-        return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]).long(), ds.classes
+        return ds.samples, ds.classes
 
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train_x, train_y, classes = read(root / "train")
-        test_x, test_y, _ = read(test_dir, classes)
+    train_root = root / "train" if (root / "train").is_dir() and test_dir is not None else root
+    if train_root != root:
+        train, classes = listing(train_root)
+        test, _ = listing(test_dir, classes)
     else:
-        images, labels, classes = read(root)
-        train_idx, test_idx = stratified_split(labels.numpy(), test_fraction=0.2)
-        train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
-    if len(test_y) == 0:
+        samples, classes = listing(root)
+        train_idx, test_idx = stratified_split(np.array([label for _, label in samples]), test_fraction=0.2)
+        train, test = [samples[i] for i in train_idx], [samples[i] for i in test_idx]
+    if not test:
         raise DatasetError(f"{root} holds too few images for a test split; give each class at least 2 images")
-    return _make(f"imagefolder:{root}", train_x, train_y, test_x, test_y, tuple(classes),
-                 crop_padding=max(1, image_size // 8), flip=True)
+    return train, test, [train_root / name for name in classes]
+
+
+def _imagefolder(path: str, image_size: int) -> Dataset:
+    train, test, class_folders = imagefolder_files(path)
+
+    def decode(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
+        images = [read_image(file, (image_size, image_size)) for file, _ in samples]
+        return torch.stack(images), torch.tensor([label for _, label in samples]).long()
+
+    class_names = tuple(folder.name for folder in class_folders)
+    return _make(f"imagefolder:{Path(path).expanduser()}", *decode(train), *decode(test), class_names,
+                 crop_padding=natural_crop_padding(image_size), flip=True)
 
 
 def _rgb_loader(path: str):
@@ -251,7 +332,7 @@ def load_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
                  image_size: int = 32) -> Dataset:
     """Load a named dataset to CPU tensors (cached per process: the app and tests ask again and again).
 
-    ``data_root`` and ``download`` apply to CIFAR; ``image_size`` to ``imagefolder:PATH``.
+    ``data_root`` and ``download`` apply to CIFAR and Tiny-ImageNet; ``image_size`` to ``imagefolder:PATH``.
     Raises ``DatasetError`` with an actionable message when the data is missing.
     """
     if name == "mnist5k":
@@ -262,4 +343,8 @@ def load_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
         return _cifar(name, data_root, download)
     if name.startswith("imagefolder:"):
         return _imagefolder(name.split(":", 1)[1], image_size)
+    if name == "tinyimagenet":
+        from explorer.streaming import load_tinyimagenet  # decodes with DataLoader workers
+
+        return load_tinyimagenet(data_root, download)
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
