@@ -1,12 +1,16 @@
 """The core and the training CLI on a CUDA GPU (skipped where none is present; run on a lent GPU machine)."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 from explorer.ips import build_class_index, ips_loss, patch_swap, same_class_partners
-from explorer.training.loop import main
+from explorer.training import loop
+from explorer.training.config import parse_config
+from explorer.training.loop import main, setup, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -42,3 +46,55 @@ def test_training_picks_the_gpu_by_default(tmp_path):
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert status["state"] == "finished" and status["device"].startswith("cuda")
     assert config["environment"]["device"].startswith("cuda") and status["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("method", ["ce", "cskd", "ips"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_training_step_makes_no_host_sync(method, precision):
+    """CUDA's sync debug mode raises on any blocking device-to-host transfer inside the steps (an epoch's anchor
+    refill included); the first two steps warm cuDNN and the caches up."""
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    s = setup(parse_config(["--dataset", "digits", "--method", method, "--precision", precision]))
+    for _ in range(2):
+        train_step(s)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(s.steps_per_epoch + 1):
+            train_step(s)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(train_step(s)).all()
+
+
+def test_fp16_and_channels_last_train_on_the_gpu(tmp_path):
+    args = ["--dataset", "digits", "--method", "ips", "--epochs", "2", "--precision", "fp16", "--channels-last", "on",
+            "--out", str(tmp_path), "--run-id", "h"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    status = json.loads((tmp_path / "h" / "status.json").read_text())
+    assert config["precision_used"] == "fp16" and status["test_accuracy"] > 0.5
+
+
+def test_a_gpu_run_resumes(tmp_path, monkeypatch):
+    """Stopped in epoch 2 of 3 and resumed: the run ends where the run left alone ends, up to cuDNN's
+    non-determinism (on the CPU the two are bit-identical, see test_training_state.py)."""
+    base = ["--dataset", "digits", "--method", "ips", "--epochs", "3", "--out", str(tmp_path)]
+    assert main([*base, "--run-id", "whole"]) == 0
+    original = loop.train_step
+
+    def step_then_signal(s):
+        parts = original(s)
+        if s.step == 18:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return parts
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    assert main([*base, "--run-id", "cut"]) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert main(["--resume", str(tmp_path / "cut")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] in ("epoch", "resume")] == [1, 1, 2, 3]
+    whole, cut = (json.loads((tmp_path / run / "status.json").read_text()) for run in ("whole", "cut"))
+    assert cut["state"] == "finished" and abs(cut["test_accuracy"] - whole["test_accuracy"]) < 0.05

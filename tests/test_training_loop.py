@@ -302,3 +302,22 @@ def test_an_unexpected_error_in_the_loop_fails_the_run(tmp_path, monkeypatch):
         main(["--dataset", "digits", "--epochs", "1", "--out", str(tmp_path), "--run-id", "boom"])
     _, status, _ = _read_run(tmp_path / "boom")
     assert status["state"] == "failed" and status["message"] == "RuntimeError: out of cheese" and status["step"] == 2
+
+
+@pytest.mark.parametrize("method", ["ce", "cskd", "ips"])
+def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch, method):
+    """No Python-level read-back (item, tolist, bool, int, float, cpu, numpy) inside a step, an epoch's anchor
+    refill included; on a GPU each would be a blocking sync (test_cuda.py checks the kernels too, in every
+    precision)."""
+    s = loop.setup(parse_config(["--dataset", "digits", "--method", method, "--device", "cpu"]))
+    train_step(s)  # the first step fills the caches
+
+    def read_back(*args, **kwargs):
+        raise AssertionError("a tensor was read back to the host inside a training step")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, read_back)
+    for _ in range(s.steps_per_epoch + 1):
+        parts = train_step(s)
+    monkeypatch.undo()
+    assert parts.shape == (4,) and s.step == s.steps_per_epoch + 2

@@ -200,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed training steps per setting and round (x10 for the augmentation)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed training steps before each timing")
     parser.add_argument("--rounds", type=int, default=3, help="timings per figure; the fastest is kept")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of torch (default: torch's choice); 1 steadies figures on a shared machine")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     steady = steady_allocator()
     if args.image_shape:
