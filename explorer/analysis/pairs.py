@@ -28,8 +28,8 @@ from explorer.ips import (
     swap_patches,
 )
 
-__all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "anchor_masks", "class_test_index",
-           "confidence_gaps", "gap_statistics", "patch_sizes", "swap_pair"]
+__all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "SwappedTestPairs", "anchor_masks",
+           "class_test_index", "confidence_gaps", "gap_statistics", "patch_sizes", "swap_pair", "swapped_test_pairs"]
 
 
 def patch_sizes(image_size: tuple[int, int]) -> list[int]:
@@ -128,9 +128,21 @@ class PairGaps:
         return (self.confidence_a[name] - self.confidence_b[name]).abs()
 
 
-def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int, patch_size: int, ratio: float,
-                    seed: int, label: int | None = None) -> PairGaps:
-    """Swap ``n_pairs`` random same-class test pairs (of class ``label``, or all classes) and score them.
+@dataclass(frozen=True)
+class SwappedTestPairs:
+    """Same-class test pairs and their swapped views: what ``confidence_gaps``, the evidence and CAM analyses score."""
+
+    anchors: Tensor  # [N] test indices of view a's source
+    partners: Tensor  # [N] test indices of view b's source
+    labels: Tensor  # [N]
+    masks: Tensor  # bool [N, gh, gw]: the exchanged positions (the anchors' rows of anchor_masks)
+    view_a: Tensor  # uint8 [N, C, H, W]: the anchor with the partner's patches at the mask
+    view_b: Tensor  # uint8 [N, C, H, W]: the partner with the anchor's patches at the mask
+
+
+def swapped_test_pairs(dataset: Dataset, n_pairs: int, patch_size: int, ratio: float, seed: int,
+                       label: int | None = None) -> SwappedTestPairs:
+    """``n_pairs`` random same-class test pairs (of class ``label``, or all classes), swapped in one batched call.
 
     With a fixed ``seed`` every test image is the anchor of the same pair every time (its partner and its
     swap are fixed), so a larger N or a class filter only adds or selects pairs, never reshuffles them.
@@ -146,16 +158,22 @@ def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int
         raise ValueError(f"the number of pairs must be at least 1; got {n_pairs}")
     anchors = order[:n_pairs]
     partners = partners_of[anchors]
-    view_a, view_b = swap_patches(images[anchors], images[partners],
-                                  anchor_masks(dataset, patch_size, ratio, seed)[anchors])
-    targets = labels[anchors]
+    masks = anchor_masks(dataset, patch_size, ratio, seed)[anchors]
+    view_a, view_b = swap_patches(images[anchors], images[partners], masks)
+    return SwappedTestPairs(anchors, partners, labels[anchors], masks, view_a, view_b)
+
+
+def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int, patch_size: int, ratio: float,
+                    seed: int, label: int | None = None) -> PairGaps:
+    """Swap ``n_pairs`` random same-class test pairs (``swapped_test_pairs``) and score them with each model."""
+    pairs = swapped_test_pairs(dataset, n_pairs, patch_size, ratio, seed, label)
     conf_a, conf_b, teacher, kd = {}, {}, {}, {}
     for name, model in models.items():
-        logits_a, logits_b = predict_logits(model, dataset, torch.cat([view_a, view_b])).cpu().chunk(2)
-        out = ips_loss(logits_a, logits_b, targets)
+        logits_a, logits_b = predict_logits(model, dataset, torch.cat([pairs.view_a, pairs.view_b])).cpu().chunk(2)
+        out = ips_loss(logits_a, logits_b, pairs.labels)
         conf_a[name], conf_b[name], teacher[name], kd[name] = (out.confidence_a, out.confidence_b,
                                                                out.teacher_is_a, out.kd_per_pair)
-    return PairGaps(anchors, partners, targets, conf_a, conf_b, teacher, kd)
+    return PairGaps(pairs.anchors, pairs.partners, pairs.labels, conf_a, conf_b, teacher, kd)
 
 
 @dataclass(frozen=True)
