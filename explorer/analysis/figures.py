@@ -264,34 +264,52 @@ def patch_evidence_maps(image_a: np.ndarray, image_b: np.ndarray,
 
     ``image_a``/``image_b``: uint8 [H, W, 3]; ``maps[model]`` = (delta_a, delta_b, exchanged mask), each
     [H / patch_size, W / patch_size]. Red raises the confidence, blue lowers it, on one scale for all panels.
+    The figure is built in one call from plain dicts (its axes laid out here, not by ``make_subplots``): it is
+    redrawn with every pair the Patch swap tab shows, and Plotly's per-property validation would take 4x longer.
     """
-    names = list(maps)
-    titles = [f"{name}: {view}" for name in names for view in ("a, with b's patch at one position",
-                                                                 "b, with a's patch at one position")]
-    fig = make_subplots(rows=max(1, len(names)), cols=2, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=0.1)
+    rows = max(1, len(maps))
     limit = max([float(np.abs(d).max()) for a, b, _ in maps.values() for d in (a, b)] + [1e-6])
-    for row, name in enumerate(names, start=1):
-        delta_a, delta_b, mask = maps[name]
-        for col, (image, delta, other) in enumerate(((image_a, delta_a, "b"), (image_b, delta_b, "a")), start=1):
-            centres = patch_size * np.arange(delta.shape[1]) + (patch_size - 1) / 2
-            rows_at = patch_size * np.arange(delta.shape[0]) + (patch_size - 1) / 2
-            fig.add_trace(go.Image(z=image, hoverinfo="skip"), row, col)
-            fig.add_trace(go.Heatmap(
-                z=delta, x=centres, y=rows_at, zmin=-limit, zmax=limit, zmid=0, colorscale="RdBu", reversescale=True,
-                opacity=0.6, showscale=row == 1 and col == 2, xgap=1, ygap=1,
-                colorbar=dict(title=dict(text="Δ conf", side="right"), len=0.8),
-                hovertemplate=(f"patch row %{{y:.0f}}, col %{{x:.0f}} (pixels)<br>its patch from {other}: Δ true-class "
-                               f"confidence %{{z:+.4f}}<extra>{name}</extra>")), row, col)
-            for r, c in zip(*np.nonzero(mask), strict=True):
-                fig.add_shape(type="rect", x0=c * patch_size - 0.5, x1=(c + 1) * patch_size - 0.5,
-                              y0=r * patch_size - 0.5, y1=(r + 1) * patch_size - 0.5,
-                              line=dict(color="#ffbe00", width=2), row=row, col=col)
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_layout(**_LAYOUT, height=height or 80 + 330 * max(1, len(names)),
-                      title="Patch evidence: exchange one patch position at a time (amber: exchanged positions)")
+    data: list[dict] = []
+    layout: dict = {"annotations": []}
+    for row, (name, (delta_a, delta_b, mask)) in enumerate(maps.items()):
+        top = 1 - row / rows
+        for col, (image, delta, other) in enumerate(((image_a, delta_a, "b"), (image_b, delta_b, "a"))):
+            n = row * 2 + col + 1
+            x, y = ("x", "y") if n == 1 else (f"x{n}", f"y{n}")
+            outline_x, outline_y = _outlines(mask, patch_size)
+            centres = [patch_size * np.arange(size) + (patch_size - 1) / 2 for size in delta.shape]
+            data += [dict(type="image", z=image, xaxis=x, yaxis=y, hoverinfo="skip"),
+                     dict(type="heatmap", z=delta, x=centres[1], y=centres[0], zmin=-limit, zmax=limit,
+                          colorscale="RdBu", reversescale=True, opacity=0.6, xgap=1, ygap=1, xaxis=x, yaxis=y,
+                          showscale=n == 2, colorbar=dict(title=dict(text="Δ conf", side="right"), len=0.8),
+                          hovertemplate=(f"patch at pixel row %{{y:.0f}}, col %{{x:.0f}} from {other}:<br>Δ true-class"
+                                         f" confidence %{{z:+.4f}}<extra>{name}</extra>")),
+                     dict(type="scatter", x=outline_x, y=outline_y, mode="lines", xaxis=x, yaxis=y,
+                          line=dict(color="#ffbe00", width=2), hoverinfo="skip", showlegend=False)]
+            axis = dict(showticklabels=False, showgrid=False, zeroline=False)
+            layout["xaxis" + x[1:]] = dict(axis, domain=[0.53 * col, 0.53 * col + 0.47], anchor=y)
+            layout["yaxis" + y[1:]] = dict(axis, domain=[top - 1 / rows + 0.07 / rows, top - 0.1 / rows], anchor=x,
+                                           autorange="reversed", scaleanchor=x)
+            layout["annotations"].append(dict(text=f"{name}: {'ab'[col]}, with {other}'s patch at one position",
+                                              x=0.53 * col + 0.235, y=top - 0.02 / rows, xref="paper", yref="paper",
+                                              showarrow=False, xanchor="center", yanchor="bottom"))
+    fig = go.Figure(data=data, layout=dict(layout, **_LAYOUT, height=height or 80 + 330 * rows,
+                                           title="Patch evidence: exchange one patch position at a time "
+                                                 "(amber: the exchanged positions)"))
     return fig
+
+
+def _outlines(mask: np.ndarray, patch_size: int) -> tuple[list[float | None], list[float | None]]:
+    """One polyline (None between squares) around every True cell of ``mask``, in pixel coordinates: a single
+    trace, where one layout shape per patch would make Plotly re-validate every shape at each addition."""
+    x: list[float | None] = []
+    y: list[float | None] = []
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        left, top, right, bottom = c * patch_size - 0.5, r * patch_size - 0.5, (c + 1) * patch_size - 0.5, \
+            (r + 1) * patch_size - 0.5
+        x += [left, right, right, left, left, None]
+        y += [top, top, bottom, bottom, top, None]
+    return x, y
 
 
 def faithfulness_figure(results: dict[str, CamFaithfulness], foreign: dict[str, ForeignCamMass],

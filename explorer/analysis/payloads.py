@@ -271,11 +271,11 @@ def evidence_table(checks: Mapping[str, TeacherCheck]) -> dict[str, list]:
     for name, check in checks.items():
         table["model"].append(name)
         table["positions exchanged"].append(int(check.mask.sum()))
-        table["Σ Δ conf a′"].append(format_signed(check.change_a, 4))
-        table["Σ Δ conf b′"].append(format_signed(check.change_b, 4))
-        table["predicted conf a′ / b′"].append(f"{check.predicted_a:.4f} / {check.predicted_b:.4f}")
+        table["Σ Δ conf a′"].append(format_signed(check.change_a, 6))
+        table["Σ Δ conf b′"].append(format_signed(check.change_b, 6))
+        table["predicted conf a′ / b′"].append(f"{check.predicted_a:.6f} / {check.predicted_b:.6f}")
         table["predicted teacher"].append(_view(check.predicted_teacher))
-        table["conf a′ / b′ (model)"].append(f"{check.actual_a:.4f} / {check.actual_b:.4f}")
+        table["conf a′ / b′ (model)"].append(f"{check.actual_a:.6f} / {check.actual_b:.6f}")
         table["teacher (model)"].append(_view(check.actual_teacher) + (" (a tie: a′)" if check.actual_tie else ""))
         table["agree"].append({True: "yes", False: "no", None: "tie"}[check.agrees])
     return table
@@ -286,12 +286,11 @@ def _view(teacher: str) -> str:
 
 
 def patch_evidence_payload(dataset: Dataset, label: int, evidence: Mapping[str, PatchEvidence],
-                           checks: Mapping[str, TeacherCheck], exchange: str, source_a: dict[str, Any],
-                           source_b: dict[str, Any], checkpoints: Mapping[str, Checkpoint]) -> dict[str, Any]:
+                           checks: Mapping[str, TeacherCheck], exchange: str,
+                           checkpoints: Mapping[str, Checkpoint]) -> dict[str, Any]:
     """/patch_evidence: per model the single-position deltas and evidence, and the teacher check of the exchanged
     positions (``exchange`` says how they were chosen)."""
-    return {"dataset": dataset.name, "class": dataset.class_names[label], "label": label, "a": source_a,
-            "b": source_b, "exchange": exchange,
+    return {"dataset": dataset.name, "class": dataset.class_names[label], "label": label, "exchange": exchange,
             "models": {name: {"checkpoint": str(checkpoints[name].path), **evidence[name].to_json(),
                               "check": checks[name].to_json()} for name in evidence}}
 
