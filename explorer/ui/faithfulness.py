@@ -107,7 +107,7 @@ def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: g
                 "map shows. Metrics from the grad-cam package, on the same random test images for both models.")
     with gr.Row(equal_height=True):
         n_images = gr.Slider(10, 1000, value=DEFAULT_IMAGES, step=10, label="Test images N", scale=2,
-                             info="also the number of swapped pairs")
+                             info="also the number of swapped pairs", elem_id="faithfulness-n")
         seed = gr.Number(0, precision=0, label="Seed", scale=1, info="the images, the pairs, the imputation noise")
         run = gr.Button("Measure the faithfulness of A's and B's maps", variant="primary", scale=2)
     summary = gr.Markdown(elem_id="faithfulness-summary")

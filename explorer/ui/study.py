@@ -252,7 +252,8 @@ def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
 def _form() -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
     """The new-study form (in ``launch_study``'s parameter order), its button and the estimate."""
     with gr.Row(equal_height=True):
-        study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2)
+        study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2,
+                              elem_id="study-id")
         dataset = gr.Dropdown(TRAIN_DATASETS, value="digits", label="Dataset", scale=1)
         model = gr.Dropdown(["small_cnn", "resnet18"], value="small_cnn", label="Model", allow_custom_value=True,
                             scale=1)
@@ -263,8 +264,9 @@ def _form() -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
         comparisons = gr.CheckboxGroup([(label, name) for name, label in COMPARISONS.items()],
                                        value=["equal-epochs"], label="Comparisons")
     with gr.Row(equal_height=True):
-        seeds = gr.Slider(1, 10, value=3, step=1, label="Seeds", info="0 .. n-1; 5 or more for a useful interval")
-        epochs = gr.Number(10, precision=0, label="Epochs", minimum=1)
+        seeds = gr.Slider(1, 10, value=3, step=1, label="Seeds", info="0 .. n-1; 5 or more for a useful interval",
+                          elem_id="study-seeds")
+        epochs = gr.Number(10, precision=0, label="Epochs", minimum=1, elem_id="study-epochs")
         batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size", minimum=1)
         lr = gr.Number(FORM_DEFAULTS["lr"], label="Learning rate", info="peak; cosine decay to 0")
     estimate = gr.Markdown(elem_id="study-estimate")
