@@ -344,3 +344,146 @@ def test_train_refuses_run_ids_that_are_not_plain_run_folders(client, endpoint, 
     message = "there is no run" if run_id == "no-such-run" else "is not a run id"
     with pytest.raises(AppError, match=message):
         client.predict(run_id, api_name=endpoint)
+
+
+# ---- patch evidence, CAM faithfulness, the Study tab ----------------------------------------------
+def test_the_new_sections_have_their_named_endpoints(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/patch_evidence", "/evidence_agreement", "/cam_faithfulness", "/launch_study", "/study_results",
+                 "/estimate_study", "/watch_study", "/refresh_studies", "/resume_study", "/cancel_study",
+                 "/export_study"):
+        assert name in endpoints
+
+
+def test_patch_evidence_of_the_shown_pair_through_the_api(client):
+    from explorer.analysis.evidence import check_teacher, evident_mask, patch_evidence
+
+    _swap(client, class_name="8", index_a=3, index_b=7, patch_size=7, swap_ratio=0.5, seed=0)  # the session's pair
+    plot, table, summary, data, slider = client.predict(model_a=CE, model_b=IPS, exchange="the k most evident "
+                                                        "(towards a′)", k=5, api_name="/patch_evidence")
+    dataset = load_dataset("mnist5k")
+    a, b = (dataset.test_images[class_test_index(dataset, 8, rank)] for rank in (3, 7))
+    for name, path in (("A · ce", CE), ("B · ips", IPS)):
+        model = load_checkpoint(path).model
+        evidence = patch_evidence(model, dataset, a, b, 8, 7)
+        check = check_teacher(model, dataset, evidence, evident_mask(evidence, 5))
+        assert np.allclose(data["models"][name]["delta_b"], evidence.delta_b.numpy(), atol=1e-12)
+        assert data["models"][name]["check"]["actual_teacher"] == check.actual_teacher
+        assert data["models"][name]["check"]["mask"] == check.mask.tolist()
+    assert table["headers"][0] == "model" and [row[0] for row in table["data"]] == ["A · ce", "B · ips"]
+    assert slider["value"] == 5 and "each model's 5 most evident positions" in summary
+    assert len(json.loads(plot["plot"])["data"]) == 12  # per model and image: the image, the heat map, the outlines
+
+
+def test_evidence_agreement_through_the_api(client):
+    from explorer.analysis.evidence import evidence_agreement
+
+    text, data = client.predict(models="A only", class_name="2", n_pairs=20, patch_size=7, swap_ratio=0.5, seed=4,
+                                api_name="/evidence_agreement")
+    dataset = load_dataset("mnist5k")
+    expected = evidence_agreement(load_checkpoint(CE).model, dataset, 20, 7, 0.5, 4, label=2)
+    assert list(data["models"]) == ["A · ce"] and data["models"]["A · ce"]["rate"] == pytest.approx(expected.rate)
+    assert data["models"]["A · ce"]["agreements"] == expected.agreement_count and "Over 20 pairs" in text
+
+
+@pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")  # inside grad-cam
+def test_cam_faithfulness_through_the_api(client):
+    from explorer.analysis.faithfulness import compare_faithfulness
+
+    text, table, plot, data = client.predict(method="GradCAM", layer="block3", n_images=10, seed=1,
+                                             api_name="/cam_faithfulness")
+    dataset = load_dataset("mnist5k")
+    models = {"A · ce": load_checkpoint(CE).model, "B · ips": load_checkpoint(IPS).model}
+    expected = compare_faithfulness(models, dataset, 10, "GradCAM", "block3", seed=1)
+    assert data["sentence"] == expected.sentence() and expected.sentence() in text
+    assert data["models"]["B · ips"]["metrics"]["ROAD MoRF"]["per_image"] == pytest.approx(
+        expected.b.morf.mean(0).tolist())
+    assert "CAM share on swapped-in patches" in data["difference_b_minus_a"]
+    assert [row[0] for row in table["data"]][-1] == "CAM share on swapped-in patches"
+    with pytest.raises(AppError, match="choose two checkpoints"):
+        client.predict(model_b=None, n_images=10, api_name="/cam_faithfulness")
+
+
+def _final_record(run_dir: Path) -> dict:
+    """The last epoch record of a run's metrics.jsonl, read directly."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in records if r["kind"] == "epoch"][-1]
+
+
+def _paired(method: dict, baseline: dict) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of the per-seed differences, by hand (3 seeds: t = 4.303)."""
+    from scipy.stats import t
+
+    diffs = [method[s] - baseline[s] for s in sorted(method)]
+    n, mean = len(diffs), sum(diffs) / len(diffs)
+    half = t.ppf(0.975, n - 1) * (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5 / n ** 0.5
+    return mean, mean - half, mean + half
+
+
+def test_a_study_launched_through_the_api_finishes_with_the_run_folders_numbers(client, runs_dir):
+    from explorer.training.study import comparison_spec, save_spec
+
+    args = dict(study_id="e2e", dataset="digits", model="small_cnn", methods=["ce", "ips"],
+                comparisons=["equal-epochs", "equal-compute"], seeds=3, epochs=1, batch_size=64, lr=0.05)
+    assert client.predict(**args, api_name="/estimate_study").startswith("**9 runs**: 3 settings")
+    picker = client.predict(**args, api_name="/launch_study")
+    assert picker["value"] == "e2e"
+    with pytest.raises(AppError, match="a study 'e2e' exists already"):
+        client.predict(**args, api_name="/launch_study")
+    deadline = time.monotonic() + 900  # 9 short runs, two at a time, on a busy 2-core CPU
+    while (data := client.predict("e2e", api_name="/study_results"))["finished"] < 9:
+        assert time.monotonic() < deadline, f"the study did not finish: {data['runs']}"
+        assert not any(run["state"] in ("failed", "cancelled") for run in data["runs"]), data["runs"]
+        time.sleep(2)
+    assert data["total"] == 9 and data["pending"] == 0 and data["active"] is False
+    spec = data["study"]
+    labels = [s["label"] for s in spec["settings"]]
+    assert labels == ["ce 1 ep", "ips 1 ep", "ce 2 ep"]
+    by_hand: dict[str, dict[str, dict[int, float]]] = {m: {label: {} for label in labels} for m in data["metrics"]}
+    for run in data["runs"]:
+        run_dir = runs_dir / run["run_id"]
+        assert run["run_id"] == f"e2e-{run['setting'].replace(' ', '-')}-s{run['seed']}"
+        assert json.loads((run_dir / "launch.json").read_text())["study"] == "e2e"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert (config["seed"], config["batch_size"], config["lr"]) == (run["seed"], 64, 0.05)
+        record = _final_record(run_dir)
+        assert record["epoch"] == (2 if run["setting"] == "ce 2 ep" else 1)
+        for metric, key, scale in (("accuracy", "test_accuracy", 100), ("nll", "test_nll", 1),
+                                   ("ece", "test_ece", 100), ("brier", "test_brier", 1)):
+            by_hand[metric][run["setting"]][run["seed"]] = scale * record[key]
+    for metric, per_setting in by_hand.items():
+        for label, by_seed in per_setting.items():
+            assert {v["seed"]: v["value"] for v in data["values"][metric][label]} == pytest.approx(by_seed)
+    for comparison, baseline in zip(data["comparisons"], ("ce 1 ep", "ce 2 ep"), strict=True):
+        assert (comparison["setting"], comparison["baseline"]) == ("ips 1 ep", baseline)
+        for metric in data["metrics"]:
+            got = comparison["differences"][metric]
+            assert (got["mean"], got["low"], got["high"]) == pytest.approx(
+                _paired(by_hand[metric]["ips 1 ep"], by_hand[metric][baseline]))
+    assert len(data["sentences"]) == 2 and "Only 3 seeds" in data["sentences"][0]
+
+    progress, runs_table, summary, comparisons, sentences, plot, timer = client.predict(
+        "e2e", "accuracy", api_name="/watch_study")
+    assert progress.startswith("**9 of 9 runs finished**") and timer == {"active": False, "__type__": "update"}
+    ips = next(row for row in summary["data"] if row[0] == "ips 1 ep")
+    values = list(by_hand["accuracy"]["ips 1 ep"].values())
+    mean = sum(values) / 3
+    std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+    assert ips[1] == 3 and ips[2] == f"{mean:.2f} ± {std:.2f}"
+    row = next(r for r in runs_table["data"] if r[0] == "ips 1 ep" and r[1] == 1)
+    assert row[3] == "finished" and row[4] == pytest.approx(round(by_hand["accuracy"]["ips 1 ep"][1], 2))
+    dots = json.loads(plot["plot"])["data"][0]
+    assert _numbers(dots["x"]) == pytest.approx([by_hand["accuracy"]["ips 1 ep"][s] - by_hand["accuracy"]["ce 1 ep"][s]
+                                                 for s in (0, 1, 2)])
+    assert sentences.count("- ") == 2 and "equal epochs" in sentences and comparisons["data"][0][0] == "equal epochs"
+    markdown, csv = client.predict("e2e", api_name="/export_study")
+    assert Path(csv["path"] if isinstance(csv, dict) else csv).read_text().count("\n") == 10  # header + 9 runs
+    assert "| equal epochs | ips 1 ep | ce 1 ep |" in Path(markdown["path"] if isinstance(markdown, dict)
+                                                         else markdown).read_text()
+
+    # a study whose spec the CLI saved is offered too, its runs not started yet
+    save_spec(comparison_spec("from-cli", "digits", "small_cnn", ["ce", "ips"], 1, ["equal-epochs"], [0, 1]), runs_dir)
+    choices = [value for _, value in client.predict(None, api_name="/refresh_studies")["choices"]]
+    assert choices[:2] == ["from-cli", "e2e"]
+    assert client.predict("from-cli", "accuracy", api_name="/watch_study")[0].startswith(
+        "**0 of 4 runs finished** (4 not started)")

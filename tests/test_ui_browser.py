@@ -172,3 +172,62 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     details.get_by_text(run_id).wait_for()
     _no_error_toast(page)
     _shot(page, "train")
+
+
+def _set_number(page, selector: str, value: int) -> None:
+    """Type into a number box (a Slider's or a Number's) and leave it, as a person would."""
+    box = page.locator(selector).first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_7_patch_evidence_follows_the_pair_and_the_most_evident_exchange(page):
+    _open_tab(page, "Patch swap")
+    summary = page.locator("#evidence-summary")
+    summary.get_by_text("exchanged: the swap's").wait_for()
+    page.locator("#evidence-maps .js-plotly-plot").wait_for()
+    assert page.locator("#evidence-table [data-testid=cell-1-0]").inner_text().strip() == "B · ips"
+    page.get_by_label("the k most evident (towards a′)").check()
+    summary.get_by_text("most evident positions").wait_for()
+    _no_error_toast(page)
+    _shot(page, "patch-evidence")
+
+
+def test_8_gaps_evidence_rate_has_its_count(page):
+    _open_tab(page, "Confidence gaps")
+    _set_number(page, '[aria-label="number input for Number of pairs N"]', 20)
+    page.get_by_role("button", name="Does the summed patch evidence predict the teacher?").click()
+    result = page.locator("#evidence-agreement")
+    result.get_by_text("Over 20 pairs").wait_for()
+    assert re.search(r"A · ce: .*\(\d+ of \d+ pairs", result.inner_text())
+    _no_error_toast(page)
+
+
+def test_9_gradcam_faithfulness_table_plot_and_sentence(page):
+    _open_tab(page, "Grad-CAM")
+    _set_number(page, '#faithfulness-n input[type=number]', 10)
+    page.get_by_role("button", name="Measure the faithfulness of A's and B's maps").click()
+    summary = page.locator("#faithfulness-summary")
+    summary.get_by_text("10 test images").wait_for()
+    assert "ROAD combined" in summary.inner_text() and "CAM share on the swapped-in patches" in summary.inner_text()
+    page.locator("#faithfulness-plot .js-plotly-plot").wait_for()
+    assert page.locator("#faithfulness-table").get_by_text("ROAD combined").count() >= 1
+    _no_error_toast(page)
+    _shot(page, "cam-faithfulness")
+
+
+def test_10_study_launches_finishes_and_exports(page):
+    _open_tab(page, "Study")
+    page.locator("#study-id input, #study-id textarea").first.fill("browser")
+    _set_number(page, "#study-seeds input[type=number]", 1)
+    _set_number(page, "#study-epochs input", 1)
+    page.locator("#study-estimate").get_by_text("2 runs").wait_for()
+    page.get_by_role("button", name="Launch study").click()
+    page.locator("#study-progress").get_by_text("2 of 2 runs finished").wait_for()
+    assert page.locator("#study-summary").get_by_text("ips 1 ep").count() == 1
+    page.locator("#study-plot .js-plotly-plot").wait_for()
+    assert "one seed gives no interval" in page.locator("#study-sentences").inner_text()
+    page.get_by_role("button", name="Export Markdown and CSV").click()
+    page.get_by_text("browser.csv").first.wait_for()
+    _no_error_toast(page)
+    _shot(page, "study")

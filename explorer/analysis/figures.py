@@ -13,12 +13,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.analysis.faithfulness import CamFaithfulness, ForeignCamMass
 from explorer.evaluate import CalibrationBins
+from explorer.stats import MeanInterval, PairedDifference, mean_interval
 from explorer.training.methods import BASELINE, FEATURED, method_colour
 
 __all__ = ["CURVE_PANELS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
-           "confidence_histograms", "confusion_figure", "gap_histogram", "gap_scatter", "reliability_diagram",
-           "training_curves"]
+           "confidence_histograms", "confusion_figure", "faithfulness_figure", "gap_histogram", "gap_scatter",
+           "paired_differences", "patch_evidence_maps", "reliability_diagram", "training_curves"]
 
 MODEL_COLOURS = (method_colour(BASELINE), method_colour(FEATURED))  # model A (baseline), model B (IPS)
 TEACHER_COLOURS = {"view a teaches": "#1b9e77", "view b teaches": "#7570b3"}
@@ -219,3 +221,129 @@ def _shade(colour: str, nth: int) -> str:
     rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     mixed = rgb + ((0 if mix < 0 else 255) - rgb) * abs(mix)
     return "#" + "".join(f"{round(v):02x}" for v in mixed)
+
+
+def _error_bars(summaries: Sequence[MeanInterval]) -> dict:
+    """Whiskers from each mean to its 95 % interval's ends (none where one value gives no interval)."""
+    return dict(type="data", symmetric=False, thickness=2, width=8,
+                array=[s.high - s.mean if s.has_interval else 0 for s in summaries],
+                arrayminus=[s.mean - s.low if s.has_interval else 0 for s in summaries])
+
+
+def paired_differences(differences: dict[str, PairedDifference], axis_title: str, height: int | None = None
+                       ) -> go.Figure:
+    """One row per comparison: each seed's difference setting − baseline (a dot, hover names the seed), their
+    mean (a diamond) with its 95 % t-interval (whiskers; none from one seed), and the line of no difference."""
+    fig = go.Figure()
+    rows = list(differences)
+    for i, (name, difference) in enumerate(differences.items()):
+        seeds, values = list(difference.per_seed), list(difference.per_seed.values())
+        fig.add_trace(go.Scatter(
+            x=values, y=[name] * len(values), mode="markers", name="one seed", legendgroup="seed", showlegend=i == 0,
+            marker=dict(color="#777", size=9, opacity=0.75), customdata=seeds,
+            hovertemplate="seed %{customdata}: %{x:+.4f}<extra>" + name + "</extra>"))
+        interval = (f"95 % CI {difference.low:+.4f} to {difference.high:+.4f}" if difference.has_interval
+                    else "one seed: no interval")
+        fig.add_trace(go.Scatter(
+            x=[difference.mean], y=[name], mode="markers", name="mean, 95 % CI", legendgroup="mean",
+            showlegend=i == 0, error_x=_error_bars([difference]),
+            marker=dict(color=MODEL_COLOURS[1], size=13, symbol="diamond"),
+            hovertemplate=f"mean %{{x:+.4f}}<br>{interval}<br>{difference.n} seed(s)<extra>{name}</extra>"))
+    fig.add_vline(x=0, line=dict(color="#999", dash="dot", width=1))
+    fig.update_layout(**_LAYOUT, height=height or 160 + 70 * max(1, len(rows)),
+                      title="Paired per-seed differences (setting − baseline)", xaxis_title=axis_title)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=rows[::-1], automargin=True)
+    return fig
+
+
+def patch_evidence_maps(image_a: np.ndarray, image_b: np.ndarray,
+                        maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], patch_size: int,
+                        height: int | None = None) -> go.Figure:
+    """Per model (a row), the change of each image's true-class confidence when the patch at one position alone
+    comes from the other image, as a heat map over that image's patch grid; the exchanged positions outlined.
+
+    ``image_a``/``image_b``: uint8 [H, W, 3]; ``maps[model]`` = (delta_a, delta_b, exchanged mask), each
+    [H / patch_size, W / patch_size]. Red raises the confidence, blue lowers it, on one scale for all panels.
+    The figure is built in one call from plain dicts (its axes laid out here, not by ``make_subplots``): it is
+    redrawn with every pair the Patch swap tab shows, and Plotly's per-property validation would take 4x longer.
+    """
+    rows = max(1, len(maps))
+    limit = max([float(np.abs(d).max()) for a, b, _ in maps.values() for d in (a, b)] + [1e-6])
+    data: list[dict] = []
+    layout: dict = {"annotations": []}
+    for row, (name, (delta_a, delta_b, mask)) in enumerate(maps.items()):
+        top = 1 - row / rows
+        for col, (image, delta, other) in enumerate(((image_a, delta_a, "b"), (image_b, delta_b, "a"))):
+            n = row * 2 + col + 1
+            x, y = ("x", "y") if n == 1 else (f"x{n}", f"y{n}")
+            outline_x, outline_y = _outlines(mask, patch_size)
+            centres = [patch_size * np.arange(size) + (patch_size - 1) / 2 for size in delta.shape]
+            data += [dict(type="image", z=image, xaxis=x, yaxis=y, hoverinfo="skip"),
+                     dict(type="heatmap", z=delta, x=centres[1], y=centres[0], zmin=-limit, zmax=limit,
+                          colorscale="RdBu", reversescale=True, opacity=0.6, xgap=1, ygap=1, xaxis=x, yaxis=y,
+                          showscale=n == 2, colorbar=dict(title=dict(text="Δ conf", side="right"), len=0.8),
+                          hovertemplate=(f"patch at pixel row %{{y:.0f}}, col %{{x:.0f}} from {other}:<br>Δ true-class"
+                                         f" confidence %{{z:+.4f}}<extra>{name}</extra>")),
+                     dict(type="scatter", x=outline_x, y=outline_y, mode="lines", xaxis=x, yaxis=y,
+                          line=dict(color="#ffbe00", width=2), hoverinfo="skip", showlegend=False)]
+            axis = dict(showticklabels=False, showgrid=False, zeroline=False)
+            layout["xaxis" + x[1:]] = dict(axis, domain=[0.53 * col, 0.53 * col + 0.47], anchor=y)
+            layout["yaxis" + y[1:]] = dict(axis, domain=[top - 1 / rows + 0.07 / rows, top - 0.1 / rows], anchor=x,
+                                           autorange="reversed", scaleanchor=x)
+            layout["annotations"].append(dict(text=f"{name}: {'ab'[col]}, with {other}'s patch at one position",
+                                              x=0.53 * col + 0.235, y=top - 0.02 / rows, xref="paper", yref="paper",
+                                              showarrow=False, xanchor="center", yanchor="bottom"))
+    fig = go.Figure(data=data, layout=dict(layout, **_LAYOUT, height=height or 80 + 330 * rows,
+                                           title="Patch evidence: exchange one patch position at a time "
+                                                 "(amber: the exchanged positions)"))
+    return fig
+
+
+def _outlines(mask: np.ndarray, patch_size: int) -> tuple[list[float | None], list[float | None]]:
+    """One polyline (None between squares) around every True cell of ``mask``, in pixel coordinates: a single
+    trace, where one layout shape per patch would make Plotly re-validate every shape at each addition."""
+    x: list[float | None] = []
+    y: list[float | None] = []
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        left, top, right, bottom = c * patch_size - 0.5, r * patch_size - 0.5, (c + 1) * patch_size - 0.5, \
+            (r + 1) * patch_size - 0.5
+        x += [left, right, right, left, left, None]
+        y += [top, top, bottom, bottom, top, None]
+    return x, y
+
+
+def faithfulness_figure(results: dict[str, CamFaithfulness], foreign: dict[str, ForeignCamMass],
+                        height: int = 420) -> go.Figure:
+    """Left: ROAD most- and least-relevant-first, the mean change of the true-class probability against the share
+    of pixels imputed, per model with 95 % intervals. Right: ROAD combined, the CAM-mult change and the CAM
+    share on swapped-in patches, per model with 95 % intervals (the dotted line: the swapped-in area)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+                        subplot_titles=("ROAD: true-class probability change", "Summaries (95 % CI)"))
+    for i, (name, result) in enumerate(results.items()):
+        removed = [100 - p for p in result.percentiles]
+        for order, values, dash in (("most relevant first", result.morf, "solid"),
+                                    ("least relevant first", result.lerf, "dash")):
+            summaries = [mean_interval(row) for row in values]
+            fig.add_trace(go.Scatter(
+                x=removed, y=[s.mean for s in summaries], mode="lines+markers", name=f"{name}, {order}",
+                line=dict(color=_colour(i), dash=dash), marker=dict(size=7),
+                error_y=_error_bars(summaries),
+                hovertemplate=f"{order}<br>%{{x}} % of pixels imputed<br>mean change %{{y:+.4f}}<extra>{name}</extra>"),
+                1, 1)
+        summaries = {"ROAD combined": mean_interval(result.road_combined),
+                     "CAM-mult change": mean_interval(result.cam_mult_change)}
+        if name in foreign:
+            summaries["CAM share on swapped-in patches"] = foreign[name].summary()
+        fig.add_trace(go.Scatter(
+            x=list(summaries), y=[s.mean for s in summaries.values()], mode="markers", name=name, showlegend=False,
+            marker=dict(color=_colour(i), size=11, symbol="diamond"), offsetgroup=str(i),
+            error_y=_error_bars(list(summaries.values())),
+            hovertemplate="%{x}: %{y:+.4f}<extra>" + name + "</extra>"), 1, 2)
+    areas = [m.foreign_area for m in foreign.values()]
+    if areas:
+        fig.add_hline(y=areas[0], line=dict(color="#999", dash="dot", width=1), row=1, col=2)
+    fig.update_xaxes(title_text="pixels imputed (%)", row=1, col=1)
+    fig.update_yaxes(title_text="after − before", zeroline=True, row=1, col=1)
+    fig.update_layout(**_LAYOUT, height=height, scattermode="group")
+    fig.update_layout(title="CAM faithfulness", margin=dict(t=95))
+    return fig

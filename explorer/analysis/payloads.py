@@ -8,7 +8,11 @@ only where a table or a long per-pair list shows them, and a NaN becomes null (J
 - ``gaps_payload`` and ``gap_table``: /confidence_gaps;
 - ``gradcam_payload`` and ``top_classes``: /gradcam;
 - ``compare_payload`` and ``compare_table``: /compare;
-- ``runs_payload``: /runs (and the Train tab's runs table).
+- ``runs_payload``: /runs (and the Train tab's runs table);
+- ``study_payload`` and the ``study_*_table`` functions: /study_results and the Study tab's tables;
+- ``patch_evidence_payload``, ``evidence_table``, ``evidence_agreement_summary``: /patch_evidence and
+  /evidence_agreement;
+- ``faithfulness_payload`` and ``faithfulness_table``: /cam_faithfulness.
 """
 
 from __future__ import annotations
@@ -23,13 +27,24 @@ from torch import Tensor
 
 from explorer.analysis.cam import ModelCam
 from explorer.analysis.comparison import Comparison, ModelReport
+from explorer.analysis.evidence import EvidenceAgreement, PatchEvidence, TeacherCheck
+from explorer.analysis.faithfulness import (
+    HIGHER_IS_MORE_FAITHFUL,
+    FaithfulnessComparison,
+    ForeignCamMass,
+)
 from explorer.analysis.pairs import GapStatistics, PairGaps, SwappedPair
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
+from explorer.stats import MeanInterval, format_signed, mean_interval
 from explorer.training.runfolder import RUN_TABLE_HEADERS, RunInfo
+from explorer.training.study import StudyResults
 
-__all__ = ["COMPARE_METRICS", "GAP_TABLE_ROWS", "compare_payload", "compare_table", "gap_table", "gaps_payload",
-           "gradcam_payload", "runs_payload", "swap_pair_payload", "top_classes"]
+__all__ = ["COMPARE_METRICS", "GAP_TABLE_ROWS", "STUDY_COLUMNS", "compare_payload", "compare_table",
+           "evidence_agreement_summary", "evidence_table", "faithfulness_payload", "faithfulness_table",
+           "foreign_share_difference", "gap_table", "gaps_payload", "gradcam_payload", "patch_evidence_payload",
+           "runs_payload", "study_comparison_table", "study_payload", "study_runs_table", "study_summary_table",
+           "swap_pair_payload", "top_classes"]
 
 GAP_TABLE_ROWS = 20  # the pairs with the largest gaps that the gap table lists; the JSON lists them all
 # (metric key, row title, scale) of the Compare tab's metrics table
@@ -164,3 +179,182 @@ def compare_table(reports: Mapping[str, ModelReport]) -> dict[str, list]:
 def runs_payload(infos: Iterable[RunInfo]) -> dict[str, list]:
     """The runs table as data: {"headers": RUN_TABLE_HEADERS, "data": one row of text per run, in the given order}."""
     return {"headers": list(RUN_TABLE_HEADERS), "data": [info.row() for info in infos]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Study
+# --------------------------------------------------------------------------------------------------
+# (metric, column title, decimals) of the Study tab's tables, in METRICS order
+STUDY_COLUMNS = (("accuracy", "test acc (%)", 2), ("nll", "test NLL", 4), ("ece", "test ECE (%)", 2),
+                 ("brier", "test Brier", 4))
+
+
+def _mean_std(summary: MeanInterval | None, digits: int) -> str:
+    if summary is None:
+        return "—"
+    return f"{summary.mean:.{digits}f}" + ("" if summary.std is None else f" ± {summary.std:.{digits}f}")
+
+
+def study_runs_table(results: StudyResults, states: Mapping[str, str]) -> dict[str, list]:
+    """One row per (setting, seed), setting by setting: its run id, its state (``states`` by run id) and, once
+    finished, its final test metrics."""
+    spec = results.spec
+    table: dict[str, list] = {"setting": [], "seed": [], "run": [], "state": [],
+                              **{title: [] for _, title, _ in STUDY_COLUMNS}}
+    for setting in spec.settings:
+        for seed in spec.seeds:
+            run_id = spec.run_id(setting, seed)
+            table["setting"].append(setting.label)
+            table["seed"].append(seed)
+            table["run"].append(run_id)
+            table["state"].append(states.get(run_id, "not started"))
+            for metric, title, digits in STUDY_COLUMNS:
+                value = results.values[metric].get(setting.label, {}).get(seed)
+                table[title].append(None if value is None else round(value, digits))
+    return table
+
+
+def study_summary_table(results: StudyResults) -> dict[str, list]:
+    """Per setting: its finished seeds and mean ± std (sample std) of each metric over them."""
+    table: dict[str, list] = {"setting": [], "finished seeds": [], **{title: [] for _, title, _ in STUDY_COLUMNS}}
+    for setting in results.spec.settings:
+        table["setting"].append(setting.label)
+        table["finished seeds"].append(len(results.values["accuracy"].get(setting.label, {})))
+        for metric, title, digits in STUDY_COLUMNS:
+            table[title].append(_mean_std(results.summary(metric, setting.label), digits))
+    return table
+
+
+def study_comparison_table(results: StudyResults) -> dict[str, list]:
+    """Per comparison and metric: the paired per-seed difference setting − baseline, its mean, 95 % interval and
+    seeds; "—" where no seed has both runs finished, "needs 2 seeds" where one seed gives no interval."""
+    table: dict[str, list] = {key: [] for key in ("comparison", "setting − baseline", "metric", "Δ mean",
+                                                  "95 % CI", "seeds", "Δ per seed")}
+    for comparison in results.spec.comparisons:
+        for metric, title, digits in STUDY_COLUMNS:
+            difference = results.difference(metric, comparison)
+            table["comparison"].append(comparison.name)
+            table["setting − baseline"].append(f"{comparison.setting} − {comparison.baseline}")
+            table["metric"].append(title.removeprefix("test "))
+            if difference is None:
+                for key in ("Δ mean", "95 % CI", "Δ per seed"):
+                    table[key].append("—")
+                table["seeds"].append(0)
+                continue
+            table["Δ mean"].append(format_signed(difference.mean, digits))
+            low, high = (format_signed(v, digits) if v is not None else "" for v in (difference.low, difference.high))
+            table["95 % CI"].append(f"{low} to {high}" if difference.has_interval else "needs 2 seeds")
+            table["seeds"].append(difference.n)
+            table["Δ per seed"].append(", ".join(f"s{seed}: {format_signed(value, digits)}"
+                                                 for seed, value in difference.per_seed.items()))
+    return table
+
+
+def study_payload(results: StudyResults, states: Mapping[str, str]) -> dict[str, Any]:
+    """/study_results: ``StudyResults.to_json()`` plus every run's id and state, and how many of them finished."""
+    runs = [{"run_id": results.spec.run_id(setting, seed), "setting": setting.label, "seed": seed,
+             "state": states.get(results.spec.run_id(setting, seed), "not started")}
+            for setting, seed in results.spec.runs()]
+    return {**results.to_json(), "runs": runs, "total": len(runs), "finished": len(runs) - results.pending,
+            "active": any(run["state"] in ("queued", "running") for run in runs)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Patch evidence
+# --------------------------------------------------------------------------------------------------
+def evidence_table(checks: Mapping[str, TeacherCheck]) -> dict[str, list]:
+    """Per model: what the summed single-patch evidence predicts for the exchanged positions, and what the model
+    does with the real swapped views."""
+    table: dict[str, list] = {key: [] for key in (
+        "model", "positions exchanged", "Σ Δ conf a′", "Σ Δ conf b′", "predicted conf a′ / b′", "predicted teacher",
+        "conf a′ / b′ (model)", "teacher (model)", "agree")}
+    for name, check in checks.items():
+        table["model"].append(name)
+        table["positions exchanged"].append(int(check.mask.sum()))
+        table["Σ Δ conf a′"].append(format_signed(check.change_a, 6))
+        table["Σ Δ conf b′"].append(format_signed(check.change_b, 6))
+        table["predicted conf a′ / b′"].append(f"{check.predicted_a:.6f} / {check.predicted_b:.6f}")
+        table["predicted teacher"].append(_view(check.predicted_teacher))
+        table["conf a′ / b′ (model)"].append(f"{check.actual_a:.6f} / {check.actual_b:.6f}")
+        table["teacher (model)"].append(_view(check.actual_teacher) + (" (a tie: a′)" if check.actual_tie else ""))
+        table["agree"].append({True: "yes", False: "no", None: "tie"}[check.agrees])
+    return table
+
+
+def _view(teacher: str) -> str:
+    return {"a": "a′", "b": "b′"}.get(teacher, teacher)
+
+
+def patch_evidence_payload(dataset: Dataset, label: int, evidence: Mapping[str, PatchEvidence],
+                           checks: Mapping[str, TeacherCheck], exchange: str,
+                           checkpoints: Mapping[str, Checkpoint]) -> dict[str, Any]:
+    """/patch_evidence: per model the single-position deltas and evidence, and the teacher check of the exchanged
+    positions (``exchange`` says how they were chosen)."""
+    return {"dataset": dataset.name, "class": dataset.class_names[label], "label": label, "exchange": exchange,
+            "models": {name: {"checkpoint": str(checkpoints[name].path), **evidence[name].to_json(),
+                              "check": checks[name].to_json()} for name in evidence}}
+
+
+def evidence_agreement_summary(agreements: Mapping[str, EvidenceAgreement]) -> str:
+    """Markdown: per model, how often the summed evidence picks the model's teacher, as a rate with its counts."""
+    lines = []
+    for name, result in agreements.items():
+        decided = result.count - result.tie_count
+        rate = "no decided pair" if result.rate is None else f"**{100 * result.rate:.1f} %**"
+        lines.append(f"- **{name}**: {rate} ({result.agreement_count} of {decided} pairs; {result.tie_count} of "
+                     f"{result.count} left out as ties, where the two swapped views' confidences are equal)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# CAM faithfulness
+# --------------------------------------------------------------------------------------------------
+def _with_interval(summary: MeanInterval, digits: int = 4) -> str:
+    if not summary.has_interval:
+        return format_signed(summary.mean, digits)
+    return (f"{format_signed(summary.mean, digits)} ({format_signed(summary.low, digits)} to "
+            f"{format_signed(summary.high, digits)})")
+
+
+def foreign_share_difference(a: ForeignCamMass, b: ForeignCamMass) -> MeanInterval:
+    """B − A of the per-pair CAM share on swapped-in patches, over the pairs where neither map is all zero."""
+    difference = b.pair_share - a.pair_share
+    return mean_interval(difference[~np.isnan(difference)])
+
+
+def faithfulness_table(comparison: FaithfulnessComparison, foreign: Mapping[str, ForeignCamMass]) -> dict[str, list]:
+    """One row per metric (each ROAD percentile, the summaries, the CAM share on swapped-in patches): A and B with
+    95 % intervals over the images (pairs), the paired difference B − A and which direction is more faithful."""
+    (name_a, name_b), a, b = comparison.names, comparison.a, comparison.b
+    rows: list[tuple[str, str, MeanInterval, MeanInterval, MeanInterval]] = []
+    for i, p in enumerate(a.percentiles):
+        for order, key in (("MoRF", "morf"), ("LeRF", "lerf")):
+            values_a, values_b = getattr(a, key)[i], getattr(b, key)[i]
+            rows.append((f"ROAD {order}, {100 - p} % imputed", "lower" if key == "morf" else "higher",
+                         mean_interval(values_a), mean_interval(values_b), mean_interval(values_b - values_a)))
+    scores_a, scores_b, differences = a.scores(), b.scores(), comparison.differences()
+    for metric in ("ROAD combined", "CAM-mult confidence change"):
+        rows.append((metric, "higher" if HIGHER_IS_MORE_FAITHFUL[metric] else "lower", mean_interval(scores_a[metric]),
+                     mean_interval(scores_b[metric]), differences[metric]))
+    if name_a in foreign and name_b in foreign:
+        rows.append(("CAM share on swapped-in patches", "—", foreign[name_a].summary(), foreign[name_b].summary(),
+                     foreign_share_difference(foreign[name_a], foreign[name_b])))
+    return {"metric": [r[0] for r in rows], "more faithful": [r[1] for r in rows],
+            name_a: [_with_interval(r[2]) for r in rows], name_b: [_with_interval(r[3]) for r in rows],
+            "B − A": [_with_interval(r[4]) for r in rows]}
+
+
+def faithfulness_payload(dataset: Dataset, comparison: FaithfulnessComparison, foreign: Mapping[str, ForeignCamMass],
+                         checkpoints: Mapping[str, Checkpoint], settings: dict[str, Any]) -> dict[str, Any]:
+    """/cam_faithfulness: the settings, per model ROAD and CAM-mult per image and the foreign CAM share per pair,
+    the differences B − A and the sentence."""
+    payload = {"dataset": dataset.name, **settings, **comparison.to_json()}
+    for name, data in payload["models"].items():
+        data["checkpoint"] = str(checkpoints[name].path)
+        if name in foreign:
+            data["foreign_cam_mass"] = foreign[name].to_json()
+    names = comparison.names
+    if all(name in foreign for name in names):
+        payload["difference_b_minus_a"]["CAM share on swapped-in patches"] = foreign_share_difference(
+            foreign[names[0]], foreign[names[1]]).to_json()
+    return payload

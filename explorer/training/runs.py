@@ -18,8 +18,9 @@ Its run folder ``RUNS_DIR/RUN_ID`` is the single source of truth, so runs surviv
 ``resume`` continues a cancelled, failed or interrupted run in its own folder (``explorer.train --resume``): it
 is queued like a launch, keeps its launch record (with ``resumed_at`` added) and appends to its log.
 
-Run ids are generated here (time, method, random suffix), never taken from the user, and every id that
-comes back from the UI is checked to be a plain folder name, so no path can leave the runs folder.
+Run ids are generated here (time, method, random suffix) unless the caller names the run (a study names its
+runs after itself); every id, given or coming back from the UI, is checked to be a plain folder name, so no
+path can leave the runs folder.
 
 A concurrency limit counts processes (one per GPU a run uses); further launches wait in order, as
 ``queued``. On a GPU host each run sees only the GPUs it was given (``CUDA_VISIBLE_DEVICES``), the least
@@ -165,23 +166,35 @@ class RunManager:
         self._watcher.start()
 
     # ---- the public API ---------------------------------------------------------------------------
-    def launch(self, settings: Mapping[str, Any], gpus: int = 1) -> str:
+    def launch(self, settings: Mapping[str, Any], gpus: int = 1, run_id: str | None = None,
+               study: str | None = None) -> str:
         """Check the form values, create the run folder as ``queued`` and start the run when a slot is free.
 
         ``settings`` maps ``FORM_FIELDS`` names to values (missing ones take the CLI defaults); ``gpus`` > 1
-        trains with DistributedDataParallel under torchrun on that many GPUs. Returns the new run id; any value
+        trains with DistributedDataParallel under torchrun on that many GPUs. ``run_id`` names the run folder
+        instead of a generated id (a study's runs are named after the study); it must be a plain folder name
+        that does not exist yet. ``study`` (a study id) is recorded in launch.json. Returns the run id; any value
         that cannot work raises ``RunError`` with a message for the user, before anything is written.
         """
+        if run_id is not None and (not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id):
+            raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         cfg = self._checked_config(settings, gpus)
         with self._lock:
-            run_id, run_dir = self._new_run_folder(cfg)
+            if run_id is None:
+                run_id, run_dir = self._new_run_folder(cfg)
+            else:
+                run_dir = self.runs_dir / run_id
+                try:
+                    run_dir.mkdir()
+                except FileExistsError:
+                    raise RunError(f"run {run_id} already exists in {self.runs_dir}; choose another id") from None
             cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
             command = [sys.executable, "-m", "explorer.train", *to_argv(cfg)]
             if gpus > 1:
                 command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
             manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
             launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
-                      "queued_at": time.time(), "manager": manager}
+                      "queued_at": time.time(), "manager": manager, **({"study": study} if study else {})}
             write_json(run_dir / LAUNCH, launch)
             write_status(run_dir, "queued", message="waiting for a free slot", progress=0.0, step=0, epoch=0,
                          epochs=cfg.epochs, device=cfg.device)

@@ -8,7 +8,7 @@ import gradio as gr
 
 from explorer.device import resolve_device
 from explorer.training.runs import RunManager
-from explorer.ui import compare, gaps, gradcam, guide, swap, train
+from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, build_header
 
 __all__ = ["CSS", "build_app"]
@@ -44,6 +44,8 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
                 compare.build(ctx, header, gradcam_tab, tabs)
             with gr.Tab("Train", id=train.TAB_ID) as train_tab:
                 train.build(ctx, runs, train_tab)
+            with gr.Tab("Study", id=study.TAB_ID) as study_tab:
+                study.build(runs, study_tab)
             with gr.Tab("Guide", id=guide.TAB_ID):
                 guide.build(ctx, header, demo)
     return demo

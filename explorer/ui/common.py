@@ -15,14 +15,19 @@ for every caller. In the app these events also share one Gradio ``concurrency_id
 so they queue in Gradio rather than block its worker threads, and the lock is uncontended; it is what makes
 direct calls (tests, scripts, several apps in one process) safe. Events that run no model (dataset switches,
 the Train tab, the pickers) neither take the lock nor touch the thread count.
+
+Long analyses (CAM faithfulness, patch evidence over many pairs: seconds to minutes) have a lane of their own,
+``HEAVY_WORK``: they copy the models they need inside ``model_work`` and run on the copies without the lock, so
+the interactive tabs stay responsive meanwhile (a CAM's hooks on a shared model would see the other's forwards).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +35,7 @@ from typing import Any
 
 import gradio as gr
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from explorer.analysis.cache import BoundedCache
 from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, weights_version
@@ -39,9 +44,10 @@ from explorer.checkpoints import Checkpoint, load_card, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
-__all__ = ["MODEL_WORK", "AppContext", "Header", "build_header", "handler", "model_handler"]
+__all__ = ["HEAVY_WORK", "MODEL_WORK", "AppContext", "Header", "build_header", "handler", "model_handler"]
 
 MODEL_WORK = "model"  # the concurrency_id of every event that runs a model
+HEAVY_WORK = "heavy"  # the concurrency_id of long analyses (seconds to minutes), which run on private model copies
 OFFLINE_DATASETS = ("mnist5k", "digits")
 
 
@@ -49,9 +55,11 @@ OFFLINE_DATASETS = ("mnist5k", "digits")
 class AppContext:
     """Where checkpoints come from and where models run, and what the app keeps in memory; built once per app.
 
-    Three bounded caches of one kind (``BoundedCache``): datasets by name; loaded models by checkpoint folder,
+    Four bounded caches of one kind (``BoundedCache``): datasets by name; loaded models by checkpoint folder,
     device and weights-file version; a split's logits by checkpoint folder, weights-file version, dataset and
-    split. A checkpoint replaced on disk gets a new version, so it is reloaded and its logits recomputed.
+    split; the answers of long analyses (CAM faithfulness, evidence over many pairs) by their inputs and the
+    checkpoints' folders and weights-file versions. A checkpoint replaced on disk gets a new version, so it is
+    reloaded and its logits and analyses recomputed.
     """
 
     runs_dir: Path
@@ -60,6 +68,7 @@ class AppContext:
     datasets: BoundedCache[Dataset] = field(default_factory=lambda: BoundedCache(8))
     loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8))
     logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
+    analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(16))
     _model_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -110,6 +119,17 @@ class AppContext:
         """``comparison.split_logits``, computed once per checkpoint file version, dataset and split."""
         key = (str(checkpoint.path), *weights_version(checkpoint.path), dataset.name, split)
         return self.logits.get(key, functools.partial(split_logits, checkpoint, dataset, split))
+
+    def analysis(self, kind: str, checkpoints: Mapping[str, Checkpoint], inputs: tuple,
+                 make: Callable[[], Any]) -> Any:
+        """The answer of a long analysis, computed once per ``kind``, ``inputs`` and checkpoint weights version."""
+        identity = tuple((name, str(c.path), *weights_version(c.path)) for name, c in checkpoints.items())
+        return self.analyses.get((kind, inputs, identity), make)
+
+    def private_models(self, checkpoints: Mapping[str, Checkpoint]) -> dict[str, nn.Module]:
+        """Copies of the checkpoints' models for ``HEAVY_WORK``, taken while no other model work runs."""
+        with self.model_work():
+            return {name: copy.deepcopy(checkpoint.model) for name, checkpoint in checkpoints.items()}
 
     @contextmanager
     def model_work(self, small: bool = False) -> Iterator[None]:

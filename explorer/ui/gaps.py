@@ -13,6 +13,7 @@ from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, ga
 from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
+from explorer.ui import evidence
 from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
 from explorer.ui.swap import SwapTab
 
@@ -120,6 +121,8 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="confidence_gaps")
     run_state = gr.State()  # the settings of the shown pairs, for opening one in the Patch swap tab
+    evidence.build_gaps_section(ctx, header, [which, class_filter, n_pairs, patch_size, ratio, seed], MODEL_SETS,
+                                ALL_CLASSES)
 
     work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
     run.click(model_handler(ctx, compute_gaps),

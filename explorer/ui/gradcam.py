@@ -18,6 +18,7 @@ from explorer.analysis.render import cam_overlay, render_image
 from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.models import cam_layers
+from explorer.ui import faithfulness
 from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab
 
@@ -187,4 +188,5 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                 show_progress="hidden", **work)
     header.dataset.input(handler(change_dataset, ctx), header.dataset, [test_index, target],
                          api_name="gradcam_dataset")
+    faithfulness.build_section(ctx, header, method, layer, DEFAULT_LAYER)
     return GradCamTab(source, test_index, inputs, outputs, show, TAB_ID)

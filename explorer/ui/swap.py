@@ -18,6 +18,7 @@ from explorer.analysis.render import render_image
 from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
+from explorer.ui import evidence
 from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair"]
@@ -224,5 +225,6 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     header.dataset.input(model_handler(ctx, change_dataset, small=True), [*models, c.ratio, c.seed],
                          [c.class_name, c.index_a, c.index_b, c.patch_size, c.upload_a, c.upload_b, *outputs],
                          api_name="swap_dataset", **work)
+    evidence.build_swap_section(ctx, header, outputs[-1])
     return SwapTab(c.class_name, c.index_a, c.index_b, c.patch_size, c.ratio, c.seed, c.upload_a, c.upload_b,
                    outputs[-1], inputs, outputs, show)

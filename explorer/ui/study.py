@@ -1,0 +1,322 @@
+"""Tab 6, Study: a fair comparison over several seeds, trained in the background, with intervals, not anecdotes.
+
+A study (``explorer.training.study``) is a ``StudySpec``: the methods against the baseline (CE) under the chosen
+comparisons (equal epochs, equal compute, equal compute per step), each setting trained with the same seeds.
+Launching saves the spec as ``RUNS/studies/<id>.json`` and queues every (setting, seed) in the app's
+``RunManager`` under the run id ``<study id>-<setting>-s<seed>``, so the runs also appear in the Train tab and
+studies started from the CLI (``python -m explorer.study --out RUNS``) appear in this tab's picker.
+
+The results are read from the run folders (the final epoch's test metrics) by ``refresh``, which a
+``gr.Timer`` calls only while one of the shown study's runs is queued or running. Choices made here:
+
+- the study id is optional: empty means ``<dataset>-<methods>-<time>``; an id in use is refused;
+- the seeds are 0 .. n-1, so two studies of n seeds use the same seeds;
+- "Train unfinished runs" resumes a study (e.g. one stopped on the CLI): finished, queued and running runs are
+  kept, a failed or cancelled run's folder is replaced by a new run of the same id;
+- a launch that the run manager refuses part-way cancels the runs it had queued, so no half study trains.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from explorer.analysis.figures import paired_differences
+from explorer.analysis.payloads import (
+    study_comparison_table,
+    study_payload,
+    study_runs_table,
+    study_summary_table,
+)
+from explorer.training.methods import BASELINE, METHODS
+from explorer.training.runfolder import STATUS, read_json
+from explorer.training.runs import FORM_DEFAULTS, FORM_FIELDS, RunError, RunManager
+from explorer.training.study import (
+    COMPARISONS,
+    STUDIES,
+    StudyResults,
+    StudySpec,
+    comparison_spec,
+    estimate_seconds,
+    list_studies,
+    load_spec,
+    read_results,
+    save_spec,
+)
+from explorer.ui.common import handler
+from explorer.ui.train import TRAIN_DATASETS
+
+__all__ = ["TAB_ID", "TICK_S", "build", "cancel_study", "estimate_study", "export_study", "launch_study",
+           "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states", "study_results"]
+
+TAB_ID = "study"
+TICK_S = 2.0
+ACTIVE = ("queued", "running")
+PLOT_METRICS = {"accuracy": "test accuracy (points)", "nll": "test NLL", "ece": "test ECE (points)",
+                "brier": "test Brier score"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradio-free parts: the spec from the form, the runs of a spec in the run manager, their states
+# --------------------------------------------------------------------------------------------------
+def form_spec(study_id: str | None, dataset: str, model: str, methods: list[str] | None,
+              comparisons: list[str] | None, seeds: float, epochs: float, batch_size: float, lr: float) -> StudySpec:
+    """The study the form describes; ValueError with the reason when it cannot be one."""
+    for value, what in ((seeds, "the number of seeds"), (epochs, "epochs"), (batch_size, "the batch size")):
+        if value is None or float(value) != int(value) or int(value) < 1:
+            raise ValueError(f"{what} must be a whole number of at least 1; got {value!r}")
+    if lr is None or not float(lr) > 0:
+        raise ValueError(f"the learning rate must be a positive number; got {lr!r}")
+    if not comparisons:
+        raise ValueError(f"choose at least one comparison: {', '.join(COMPARISONS.values())}")
+    methods = [m for m in methods or [] if m != BASELINE]
+    name = (study_id or "").strip() or f"{dataset}-{'-'.join(methods)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return comparison_spec(name, dataset, model, [BASELINE, *methods], int(epochs), comparisons,
+                           range(int(seeds)), {"batch_size": int(batch_size), "lr": float(lr)})
+
+
+def run_states(spec: StudySpec, runs_dir: Path) -> dict[str, str]:
+    """The state of every run of ``spec`` by run id ("not started" where it has no folder yet)."""
+    return {spec.run_id(s, seed): read_json(runs_dir / spec.run_id(s, seed) / STATUS).get("state", "not started")
+            for s, seed in spec.runs()}
+
+
+def queue_runs(runs: RunManager, spec: StudySpec) -> list[str]:
+    """Queue every run of ``spec`` that is not finished, queued or running; returns the ids queued.
+
+    A failed or cancelled run is deleted and queued again under its id. When the run manager refuses a run,
+    the runs queued so far are cancelled and the refusal is raised.
+    """
+    states = run_states(spec, runs.runs_dir)
+    queued: list[str] = []
+    try:
+        for setting, seed in spec.runs():
+            run_id = spec.run_id(setting, seed)
+            if states[run_id] in ("finished", *ACTIVE):
+                continue
+            if states[run_id] != "not started":
+                runs.delete(run_id)
+            config = asdict(spec.config(setting, seed, runs.runs_dir))
+            queued.append(runs.launch({k: v for k, v in config.items() if k in FORM_FIELDS}, run_id=run_id,
+                                      study=spec.study_id))
+    except RunError as exc:
+        for run_id in queued:
+            runs.cancel(run_id)
+        undone = f"; the {len(queued)} run(s) queued before it were cancelled" if queued else ""
+        raise RunError(f"study {spec.study_id}: {exc}{undone}") from None
+    return queued
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _results(runs: RunManager, study_id: str | None) -> tuple[StudyResults, dict[str, str]]:
+    if not study_id:
+        raise ValueError("choose a study in the list (or launch one)")
+    if not isinstance(study_id, str) or "/" in study_id or ".." in study_id:
+        raise ValueError(f"{study_id!r} is not a study id")
+    spec = load_spec(runs.runs_dir, study_id)
+    return read_results(spec, runs.runs_dir), run_states(spec, runs.runs_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers: the RunManager is bound; the rest are the components' values
+# --------------------------------------------------------------------------------------------------
+def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
+                   comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float) -> str:
+    """Markdown: the runs the form would train and how long they would take here (or why it cannot be launched)."""
+    try:
+        spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
+        seconds, how = estimate_seconds(spec, runs.runs_dir)
+    except (ValueError, OSError) as exc:
+        return f"⚠ {exc}"
+    slots = runs.max_concurrent
+    at_once = f" This app trains {slots} at once: about **{_duration(seconds / slots)}**." if slots > 1 else ""
+    settings = ", ".join(s.label for s in spec.settings)
+    return (f"**{len(spec.runs())} runs**: {len(spec.settings)} settings ({settings}) × {len(spec.seeds)} seeds; "
+            f"{len(spec.comparisons)} comparisons. About **{_duration(seconds)}** one after another, {how}.{at_once}")
+
+
+def launch_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
+                 comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float) -> gr.Dropdown:
+    """Save the study's spec and queue its runs; returns the study picker showing it (/launch_study)."""
+    spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
+    path = runs.runs_dir / STUDIES / f"{spec.study_id}.json"
+    if path.exists():
+        raise ValueError(f"a study {spec.study_id!r} exists already; choose another id, or pick it in the list "
+                         f"and train its unfinished runs")
+    save_spec(spec, runs.runs_dir)
+    try:
+        queued = queue_runs(runs, spec)
+    except RunError:
+        if all(state == "not started" for state in run_states(spec, runs.runs_dir).values()):
+            path.unlink()  # nothing was queued: the study never started
+        raise
+    gr.Info(f"study {spec.study_id}: {len(queued)} runs queued")
+    return refresh_studies(runs, spec.study_id)
+
+
+def resume_study(runs: RunManager, study_id: str | None) -> str:
+    """Queue the unfinished runs of the chosen study (finished, queued and running runs are kept)."""
+    results, _ = _results(runs, study_id)
+    queued = queue_runs(runs, results.spec)
+    gr.Info(f"study {study_id}: {len(queued)} run(s) queued" if queued else
+            f"study {study_id}: every run is finished, queued or running; nothing to queue")
+    return study_id
+
+
+def cancel_study(runs: RunManager, study_id: str | None) -> str:
+    """Cancel the chosen study's queued and running runs (those this app started); finished runs stay."""
+    _, states = _results(runs, study_id)
+    stopped, refused = [], []
+    for run_id, state in states.items():
+        if state in ACTIVE:
+            try:
+                runs.cancel(run_id)
+                stopped.append(run_id)
+            except RunError as exc:
+                refused.append(str(exc))
+    if refused:
+        gr.Warning(" ".join(refused))
+    gr.Info(f"study {study_id}: {len(stopped)} run(s) cancelled" if stopped else
+            f"study {study_id}: no queued or running run to cancel")
+    return study_id
+
+
+def refresh_studies(runs: RunManager, current: str | None) -> gr.Dropdown:
+    """The study picker's list, rescanned from RUNS/studies (studies of the CLI too), newest first."""
+    specs = list_studies(runs.runs_dir)
+    choices = [(f"{s.study_id} · {s.dataset} · {len(s.runs())} runs", s.study_id) for s in specs]
+    return gr.Dropdown(choices=choices, value=current if current in {s.study_id for s in specs} else None)
+
+
+def study_results(runs: RunManager, study_id: str) -> dict[str, Any]:
+    """/study_results: ``StudyResults.to_json()`` of a study, with every run's state and how many finished."""
+    results, states = _results(runs, study_id)
+    return study_payload(results, states)
+
+
+def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[str, Any] | None) -> tuple:
+    """Redraw the chosen study: progress, runs, mean ± std, paired differences, sentences, dot plot; keep the
+    timer ticking only while one of its runs is queued or running. Nothing is resent while nothing changed."""
+    if not study_id:
+        return ("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
+                gr.Timer(active=False))
+    results, states = _results(runs, study_id)
+    active = any(state in ACTIVE for state in states.values())
+    now = {"study": study_id, "metric": metric, "states": states, "values": results.values}
+    if now == previous:
+        return (*(gr.skip(),) * 7, gr.Timer(active=active))
+    total = len(states)
+    counts = {state: sum(1 for s in states.values() if s == state) for state in sorted(set(states.values()))}
+    details = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")
+    progress = f"**{total - results.pending} of {total} runs finished**" + (f" ({details})" if details else "")
+    spec = results.spec
+    progress += (f" · study **{spec.study_id}**: {spec.model} on {spec.dataset}, seeds "
+                 f"{', '.join(map(str, spec.seeds))}, shared {spec.shared or 'defaults'}")
+    differences = {f"{c.setting} − {c.baseline} ({c.name})": d for c in spec.comparisons
+                   if (d := results.difference(metric, c)) is not None}
+    sentences = results.sentences() or ["No comparison has a seed with both runs finished yet."]
+    return (progress, pd.DataFrame(study_runs_table(results, states)), pd.DataFrame(study_summary_table(results)),
+            pd.DataFrame(study_comparison_table(results)), "\n\n".join(f"- {s}" for s in sentences),
+            paired_differences(differences, PLOT_METRICS[metric]) if differences else None, now,
+            gr.Timer(active=active))
+
+
+def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
+    """The study's tables as a Markdown file and a CSV file (one row per finished run), in a temporary folder."""
+    results, _ = _results(runs, study_id)
+    spec = results.spec
+    folder = Path(tempfile.mkdtemp(prefix="ips-study-"))
+    markdown = folder / f"{spec.study_id}.md"
+    markdown.write_text(f"# Study {spec.study_id}\n\n{spec.model} on {spec.dataset}; seeds "
+                        f"{', '.join(map(str, spec.seeds))}; {results.pending} run(s) not finished.\n\n"
+                        f"{results.markdown()}\n\n" + "\n".join(f"- {s}" for s in results.sentences()) + "\n")
+    csv = folder / f"{spec.study_id}.csv"
+    csv.write_text(results.csv())
+    return str(markdown), str(csv)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout and wiring
+# --------------------------------------------------------------------------------------------------
+def _form() -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
+    """The new-study form (in ``launch_study``'s parameter order), its button and the estimate."""
+    with gr.Row(equal_height=True):
+        study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2,
+                              elem_id="study-id")
+        dataset = gr.Dropdown(TRAIN_DATASETS, value="digits", label="Dataset", scale=1)
+        model = gr.Dropdown(["small_cnn", "resnet18"], value="small_cnn", label="Model", allow_custom_value=True,
+                            scale=1)
+    with gr.Row(equal_height=True):
+        methods = gr.CheckboxGroup([(m.label, m.name) for m in METHODS.values()], value=[BASELINE, "ips"],
+                                   label="Methods",
+                                   info=f"each compared with {METHODS[BASELINE].label} (always trained)")
+        comparisons = gr.CheckboxGroup([(label, name) for name, label in COMPARISONS.items()],
+                                       value=["equal-epochs"], label="Comparisons")
+    with gr.Row(equal_height=True):
+        seeds = gr.Slider(1, 10, value=3, step=1, label="Seeds", info="0 .. n-1; 5 or more for a useful interval",
+                          elem_id="study-seeds")
+        epochs = gr.Number(10, precision=0, label="Epochs", minimum=1, elem_id="study-epochs")
+        batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size", minimum=1)
+        lr = gr.Number(FORM_DEFAULTS["lr"], label="Learning rate", info="peak; cosine decay to 0")
+    estimate = gr.Markdown(elem_id="study-estimate")
+    launch = gr.Button("Launch study", variant="primary")
+    return [study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr], launch, estimate
+
+
+def build(runs: RunManager, tab: gr.Tab) -> None:
+    gr.Markdown("Compare methods fairly: every setting is trained with the same seeds, and each comparison reports "
+                "the paired per-seed difference with its 95 % t-interval. The runs train in the background (they "
+                "also appear in the Train tab); studies started with `python -m explorer.study` appear in the list.")
+    fields, launch, estimate = _form()
+    gr.Markdown("### Results")
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown([], label="Study", scale=3, elem_id="study-picker")
+        resume = gr.Button("Train unfinished runs", scale=1)
+        cancel = gr.Button("Cancel study", variant="stop", scale=1)
+        refresh_button = gr.Button("Refresh", scale=1)
+    progress = gr.Markdown(elem_id="study-progress")
+    runs_table = gr.Dataframe(label="runs (final epoch's test metrics)", interactive=False, max_height=320,
+                              elem_id="study-runs")
+    summary = gr.Dataframe(label="per setting: mean ± std over the finished seeds", interactive=False,
+                           elem_id="study-summary")
+    comparisons = gr.Dataframe(label="comparisons: paired per-seed difference setting − baseline", interactive=False,
+                               wrap=True, elem_id="study-comparisons")
+    sentences = gr.Markdown(elem_id="study-sentences")
+    metric = gr.Radio([(title, name) for name, title in PLOT_METRICS.items()], value="accuracy",
+                      label="Metric of the plot")
+    plot = gr.Plot(label="paired differences", show_label=False, elem_id="study-plot")
+    with gr.Row(equal_height=True):
+        export = gr.Button("Export Markdown and CSV", scale=1)
+        markdown_file, csv_file = gr.File(label="Markdown", scale=2), gr.File(label="CSV", scale=2)
+    timer = gr.Timer(TICK_S, active=False)
+    shown = gr.State()  # what the page shows, so a tick that changes nothing sends nothing
+
+    gr.api(handler(study_results, runs), api_name="study_results", concurrency_limit=None)
+    quiet = dict(show_progress="hidden", concurrency_limit=None)
+    watch = handler(refresh, runs)
+    watch_io = ([picker, metric, shown], [progress, runs_table, summary, comparisons, sentences, plot, shown, timer])
+    gr.on([tab.select, *(f.change for f in fields)], handler(estimate_study, runs), fields, estimate,
+          api_name="estimate_study", trigger_mode="always_last", **quiet)
+    tab.select(handler(refresh_studies, runs), picker, picker, api_name="refresh_studies_on_select",
+               **quiet).then(watch, *watch_io, api_name="watch_study_on_select", **quiet)
+    picker.focus(handler(refresh_studies, runs), picker, picker, api_name="refresh_studies", **quiet)
+    gr.on([picker.input, metric.input, refresh_button.click, timer.tick], watch, *watch_io, api_name="watch_study",
+          **quiet)
+    launch.click(handler(launch_study, runs), fields, picker, api_name="launch_study").success(
+        watch, *watch_io, api_name="watch_launched_study", **quiet)
+    resume.click(handler(resume_study, runs), picker, picker, api_name="resume_study").success(
+        watch, *watch_io, api_name="watch_resumed_study", **quiet)
+    cancel.click(handler(cancel_study, runs), picker, picker, api_name="cancel_study").success(
+        watch, *watch_io, api_name="watch_cancelled_study", **quiet)
+    export.click(handler(export_study, runs), picker, [markdown_file, csv_file], api_name="export_study")

@@ -1,0 +1,98 @@
+"""The patch-evidence sections' handlers, called directly with an AppContext on the demo checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
+from explorer.analysis.pairs import class_test_index
+from explorer.ui.common import AppContext
+from explorer.ui.evidence import EXCHANGES, evidence_agreement_view, patch_evidence_view
+from explorer.ui.gaps import ALL_CLASSES, MODEL_SETS
+from explorer.ui.swap import show_pair
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+
+CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> AppContext:
+    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def pair(ctx):
+    """The Patch swap tab's state of class 8, samples 3 and 7, 7-pixel patches, ratio 0.5, seed 0."""
+    return show_pair(ctx, "mnist5k", CE, IPS, "8", 3, 7, None, None, 7, 0.5, 0)[-1]
+
+
+def test_evidence_of_the_shown_pair_matches_the_analysis_for_both_models(ctx, pair):
+    figure, table, summary, payload, slider = patch_evidence_view(ctx, CE, IPS, pair, EXCHANGES[0], 3)
+    mnist = ctx.dataset("mnist5k")
+    a, b = (mnist.test_images[class_test_index(mnist, 8, rank)] for rank in (3, 7))
+    models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
+    assert list(payload["models"]) == list(models) == ["A · ce", "B · ips"] and payload["class"] == "8"
+    for row, (name, model) in enumerate(models.items()):
+        expected = patch_evidence(model, mnist, a, b, 8, 7)  # the originals, swapped back from the tab's views
+        got = payload["models"][name]
+        assert np.array_equal(got["delta_a"], expected.delta_a.numpy())
+        assert np.array_equal(got["evidence_for_a"], expected.evidence_for_a.numpy())
+        check = check_teacher(model, mnist, expected, torch.from_numpy(pair["mask"]))
+        assert got["check"] == check.to_json() and got["check"]["mask"] == pair["mask"].tolist()
+        assert table["teacher (model)"][row].startswith(f"{check.actual_teacher}′")
+        assert table["Σ Δ conf a′"][row] == f"{check.change_a:+.6f}".replace("-", "−")
+        heat_a, heat_b = figure.data[6 * row + 1], figure.data[6 * row + 4]
+        assert np.array_equal(heat_a.z, expected.delta_a.numpy()) and np.array_equal(heat_b.z, expected.delta_b)
+        outline = figure.data[6 * row + 2]
+        assert list(outline.x).count(None) == int(pair["mask"].sum())  # one square per exchanged position
+    assert slider.maximum == 16 and slider.value == 3
+    assert "exchanged: the swap's 8 random positions" in summary
+
+
+def test_the_most_and_least_evident_patches_flip_the_teacher(ctx, pair):
+    teachers = {}
+    for exchange in EXCHANGES[1:]:
+        _, table, summary, payload, _ = patch_evidence_view(ctx, CE, IPS, pair, exchange, 8)
+        mnist = ctx.dataset("mnist5k")
+        for name, data in payload["models"].items():
+            evidence = patch_evidence(ctx.models(mnist, CE, IPS)[name].model, mnist,
+                                      *(mnist.test_images[class_test_index(mnist, 8, r)] for r in (3, 7)), 8, 7)
+            expected = evident_mask(evidence, 8, most=exchange == EXCHANGES[1])
+            assert data["check"]["mask"] == expected.tolist()
+        teachers[exchange] = table["teacher (model)"][0]
+        assert f"each model's 8 {'most' if exchange == EXCHANGES[1] else 'least'} evident positions" in summary
+    assert teachers == {EXCHANGES[1]: "a′", EXCHANGES[2]: "b′"}  # model A's teacher follows the evidence
+
+
+def test_evidence_refuses_what_it_cannot_show(ctx, pair):
+    with pytest.raises(ValueError, match="show one in the Patch swap tab first"):
+        patch_evidence_view(ctx, CE, IPS, None, EXCHANGES[0], 8)
+    with pytest.raises(ValueError, match="exchange must be one of"):
+        patch_evidence_view(ctx, CE, IPS, pair, "everything", 8)
+    with pytest.raises(ValueError, match="choose a checkpoint"):
+        patch_evidence_view(ctx, None, None, pair, EXCHANGES[0], 8)
+    *_, payload, slider = patch_evidence_view(ctx, None, IPS, pair, EXCHANGES[1], 99)
+    assert list(payload["models"]) == ["B · ips"] and slider.value == 16  # k clipped to the grid
+    assert sum(map(sum, payload["models"]["B · ips"]["check"]["mask"])) == 16
+
+
+def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx):
+    args = (CE, IPS, "A and B", "3", 30, 7, 0.5, 1)
+    text, data = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
+    mnist = ctx.dataset("mnist5k")
+    for name, checkpoint in ctx.models(mnist, CE, IPS).items():
+        expected = evidence_agreement(checkpoint.model, mnist, 30, 7, 0.5, 1, label=3)
+        got = data["models"][name]
+        assert (got["count"], got["ties"], got["agreements"]) == (
+            expected.count, expected.tie_count, expected.agreement_count)
+        assert got["rate"] == expected.rate and {p["label"] for p in got["pairs"]} == {3}
+        rate = "no decided pair" if expected.rate is None else f"**{100 * expected.rate:.1f} %**"
+        assert f"**{name}**: {rate} ({expected.agreement_count} of {expected.count - expected.tie_count} pairs" in text
+    cached = len(ctx.analyses)
+    again = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
+    assert again == (text, data) and len(ctx.analyses) == cached
+    only_b = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "B only", "3", 30, 7, 0.5, 1,
+                                     progress=lambda *a, **k: None)[1]
+    assert list(only_b["models"]) == ["B · ips"] and only_b["models"]["B · ips"] == data["models"]["B · ips"]
+    with pytest.raises(ValueError, match="models must be one of"):
+        evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "both", "3", 30, 7, 0.5, 1)

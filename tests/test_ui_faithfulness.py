@@ -1,0 +1,92 @@
+"""The Grad-CAM tab's faithfulness section, called directly with an AppContext on the demo checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.analysis.faithfulness import compare_faithfulness, foreign_cam_mass
+from explorer.stats import mean_interval
+from explorer.ui.common import AppContext
+from explorer.ui.faithfulness import cam_faithfulness_view
+from explorer.ui.gradcam import DEFAULT_LAYER
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+
+# raised inside pytorch_grad_cam's RemoveMostRelevantFirst (np.float32 of a torch tensor), not by our code
+pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
+CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> AppContext:
+    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
+
+
+class Recorder:
+    """Stands in for gr.Progress: keeps every fraction reported."""
+
+    def __init__(self):
+        self.fractions = []
+
+    def __call__(self, fraction, desc=None):
+        self.fractions.append(fraction)
+
+
+@pytest.fixture(scope="module")
+def measured(ctx):
+    progress = Recorder()
+    out = cam_faithfulness_view(ctx, DEFAULT_LAYER, "mnist5k", CE, IPS, "GradCAM", "block2", 12, 3, progress=progress)
+    return out, progress
+
+
+def test_faithfulness_of_both_models_is_the_analysis_on_the_same_images(ctx, measured):
+    (text, table, figure, payload), progress = measured
+    mnist = ctx.dataset("mnist5k")
+    models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
+    expected = compare_faithfulness(models, mnist, 12, "GradCAM", "block2", seed=3)
+    for name, result in (("A · ce", expected.a), ("B · ips", expected.b)):
+        got = payload["models"][name]
+        assert got["layer"] == "block2" and got["test_indices"] == result.indices.tolist()
+        assert got["metrics"]["ROAD combined"]["per_image"] == pytest.approx(result.road_combined.tolist())
+        foreign = foreign_cam_mass(models[name], mnist, 12, 7, 0.5, 3, "GradCAM", "block2")
+        assert got["foreign_cam_mass"]["summary"]["mean"] == pytest.approx(foreign.summary().mean)
+    assert expected.sentence() in text and payload["sentence"] == expected.sentence()
+    assert (payload["n_images"], payload["patch_size"], payload["swap_ratio"]) == (12, 7, 0.5)
+    combined = table[table.metric == "ROAD combined"].iloc[0]
+    difference = mean_interval(expected.b.road_combined - expected.a.road_combined)
+    assert combined["more faithful"] == "higher"
+    assert combined["B − A"].startswith(f"{difference.mean:+.4f}".replace("-", "−"))
+    assert table.metric.tolist()[:2] == ["ROAD MoRF, 80 % imputed", "ROAD LeRF, 80 % imputed"]
+    assert table.metric.tolist()[-1] == "CAM share on swapped-in patches" and "on this share" in text
+    morf_a = figure.data[0]
+    assert list(morf_a.x) == [80, 60, 40, 20] and morf_a.y == pytest.approx(expected.a.morf.mean(1).tolist())
+    assert progress.fractions == sorted(progress.fractions) and 0.85 in progress.fractions
+    assert len(progress.fractions) >= 3  # a batch of each model, then the CAM mass
+
+
+def test_a_second_request_is_answered_from_the_cache(ctx, measured):
+    (text, _, _, payload), _ = measured
+    progress = Recorder()
+    again = cam_faithfulness_view(ctx, DEFAULT_LAYER, "mnist5k", CE, IPS, "GradCAM", "block2", 12, 3,
+                                  progress=progress)
+    assert again[0] == text and again[3] == payload and progress.fractions == []  # nothing was recomputed
+
+
+def test_the_default_layer_is_each_models_own(ctx):
+    out = cam_faithfulness_view(ctx, DEFAULT_LAYER, "mnist5k", CE, IPS, "GradCAM", DEFAULT_LAYER, 10, 0,
+                                progress=Recorder())
+    assert {m["layer"] for m in out[3]["models"].values()} == {"block3"}
+    assert np.isfinite(out[3]["difference_b_minus_a"]["ROAD combined"]["mean"])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model_b": None}, "choose two checkpoints"),
+    ({"method": "NoCAM"}, "unknown CAM method 'NoCAM'"),
+    ({"n_images": 1}, "between 2 and the 1000 test images of mnist5k"),
+    ({"n_images": 1001}, "between 2 and the 1000 test images"),
+    ({"layer": "head"}, "not a CAM layer"),
+])
+def test_bad_requests_get_a_clear_message(ctx, change, message):
+    args = dict(dataset_name="mnist5k", model_a=CE, model_b=IPS, method="GradCAM", layer="block2", n_images=10,
+                seed=0)
+    with pytest.raises(ValueError, match=message):
+        cam_faithfulness_view(ctx, DEFAULT_LAYER, **{**args, **change}, progress=Recorder())
