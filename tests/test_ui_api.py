@@ -358,6 +358,8 @@ def test_the_new_sections_have_their_named_endpoints(client):
 def test_patch_evidence_of_the_shown_pair_through_the_api(client):
     from explorer.analysis.evidence import check_teacher, evident_mask, patch_evidence
 
+    # an earlier test switched this client's session to digits (patch sizes 2, 4): back to mnist5k first
+    client.predict(dataset_name="mnist5k", model_a=CE, model_b=IPS, api_name="/swap_dataset")
     _swap(client, class_name="8", index_a=3, index_b=7, patch_size=7, swap_ratio=0.5, seed=0)  # the session's pair
     plot, table, summary, data, slider = client.predict(model_a=CE, model_b=IPS, exchange="the k most evident "
                                                         "(towards a′)", k=5, api_name="/patch_evidence")
