@@ -1,4 +1,4 @@
-"""Fixtures several test files share: the offline datasets and the demo checkpoints' models, loaded once."""
+"""Fixtures several test files share: the offline datasets, the demo checkpoints' models, the app's context."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import Dataset, load_dataset
-from tests.helpers import CE_DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,13 @@ def digits() -> Dataset:
 def demo_models() -> dict:
     """The CE and IPS demo checkpoints' models, as the app's models A and B."""
     return {"A": load_checkpoint(CE_DEMO).model, "B": load_checkpoint(IPS_DEMO).model}
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    """The app's context on the demo checkpoints and an empty runs folder, on the CPU (the tabs' handlers take it)."""
+    import torch
+
+    from explorer.ui.common import AppContext  # imports Gradio: only the tests that ask for it pay for that
+
+    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))

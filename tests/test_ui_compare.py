@@ -5,17 +5,11 @@ import pytest
 import torch
 
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ui.common import AppContext
 from explorer.ui.compare import GALLERY_SIZE, compare_models, open_sample
 from explorer.ui.gradcam import SOURCES, TAB_ID
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 def test_compare_models_matches_the_evaluate_module_and_reuses_the_logits(ctx):

@@ -6,18 +6,12 @@ import torch
 
 from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
 from explorer.analysis.pairs import class_test_index
-from explorer.ui.common import AppContext
 from explorer.ui.evidence import EXCHANGES, evidence_agreement_view, patch_evidence_view
 from explorer.ui.gaps import ALL_CLASSES, MODEL_SETS
 from explorer.ui.swap import show_pair
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

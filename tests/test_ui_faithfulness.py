@@ -2,23 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
 from explorer.analysis.faithfulness import compare_faithfulness, foreign_cam_mass
 from explorer.stats import mean_interval
-from explorer.ui.common import AppContext
 from explorer.ui.faithfulness import cam_faithfulness_view
 from explorer.ui.gradcam import DEFAULT_LAYER
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 # raised inside pytorch_grad_cam's RemoveMostRelevantFirst (np.float32 of a torch tensor), not by our code
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 class Recorder:

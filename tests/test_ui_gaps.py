@@ -3,20 +3,13 @@
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 
 from explorer.analysis.pairs import class_test_index, confidence_gaps
-from explorer.ui.common import AppContext
 from explorer.ui.gaps import change_dataset, compute_gaps, open_pair
 from explorer.ui.swap import TAB_ID, show_pair
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

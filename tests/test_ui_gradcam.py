@@ -2,20 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
 from explorer.analysis.cam import compute_cams
-from explorer.ui.common import AppContext
 from explorer.ui.gradcam import DEFAULT_LAYER, SOURCES, change_dataset, layer_choices, refresh_layers, show_cams
 from explorer.ui.swap import show_pair
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 def test_show_cams_of_a_test_image_are_the_packages_cams(ctx):

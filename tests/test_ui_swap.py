@@ -2,19 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
 from explorer.analysis.pairs import class_test_index, swap_pair
-from explorer.ui.common import AppContext
 from explorer.ui.swap import change_dataset, pick_class, random_pair, show_pair
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> AppContext:
-    return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
 
 
 def test_show_pair_draws_the_pair_and_returns_the_core_numbers(ctx):

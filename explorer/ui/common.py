@@ -221,3 +221,14 @@ def build_header(ctx: AppContext) -> Header:
         picker.focus(handler(refresh_models, ctx), picker, picker, api_name=name, **quiet)
     dataset.focus(handler(refresh_datasets, ctx), dataset, dataset, api_name="refresh_datasets", **quiet)
     return Header(dataset, model_a, model_b)
+
+
+def result_views(name: str, table_label: str, plot_label: str, json_label: str,
+                 plot_id: str | None = None) -> tuple[gr.Markdown, gr.Dataframe, gr.Plot, gr.JSON]:
+    """A result's sentence, table, figure and raw JSON, laid out alike in every section (elem ids ``name-*``)."""
+    summary = gr.Markdown(elem_id=f"{name}-summary")
+    table = gr.Dataframe(label=table_label, interactive=False, wrap=True, elem_id=f"{name}-table")
+    figure = gr.Plot(label=plot_label, show_label=False, elem_id=plot_id or f"{name}-plot")
+    with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
+        data = gr.JSON(label=json_label)
+    return summary, table, figure, data

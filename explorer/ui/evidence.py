@@ -30,7 +30,7 @@ from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import swap_patches
-from explorer.ui.common import HEAVY_WORK, MODEL_WORK, AppContext, Header, handler, model_handler
+from explorer.ui.common import HEAVY_WORK, MODEL_WORK, AppContext, Header, handler, model_handler, result_views
 
 __all__ = ["EXCHANGES", "build_gaps_section", "build_swap_section", "evidence_agreement_view", "patch_evidence_view"]
 
@@ -130,12 +130,9 @@ def build_swap_section(ctx: AppContext, header: Header, pair: gr.State) -> None:
         exchange = gr.Radio(list(EXCHANGES), value=EXCHANGES[0], label="Exchange", scale=3,
                             info="most evident: the positions that favour a′ most; least evident: b′")
         k = gr.Slider(0, 16, value=8, step=1, label="k positions", scale=1)
-    summary = gr.Markdown(elem_id="evidence-summary")
-    table = gr.Dataframe(label="summed evidence of the exchanged positions vs the teacher the model chooses",
-                         interactive=False, wrap=True, elem_id="evidence-table")
-    maps = gr.Plot(label="patch evidence", show_label=False, elem_id="evidence-maps")
-    with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
-        data = gr.JSON(label="patch_evidence")
+    summary, table, maps, data = result_views(
+        "evidence", "summed evidence of the exchanged positions vs the teacher the model chooses", "patch evidence",
+        "patch_evidence", plot_id="evidence-maps")
     gr.on([pair.change, exchange.input, k.release], model_handler(ctx, patch_evidence_view, small=True),
           [header.model_a, header.model_b, pair, exchange, k], [maps, table, summary, data, k],
           api_name="patch_evidence", trigger_mode="always_last", concurrency_id=MODEL_WORK, concurrency_limit=1)

@@ -34,7 +34,7 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.stats import comparison_sentence
-from explorer.ui.common import HEAVY_WORK, AppContext, Header, handler
+from explorer.ui.common import HEAVY_WORK, AppContext, Header, handler, result_views
 
 __all__ = ["DEFAULT_IMAGES", "SWAP_RATIO", "build_section", "cam_faithfulness_view"]
 
@@ -110,12 +110,9 @@ def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: g
                              info="also the number of swapped pairs", elem_id="faithfulness-n")
         seed = gr.Number(0, precision=0, label="Seed", scale=1, info="the images, the pairs, the imputation noise")
         run = gr.Button("Measure the faithfulness of A's and B's maps", variant="primary", scale=2)
-    summary = gr.Markdown(elem_id="faithfulness-summary")
-    table = gr.Dataframe(label="true-class probability change, mean (95 % CI); B − A paired per image",
-                         interactive=False, wrap=True, elem_id="faithfulness-table")
-    figure = gr.Plot(label="CAM faithfulness", show_label=False, elem_id="faithfulness-plot")
-    with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
-        data = gr.JSON(label="cam_faithfulness")
+    summary, table, figure, data = result_views(
+        "faithfulness", "true-class probability change, mean (95 % CI); B − A paired per image", "CAM faithfulness",
+        "cam_faithfulness")
     run.click(handler(cam_faithfulness_view, ctx, default_layer),
               [header.dataset, header.model_a, header.model_b, method, layer, n_images, seed],
               [summary, table, figure, data], api_name="cam_faithfulness", concurrency_id=HEAVY_WORK,
