@@ -20,7 +20,7 @@ from pathlib import Path
 
 from explorer.data import DatasetError, ImageFiles, check_class_sizes
 
-__all__ = ["FOLDER", "IMAGE_SIZE", "MD5", "URL", "tinyimagenet_files"]
+__all__ = ["FOLDER", "IMAGE_SIZE", "MD5", "URL", "tinyimagenet_files", "write_miniature"]
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -113,3 +113,41 @@ def _val_samples(val_dir: Path, wnids: list[str]) -> list[tuple[str, int]]:
         raise DatasetError(f"{annotations} lists {absent[0]}, which is not in {images_dir}"
                            f"{f' (nor are {len(absent) - 1} more)' if len(absent) > 1 else ''}")
     return [(str(path), label_of_file[path.name]) for path in images]
+
+
+def write_miniature(data_root: str | Path, classes: int = 200, train_per_class: int = 10, val_per_class: int = 2,
+                    seed: int = 0) -> Path:
+    """A synthetic Tiny-ImageNet in the official layout under ``data_root``: ``classes`` wnids, 64x64 JPEGs.
+
+    For machines without the real archive (tests, benchmarks, the GPU check): every image is its class's colour
+    pattern (a random 4x4 grid of colours, upsampled and shifted) plus per-image noise, so a network can
+    learn the classes and patch swaps carry real class evidence. Returns the ``tiny-imagenet-200`` folder.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = Path(data_root).expanduser() / FOLDER
+    wnids = [f"n{9000000 + k:08d}" for k in range(classes)]
+    (base / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("".join(f"{wnid}\tsynthetic class {k}\n" for k, wnid in enumerate(wnids)))
+    patterns = rng.integers(0, 256, (classes, 4, 4, 3)).repeat(16, axis=1).repeat(16, axis=2)
+
+    def images(label: int, count: int) -> list[Image.Image]:
+        dy, dx = rng.integers(-8, 9, 2)  # one shift per class and split, noise per image
+        pixels = np.roll(patterns[label], (dy, dx), axis=(0, 1)) + rng.integers(-50, 51, (count, 64, 64, 3))
+        return [Image.fromarray(p) for p in pixels.clip(0, 255).astype(np.uint8)]
+
+    annotations = []
+    for label, wnid in enumerate(wnids):
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, picture in enumerate(images(label, train_per_class)):
+            picture.save(folder / f"{wnid}_{i}.JPEG")
+        for picture in images(label, val_per_class):
+            name = f"val_{len(annotations)}.JPEG"
+            picture.save(base / "val" / "images" / name)
+            annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63\n")
+    (base / "val" / "val_annotations.txt").write_text("".join(annotations))
+    return base

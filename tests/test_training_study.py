@@ -2,6 +2,9 @@
 
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +22,7 @@ from explorer.training.study import (
     read_results,
     save_spec,
 )
+from tests.helpers import ROOT, wait_for
 
 
 def _fake_run(out, run_id, accuracy, nll=0.1, ece=0.01, brier=0.02, state="finished", images_per_s=None,
@@ -136,6 +140,34 @@ def test_a_study_trains_through_the_cli_skips_finished_runs_and_prints_its_table
     assert load_spec(tmp_path, "t").settings[1].label == "ips 1 ep"
     assert main(args) == 0  # finished runs are not trained again
     assert "== ce 1 ep" not in capsys.readouterr().out
+
+
+def test_jobs_train_several_runs_at_once_and_every_one_finishes(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--id", "j", "--dataset", "digits", "--methods", "ce", "ips", "--epochs", "1",
+            "--seeds", "0", "1", "--only", "ce 1 ep", "--jobs", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| ce 1 ep | 0 |" in out and "| ce 1 ep | 1 |" in out
+    seeds = {json.loads((tmp_path / f"j-ce-1-ep-s{s}" / "config.json").read_text())["seed"] for s in (0, 1)}
+    assert seeds == {0, 1}
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_a_stopped_study_stops_its_running_runs(tmp_path):
+    study = subprocess.Popen([sys.executable, "-m", "explorer.study", "--out", str(tmp_path), "--id", "stop",
+                              "--dataset", "digits", "--methods", "ce", "ips", "--epochs", "200", "--seeds", "0",
+                              "--jobs", "2"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    runs = [tmp_path / "stop-ce-200-ep-s0", tmp_path / "stop-ips-200-ep-s0"]
+
+    def state(run):
+        return json.loads((run / "status.json").read_text())["state"] if (run / "status.json").is_file() else None
+
+    wait_for(lambda: all(state(run) == "running" for run in runs), 120, "both runs to start")
+    study.terminate()
+    assert study.wait(60) == 128 + signal.SIGTERM
+    assert [state(run) for run in runs] == ["cancelled", "cancelled"]  # none trains on as an orphan
 
 
 def test_table_only_without_finished_runs_says_so_and_fails(tmp_path, capsys):

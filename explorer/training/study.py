@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -381,20 +382,37 @@ def confidence_markdown(spec: StudySpec, runs_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # The CLI
 # --------------------------------------------------------------------------------------------------
-def _train(spec: StudySpec, out: Path, only: Sequence[str] | None) -> int:
-    """Train every unfinished run of ``spec`` (or of the ``only`` settings) through the training CLI."""
-    for setting, seed in spec.runs():
-        if only and setting.label not in only:
-            continue
-        run_dir = out / spec.run_id(setting, seed)
-        if final_epoch(run_dir) is not None:
-            continue
-        print(f"== {setting.label}, seed {seed} -> {run_dir}", flush=True)
-        cmd = [sys.executable, "-m", "explorer.train", *to_argv(spec.config(setting, seed, out))]
-        if subprocess.run(cmd).returncode != 0:
-            print(f"explorer.study: run {run_dir.name} did not finish; see {run_dir}", file=sys.stderr)
-            return 1
-    return 0
+def _train(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int = 1) -> int:
+    """Train every unfinished run of ``spec`` (or of the ``only`` settings) through the training CLI, ``jobs`` at
+    a time (several small runs share one GPU well; on a 2-core CPU keep 1). After a failed run no new run starts:
+    a setting that fails usually fails on every seed."""
+    todo = [(setting, seed, out / spec.run_id(setting, seed)) for setting, seed in spec.runs()
+            if not (only and setting.label not in only) and final_epoch(out / spec.run_id(setting, seed)) is None]
+    quiet = subprocess.DEVNULL if jobs > 1 else None  # interleaved progress bars help nobody; each run has its log
+    failed: list[Path] = []
+    running: dict[subprocess.Popen, Path] = {}
+    try:
+        while (todo and not failed) or running:
+            while todo and not failed and len(running) < jobs:
+                setting, seed, run_dir = todo.pop(0)
+                print(f"== {setting.label}, seed {seed} -> {run_dir}", flush=True)
+                command = [sys.executable, "-m", "explorer.train", *to_argv(spec.config(setting, seed, out))]
+                running[subprocess.Popen(command, stdout=quiet)] = run_dir
+            process = next((p for p in running if p.poll() is not None), None)
+            if process is None:
+                time.sleep(0.2)
+                continue
+            run_dir = running.pop(process)
+            if process.returncode != 0:
+                failed.append(run_dir)
+                print(f"explorer.study: run {run_dir.name} did not finish; see {run_dir}", file=sys.stderr,
+                      flush=True)
+    finally:  # a stopped study (Ctrl-C, SIGTERM) stops its runs: each marks itself cancelled and can resume
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    return 1 if failed else 0
 
 
 def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
@@ -423,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comparisons", nargs="+", choices=list(COMPARISONS), default=["equal-epochs"])
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's, else 0 1 2")
     parser.add_argument("--only", nargs="+", metavar="LABEL", help="train only these settings (labels)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once (default 1; several small runs share one GPU well)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
     parser.add_argument("--csv", action="store_true", help="print CSV (one row per run) instead of Markdown")
     parser.add_argument("--confidence", action="store_true",
@@ -436,14 +456,20 @@ def main(argv: list[str] | None = None) -> int:
         spec = _spec_from_args(args, out)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1; got {args.jobs}")
     if args.only and not set(args.only) <= {s.label for s in spec.settings}:
         parser.error(f"--only names unknown settings; the study has: {[s.label for s in spec.settings]}")
     if not args.table_only:
         save_spec(spec, out)
         seconds, how = estimate_seconds(spec, out)
         print(f"study {spec.study_id}: {len(spec.runs())} runs, about {seconds / 60:.0f} min left ({how})", flush=True)
-        if _train(spec, out, args.only):
-            return 1
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # _train's cleanup runs
+        try:
+            if _train(spec, out, args.only, args.jobs):
+                return 1
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     results = read_results(spec, out)
     if not any(results.values["accuracy"].values()):
         print(f"explorer.study: no finished run of study {spec.study_id} under {out}", file=sys.stderr)
