@@ -141,3 +141,17 @@ def test_a_state_from_another_kind_of_device_is_refused(tmp_path, left_alone):
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "trained on cuda, so it resumes on cuda only" in status["message"]
     assert status["progress"] == 0.66  # a resume that could not start keeps the run's progress
+
+
+
+def test_resumed_momentum_takes_the_layout_of_its_channels_last_weights(tmp_path, monkeypatch):
+    """On CUDA the fused SGD kernel refuses momentum whose strides differ from the weight's (seen on an H200:
+    a channels-last run could not resume); the layout is checked here on the CPU with --channels-last on."""
+    _stop_at_step(monkeypatch, 14)  # after epoch 1 (12 steps): its state holds momentum for every weight
+    args = [*ARGS, "--channels-last", "on", "--out", str(tmp_path), "--run-id", "nhwc"]
+    assert main(args) == 128 + signal.SIGTERM
+    s = loop.setup(parse_config(["--resume", str(tmp_path / "nhwc")]))
+    convolutions = [p for p in s.bare_model.parameters() if p.dim() == 4]
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    for param in s.bare_model.parameters():
+        assert s.optimizer.state[param]["momentum_buffer"].stride() == param.stride()

@@ -89,6 +89,11 @@ def restore_train_state(s: Session) -> dict[str, Any]:
     s.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     for group, chosen in zip(s.optimizer.param_groups, implementation, strict=True):
         group.update(chosen)  # this machine's choice (fused on CUDA), not the saving machine's
+        for param in group["params"]:  # each buffer in its parameter's layout: fused SGD refuses a contiguous
+            buffers = s.optimizer.state.get(param, {})  # momentum beside a channels-last weight
+            for name, value in buffers.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    buffers[name] = torch.empty_like(param).copy_(value)
     s.scheduler.load_state_dict(meta["scheduler"])
     if s.scaler.is_enabled() and meta["scaler"]:
         s.scaler.load_state_dict(meta["scaler"])
