@@ -253,6 +253,25 @@ def test_the_ips_step_forwards_the_swapped_views_as_the_flags_say(digits, ratio,
     assert out.kd > 0 and out.correct.dtype == torch.int64
 
 
+def test_the_ips_step_reports_how_sure_and_how_right_its_teachers_are(digits):
+    cfg = parse_config(["--dataset", "digits", "--method", "ips"])
+    model, logits = build_model("small_cnn", 1, 10), []
+
+    def forward(images):
+        logits.append(model(digits.normalize(images)))
+        return logits[-1]
+
+    anchors = torch.arange(40, 72)
+    out = method_loss(cfg, forward, digits, anchors, build_class_index(digits.train_labels, 10), 2,
+                      torch.Generator().manual_seed(3), slice(None))
+    logits_a, logits_b = logits[0].detach().chunk(2)
+    targets = digits.train_labels[anchors]
+    p_a, p_b = (x.softmax(1).gather(1, targets[:, None]).squeeze(1) for x in (logits_a, logits_b))
+    assert float(out.teacher_confidence) == pytest.approx(float(torch.maximum(p_a, p_b).sum()), rel=1e-6)
+    teacher = torch.where((p_a >= p_b)[:, None], logits_a, logits_b)
+    assert int(out.teacher_correct) == int((teacher.argmax(1) == targets).sum())
+
+
 @pytest.mark.parametrize("partner_pass", ["separate", "joint"])
 def test_the_cskd_step_forwards_the_unswapped_pair(digits, partner_pass):
     _, out, seen, x_a, x_b, _ = _recorded_step(digits, ["--method", "cskd", "--cskd-partner-pass", partner_pass])
@@ -275,12 +294,13 @@ def test_the_learning_rate_of_every_step_over_two_epochs(tmp_path):
                                                      abs=1e-12)
 
 
-def test_train_accuracy_is_correct_anchors_over_anchors(tmp_path, monkeypatch):
-    correct, original = [], loop.method_loss
+def test_train_accuracy_and_teacher_shares_are_counted_over_anchors(tmp_path, monkeypatch):
+    correct, teachers, original = [], [], loop.method_loss
 
     def counting(*args, **kwargs):
         out = original(*args, **kwargs)
         correct.append(int(out.correct))
+        teachers.append((float(out.teacher_confidence), int(out.teacher_correct)))
         return out
 
     monkeypatch.setattr(loop, "method_loss", counting)
@@ -289,6 +309,8 @@ def test_train_accuracy_is_correct_anchors_over_anchors(tmp_path, monkeypatch):
     epoch = _read_run(tmp_path / "acc")[2][-1]
     assert len(correct) == 12 and sum(correct) > 0
     assert epoch["train_accuracy"] == pytest.approx(sum(correct) / (12 * 128), abs=1e-12)  # 128 anchors, 256 images
+    assert epoch["teacher_confidence"] == pytest.approx(sum(c for c, _ in teachers) / (12 * 128), rel=1e-5)
+    assert epoch["teacher_correct"] == pytest.approx(sum(n for _, n in teachers) / (12 * 128), abs=1e-12)
 
 
 def test_an_unexpected_error_in_the_loop_fails_the_run(tmp_path, monkeypatch):

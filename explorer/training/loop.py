@@ -257,7 +257,8 @@ class _StopRequested:
 
 
 def train_step(s: Session) -> Tensor:
-    """One optimiser step; returns its [loss, ce, kd, correct anchors] on the device, read back by nobody here."""
+    """One optimiser step; returns its [loss, ce, kd, correct anchors, summed teacher confidence, correct teachers]
+    on the device (the last two 0 for methods without a teacher), read back by nobody here."""
     out = method_loss(s.cfg, s.forward, s.dataset, s.anchors.next(step_anchors(s.cfg)), s.class_index, s.patch_size,
                       s.generator, s.shard)
     s.optimizer.zero_grad(set_to_none=True)
@@ -266,18 +267,20 @@ def train_step(s: Session) -> Tensor:
     s.scaler.update()
     s.scheduler.step()
     s.step += 1
-    return torch.stack([out.loss.detach(), out.ce, out.kd, out.correct.float()])
+    zero = torch.zeros((), device=out.ce.device)
+    teacher = [zero if t is None else t.float() for t in (out.teacher_confidence, out.teacher_correct)]
+    return torch.stack([out.loss.detach(), out.ce, out.kd, out.correct.float(), *teacher])
 
 
 def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested) -> Tensor:
-    """The optimiser steps of one epoch; returns the sums of loss, CE, KD and correct anchors (on the device).
+    """The optimiser steps of one epoch; returns the sums of ``train_step``'s values (on the device).
 
     Losses are summed on the device and read back only at log boundaries (every ``--log-every`` steps), where the
     window's mean is logged and checked to be finite.
     """
     cfg = s.cfg
     s.model.train()
-    sums = torch.zeros(4, device=s.device)
+    sums = torch.zeros(6, device=s.device)
     window = torch.zeros(3, device=s.device)
     window_start, window_steps = time.perf_counter(), 0
     for _ in range(s.steps_per_epoch):
@@ -310,15 +313,18 @@ def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
         sums[:3] /= s.world
     if not recorder.enabled:
         return
-    loss_sum, ce_sum, kd_sum, correct_sum = sums.tolist()
+    loss_sum, ce_sum, kd_sum, correct_sum, teacher_confidence, teacher_correct = sums.tolist()
+    anchors = s.steps_per_epoch * step_anchors(s.cfg)
     test = classification_metrics(predict_logits(s.bare_model, s.dataset, s.dataset.test_images),
                                   s.dataset.test_labels)
     elapsed = recorder.elapsed
     record = {"kind": "epoch", "epoch": epoch, "step": s.step, "loss": loss_sum / s.steps_per_epoch,
               "ce": ce_sum / s.steps_per_epoch, "kd": kd_sum / s.steps_per_epoch,
-              "train_accuracy": correct_sum / (s.steps_per_epoch * step_anchors(s.cfg)),
+              "train_accuracy": correct_sum / anchors,
               **{f"test_{k}": v for k, v in test.items()}, "lr": s.scheduler.get_last_lr()[0],
               "images_per_s": s.step * step_images(s.cfg) / elapsed, "elapsed": elapsed}
+    if METHODS[s.cfg.method].swaps_patches:  # why IPS is over-confident: how sure, and how right, its teachers are
+        record |= {"teacher_confidence": teacher_confidence / anchors, "teacher_correct": teacher_correct / anchors}
     recorder.epoch(record, test)
 
 

@@ -36,6 +36,8 @@ class StepOutput:
     ce: Tensor  # scalar, detached
     kd: Tensor  # scalar, detached (0 for methods without a distillation term)
     correct: Tensor  # scalar, number of this shard's anchors predicted right
+    teacher_confidence: Tensor | None = None  # IPS: scalar, summed true-class probability of the pairs' teachers
+    teacher_correct: Tensor | None = None  # IPS: scalar, number of pairs whose teacher predicts the true class
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,10 @@ def _ips_step(batch: StepBatch, teacher_by: str = "probability", correct_teacher
     logits_a, logits_b = batch.forward(torch.cat([view_a[batch.shard], view_b[batch.shard]])).chunk(2)
     out = ips_loss(logits_a, logits_b, batch.targets, cfg.temperature, cfg.kd_weight, teacher_by,
                    correct_teacher_only)
-    return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets))
+    teacher_logits = torch.where(out.teacher_is_a[:, None], logits_a, logits_b).detach()
+    teacher_confidence = torch.where(out.teacher_is_a, out.confidence_a, out.confidence_b).sum()
+    return StepOutput(out.total, out.ce.detach(), out.kd.detach(), _correct(logits_a, batch.targets),
+                      teacher_confidence, _correct(teacher_logits, batch.targets))
 
 
 _MODEL_A, _MODEL_B = "#2f6db5", "#e4632d"  # the app draws model A (a baseline) and model B (IPS) in these
