@@ -208,8 +208,8 @@ def test_9_gradcam_faithfulness_table_plot_and_sentence(page):
     _set_number(page, '#faithfulness-n input[type=number]', 10)
     page.get_by_role("button", name="Measure the faithfulness of A's and B's maps").click()
     summary = page.locator("#faithfulness-summary")
-    summary.get_by_text("10 test images").wait_for()
-    assert "ROAD combined" in summary.inner_text() and "CAM share on the swapped-in patches" in summary.inner_text()
+    summary.get_by_text("CAM share on the swapped-in patches").wait_for()  # the progress bar shows there before
+    assert "10 test images" in summary.inner_text() and "on ROAD combined" in summary.inner_text()
     page.locator("#faithfulness-plot .js-plotly-plot").wait_for()
     assert page.locator("#faithfulness-table").get_by_text("ROAD combined").count() >= 1
     _no_error_toast(page)
@@ -224,7 +224,7 @@ def test_10_study_launches_finishes_and_exports(page):
     page.locator("#study-estimate").get_by_text("2 runs").wait_for()
     page.get_by_role("button", name="Launch study").click()
     page.locator("#study-progress").get_by_text("2 of 2 runs finished").wait_for()
-    assert page.locator("#study-summary").get_by_text("ips 1 ep").count() == 1
+    assert page.locator("#study-summary").get_by_text("ips 1 ep").count() >= 1
     page.locator("#study-plot .js-plotly-plot").wait_for()
     assert "one seed gives no interval" in page.locator("#study-sentences").inner_text()
     page.get_by_role("button", name="Export Markdown and CSV").click()
