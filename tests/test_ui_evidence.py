@@ -99,3 +99,30 @@ def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cache
     assert list(only_b["models"]) == ["B · ips"] and only_b["models"]["B · ips"] == data["models"]["B · ips"]
     with pytest.raises(ValueError, match="models must be one of"):
         evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "both", "3", 30, 7, 0.5, 1)
+
+
+def test_a_checkpoint_replaced_on_disk_is_analysed_again(tmp_path, monkeypatch):
+    import os
+    import shutil
+    from types import SimpleNamespace
+
+    from explorer.ui import evidence
+
+    runs = tmp_path / "runs"
+    shutil.copytree(IPS_DEMO, runs / "copy")
+    ctx = AppContext(runs, DEMO, torch.device("cpu"))
+    calls = []
+    def count(model, dataset, *settings):
+        calls.append(settings)
+        return SimpleNamespace(to_json=dict)
+
+    monkeypatch.setattr(evidence, "evidence_agreement", count)
+    monkeypatch.setattr(evidence, "evidence_agreement_summary", lambda results: "")
+    args = ("mnist5k", None, str(runs / "copy"), "B only", "3", 10, 7, 0.5, 0)
+    for _ in range(2):
+        evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, *args, progress=lambda *a, **k: None)
+    assert calls == [(10, 7, 0.5, 0, 3)]  # the second answer came from the cache
+    weights = runs / "copy" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "saved again"
+    evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, *args, progress=lambda *a, **k: None)
+    assert len(calls) == 2
