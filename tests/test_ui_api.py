@@ -358,6 +358,7 @@ def test_the_new_sections_have_their_named_endpoints(client):
 def test_patch_evidence_of_the_shown_pair_through_the_api(client):
     from explorer.analysis.evidence import check_teacher, evident_mask, patch_evidence
 
+    client.predict(dataset_name="mnist5k", model_a=CE, model_b=IPS, api_name="/swap_dataset")  # its patch sizes
     _swap(client, class_name="8", index_a=3, index_b=7, patch_size=7, swap_ratio=0.5, seed=0)  # the session's pair
     plot, table, summary, data, slider = client.predict(model_a=CE, model_b=IPS, exchange="the k most evident "
                                                         "(towards a′)", k=5, api_name="/patch_evidence")
@@ -378,8 +379,8 @@ def test_patch_evidence_of_the_shown_pair_through_the_api(client):
 def test_evidence_agreement_through_the_api(client):
     from explorer.analysis.evidence import evidence_agreement
 
-    text, data = client.predict(models="A only", class_name="2", n_pairs=20, patch_size=7, swap_ratio=0.5, seed=4,
-                                api_name="/evidence_agreement")
+    text, data = client.predict(dataset_name="mnist5k", models="A only", class_name="2", n_pairs=20, patch_size=7,
+                                swap_ratio=0.5, seed=4, api_name="/evidence_agreement")
     dataset = load_dataset("mnist5k")
     expected = evidence_agreement(load_checkpoint(CE).model, dataset, 20, 7, 0.5, 4, label=2)
     assert list(data["models"]) == ["A · ce"] and data["models"]["A · ce"]["rate"] == pytest.approx(expected.rate)
@@ -390,8 +391,8 @@ def test_evidence_agreement_through_the_api(client):
 def test_cam_faithfulness_through_the_api(client):
     from explorer.analysis.faithfulness import compare_faithfulness
 
-    text, table, plot, data = client.predict(method="GradCAM", layer="block3", n_images=10, seed=1,
-                                             api_name="/cam_faithfulness")
+    text, table, plot, data = client.predict(dataset_name="mnist5k", method="GradCAM", layer="block3", n_images=10,
+                                             seed=1, api_name="/cam_faithfulness")
     dataset = load_dataset("mnist5k")
     models = {"A · ce": load_checkpoint(CE).model, "B · ips": load_checkpoint(IPS).model}
     expected = compare_faithfulness(models, dataset, 10, "GradCAM", "block3", seed=1)
