@@ -1,15 +1,21 @@
 """The patch-evidence sections' handlers, called directly with an AppContext on the demo checkpoints."""
 
+import os
+import shutil
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
 from explorer.analysis.pairs import class_test_index
+from explorer.ui import evidence
+from explorer.ui.common import AppContext
 from explorer.ui.evidence import EXCHANGES, evidence_agreement_view, patch_evidence_view
 from explorer.ui.gaps import ALL_CLASSES, MODEL_SETS
 from explorer.ui.swap import show_pair
-from tests.helpers import CE_DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
 
@@ -70,7 +76,7 @@ def test_evidence_refuses_what_it_cannot_show(ctx, pair):
     assert sum(map(sum, payload["models"]["B · ips"]["check"]["mask"])) == 16
 
 
-def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx):
+def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx, monkeypatch):
     args = (CE, IPS, "A and B", "3", 30, 7, 0.5, 1)
     text, data = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
     mnist = ctx.dataset("mnist5k")
@@ -82,11 +88,36 @@ def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cache
         assert got["rate"] == expected.rate and {p["label"] for p in got["pairs"]} == {3}
         rate = "no decided pair" if expected.rate is None else f"**{100 * expected.rate:.1f} %**"
         assert f"**{name}**: {rate} ({expected.agreement_count} of {expected.count - expected.tie_count} pairs" in text
-    cached = len(ctx.analyses)
+    def recompute(*args, **kwargs):
+        raise AssertionError("answered again instead of from the cache")
+
+    monkeypatch.setattr("explorer.ui.evidence.evidence_agreement", recompute)
     again = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
-    assert again == (text, data) and len(ctx.analyses) == cached
+    assert again == (text, data)
     only_b = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "B only", "3", 30, 7, 0.5, 1,
                                      progress=lambda *a, **k: None)[1]
     assert list(only_b["models"]) == ["B · ips"] and only_b["models"]["B · ips"] == data["models"]["B · ips"]
     with pytest.raises(ValueError, match="models must be one of"):
         evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "both", "3", 30, 7, 0.5, 1)
+
+
+def test_a_checkpoint_replaced_on_disk_is_analysed_again(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(IPS_DEMO, runs / "copy")
+    ctx = AppContext(runs, DEMO, torch.device("cpu"))
+    calls = []
+
+    def count(model, dataset, *settings):
+        calls.append(settings)
+        return SimpleNamespace(to_json=dict)
+
+    monkeypatch.setattr(evidence, "evidence_agreement", count)
+    monkeypatch.setattr(evidence, "evidence_agreement_summary", lambda results: "")
+    args = ("mnist5k", None, str(runs / "copy"), "B only", "3", 10, 7, 0.5, 0)
+    for _ in range(2):
+        evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, *args, progress=lambda *a, **k: None)
+    assert calls == [(10, 7, 0.5, 0, 3)]  # the second answer came from the cache
+    weights = runs / "copy" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "saved again"
+    evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, *args, progress=lambda *a, **k: None)
+    assert len(calls) == 2

@@ -36,12 +36,19 @@ def test_faithfulness_of_both_models_is_the_analysis_on_the_same_images(ctx, mea
     mnist = ctx.dataset("mnist5k")
     models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
     expected = compare_faithfulness(models, mnist, 12, "GradCAM", "block2", seed=3)
+    foreign = {}
     for name, result in (("A · ce", expected.a), ("B · ips", expected.b)):
         got = payload["models"][name]
         assert got["layer"] == "block2" and got["test_indices"] == result.indices.tolist()
         assert got["metrics"]["ROAD combined"]["per_image"] == pytest.approx(result.road_combined.tolist())
-        foreign = foreign_cam_mass(models[name], mnist, 12, 7, 0.5, 3, "GradCAM", "block2")
-        assert got["foreign_cam_mass"]["summary"]["mean"] == pytest.approx(foreign.summary().mean)
+        foreign[name] = foreign_cam_mass(models[name], mnist, 12, 7, 0.5, 3, "GradCAM", "block2")
+        assert got["foreign_cam_mass"]["summary"]["mean"] == pytest.approx(foreign[name].summary().mean)
+    share_difference = foreign["B · ips"].pair_share - foreign["A · ce"].pair_share
+    assert payload["difference_b_minus_a"]["CAM share on swapped-in patches"]["mean"] == pytest.approx(
+        float(np.nanmean(share_difference)))
+    last = table.iloc[-1]
+    assert last["B − A"].startswith(f"{np.nanmean(share_difference):+.4f}".replace("-", "−"))
+    assert last["A · ce"].startswith(f"{foreign['A · ce'].summary().mean:+.4f}".replace("-", "−"))
     assert expected.sentence() in text and payload["sentence"] == expected.sentence()
     assert (payload["n_images"], payload["patch_size"], payload["swap_ratio"]) == (12, 7, 0.5)
     combined = table[table.metric == "ROAD combined"].iloc[0]

@@ -194,6 +194,8 @@ def test_refresh_keeps_the_timer_ticking_while_a_run_is_queued(held, finished_st
     queue_runs(held, finished_study)  # the two missing ce 2 ep runs
     progress, *_, timer = refresh(held, "s", "accuracy", None)
     assert "**7 of 9 runs finished** (2 queued)" in progress and timer.active is True
+    data = study_results(held, "s")
+    assert data["active"] is True and [r["state"] for r in data["runs"]].count("queued") == 2
 
 
 def test_study_results_and_export_match_the_run_folders(held, finished_study):

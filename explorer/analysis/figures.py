@@ -313,12 +313,13 @@ def _outlines(mask: np.ndarray, patch_size: int) -> tuple[list[float | None], li
 
 
 def faithfulness_figure(results: dict[str, CamFaithfulness], foreign: dict[str, ForeignCamMass],
-                        height: int = 420) -> go.Figure:
+                        height: int = 460) -> go.Figure:
     """Left: ROAD most- and least-relevant-first, the mean change of the true-class probability against the share
     of pixels imputed, per model with 95 % intervals. Right: ROAD combined, the CAM-mult change and the CAM
-    share on swapped-in patches, per model with 95 % intervals (the dotted line: the swapped-in area)."""
+    share on swapped-in patches, per model side by side with 95 % intervals (dotted: the swapped-in area)."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
                         subplot_titles=("ROAD: true-class probability change", "Summaries (95 % CI)"))
+    titles = ["ROAD combined", "CAM-mult change", "CAM share on<br>swapped-in patches"]
     for i, (name, result) in enumerate(results.items()):
         removed = [100 - p for p in result.percentiles]
         for order, values, dash in (("most relevant first", result.morf, "solid"),
@@ -330,20 +331,23 @@ def faithfulness_figure(results: dict[str, CamFaithfulness], foreign: dict[str, 
                 error_y=_error_bars(summaries),
                 hovertemplate=f"{order}<br>%{{x}} % of pixels imputed<br>mean change %{{y:+.4f}}<extra>{name}</extra>"),
                 1, 1)
-        summaries = {"ROAD combined": mean_interval(result.road_combined),
-                     "CAM-mult change": mean_interval(result.cam_mult_change)}
+        summaries = [mean_interval(result.road_combined), mean_interval(result.cam_mult_change)]
         if name in foreign:
-            summaries["CAM share on swapped-in patches"] = foreign[name].summary()
+            summaries.append(foreign[name].summary())
+        offset = 0.15 * (2 * i - len(results) + 1)  # models side by side around each summary's position
         fig.add_trace(go.Scatter(
-            x=list(summaries), y=[s.mean for s in summaries.values()], mode="markers", name=name, showlegend=False,
-            marker=dict(color=_colour(i), size=11, symbol="diamond"), offsetgroup=str(i),
-            error_y=_error_bars(list(summaries.values())),
-            hovertemplate="%{x}: %{y:+.4f}<extra>" + name + "</extra>"), 1, 2)
+            x=[k + offset for k in range(len(summaries))], y=[s.mean for s in summaries], mode="markers", name=name,
+            showlegend=False, marker=dict(color=_colour(i), size=11, symbol="diamond"),
+            error_y=_error_bars(summaries), customdata=titles[:len(summaries)],
+            hovertemplate="%{customdata}: %{y:+.4f}<extra>" + name + "</extra>"), 1, 2)
     areas = [m.foreign_area for m in foreign.values()]
     if areas:
         fig.add_hline(y=areas[0], line=dict(color="#999", dash="dot", width=1), row=1, col=2)
     fig.update_xaxes(title_text="pixels imputed (%)", row=1, col=1)
+    fig.update_xaxes(tickvals=list(range(len(titles))), ticktext=titles, range=[-0.5, len(titles) - 0.5], row=1,
+                     col=2)
     fig.update_yaxes(title_text="after − before", zeroline=True, row=1, col=1)
-    fig.update_layout(**_LAYOUT, height=height, scattermode="group")
-    fig.update_layout(title="CAM faithfulness", margin=dict(t=95))
+    fig.update_layout(**_LAYOUT, height=height)
+    fig.update_layout(title="CAM faithfulness", margin=dict(t=75, b=130),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
     return fig

@@ -34,6 +34,7 @@ from explorer.analysis.payloads import (
     study_runs_table,
     study_summary_table,
 )
+from explorer.training.config import RUN_ID_PATTERN
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.runfolder import STATUS, read_json
 from explorer.training.runs import FORM_DEFAULTS, FORM_FIELDS, RunError, RunManager
@@ -122,8 +123,8 @@ def _duration(seconds: float) -> str:
 def _results(runs: RunManager, study_id: str | None) -> tuple[StudyResults, dict[str, str]]:
     if not study_id:
         raise ValueError("choose a study in the list (or launch one)")
-    if not isinstance(study_id, str) or "/" in study_id or ".." in study_id:
-        raise ValueError(f"{study_id!r} is not a study id")
+    if not isinstance(study_id, str) or not RUN_ID_PATTERN.fullmatch(study_id) or ".." in study_id:
+        raise ValueError(f"{study_id!r} is not a study id (letters, digits, '.', '_' and '-' only)")
     spec = load_spec(runs.runs_dir, study_id)
     return read_results(spec, runs.runs_dir), run_states(spec, runs.runs_dir)
 
@@ -142,8 +143,9 @@ def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, me
     slots = runs.max_concurrent
     at_once = f" This app trains {slots} at once: about **{_duration(seconds / slots)}**." if slots > 1 else ""
     settings = ", ".join(s.label for s in spec.settings)
+    compared = f"{len(spec.comparisons)} comparison" + ("s" if len(spec.comparisons) != 1 else "")
     return (f"**{len(spec.runs())} runs**: {len(spec.settings)} settings ({settings}) × {len(spec.seeds)} seeds; "
-            f"{len(spec.comparisons)} comparisons. About **{_duration(seconds)}** one after another, {how}.{at_once}")
+            f"{compared}. About **{_duration(seconds)}** one after another, {how}.{at_once}")
 
 
 def launch_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
