@@ -51,6 +51,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 from explorer.data import (
     MIN_STD,
     SPLIT_SEED,
+    UNREADABLE_ERRORS,
     Dataset,
     DatasetError,
     ImageFiles,
@@ -74,7 +75,6 @@ DATA_MODES = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.5  # the other half stays for the model, the optimiser, activations and everything else
 LOAD_PEAK = {"imagefolder": 9.0, "tinyimagenet": 1.5}  # peak memory of load_dataset / its final uint8 tensors
 STATS_IMAGES = 10_000
-_UNREADABLE = (OSError, SyntaxError, ValueError)  # what PIL raises for a truncated, corrupt or foreign file
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class _FileReader(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, int, Tensor | None]:
         try:
             image = read_image(self.files.path(index), self.image_size)
-        except _UNREADABLE:
+        except UNREADABLE_ERRORS:
             image = None
         return index, int(self.files.labels[index]), image
 

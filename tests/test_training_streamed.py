@@ -4,6 +4,7 @@ each step trains on, resume, and the shards of torchrun's ranks."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -160,3 +161,43 @@ def test_each_torchrun_rank_streams_its_own_shard_of_every_batch_with_its_own_ge
         assert torch.equal(torch.cat([shard.partners for shard in shards]), partners)
     assert [streams.seed for streams in ranks] == [derived_seed(3, 0), derived_seed(3, 1)]
     assert ranks[0].seed != ranks[1].seed
+
+
+def _one_image(base):
+    for path in sorted((base / "train" / "n09000003" / "images").iterdir())[1:]:
+        path.unlink()
+
+
+def _empty_folder(base):
+    shutil.rmtree(base / "train" / "n09000001" / "images")
+    (base / "train" / "n09000001" / "images").mkdir()
+
+
+BAD_INPUT = {
+    "class folder with one image": (_one_image, r"class folder .*train/n09000003/images holds only one image"),
+    "empty class folder": (_empty_folder, r"class folder .*train/n09000001/images holds no images"),
+    "missing val annotation": (
+        lambda base: (base / "val" / "val_annotations.txt").write_text(
+            "".join((base / "val" / "val_annotations.txt").read_text().splitlines(keepends=True)[1:])),
+        r"val image .*val/images/val_0\.JPEG is not listed in .*val_annotations\.txt"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+@pytest.mark.parametrize("mode", ["stream", "memory"])
+def test_bad_tinyimagenet_input_ends_the_run_with_one_line_naming_the_file(data_root, tmp_path, capsys, case, mode):
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    break_input, message = BAD_INPUT[case]
+    break_input(root / "tiny-imagenet-200")
+    assert loop.main([*_args(root, tmp_path / "runs", "bad"), "--data-mode", mode]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("explorer.train: error: ") and re.search(message, line), line
+
+
+def test_an_empty_image_folder_ends_the_run_with_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert loop.main(["--dataset", f"imagefolder:{tmp_path / 'empty'}", "--data-mode", "stream",
+                      "--out", str(tmp_path / "runs")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.search(r"cannot read .*/empty as an image folder: Couldn't find any class folder", line), line
