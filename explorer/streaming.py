@@ -26,7 +26,9 @@ and its partners are ``same_class_partners`` of that permutation, both drawn on 
 uniform over the other images of the class) but not the same values as an in-memory run with the same seed; the
 in-memory path and its generator are untouched. Under torchrun every rank draws the same global batches and reads
 only its contiguous shard of each (``torch.tensor_split`` over ``world_size``): the shards are disjoint and cover
-the global batch, as the in-memory loop's shard slices do.
+the global batch, as the in-memory loop's shard slices do. Since an epoch's batches follow from (seed, epoch), a
+``BatchStream``'s position is all a resumed run needs (``BatchStream.seek``). The training loop's use of all this:
+``explorer.training.streamed``.
 
 **Bad files.** A file that cannot be decoded does not stop an epoch: its worker returns no image, the collate drops
 the pairs it is in, and ``BatchStream`` counts it (``skipped``) and warns once. Layout errors (a class with fewer

@@ -24,7 +24,7 @@ every rank draws the same global batch and trains on its slice of it, and only r
 Data (``--data-mode``): small datasets live whole on the device as tensors (``method_loss`` indexes them). Image
 folders and Tiny-ImageNet too big for the memory budget are streamed from disk (``explorer.training.streamed``):
 the anchors and partners of a step come from DataLoader workers instead, and the same augmentation and method step
-train on them; ``step_loss`` and ``test_predictions`` are where the two meet.
+train on them; ``step_loss`` and ``predict_test_split`` are where the two meet.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from explorer.training.state import restore_train_state
 from explorer.training.streamed import DataStreams, open_streams, streamed_method_loss, streamed_test_logits
 
 __all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
-           "step_loss", "test_predictions", "train_epoch", "train_step"]
+           "step_loss", "predict_test_split", "train_epoch", "train_step"]
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_CANCELLED = 1, 2, 128 + signal.SIGTERM
 
@@ -336,7 +336,7 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     return sums
 
 
-def test_predictions(s: Session) -> tuple[Tensor, Tensor]:
+def predict_test_split(s: Session) -> tuple[Tensor, Tensor]:
     """Logits of the model on the test split and the labels they answer (streamed: of the readable images)."""
     if s.streams is not None:
         return streamed_test_logits(s.bare_model, s.dataset, s.streams.test)
@@ -352,7 +352,7 @@ def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
     if not recorder.enabled:
         return
     loss_sum, ce_sum, kd_sum, correct_sum, anchor_sum = sums.tolist()
-    test = classification_metrics(*test_predictions(s))
+    test = classification_metrics(*predict_test_split(s))
     elapsed = recorder.elapsed
     record = {"kind": "epoch", "epoch": epoch, "step": s.step, "loss": loss_sum / s.steps_per_epoch,
               "ce": ce_sum / s.steps_per_epoch, "kd": kd_sum / s.steps_per_epoch,
