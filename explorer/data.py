@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,13 +37,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "ImageFiles", "augment", "check_class_sizes", "imagefolder_files",
-           "load_dataset", "natural_crop_padding", "normalize_images", "read_image", "stratified_split"]
+__all__ = ["DATASETS", "UNREADABLE_ERRORS", "Dataset", "DatasetError", "ImageFiles", "augment", "check_class_sizes",
+           "imagefolder_files", "load_dataset", "natural_crop_padding", "normalize_images", "read_image",
+           "stratified_split"]
 
 SPLIT_SEED = 0
 DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH", "tinyimagenet")
 MIN_STD = 1e-3  # normalisation never divides by less: a constant channel stays finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for a truncated, corrupt or foreign file
 
 
 class DatasetError(ValueError):
@@ -309,14 +312,30 @@ def imagefolder_files(path: str) -> tuple[list[tuple[str, int]], list[tuple[str,
 
 
 def _imagefolder(path: str, image_size: int) -> Dataset:
+    """Every image decoded up front; files that cannot be decoded are left out, counted and the first named in one
+    warning (as the streamed path does), so one bad file does not stop the loading."""
     train, test, class_folders = imagefolder_files(path)
+    unreadable: list[str] = []
 
     def decode(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
-        images = [read_image(file, (image_size, image_size)) for file, _ in samples]
-        return torch.stack(images), torch.tensor([label for _, label in samples]).long()
+        images, labels = [], []
+        for file, label in samples:
+            try:
+                images.append(read_image(file, (image_size, image_size)))
+                labels.append(label)
+            except UNREADABLE_ERRORS:
+                unreadable.append(file)
+        if not images:
+            raise DatasetError(f"no image of {path} could be read for one of its splits (the first file tried: "
+                               f"{samples[0][0]})")
+        return torch.stack(images), torch.tensor(labels).long()
 
+    splits = (*decode(train), *decode(test))
+    if unreadable:
+        warnings.warn(f"skipped {len(unreadable)} unreadable image(s) of {path}, the first {unreadable[0]}",
+                      RuntimeWarning, stacklevel=2)
     class_names = tuple(folder.name for folder in class_folders)
-    return _make(f"imagefolder:{Path(path).expanduser()}", *decode(train), *decode(test), class_names,
+    return _make(f"imagefolder:{Path(path).expanduser()}", *splits, class_names,
                  crop_padding=natural_crop_padding(image_size), flip=True)
 
 

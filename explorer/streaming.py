@@ -26,7 +26,9 @@ and its partners are ``same_class_partners`` of that permutation, both drawn on 
 uniform over the other images of the class) but not the same values as an in-memory run with the same seed; the
 in-memory path and its generator are untouched. Under torchrun every rank draws the same global batches and reads
 only its contiguous shard of each (``torch.tensor_split`` over ``world_size``): the shards are disjoint and cover
-the global batch, as the in-memory loop's shard slices do.
+the global batch, as the in-memory loop's shard slices do. Since an epoch's batches follow from (seed, epoch), a
+``BatchStream``'s position is all a resumed run needs (``BatchStream.seek``). The training loop's use of all this:
+``explorer.training.streamed``.
 
 **Bad files.** A file that cannot be decoded does not stop an epoch: its worker returns no image, the collate drops
 the pairs it is in, and ``BatchStream`` counts it (``skipped``) and warns once. Layout errors (a class with fewer
@@ -51,6 +53,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 from explorer.data import (
     MIN_STD,
     SPLIT_SEED,
+    UNREADABLE_ERRORS,
     Dataset,
     DatasetError,
     ImageFiles,
@@ -68,13 +71,12 @@ from explorer.tinyimagenet import tinyimagenet_files
 
 __all__ = ["DATA_MODES", "LOAD_PEAK", "MEMORY_FRACTION", "STATS_IMAGES", "BatchStream", "ImageBatch", "PairBatch",
            "PairBatchSampler", "StreamedDataset", "available_memory", "channel_stats", "choose_data_mode",
-           "default_workers", "image_loader", "load_tinyimagenet", "open_dataset", "pair_loader"]
+           "default_workers", "derived_seed", "image_loader", "load_tinyimagenet", "open_dataset", "pair_loader"]
 
 DATA_MODES = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.5  # the other half stays for the model, the optimiser, activations and everything else
 LOAD_PEAK = {"imagefolder": 9.0, "tinyimagenet": 1.5}  # peak memory of load_dataset / its final uint8 tensors
 STATS_IMAGES = 10_000
-_UNREADABLE = (OSError, SyntaxError, ValueError)  # what PIL raises for a truncated, corrupt or foreign file
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,6 +108,11 @@ class StreamedDataset:
     @property
     def channels(self) -> int:
         return 3  # read_image decodes every file as RGB
+
+    @property
+    def train_labels(self) -> Tensor:
+        """The training split's labels, as on ``Dataset`` (the loop counts its steps and classes from them)."""
+        return self.train.labels
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32, standardised with the training split's statistics."""
@@ -172,7 +179,7 @@ def open_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
     else:
         if _checked_mode(data_mode) == "stream":
             raise DatasetError(f"{name} cannot be streamed: only image-file datasets (imagefolder:PATH, tinyimagenet) "
-                               f"are read file by file; use data mode memory or auto")
+                               f"are read file by file; use --data-mode memory or auto")
         return load_dataset(name, data_root, download, image_size)
     needed = (len(train) + len(test)) * 3 * size[0] * size[1] * LOAD_PEAK[name.split(":", 1)[0]]
     if choose_data_mode(data_mode, int(needed), memory_budget) == "memory":
@@ -218,10 +225,11 @@ def channel_stats(batches: Iterable[Tensor]) -> tuple[tuple[float, ...], tuple[f
     return mean, std
 
 
-def default_workers() -> int:
-    """DataLoader workers when none are asked for: one per CPU this process may use, at most 8."""
+def default_workers(processes: int = 1) -> int:
+    """DataLoader workers when none are asked for: one per CPU this process may use, at most 8. ``processes``
+    (torchrun's processes on this machine) share the CPUs, at least one worker each."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(8, cpus)
+    return max(1, min(8, cpus // max(1, processes)))
 
 
 def _sampled_stats(files: ImageFiles, image_size: tuple[int, int],
@@ -285,7 +293,7 @@ class _FileReader(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, int, Tensor | None]:
         try:
             image = read_image(self.files.path(index), self.image_size)
-        except _UNREADABLE:
+        except UNREADABLE_ERRORS:
             image = None
         return index, int(self.files.labels[index]), image
 
@@ -328,7 +336,8 @@ class _Collate:
 class PairBatchSampler(Sampler[list[int]]):
     """Batches of anchors + same-class partners for a DataLoader, one permutation of the training set per epoch.
 
-    Epoch ``e`` (``set_epoch``) is fixed by ``(seed, e)``: ``randperm(N)`` cut into ``len(self)`` =
+    Epoch ``e`` (``set_epoch``) is fixed by ``(seed, e)`` alone, so a position (epoch, batch) is all the state a resumed
+    run needs: ``randperm(N)`` cut into ``len(self)`` =
     ``ceil(N / batch_size)`` consecutive batches whose sizes differ by at most one (so no tiny last batch upsets
     BatchNorm), each anchor's partner from ``same_class_partners`` (never the anchor itself when its class has 2 or
     more images). Every rank of a torchrun job draws the same batches and yields its own contiguous shard: the
@@ -349,33 +358,34 @@ class PairBatchSampler(Sampler[list[int]]):
                              f"{size // batches} anchors, fewer than the {world_size} processes that share it")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.with_partners = with_partners
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose batches ``__iter__`` yields (every rank must set the same)."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch whose batches ``__iter__`` yields, from its batch ``start`` on (every rank the same)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return math.ceil(int(self.class_index.labels.numel()) / self.batch_size)
 
     def global_batches(self) -> list[tuple[Tensor, Tensor]]:
         """This epoch's (anchors, partners) of every global batch, before sharding over ranks."""
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         anchors = torch.randperm(int(self.class_index.labels.numel()), generator=generator)
         partners = same_class_partners(anchors, self.class_index, generator)
         return list(zip(anchors.tensor_split(len(self)), partners.tensor_split(len(self)), strict=True))
 
     def __iter__(self) -> Iterator[list[int]]:
-        for anchors, partners in self.global_batches():
+        for anchors, partners in self.global_batches()[self.start:]:
             shard = anchors.tensor_split(self.world_size)[self.rank]
             if self.with_partners:
                 shard = torch.cat([shard, partners.tensor_split(self.world_size)[self.rank]])
             yield shard.tolist()
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit seed for each (seed, epoch), without the collisions of ``seed + epoch``."""
-    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0])
+def derived_seed(seed: int, key: int) -> int:
+    """A 64-bit seed for each (seed, key), e.g. (seed, epoch) or (seed, rank), without the collisions of
+    ``seed + key``."""
+    return int(np.random.SeedSequence([seed % 2**64, key]).generate_state(1, np.uint64)[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,12 +418,12 @@ def _loader(files: ImageFiles, image_size: tuple[int, int], batch_sampler: Sampl
 
 class BatchStream:
     """A loader's batches on the training device: ``next()`` forever (the streamed ``AnchorStream``), ``epoch()``
-    for one pass. Each pass sets the pair sampler's next epoch. Unreadable files are counted in ``skipped`` and
-    named in one warning, the first time one turns up."""
+    for one pass. Each pass sets the pair sampler's next epoch; ``seek`` continues a resumed run where it stopped.
+    Unreadable files are counted in ``skipped`` and named in one warning, the first time one turns up."""
 
     def __init__(self, loader: DataLoader, device: torch.device | str) -> None:
         self.loader, self.device = loader, torch.device(device)
-        self.epochs_started = 0
+        self.epochs_started, self.start = 0, 0
         self.unreadable: set[int] = set()
         self._current: Iterator[ImageBatch | PairBatch] | None = None
 
@@ -422,30 +432,39 @@ class BatchStream:
         """How many different files could not be decoded so far."""
         return len(self.unreadable)
 
+    def seek(self, batches: int) -> None:
+        """Continue as if ``next()`` had been called ``batches`` times: the pair sampler's epochs depend on
+        (seed, epoch) alone, so the position is the whole state (a batch left out whole, see ``next``, aside)."""
+        self.epochs_started, self.start = divmod(batches, len(self.loader.batch_sampler))
+        self._current = None
+
     def epoch(self) -> Iterator[ImageBatch | PairBatch]:
-        """One pass over the loader, batches on the device."""
+        """One pass over the loader (the rest of it after ``seek``), batches on the device."""
         if isinstance(self.loader.batch_sampler, PairBatchSampler):
-            self.loader.batch_sampler.set_epoch(self.epochs_started)
-        self.epochs_started += 1
+            self.loader.batch_sampler.set_epoch(self.epochs_started, self.start)
+        self.epochs_started, self.start = self.epochs_started + 1, 0
         for batch in self.loader:
             self._count_unreadable(batch.unreadable)
             yield batch._replace(**{name: getattr(batch, name).to(self.device, non_blocking=True)
                                     for name in batch._fields if name != "unreadable"})
 
     def next(self) -> ImageBatch | PairBatch:
-        """The next batch, starting the sampler's next epoch when one ends."""
-        batch = None if self._current is None else next(self._current, None)
-        if batch is None:
-            self._current = self.epoch()
-            batch = next(self._current, None)
+        """The next batch with at least one image (one whose every file is unreadable is passed over), starting
+        the sampler's next epoch when one ends."""
+        for _ in range(2 * len(self.loader) + 1):  # at least one whole pass
+            batch = None if self._current is None else next(self._current, None)
             if batch is None:
-                raise ValueError("the loader yields no batches")
-        return batch
+                self._current = self.epoch()
+                batch = next(self._current, None)
+            if batch is not None and len(batch.labels):
+                return batch
+        raise ValueError(f"no image of the {len(self.loader.dataset)} files could be read: the loader yields no "
+                         f"batch with an image")
 
     def _count_unreadable(self, indices: Tensor) -> None:
         new = set(indices.tolist()) - self.unreadable
         if new and not self.unreadable:
             warnings.warn(f"skipped unreadable image {self.loader.dataset.files.path(min(new))}; the pairs of every "
-                          f"unreadable image are left out, and later ones are only counted (BatchStream.skipped)",
+                          f"unreadable image are left out, and later ones are counted, not named",
                           RuntimeWarning, stacklevel=3)
         self.unreadable |= new

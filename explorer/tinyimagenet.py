@@ -43,6 +43,8 @@ def tinyimagenet_files(data_root: str | Path, download: bool = False) -> tuple[I
                                f"{FOLDER}, or add --download to fetch it (needs internet)")
         _download(root)
     wnids = sorted(_lines(base / "wnids.txt"))
+    if not wnids:
+        raise DatasetError(f"{base / 'wnids.txt'} lists no class (one wnid a line expected)")
     names = _class_names(base / "words.txt", wnids)
     class_folders = [base / "train" / wnid / "images" for wnid in wnids]
     train = []

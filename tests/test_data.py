@@ -118,3 +118,15 @@ def test_imagefolder_resizes_and_splits(tmp_path):
 def test_imagefolder_missing_path(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(f"imagefolder:{tmp_path}/nope")
+
+
+def test_imagefolder_in_memory_skips_unreadable_images_with_a_count_and_a_warning(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "cat" / "5.png").write_bytes(b"not a png")
+    (tmp_path / "dog" / "5.png").write_bytes((tmp_path / "dog" / "0.png").read_bytes()[:40])  # truncated
+    with pytest.warns(RuntimeWarning, match=r"skipped 2 unreadable image\(s\) of .*, the first .*cat/5\.png"):
+        ds = load_dataset.__wrapped__(f"imagefolder:{tmp_path}", image_size=8)
+    assert len(ds.train_labels) + len(ds.test_labels) == 10  # of 12 files

@@ -143,6 +143,7 @@ BAD_LAYOUTS = {
     "no folder": (lambda base: base.rename(base.parent / "elsewhere"),
                   r"not found under .*tiny-imagenet-200.*--download"),
     "no wnids.txt": (lambda base: (base / "wnids.txt").unlink(), r"wnids\.txt is missing"),
+    "empty wnids.txt": (lambda base: (base / "wnids.txt").write_text("\n"), r"wnids\.txt lists no class"),
     "no words for a wnid": (lambda base: (base / "words.txt").write_text("n01000001\tred\n"),
                             r"words\.txt has no name for n02000001, n03000001"),
     "no val annotations": (lambda base: (base / "val" / "val_annotations.txt").unlink(),

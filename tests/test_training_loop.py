@@ -342,4 +342,40 @@ def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch, method):
     for _ in range(s.steps_per_epoch + 1):
         parts = train_step(s)
     monkeypatch.undo()
-    assert parts.shape == (4,) and s.step == s.steps_per_epoch + 2
+    assert parts.shape == (7,) and parts[4] == 128 and s.step == s.steps_per_epoch + 2
+
+
+def test_an_in_memory_run_trains_exactly_the_steps_of_the_in_memory_loop_it_always_had(tmp_path):
+    """The in-memory path, bit for bit: main's loop (before streaming existed) written out from the public pieces
+    (anchors from a stream of permutations, crop, partners, crop, swap, IPS loss, SGD with the cosine schedule,
+    every draw on one generator in this order) reaches the very weights the run saves, whatever --data-mode."""
+    from explorer.ips import ips_loss
+    from explorer.training.optimizer import build_optimizer, build_scheduler
+
+    args = ["--dataset", "digits", "--method", "ips", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*args, "--data-mode", "memory", "--run-id", "memory"]) == 0
+    assert main([*args, "--data-mode", "stream", "--run-id", "stream"]) == 2  # digits only lives in memory
+    cfg = parse_config(args)
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 1, 10)
+    optimizer = build_optimizer(model.parameters(), cfg, torch.device("cpu"))
+    scheduler = build_scheduler(optimizer, cfg, 12)
+    generator, index = torch.Generator().manual_seed(0), build_class_index(data.train_labels, 10)
+    anchors_left = torch.empty(0, dtype=torch.long)
+    for _ in range(12):  # ceil(1438 / 128) steps
+        while len(anchors_left) < 128:
+            anchors_left = torch.cat([anchors_left, torch.randperm(1438, generator=generator)])
+        anchors, anchors_left = anchors_left[:128], anchors_left[128:]
+        x_a = augment(data.train_images[anchors], 1, False, generator)
+        x_b = augment(data.train_images[same_class_partners(anchors, index, generator)], 1, False, generator)
+        view_a, view_b, _ = patch_swap(x_a, x_b, 2, 0.5, 1.0, generator)
+        logits_a, logits_b = model(data.normalize(torch.cat([view_a, view_b]))).chunk(2)
+        loss = ips_loss(logits_a, logits_b, data.train_labels[anchors], 4.0, 1.0).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    saved = load_checkpoint(tmp_path / "memory").model.state_dict()
+    assert saved.keys() == model.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.ips import check_patch_size, dividing_patch_sizes
+from explorer.streaming import DATA_MODES
 from explorer.training.methods import METHODS
 from explorer.training.precision import LAYOUTS, PRECISIONS
 from explorer.training.presets import PRESETS
@@ -45,7 +46,7 @@ def _arg(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class TrainConfig:
     """Every training argument; the CLI flags are these names with dashes."""
 
-    dataset: str = _arg("mnist5k", "mnist5k (offline), digits, cifar10, cifar100 or imagefolder:PATH")
+    dataset: str = _arg("mnist5k", "mnist5k (offline), digits, cifar10, cifar100, tinyimagenet or imagefolder:PATH")
     model: str = _arg("small_cnn", "small_cnn, resnet18 (CIFAR stem) or any torchvision classification model name")
     method: str = _arg("ips", "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()), tuple(METHODS))
     epochs: int = _arg(30, "training epochs")
@@ -78,9 +79,14 @@ class TrainConfig:
     channels_last: str = _arg("auto", "NHWC memory layout for the model and its inputs: auto (on for conv nets on "
                                       "CUDA), on or off", LAYOUTS)
     compile: bool = _arg(False, "torch.compile the model (a slow first epoch, faster steps on a GPU)")
-    data_root: str = _arg("data", "folder holding CIFAR (cifar-10-batches-py, cifar-100-python)")
-    download: bool = _arg(False, "download CIFAR into --data-root when missing (needs internet)")
+    data_root: str = _arg("data", "folder holding CIFAR (cifar-10-batches-py, cifar-100-python) or Tiny-ImageNet "
+                                  "(tiny-imagenet-200)")
+    download: bool = _arg(False, "download CIFAR or Tiny-ImageNet into --data-root when missing (needs internet)")
     image_size: int = _arg(32, "imagefolder: images are resized to this square size")
+    data_mode: str = _arg("auto", "image folders and tinyimagenet: memory (decode every image up front), stream (read "
+                                  "batches from disk with DataLoader workers) or auto (stream when the decoded images "
+                                  "would not fit half the available memory); other datasets are always in memory",
+                          DATA_MODES)
     holdout: bool = _arg(False, "train on 80%% of the training split and report the metrics on the other 20%% "
                                 "(per class), to choose hyper-parameters without looking at the test split")
     out: str = _arg("runs", "folder that receives the run folder")

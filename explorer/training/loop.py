@@ -20,6 +20,11 @@ Every epoch end writes the checkpoint and the training state (``explorer.trainin
 SIGTERM or Ctrl-C ends a run as ``cancelled`` (the last epoch's checkpoint and state kept); a non-finite loss ends
 it as ``failed``. Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel:
 every rank draws the same global batch and trains on its slice of it, and only rank 0 writes files.
+
+Data (``--data-mode``): small datasets live whole on the device as tensors (``method_loss`` indexes them). Image
+folders and Tiny-ImageNet too big for the memory budget are streamed from disk (``explorer.training.streamed``):
+the anchors and partners of a step come from DataLoader workers instead, and the same augmentation and method step
+train on them; ``step_loss`` and ``predict_test_split`` are where the two meet.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from explorer.data import Dataset, DatasetError, augment, load_dataset
+from explorer.data import Dataset, DatasetError, augment
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import ClassIndex, build_class_index, default_patch_size, same_class_partners
 from explorer.models import ModelError, build_model
+from explorer.streaming import StreamedDataset, default_workers, open_dataset
 from explorer.training.config import (
     ConfigError,
     TrainConfig,
@@ -60,9 +66,10 @@ from explorer.training.precision import grad_scaler, model_forward, resolve_prec
 from explorer.training.recorder import Recorder
 from explorer.training.runfolder import STATUS, read_json, write_status
 from explorer.training.state import restore_train_state
+from explorer.training.streamed import DataStreams, open_streams, streamed_method_loss, streamed_test_logits
 
 __all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
-           "train_epoch", "train_step"]
+           "step_loss", "predict_test_split", "train_epoch", "train_step"]
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_CANCELLED = 1, 2, 128 + signal.SIGTERM
 
@@ -118,7 +125,7 @@ class Session:
     device: torch.device
     rank: int
     world: int
-    dataset: Dataset
+    dataset: Dataset | StreamedDataset
     model: nn.Module  # DistributedDataParallel-wrapped under torchrun
     bare_model: nn.Module  # the model itself, for evaluation and checkpoints
     forward: Callable[[Tensor], Tensor]  # uint8 images -> fp32 logits, in the run's precision and layout
@@ -128,10 +135,11 @@ class Session:
     scaler: torch.amp.GradScaler  # fp16 loss scaling; a pass-through in other precisions
     class_index: ClassIndex
     generator: torch.Generator
-    anchors: AnchorStream
+    anchors: AnchorStream  # in-memory anchors (a streamed run draws none from it)
     patch_size: int
     shard: slice
     steps_per_epoch: int
+    streams: DataStreams | None = None  # the batches of a streamed dataset; None: the dataset is in memory
     step: int = 0  # optimiser steps done so far
     resumed: dict[str, Any] | None = None  # the training state's JSON part when resumed (epoch, elapsed, ...)
 
@@ -150,6 +158,11 @@ def _distributed_rank() -> tuple[int, int]:
     return (int(os.environ["RANK"]), world) if world > 1 else (0, 1)
 
 
+def _local_world() -> int:
+    """torchrun's processes on this machine (they share its CPUs)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def _default_run_id(cfg: TrainConfig) -> str:
     dataset = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.dataset.split(":")[0])
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{dataset}-{cfg.model}-s{cfg.seed}-{os.getpid()}"
@@ -166,17 +179,21 @@ def setup(cfg: TrainConfig) -> Session:
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
+    dataset = open_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.data_mode,
+                           num_workers=default_workers(_local_world()))
     if cfg.holdout:
         dataset = dataset.holdout()
     validate_config(cfg, dataset.image_size, dataset.name, world)
     s = build_session(cfg, dataset, device, rank, world)
     if cfg.resume:
         s.resumed = restore_train_state(s)
+        if s.streams is not None:  # the batches follow from (seed, epoch): the step count is the position
+            s.streams.train.seek(s.step)
     return s
 
 
-def build_session(cfg: TrainConfig, dataset: Dataset, device: torch.device, rank: int = 0, world: int = 1) -> Session:
+def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: torch.device, rank: int = 0,
+                  world: int = 1) -> Session:
     """The model (in its precision, layout, DDP wrapper, compiled or not), optimiser, scheduler and random streams
     of a run on ``dataset``; the benchmark times steps of sessions built here."""
     precision = resolve_precision(cfg.precision, device)
@@ -194,8 +211,12 @@ def build_session(cfg: TrainConfig, dataset: Dataset, device: torch.device, rank
     if cfg.compile:
         model = torch.compile(model)
 
-    dataset = dataset.to(device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    streams = None
+    if isinstance(dataset, StreamedDataset):
+        streams = open_streams(cfg, dataset, device, rank, world, _local_world())
+    else:
+        dataset = dataset.to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed if streams is None else streams.seed)
     shard_size = step_anchors(cfg) // world
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
     optimizer = build_optimizer(model.parameters(), cfg, device)
@@ -210,7 +231,7 @@ def build_session(cfg: TrainConfig, dataset: Dataset, device: torch.device, rank
         anchors=AnchorStream(len(dataset.train_labels), generator, device),
         patch_size=cfg.patch_size or default_patch_size(dataset.image_size),
         shard=slice(rank * shard_size, (rank + 1) * shard_size) if world > 1 else slice(None),
-        steps_per_epoch=steps_per_epoch)
+        steps_per_epoch=steps_per_epoch, streams=streams)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,11 +277,21 @@ class _StopRequested:
         return bool(flag.item() > 0)
 
 
-def train_step(s: Session) -> Tensor:
-    """One optimiser step; returns its [loss, ce, kd, correct anchors, summed teacher confidence, correct teachers]
-    on the device (the last two 0 for methods without a teacher), read back by nobody here."""
+def step_loss(s: Session) -> tuple[StepOutput, int]:
+    """The method's output on the next step's anchors (from memory or from the stream) and how many anchors this
+    process trained on."""
+    if s.streams is not None:
+        batch = s.streams.train.next()
+        return streamed_method_loss(s.cfg, s.forward, s.dataset, batch, s.patch_size, s.generator), len(batch.labels)
     out = method_loss(s.cfg, s.forward, s.dataset, s.anchors.next(step_anchors(s.cfg)), s.class_index, s.patch_size,
                       s.generator, s.shard)
+    return out, step_anchors(s.cfg) // s.world
+
+
+def train_step(s: Session) -> Tensor:
+    """One optimiser step; returns its [loss, ce, kd, correct anchors, anchors, summed teacher confidence, correct
+    teachers] on the device (the teacher values 0 for methods without a teacher), read back by nobody here."""
+    out, anchors = step_loss(s)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(out.loss).backward()
     s.scaler.step(s.optimizer)
@@ -268,8 +299,9 @@ def train_step(s: Session) -> Tensor:
     s.scheduler.step()
     s.step += 1
     zero = torch.zeros((), device=out.ce.device)
-    teacher = [zero if t is None else t.float() for t in (out.teacher_confidence, out.teacher_correct)]
-    return torch.stack([out.loss.detach(), out.ce, out.kd, out.correct.float(), *teacher])
+    teacher = [zero if v is None else v.float() for v in (out.teacher_confidence, out.teacher_correct)]
+    return torch.stack([out.loss.detach(), out.ce, out.kd, out.correct.float(),
+                        torch.full((), float(anchors), device=out.ce.device), *teacher])
 
 
 def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested) -> Tensor:
@@ -280,7 +312,7 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     """
     cfg = s.cfg
     s.model.train()
-    sums = torch.zeros(6, device=s.device)
+    sums = torch.zeros(7, device=s.device)
     window = torch.zeros(3, device=s.device)
     window_start, window_steps = time.perf_counter(), 0
     for _ in range(s.steps_per_epoch):
@@ -305,6 +337,13 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     return sums
 
 
+def predict_test_split(s: Session) -> tuple[Tensor, Tensor]:
+    """Logits of the model on the test split and the labels they answer (streamed: of the readable images)."""
+    if s.streams is not None:
+        return streamed_test_logits(s.bare_model, s.dataset, s.streams.test)
+    return predict_logits(s.bare_model, s.dataset, s.dataset.test_images), s.dataset.test_labels
+
+
 def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
     """Test metrics, the epoch record, the checkpoint and the training state (main process; the sums are reduced
     over all ranks)."""
@@ -313,18 +352,18 @@ def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
         sums[:3] /= s.world
     if not recorder.enabled:
         return
-    loss_sum, ce_sum, kd_sum, correct_sum, teacher_confidence, teacher_correct = sums.tolist()
-    anchors = s.steps_per_epoch * step_anchors(s.cfg)
-    test = classification_metrics(predict_logits(s.bare_model, s.dataset, s.dataset.test_images),
-                                  s.dataset.test_labels)
+    loss_sum, ce_sum, kd_sum, correct_sum, anchor_sum, teacher_confidence, teacher_correct = sums.tolist()
+    test = classification_metrics(*predict_test_split(s))
     elapsed = recorder.elapsed
     record = {"kind": "epoch", "epoch": epoch, "step": s.step, "loss": loss_sum / s.steps_per_epoch,
               "ce": ce_sum / s.steps_per_epoch, "kd": kd_sum / s.steps_per_epoch,
-              "train_accuracy": correct_sum / anchors,
+              "train_accuracy": correct_sum / anchor_sum,
               **{f"test_{k}": v for k, v in test.items()}, "lr": s.scheduler.get_last_lr()[0],
-              "images_per_s": s.step * step_images(s.cfg) / elapsed, "elapsed": elapsed}
+              "images_per_s": s.step * step_images(s.cfg) / elapsed, "elapsed": elapsed,
+              **({"unreadable_images": s.streams.unreadable} if s.streams is not None else {})}
     if METHODS[s.cfg.method].swaps_patches:  # why IPS is over-confident: how sure, and how right, its teachers are
-        record |= {"teacher_confidence": teacher_confidence / anchors, "teacher_correct": teacher_correct / anchors}
+        record |= {"teacher_confidence": teacher_confidence / anchor_sum,
+                   "teacher_correct": teacher_correct / anchor_sum}
     recorder.epoch(record, test)
 
 
