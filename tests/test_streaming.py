@@ -322,6 +322,17 @@ def test_plain_cross_entropy_streams_anchors_without_partners(tmp_path):
     assert sorted(torch.cat([b.indices for b in batches]).tolist()) == list(range(8))
 
 
+def test_a_stream_seeked_to_a_position_continues_with_the_batches_drawn_from_there(tmp_path):
+    data = open_dataset(f"imagefolder:{_noise_folder(tmp_path / 'f', {'a': 5, 'b': 6})}", image_size=8,
+                        data_mode="stream", num_workers=0)  # 9 training images: 3 batches of 3
+    fresh = BatchStream(pair_loader(data, 3, seed=4, num_workers=0), "cpu")
+    drawn = [fresh.next().anchors.tolist() for _ in range(8)]  # 2 epochs and 2 batches of the third
+    for position in (0, 2, 3, 4, 7):
+        resumed = BatchStream(pair_loader(data, 3, seed=4, num_workers=0), "cpu")
+        resumed.seek(position)
+        assert [resumed.next().anchors.tolist() for _ in range(8 - position)] == drawn[position:]
+
+
 # --------------------------------------------------------------------------------------------------
 # Unreadable images
 # --------------------------------------------------------------------------------------------------
