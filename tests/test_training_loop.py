@@ -369,9 +369,9 @@ def test_an_in_memory_run_trains_exactly_the_steps_of_the_in_memory_loop_it_alwa
         anchors, anchors_left = anchors_left[:128], anchors_left[128:]
         x_a = augment(data.train_images[anchors], 1, False, generator)
         x_b = augment(data.train_images[same_class_partners(anchors, index, generator)], 1, False, generator)
-        view_a, view_b, _ = patch_swap(x_a, x_b, 2, 0.5, 1.0, generator)
+        view_a, view_b, _ = patch_swap(x_a, x_b, 2, cfg.swap_ratio, cfg.swap_prob, generator)
         logits_a, logits_b = model(data.normalize(torch.cat([view_a, view_b]))).chunk(2)
-        loss = ips_loss(logits_a, logits_b, data.train_labels[anchors], 4.0, 1.0).total
+        loss = ips_loss(logits_a, logits_b, data.train_labels[anchors], cfg.temperature, cfg.kd_weight).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
