@@ -5,14 +5,21 @@ import shutil
 
 import gradio as gr
 import pytest
+import torch
 
 from explorer.analysis.figures import CURVE_PANELS, training_curves
 from explorer.analysis.payloads import runs_payload
+from explorer.analysis.schedules import FAIR, QUICK, duration_text, schedule_choices
+from explorer.training.config import TrainConfig
 from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import RunManager
+from explorer.training.study import STARTUP_S, estimate_run_seconds
+from explorer.ui.common import AppContext
 from explorer.ui.train import (
+    CUSTOM,
+    apply_schedule,
     ask_delete,
     cancel_run,
     delete_run,
@@ -20,14 +27,19 @@ from explorer.ui.train import (
     follow_selected,
     keep_run,
     launch_other_method,
+    launch_pair,
     list_runs,
     reference_runs,
     refresh,
+    run_buttons,
+    schedule_of,
     select_run,
+    show_schedules,
 )
-from tests.helpers import DEMO, IPS_DEMO
+from tests.helpers import DEMO, IPS_DEMO, wait_for
 
 IPS = IPS_DEMO
+SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
 
 
 def test_run_curves_put_steps_at_fractional_epochs_and_epochs_at_whole_ones():
@@ -60,11 +72,43 @@ def test_training_curves_colour_by_method_and_dash_the_references():
                           dashed=["demo"])
     assert len(fig.data) == 3 * len(CURVE_PANELS)
     by_name = {t.name: t for t in fig.data if t.showlegend}
-    assert by_name["run 1"].line.color == method_colour("ips") == by_name["demo"].line.color
-    assert by_name["run 2"].line.color != method_colour("ips")  # two runs of one method: another shade
+    assert by_name["run 1"].line.color == method_colour("ips")
+    colours = {by_name[name].line.color for name in ("run 1", "run 2", "demo")}
+    assert len(colours) == 3  # no run shares the reference's colour, nor another run's
     assert by_name["run 2"].marker.symbol != by_name["run 1"].marker.symbol
     assert by_name["demo"].line.dash == "dash" and by_name["run 1"].line.dash == "solid"
     assert [a.text for a in fig.layout.annotations] == [title for _, title, _ in CURVE_PANELS]
+    assert "dashed" in fig.layout.title.text
+
+
+def test_a_short_run_fills_the_curves_and_the_title_mentions_only_what_is_drawn():
+    short = {metric: ([1, 2, 3], [0.5, 0.4, 0.3]) for metric, _, _ in CURVE_PANELS}
+    reference = {metric: (list(range(1, 31)), [0.1] * 30) for metric, _, _ in CURVE_PANELS}
+    fig = training_curves({"run": short, "demo": reference}, {"run": "ips", "demo": "ips"}, dashed=["demo"],
+                          epochs=3)
+    assert all(list(fig.layout[axis].range) == [0, 3] for axis in fig.layout if axis.startswith("xaxis"))
+    alone = training_curves({"run": short}, {"run": "ips"}, dashed=["demo"])  # the reference unticked
+    assert "dashed" not in alone.layout.title.text and alone.layout.xaxis.range is None
+
+
+def test_schedules_are_named_by_purpose_and_timed_from_this_machines_runs(tmp_path):
+    shutil.copytree(IPS_DEMO, tmp_path / "earlier-ips")  # a finished run of IPS on mnist5k: its speed counts
+    config = TrainConfig(method="ips", epochs=FAIR.epochs)
+    seconds, how = estimate_run_seconds(config, tmp_path)
+    speed = [json.loads(line) for line in (IPS_DEMO / "metrics.jsonl").read_text().splitlines()][-1]["images_per_s"]
+    assert seconds == pytest.approx(STARTUP_S + FAIR.epochs * 4000 * 2 / speed) and "measured speeds" in how
+    assert estimate_run_seconds(TrainConfig(method="ce"), tmp_path)[1].startswith("no earlier run")
+    choices = schedule_choices({"method": "ips"}, tmp_path)
+    assert [key for _, key in choices] == [QUICK.key, FAIR.key]
+    assert choices[1][0] == f"fair comparison · 30 epochs · {duration_text(seconds)}: {FAIR.caveat}"
+    assert "IPS usually loses to CE this early" in choices[0][0]
+    radio = show_schedules(AppContext(tmp_path, DEMO, torch.device("cpu")), "mnist5k", "small_cnn", "ips", False,
+                           "fair")
+    assert radio.value == "fair" and "measured speeds" in radio.info and radio.choices[-1] == (CUSTOM, CUSTOM)
+    assert (apply_schedule("fair"), apply_schedule("quick"), apply_schedule(CUSTOM)) == (30, 5, SKIP)
+    assert (schedule_of(30), schedule_of(5.0), schedule_of(12), schedule_of(None)) == ("fair", "quick", CUSTOM,
+                                                                                       CUSTOM)
+    assert (duration_text(12), duration_text(200), duration_text(9000)) == ("~10 s", "~3 min", "~2.5 h")
 
 
 def test_other_method_is_the_baseline_for_distillation_and_ips_for_the_baseline():
@@ -77,7 +121,7 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
                    device="cpu", processes=1, gpus=(), best_test_accuracy=None, images_per_s=None, eta_s=None,
                    started=0.0, path=tmp_path)
     assert "**failed**: the loss became non-finite (nan) at epoch 1, step 10" in describe(info)
-    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 1 epochs in 2.0 s",
+    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 1 epoch in 2.0 s",
                                    "best_test_accuracy": 0.873}))
     assert "Best test accuracy **87.3 %**" in finished and "Model A and Model B pickers" in finished
     running = describe(RunInfo(**{**info.__dict__, "state": "running", "progress": 0.5, "images_per_s": 1500.0,
@@ -86,7 +130,6 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
 
 
 # ---- the tab's handlers on a run manager whose runs folder holds a finished run (a copy of the IPS demo) ----
-SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
 
 
 @pytest.fixture()
@@ -99,13 +142,14 @@ def runs(tmp_path):
 
 def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
     references = reference_runs(DEMO)
-    table, choice, details, log, figure, shown, timer = follow_selected(runs, references, "demo-ips", [],
-                                                                        ["mnist5k-small_cnn-ce"], None)
+    table, choice, details, log, figure, cancel, delete, other, shown, timer = follow_selected(
+        runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
     assert table.values.tolist() == list_runs(runs)["data"] and table.iloc[0]["status"] == "finished"
     assert choice.value == ["demo-ips"] and "**finished**" in details and not log.visible and not timer.active
     assert {trace.name for trace in figure.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
+    assert (cancel.interactive, delete.interactive, other.interactive) == (False, True, True)  # a finished run
     again = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)
-    assert again[0] == again[1] == again[4] == SKIP and again[5] == shown  # nothing changed, nothing resent
+    assert again[0] == again[1] == again[4] == SKIP and again[8] == shown  # nothing changed, nothing resent
     with open(runs.run_dir("demo-ips") / METRICS, "a") as metrics:
         metrics.write(json.dumps({"kind": "epoch", "epoch": 9, "test_accuracy": 0.5}) + "\n")
     redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)[4]
@@ -134,3 +178,37 @@ def test_select_cancel_and_delete_a_run(runs):
     pending, row, selected, plotted = delete_run(runs, "demo-ips", "demo-ips", ["demo-ips", "other"])
     assert (pending, row.visible, selected, plotted) == (None, False, "", ["other"])
     assert runs.runs() == [] and not (runs.runs_dir / "demo-ips").exists()
+
+
+def test_the_buttons_apply_only_to_runs_they_can_act_on(runs):
+    assert [b.interactive for b in run_buttons(None)] == [False, False, False]
+    finished = runs.info("demo-ips")
+    assert [b.interactive for b in run_buttons(finished)] == [False, True, True]  # no cancel: no error toast
+    running = RunInfo(**{**finished.__dict__, "state": "running"})
+    assert [b.interactive for b in run_buttons(running)] == [True, False, True]
+
+
+def test_the_other_method_after_a_quick_look_warns_that_it_is_no_comparison(runs):
+    config = runs.run_dir("demo-ips") / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": QUICK.epochs}))  # a 5-epoch run
+    with pytest.warns(UserWarning, match=r"for 5 epochs, as demo-ips\. A comparison this short says little: IPS "
+                                         r"needs a long enough schedule \(fair comparison: 30 epochs\)"):
+        new_id = launch_other_method(runs, "demo-ips")
+    runs.cancel(new_id)
+    wait_for(lambda: not runs.has_active_runs(), 60, "the launched run to stop")
+    assert runs.settings(new_id)["method"] == "ce" and runs.settings(new_id)["epochs"] == QUICK.epochs
+
+
+def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
+    ctx = AppContext(runs.runs_dir, DEMO, torch.device("cpu"))
+    with pytest.raises(ValueError, match="mnist5k has a baseline and an IPS checkpoint already"):
+        launch_pair(ctx, runs, "train", "mnist5k")
+    selected, tabs = launch_pair(ctx, runs, "train", "digits")
+    launched = [info.run_id for info in runs.runs() if info.dataset == "digits"]
+    for run_id in launched:
+        runs.cancel(run_id)
+    wait_for(lambda: not runs.has_active_runs(), 60, "the launched runs to stop")
+    settings = sorted((runs.settings(r)["method"], runs.settings(r)["epochs"], runs.settings(r)["seed"])
+                      for r in launched)
+    assert settings == [("ce", FAIR.epochs, 0), ("ips", FAIR.epochs, 0)] and selected in launched
+    assert tabs.selected == "train"

@@ -95,7 +95,7 @@ def class_gap_bars(class_names: Sequence[str], class_means: dict[str, Sequence[f
         fig.add_trace(go.Bar(x=list(class_names), y=y, name=name, marker_color=_colour(i),
                              hovertemplate="class %{x}<br>mean gap %{y:.3f}<extra>" + name + "</extra>"))
     fig.update_layout(**_LAYOUT, height=height, barmode="group", title="Mean confidence gap per class",
-                      xaxis_title="class", yaxis_title="mean |conf a − conf b|")
+                      xaxis_title="class", yaxis_title="mean |conf a′ − conf b′|")
     fig.update_xaxes(type="category")
     return fig
 

@@ -2,9 +2,11 @@
 
 The tab drives the app's ``RunManager`` (explorer/training/runs.py): a run is the training CLI in a process of its
 own, so the other tabs stay responsive and a crash in training cannot take the app down. The runs table,
-the selected run and the curves are redrawn from the run folders by ``refresh``, which a ``gr.Timer`` calls
-only while a run is queued or running; when nothing runs, nothing polls. A run folder is a checkpoint
-folder, so a finished run is offered by the header's model pickers, which rescan the disk when they open.
+the selected run, the buttons that apply to it and the curves are redrawn from the run folders by ``refresh``,
+which a ``gr.Timer`` calls only while a run is queued or running; when nothing runs, nothing polls. A run folder
+is a checkpoint folder, so a finished run is offered by the header's model pickers, which rescan the disk when
+they open. Schedules are offered by purpose (``analysis.schedules``: a quick look, a fair comparison), each with
+the time it takes on this machine, because IPS needs a long enough schedule to be compared with CE.
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ import torch
 from explorer.analysis.cache import file_version
 from explorer.analysis.figures import training_curves
 from explorer.analysis.payloads import runs_payload
+from explorer.analysis.schedules import FAIR, QUICK, SCHEDULES, estimate_text, schedule_choices
 from explorer.data import DATASETS
 from explorer.training.methods import METHODS
 from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import FORM_DEFAULTS, RunManager
 from explorer.ui.common import AppContext, handler
+from explorer.ui.header import Header, dataset_checkpoints, missing_methods
 
-__all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
-           "keep_run", "launch_other_method", "launch_run", "list_runs", "reference_runs", "refresh", "select_run"]
+__all__ = ["CUSTOM", "TAB_ID", "TICK_S", "apply_schedule", "ask_delete", "build", "cancel_run", "delete_run",
+           "describe", "follow_selected", "keep_run", "launch_other_method", "launch_pair", "launch_run", "list_runs",
+           "reference_runs", "refresh", "run_buttons", "schedule_of", "select_run", "show_schedules"]
 
 TAB_ID = "train"
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
+CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
 TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 
@@ -75,19 +81,28 @@ def _device_choices() -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Handlers: the RunManager and the reference runs are bound; the rest are the components' values
 # --------------------------------------------------------------------------------------------------
-def _curves(folders: dict[str, Path], references: list[str], files: list[list], previous: dict[str, Any]) -> Any:
-    """The curves figure of ``folders``, or ``gr.skip()`` when none of their metrics files changed."""
+def _curves(folders: dict[str, Path], references: list[str], files: list[list], previous: dict[str, Any],
+            epochs: int | None) -> Any:
+    """The curves figure of ``folders`` with x-axes up to ``epochs``, or ``gr.skip()`` when nothing changed."""
     if files == previous.get("curves"):
         return gr.skip()
     loaded = {name: run_curves(folder) for name, folder in folders.items()}
     return training_curves({name: c for name, (_, c) in loaded.items()}, {name: m for name, (m, _) in loaded.items()},
-                           dashed=references)
+                           dashed=references, epochs=epochs)
+
+
+def run_buttons(info: RunInfo | None) -> tuple[gr.Button, gr.Button, gr.Button]:
+    """Cancel, Delete and "Same settings, other method", each clickable only when it applies to the selected run."""
+    return (gr.Button(interactive=info is not None and info.state not in FINAL_STATES),
+            gr.Button(interactive=info is not None and info.state in FINAL_STATES),
+            gr.Button(interactive=info is not None))
 
 
 def refresh(runs: RunManager, references: dict[str, Path], selected: str | None, plotted_runs: list[str] | None,
             reference_names: list[str] | None, previous: dict[str, Any] | None, follow: bool = False) -> tuple:
-    """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves; keep the
-    timer ticking only while a run is queued or running. ``follow`` adds the selected run to the curves.
+    """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves, the buttons
+    that apply to the selected run; keep the timer ticking only while a run is queued or running. ``follow`` adds
+    the selected run to the curves. The curves' x-axes end at the longest plotted run's epochs.
 
     ``previous`` is what the page shows (table rows, run ids, curve files' versions): unchanged parts are
     skipped, so a tick while nothing happens sends nothing big.
@@ -107,13 +122,14 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
     if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
         runs_choice = gr.skip()
     else:
-        runs_choice = gr.Dropdown(choices=list(by_id), value=chosen)
+        runs_choice = gr.Dropdown(choices=list(by_id), value=chosen, multiselect=True)
     info = by_id.get(selected or "")
     failed = info is not None and info.state == "failed"
     return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
             runs_choice, describe(info) if info else "Select a run in the table.",
             gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed),
-            _curves(folders, names, files, previous), now, gr.Timer(active=active))
+            _curves(folders, names, files, previous, max((by_id[r].epochs for r in chosen), default=None)),
+            *run_buttons(info), now, gr.Timer(active=active))
 
 
 def follow_selected(runs: RunManager, references: dict[str, Path], selected: str | None,
@@ -145,12 +161,58 @@ def _selected(run_id: str | None) -> str:
 
 
 def launch_other_method(runs: RunManager, run_id: str) -> str:
-    """Launch the selected run's settings with the method to compare it with; returns the new run's id."""
+    """Launch the selected run's settings with the method to compare it with; returns the new run's id.
+
+    A schedule shorter than the fair comparison's gets a warning: IPS usually loses to CE that early.
+    """
     settings = runs.settings(_selected(run_id))
     other = METHODS[settings["method"]].compare_with
     new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
-    gr.Info(f"{new_id}: {other} with the settings of {run_id}")
+    if int(settings["epochs"]) < FAIR.epochs:
+        gr.Warning(f"{new_id}: {other} for {settings['epochs']} epochs, as {run_id}. A comparison this short says "
+                   f"little: IPS needs a long enough schedule ({FAIR.purpose}: {FAIR.epochs} epochs).")
+    else:
+        gr.Info(f"{new_id}: {other} with the settings of {run_id}")
     return new_id
+
+
+def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) -> tuple[str, gr.Tabs]:
+    """The header's button: train the baseline and IPS models the dataset lacks (the fair comparison's epochs, seed
+    0), then show the Train tab following the last of them."""
+    missing = missing_methods(dataset_checkpoints(ctx, dataset))
+    if not missing:
+        raise ValueError(f"{dataset} has a baseline and an IPS checkpoint already; pick them in the model pickers")
+    launched = [runs.launch({**FORM_DEFAULTS, "dataset": dataset, "method": m, "epochs": FAIR.epochs})
+                for m in missing]
+    gr.Info(f"training {' and '.join(missing)} on {dataset} ({', '.join(launched)}); finished runs appear in the "
+            "model pickers")
+    return launched[-1], gr.Tabs(selected=tab_id)
+
+
+def apply_schedule(schedule: str) -> Any:
+    """A chosen schedule sets the epochs (custom leaves them)."""
+    return next((s.epochs for s in SCHEDULES if s.key == schedule), gr.skip())
+
+
+def schedule_of(epochs: float | None) -> str:
+    """Typed epochs select the schedule they match, else "custom"."""
+    return next((s.key for s in SCHEDULES if epochs is not None and s.epochs == epochs), CUSTOM)
+
+
+def _schedules(ctx: AppContext, dataset: str, model: str, method: str,
+               equal_compute: bool) -> tuple[list[tuple[str, str]], str]:
+    """The schedule choices labelled with this machine's time estimates, and how they were estimated."""
+    settings = {"dataset": dataset, "model": model, "method": method, "equal_compute": equal_compute}
+    how = estimate_text(settings, ctx.runs_dir)[1]
+    return ([*schedule_choices(settings, ctx.runs_dir), (CUSTOM, CUSTOM)],
+            f"IPS needs a long enough schedule to be compared with CE. Times: {how}")
+
+
+def show_schedules(ctx: AppContext, dataset: str, model: str, method: str, equal_compute: bool,
+                   schedule: str) -> gr.Radio:
+    """The schedules relabelled with this machine's time estimate for the form's dataset, model and method."""
+    choices, info = _schedules(ctx, dataset, model, method, equal_compute)
+    return gr.Radio(choices=choices, value=schedule, info=info)
 
 
 def select_run(evt: gr.SelectData) -> str:
@@ -197,9 +259,10 @@ class _Form:
 
     fields: list[gr.components.Component]
     launch: gr.Button
+    schedule: gr.Radio
 
 
-def _form() -> _Form:
+def _form(ctx: AppContext) -> _Form:
     defaults = FORM_DEFAULTS
     gpu_count = torch.cuda.device_count()
     with gr.Row(equal_height=True):
@@ -211,6 +274,10 @@ def _form() -> _Form:
                           info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
         device = gr.Dropdown(_device_choices(), value=defaults["device"], label="Device",
                              info="auto: CUDA when present, else CPU")
+    choices, info = _schedules(ctx, defaults["dataset"], defaults["model"], defaults["method"],
+                               defaults["equal_compute"])
+    schedule = gr.Radio(choices, value=schedule_of(defaults["epochs"]), label="Schedule", info=info,
+                        elem_id="train-schedule")
     with gr.Row(equal_height=True):
         epochs = gr.Number(defaults["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
         batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info="anchors per step")
@@ -232,7 +299,7 @@ def _form() -> _Form:
                          visible=gpu_count > 1)
         launch = gr.Button("Launch run", variant="primary")
     return _Form([dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                  kd_weight, seed, equal_compute, device, gpus], launch)
+                  kd_weight, seed, equal_compute, device, gpus], launch, schedule)
 
 
 @dataclass
@@ -264,9 +331,9 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
     with gr.Row(equal_height=True):
         current = gr.Textbox(label="Selected run", interactive=False, placeholder="click a run in the table", scale=3,
                              elem_id="train-current")
-        cancel = gr.Button("Cancel run", variant="stop", scale=1)
-        delete = gr.Button("Delete run…", scale=1)
-        other = gr.Button("Same settings, other method", scale=2)
+        cancel = gr.Button("Cancel run", variant="stop", scale=1, interactive=False)  # run_buttons enables them
+        delete = gr.Button("Delete run…", scale=1, interactive=False)
+        other = gr.Button("Same settings, other method", scale=2, interactive=False)
         refresh_button = gr.Button("Refresh", scale=1)
     with gr.Row(visible=False, equal_height=True) as confirm_row:
         confirm_text = gr.Markdown()
@@ -286,13 +353,16 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
                       pending_delete, details, log, plotted, shown_references, curves)
 
 
-def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
+def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: gr.Tabs) -> None:
+    """The tab; it also wires the header's button that trains a dataset's missing baseline and IPS models."""
     references = reference_runs(ctx.checkpoints_dir)
     gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
-                f"so the other tabs stay usable. The defaults train IPS on mnist5k for {FORM_DEFAULTS['epochs']} "
-                f"epochs, about a minute on a laptop CPU; at most {runs.max_concurrent} run(s) train at once, further "
-                "launches wait in the queue. A finished run appears in the model pickers above.")
-    form = _form()
+                f"so the other tabs stay usable; at most {runs.max_concurrent} run(s) train at once, further launches "
+                "wait in the queue. A finished run appears in the model pickers above.\n\n**IPS needs a long enough "
+                f"schedule.** In the project's study (README) IPS beat CE at {FAIR.epochs} epochs; after "
+                f"{QUICK.epochs} epochs it was behind CE. So compare methods with the *{FAIR.purpose}* schedule; the "
+                f"*{QUICK.purpose}* shows the curves move, not which method is better.")
+    form = _form(ctx)
     p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped
@@ -301,12 +371,15 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
     watch = handler(refresh, runs, references)
     follow = handler(follow_selected, runs, references)
     watch_inputs = [p.current, p.plotted, p.shown_references, shown]
-    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, shown, timer]
+    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, p.cancel, p.delete, p.other, shown, timer]
     quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
     gr.on([tab.select, timer.tick, p.refresh_button.click, p.plotted.input, p.shown_references.input], watch,
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
     form.launch.click(handler(launch_run, runs), form.fields, p.current, api_name="launch_run").success(
         follow, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
+    header.train_pair.click(handler(launch_pair, ctx, runs, TAB_ID), header.dataset, [p.current, tabs],
+                            api_name="launch_pair").success(follow, watch_inputs, watch_outputs,
+                                                            api_name="watch_launched_pair", **quiet)
     p.other.click(handler(launch_other_method, runs), p.current, p.current, api_name="launch_other_method").success(
         follow, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
     p.table.select(handler(select_run), None, p.current, api_name="select_run", show_progress="hidden").then(
@@ -319,3 +392,15 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                     [p.pending_delete, p.confirm_row, p.current, p.plotted], api_name="delete_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_deleted_run", **quiet)
     p.keep.click(keep_run, None, [p.pending_delete, p.confirm_row], api_name="keep_run")
+    _wire_schedule(ctx, form)
+
+
+def _wire_schedule(ctx: AppContext, form: _Form) -> None:
+    """Schedule and epochs follow each other; the schedules' times follow the dataset, model and method."""
+    dataset, model, method, epochs, equal_compute = (form.fields[i] for i in (0, 1, 2, 3, 12))
+    instant = dict(queue=False, show_progress="hidden")
+    form.schedule.input(apply_schedule, form.schedule, epochs, api_name="train_schedule", **instant)
+    epochs.input(schedule_of, epochs, form.schedule, api_name="train_epochs", **instant)
+    gr.on([dataset.input, model.input, method.input, equal_compute.input], handler(show_schedules, ctx),
+          [dataset, model, method, equal_compute, form.schedule], form.schedule, api_name="train_schedules",
+          show_progress="hidden", trigger_mode="always_last")
