@@ -48,7 +48,8 @@ def test_every_tab_has_its_named_endpoint(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for name in ("/swap_pair", "/random_pair", "/swap_class", "/confidence_gaps", "/gradcam", "/compare",
                  "/guide_example", "/open_gap_pair", "/open_fixed_sample", "/launch_run", "/runs", "/cancel_run",
-                 "/launch_other_method", "/delete_run"):
+                 "/launch_other_method", "/delete_run", "/resume_run", "/train_command", "/train_schedules",
+                 "/switch_dataset", "/launch_pair"):
         assert name in endpoints
 
 
@@ -267,7 +268,7 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
     assert {p["parameter_name"]: p["parameter_default"] for p in form if p["parameter_name"] in FORM_DEFAULTS} == {
         name: FORM_DEFAULTS[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr",
                                                "patch_size", "swap_ratio", "swap_prob", "temperature", "kd_weight",
-                                               "seed", "equal_compute", "device")}
+                                               "seed", "equal_compute", "device", "precision")}
     quick = client.predict(dataset="digits", method="ce", epochs=2, api_name="/launch_run")
     endless = client.predict(dataset="digits", epochs=500, api_name="/launch_run")  # the app runs 2 at once
     assert RUN_ID_PATTERN.fullmatch(quick) and quick != endless

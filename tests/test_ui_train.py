@@ -1,6 +1,7 @@
 """The Train tab's plain functions: curves read from run folders, the curves figure, the comparison method."""
 
 import json
+import shlex
 import shutil
 
 import gradio as gr
@@ -9,17 +10,23 @@ import torch
 
 from explorer.analysis.figures import CURVE_PANELS, training_curves
 from explorer.analysis.payloads import runs_payload
-from explorer.analysis.schedules import FAIR, QUICK, duration_text, schedule_choices
-from explorer.training.config import TrainConfig
+from explorer.analysis.schedules import (
+    QUICK,
+    TIMED_STEPS,
+    duration_text,
+    estimate_text,
+    fair_schedule,
+    measured_speed,
+    schedule_choices,
+)
+from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
-from explorer.training.runs import RunManager
+from explorer.training.runs import FORM_DEFAULTS, RunManager
 from explorer.training.study import STARTUP_S, estimate_run_seconds
 from explorer.ui.common import AppContext
 from explorer.ui.train import (
-    CUSTOM,
-    apply_schedule,
     ask_delete,
     cancel_run,
     delete_run,
@@ -31,11 +38,11 @@ from explorer.ui.train import (
     list_runs,
     reference_runs,
     refresh,
+    resume_run,
     run_buttons,
-    schedule_of,
     select_run,
-    show_schedules,
 )
+from explorer.ui.train_form import CUSTOM, apply_schedule, command_line, launch_run, schedule_of, show_schedules
 from tests.helpers import DEMO, IPS_DEMO, wait_for
 
 IPS = IPS_DEMO
@@ -91,24 +98,69 @@ def test_a_short_run_fills_the_curves_and_the_title_mentions_only_what_is_drawn(
     assert "dashed" not in alone.layout.title.text and alone.layout.xaxis.range is None
 
 
-def test_schedules_are_named_by_purpose_and_timed_from_this_machines_runs(tmp_path):
+def test_schedules_are_named_by_purpose_quote_the_studies_and_are_timed_from_this_machines_runs(tmp_path):
     shutil.copytree(IPS_DEMO, tmp_path / "earlier-ips")  # a finished run of IPS on mnist5k: its speed counts
-    config = TrainConfig(method="ips", epochs=FAIR.epochs)
-    seconds, how = estimate_run_seconds(config, tmp_path)
+    fair = fair_schedule("mnist5k")
+    assert fair.epochs == 60 and "IPS − CE +0.42 points (95 % CI −0.06 to +0.89)" in fair.evidence
+    assert "15 epochs, holdout split, 3 seeds: IPS − CE −1.37 points (95 % CI −1.69 to −1.06)" in QUICK.evidence
+    seconds, how = estimate_run_seconds(TrainConfig(method="ips", epochs=60), tmp_path)
     speed = [json.loads(line) for line in (IPS_DEMO / "metrics.jsonl").read_text().splitlines()][-1]["images_per_s"]
-    assert seconds == pytest.approx(STARTUP_S + FAIR.epochs * 4000 * 2 / speed) and "measured speeds" in how
-    assert estimate_run_seconds(TrainConfig(method="ce"), tmp_path)[1].startswith("no earlier run")
+    assert seconds == pytest.approx(STARTUP_S + 60 * 4000 * 2 / speed) and "measured speeds" in how
     choices = schedule_choices({"method": "ips"}, tmp_path)
-    assert [key for _, key in choices] == [QUICK.key, FAIR.key]
-    assert choices[1][0] == f"fair comparison · 30 epochs · {duration_text(seconds)}: {FAIR.caveat}"
-    assert "IPS usually loses to CE this early" in choices[0][0]
-    radio = show_schedules(AppContext(tmp_path, DEMO, torch.device("cpu")), "mnist5k", "small_cnn", "ips", False,
-                           "fair")
+    assert [key for _, key in choices] == [QUICK.key, fair.key]
+    assert choices[1][0] == f"fair comparison · 60 epochs · {duration_text(seconds)}: where IPS leads CE on average"
+    assert choices[0][0].startswith("quick look · 5 epochs · ~")
+    assert choices[0][0].endswith(": IPS usually loses to CE this early")
+    radio = show_schedules(AppContext(tmp_path, DEMO, torch.device("cpu")), "mnist5k", "small_cnn", "ips", False, 60)
     assert radio.value == "fair" and "measured speeds" in radio.info and radio.choices[-1] == (CUSTOM, CUSTOM)
-    assert (apply_schedule("fair"), apply_schedule("quick"), apply_schedule(CUSTOM)) == (30, 5, SKIP)
-    assert (schedule_of(30), schedule_of(5.0), schedule_of(12), schedule_of(None)) == ("fair", "quick", CUSTOM,
-                                                                                       CUSTOM)
+    assert QUICK.evidence in radio.info and fair.evidence in radio.info
+    assert (apply_schedule("fair", "mnist5k"), apply_schedule("fair", "digits"), apply_schedule("quick", "digits"),
+            apply_schedule(CUSTOM, "mnist5k")) == (60, 30, 5, SKIP)
+    assert [schedule_of(e, d) for e, d in ((60, "mnist5k"), (30, "digits"), (30, "mnist5k"), (5.0, "mnist5k"),
+                                           (None, "digits"))] == ["fair", "fair", CUSTOM, "quick", CUSTOM]
     assert (duration_text(12), duration_text(200), duration_text(9000)) == ("~10 s", "~3 min", "~2.5 h")
+
+
+def test_the_fair_schedule_says_what_was_measured_on_each_dataset():
+    digits = fair_schedule("digits")
+    assert digits.epochs == 30 and "IPS still trailed CE here" in digits.caveat
+    assert digits.evidence == "digits, 30 epochs, test split, 6 seeds: IPS − CE −1.58 points (95 % CI −2.42 to −0.74)"
+    assert (fair_schedule("cifar10").epochs, fair_schedule("cifar10").evidence) == (30, "not measured on cifar10")
+
+
+def test_without_an_earlier_run_the_time_comes_from_steps_timed_here(tmp_path):
+    cfg = TrainConfig(dataset="digits", method="ce", epochs=30)
+    speed = measured_speed(cfg)
+    assert speed > 0 and measured_speed(cfg) == speed  # timed once per setting
+    duration, how = estimate_text({"dataset": "digits", "method": "ce", "epochs": 30}, tmp_path)
+    seconds, _ = estimate_run_seconds(cfg, tmp_path, default_images_per_s=speed)
+    assert duration == duration_text(seconds)
+    assert how == f"timed here: {speed:.0f} training images/s of ce over {TIMED_STEPS} steps on cpu"
+    assert estimate_text({"dataset": "digits"}, tmp_path, measure=False)[0] == "time: open the Train tab"
+    assert estimate_text({"dataset": "cifar10"}, tmp_path)[0] == "time unknown"  # no CIFAR files here
+
+
+def _form(**changes) -> list:
+    """The form's values in ``launch_run``'s order: the defaults, with ``changes``."""
+    values = {**FORM_DEFAULTS, "gpus": 1, **changes}
+    return [values[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr", "patch_size",
+                                      "swap_ratio", "swap_prob", "temperature", "kd_weight", "seed", "equal_compute",
+                                      "device", "gpus", "precision")]
+
+
+def test_the_command_line_is_the_forms_settings_as_the_cli_takes_them():
+    command = command_line(*_form(dataset="digits", method="ce", epochs=60.0, equal_compute=True, precision="bf16"))
+    assert command == ("python -m explorer.train --dataset digits --method ce --epochs 60 --equal-compute "
+                       "--precision bf16")
+    assert parse_config(shlex.split(command)[3:]) == TrainConfig(dataset="digits", method="ce", epochs=60,
+                                                                 equal_compute=True, precision="bf16")
+    assert "--epochs" not in command_line(*_form(epochs=TrainConfig().epochs))  # the CLI's default needs no flag
+    assert command_line(*_form()) == f"python -m explorer.train --epochs {FORM_DEFAULTS['epochs']}"
+    assert command_line(*_form(swap_prob=1.5)) == ("# the CLI refuses these settings: --swap-prob must be in [0, 1]; "
+                                                   "got 1.5")
+    assert command_line(*_form(lr=None)) == "# --lr is empty; give it a value"
+    assert command_line(*_form(gpus=2)).startswith("python -m torch.distributed.run --standalone --nproc_per_node=2 "
+                                                   "-m explorer.train --epochs")
 
 
 def test_other_method_is_the_baseline_for_distillation_and_ips_for_the_baseline():
@@ -142,14 +194,15 @@ def runs(tmp_path):
 
 def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
     references = reference_runs(DEMO)
-    table, choice, details, log, figure, cancel, delete, other, shown, timer = follow_selected(
+    table, choice, details, log, figure, cancel, delete, other, resume, shown, timer = follow_selected(
         runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
     assert table.values.tolist() == list_runs(runs)["data"] and table.iloc[0]["status"] == "finished"
     assert choice.value == ["demo-ips"] and "**finished**" in details and not log.visible and not timer.active
     assert {trace.name for trace in figure.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
-    assert (cancel.interactive, delete.interactive, other.interactive) == (False, True, True)  # a finished run
+    assert (cancel.interactive, delete.interactive, other.interactive, resume.interactive) == (False, True, True,
+                                                                                              False)  # finished
     again = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)
-    assert again[0] == again[1] == again[4] == SKIP and again[8] == shown  # nothing changed, nothing resent
+    assert again[0] == again[1] == again[4] == SKIP and again[9] == shown  # nothing changed, nothing resent
     with open(runs.run_dir("demo-ips") / METRICS, "a") as metrics:
         metrics.write(json.dumps({"kind": "epoch", "epoch": 9, "test_accuracy": 0.5}) + "\n")
     redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)[4]
@@ -181,18 +234,20 @@ def test_select_cancel_and_delete_a_run(runs):
 
 
 def test_the_buttons_apply_only_to_runs_they_can_act_on(runs):
-    assert [b.interactive for b in run_buttons(None)] == [False, False, False]
+    assert [b.interactive for b in run_buttons(None)] == [False, False, False, False]
     finished = runs.info("demo-ips")
-    assert [b.interactive for b in run_buttons(finished)] == [False, True, True]  # no cancel: no error toast
+    assert [b.interactive for b in run_buttons(finished)] == [False, True, True, False]  # no cancel: no error toast
     running = RunInfo(**{**finished.__dict__, "state": "running"})
-    assert [b.interactive for b in run_buttons(running)] == [True, False, True]
+    assert [b.interactive for b in run_buttons(running)] == [True, False, True, False]
+    cancelled = RunInfo(**{**finished.__dict__, "state": "cancelled"})
+    assert not run_buttons(cancelled)[3].interactive  # the demo folder has no training state to resume from
 
 
 def test_the_other_method_after_a_quick_look_warns_that_it_is_no_comparison(runs):
     config = runs.run_dir("demo-ips") / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": QUICK.epochs}))  # a 5-epoch run
     with pytest.warns(UserWarning, match=r"for 5 epochs, as demo-ips\. A comparison this short says little: IPS "
-                                         r"needs a long enough schedule \(fair comparison: 30 epochs\)"):
+                                         r"needs a long enough schedule \(fair comparison on mnist5k: 60 epochs\)"):
         new_id = launch_other_method(runs, "demo-ips")
     runs.cancel(new_id)
     wait_for(lambda: not runs.has_active_runs(), 60, "the launched run to stop")
@@ -210,5 +265,25 @@ def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
     wait_for(lambda: not runs.has_active_runs(), 60, "the launched runs to stop")
     settings = sorted((runs.settings(r)["method"], runs.settings(r)["epochs"], runs.settings(r)["seed"])
                       for r in launched)
-    assert settings == [("ce", FAIR.epochs, 0), ("ips", FAIR.epochs, 0)] and selected in launched
+    assert settings == [("ce", 30, 0), ("ips", 30, 0)] and selected in launched  # digits' fair comparison
     assert tabs.selected == "train"
+
+
+def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys):
+    run_id = launch_run(runs, *_form(dataset="digits", method="ce", epochs=40, precision="fp32"))
+    assert runs.settings(run_id)["precision"] == "fp32"
+    assert not run_buttons(runs.info(run_id))[3].interactive  # running: nothing to resume
+    wait_for(lambda: (runs.run_dir(run_id) / "train_state.safetensors").is_file(), 120, "the first epoch's state")
+    cancel_run(runs, run_id)
+    wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), 30, "the run to stop")
+    info = runs.info(run_id)
+    assert run_buttons(info)[3].interactive and info.epoch >= 1
+    details = resume_run(runs, run_id)
+    assert f"run {run_id} resumes after epoch {info.epoch}" in capsys.readouterr().out  # gr.Info outside the app
+    assert "**running**" in details or "**queued**" in details
+    with pytest.raises(ValueError, match="only a cancelled, failed or interrupted run can be resumed"):
+        resume_run(runs, run_id)
+    runs.cancel(run_id)
+    wait_for(lambda: not runs.has_active_runs(), 30, "the resumed run to stop")
+    with pytest.raises(ValueError, match="select a run in the table first"):
+        resume_run(runs, "")

@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from explorer.analysis.schedules import FAIR, estimate_text
+from explorer.analysis.schedules import estimate_text, fair_schedule
 from explorer.checkpoints import CheckpointError, load_card
 from explorer.data import DatasetError
 from explorer.training.methods import BASELINE, FEATURED
@@ -105,8 +105,8 @@ def notice_text(dataset_name: str, checkpoints: list[tuple[str, str, str]]) -> s
     names = [m.upper() for m in missing]
     what = "no checkpoint" if not checkpoints else f"no {' and no '.join(names)} checkpoint"
     return (f"There is {what} trained on **{dataset_name}** here yet: train {' and '.join(names)} with the button "
-            f"on the right ({FAIR.epochs} epochs each, in the background), or in the Train tab. Finished runs appear "
-            "in the model pickers.")
+            f"on the right ({fair_schedule(dataset_name).epochs} epochs each, in the background), or in the Train "
+            "tab. Finished runs appear in the model pickers.")
 
 
 def train_label(ctx: AppContext, dataset_name: str, checkpoints: list[tuple[str, str, str]]) -> str | None:
@@ -114,7 +114,8 @@ def train_label(ctx: AppContext, dataset_name: str, checkpoints: list[tuple[str,
     missing = missing_methods(checkpoints)
     if not missing:
         return None
-    times = [estimate_text({"dataset": dataset_name, "method": m, "epochs": FAIR.epochs}, ctx.runs_dir)[0]
+    epochs = fair_schedule(dataset_name).epochs
+    times = [estimate_text({"dataset": dataset_name, "method": m, "epochs": epochs}, ctx.runs_dir)[0]
              for m in missing]
     return f"Train {' and '.join(m.upper() for m in missing)} on {dataset_name} ({', '.join(times)})"
 

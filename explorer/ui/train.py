@@ -1,12 +1,13 @@
-"""Tab 5, Train: start a training run in the background, watch it live, cancel or delete it.
+"""Tab 5, Train: start a training run in the background, watch it live, cancel, resume or delete it.
 
 The tab drives the app's ``RunManager`` (explorer/training/runs.py): a run is the training CLI in a process of its
 own, so the other tabs stay responsive and a crash in training cannot take the app down. The runs table,
 the selected run, the buttons that apply to it and the curves are redrawn from the run folders by ``refresh``,
 which a ``gr.Timer`` calls only while a run is queued or running; when nothing runs, nothing polls. A run folder
 is a checkpoint folder, so a finished run is offered by the header's model pickers, which rescan the disk when
-they open. Schedules are offered by purpose (``analysis.schedules``: a quick look, a fair comparison), each with
-the time it takes on this machine, because IPS needs a long enough schedule to be compared with CE.
+they open. The launch form (settings, schedules by purpose with this machine's time, precision, the CLI command)
+is in ``train_form.py``. A cancelled, failed or interrupted run that saved a training state can be resumed
+(``RunManager.resume``): it continues after its last finished epoch, in its own folder.
 """
 
 from __future__ import annotations
@@ -17,30 +18,26 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-import torch
 
 from explorer.analysis.cache import file_version
 from explorer.analysis.figures import training_curves
 from explorer.analysis.payloads import runs_payload
-from explorer.analysis.schedules import FAIR, QUICK, SCHEDULES, estimate_text, schedule_choices
-from explorer.data import DATASETS
+from explorer.analysis.schedules import QUICK, fair_schedule
 from explorer.training.methods import METHODS
-from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, RunInfo
+from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import FORM_DEFAULTS, RunManager
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import Header, dataset_checkpoints, missing_methods
+from explorer.ui.train_form import build_form, launch_run, wire_form
 
-__all__ = ["CUSTOM", "TAB_ID", "TICK_S", "apply_schedule", "ask_delete", "build", "cancel_run", "delete_run",
-           "describe", "follow_selected", "keep_run", "launch_other_method", "launch_pair", "launch_run", "list_runs",
-           "reference_runs", "refresh", "run_buttons", "schedule_of", "select_run", "show_schedules"]
+__all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
+           "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs", "refresh", "resumable",
+           "resume_run", "run_buttons", "select_run"]
 
 TAB_ID = "train"
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
-CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
-# imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
-TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
@@ -69,15 +66,6 @@ def describe(info: RunInfo) -> str:
     return f"{head}\n\n{state}"
 
 
-def _device_choices() -> list[str]:
-    """auto, cpu and the accelerators this machine has."""
-    choices = ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        choices.append("mps")
-    return choices
-
-
-
 # --------------------------------------------------------------------------------------------------
 # Handlers: the RunManager and the reference runs are bound; the rest are the components' values
 # --------------------------------------------------------------------------------------------------
@@ -91,11 +79,17 @@ def _curves(folders: dict[str, Path], references: list[str], files: list[list], 
                            dashed=references, epochs=epochs)
 
 
-def run_buttons(info: RunInfo | None) -> tuple[gr.Button, gr.Button, gr.Button]:
-    """Cancel, Delete and "Same settings, other method", each clickable only when it applies to the selected run."""
+def resumable(info: RunInfo | None) -> bool:
+    """A cancelled or failed (also: interrupted) run that saved a training state can continue where it stopped."""
+    return info is not None and info.state in ("cancelled", "failed") and (info.path / TRAIN_STATE).is_file()
+
+
+def run_buttons(info: RunInfo | None) -> tuple[gr.Button, gr.Button, gr.Button, gr.Button]:
+    """Cancel, Delete, "Same settings, other method" and Resume, each clickable only when it applies to the
+    selected run (so none answers with an error toast)."""
     return (gr.Button(interactive=info is not None and info.state not in FINAL_STATES),
             gr.Button(interactive=info is not None and info.state in FINAL_STATES),
-            gr.Button(interactive=info is not None))
+            gr.Button(interactive=info is not None), gr.Button(interactive=resumable(info)))
 
 
 def refresh(runs: RunManager, references: dict[str, Path], selected: str | None, plotted_runs: list[str] | None,
@@ -144,16 +138,6 @@ def list_runs(runs: RunManager) -> dict[str, list]:
     return runs_payload(runs.runs())
 
 
-def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
-               patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
-               seed: float, equal_compute: bool, device: str, gpus: float) -> str:
-    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
-    settings = dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                    patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
-                    kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device)
-    return runs.launch(settings, gpus)
-
-
 def _selected(run_id: str | None) -> str:
     if not run_id:
         raise ValueError("select a run in the table first")
@@ -168,9 +152,11 @@ def launch_other_method(runs: RunManager, run_id: str) -> str:
     settings = runs.settings(_selected(run_id))
     other = METHODS[settings["method"]].compare_with
     new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
-    if int(settings["epochs"]) < FAIR.epochs:
+    fair = fair_schedule(settings["dataset"])
+    if int(settings["epochs"]) < fair.epochs:
         gr.Warning(f"{new_id}: {other} for {settings['epochs']} epochs, as {run_id}. A comparison this short says "
-                   f"little: IPS needs a long enough schedule ({FAIR.purpose}: {FAIR.epochs} epochs).")
+                   f"little: IPS needs a long enough schedule ({fair.purpose} on {settings['dataset']}: "
+                   f"{fair.epochs} epochs).")
     else:
         gr.Info(f"{new_id}: {other} with the settings of {run_id}")
     return new_id
@@ -182,42 +168,24 @@ def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) ->
     missing = missing_methods(dataset_checkpoints(ctx, dataset))
     if not missing:
         raise ValueError(f"{dataset} has a baseline and an IPS checkpoint already; pick them in the model pickers")
-    launched = [runs.launch({**FORM_DEFAULTS, "dataset": dataset, "method": m, "epochs": FAIR.epochs})
+    epochs = fair_schedule(dataset).epochs
+    launched = [runs.launch({**FORM_DEFAULTS, "dataset": dataset, "method": m, "epochs": epochs})
                 for m in missing]
     gr.Info(f"training {' and '.join(missing)} on {dataset} ({', '.join(launched)}); finished runs appear in the "
             "model pickers")
     return launched[-1], gr.Tabs(selected=tab_id)
 
 
-def apply_schedule(schedule: str) -> Any:
-    """A chosen schedule sets the epochs (custom leaves them)."""
-    return next((s.epochs for s in SCHEDULES if s.key == schedule), gr.skip())
-
-
-def schedule_of(epochs: float | None) -> str:
-    """Typed epochs select the schedule they match, else "custom"."""
-    return next((s.key for s in SCHEDULES if epochs is not None and s.epochs == epochs), CUSTOM)
-
-
-def _schedules(ctx: AppContext, dataset: str, model: str, method: str,
-               equal_compute: bool) -> tuple[list[tuple[str, str]], str]:
-    """The schedule choices labelled with this machine's time estimates, and how they were estimated."""
-    settings = {"dataset": dataset, "model": model, "method": method, "equal_compute": equal_compute}
-    how = estimate_text(settings, ctx.runs_dir)[1]
-    return ([*schedule_choices(settings, ctx.runs_dir), (CUSTOM, CUSTOM)],
-            f"IPS needs a long enough schedule to be compared with CE. Times: {how}")
-
-
-def show_schedules(ctx: AppContext, dataset: str, model: str, method: str, equal_compute: bool,
-                   schedule: str) -> gr.Radio:
-    """The schedules relabelled with this machine's time estimate for the form's dataset, model and method."""
-    choices, info = _schedules(ctx, dataset, model, method, equal_compute)
-    return gr.Radio(choices=choices, value=schedule, info=info)
-
-
 def select_run(evt: gr.SelectData) -> str:
     """A clicked row of the runs table -> its run id."""
     return evt.row_value[0]  # the id column
+
+
+def resume_run(runs: RunManager, run_id: str) -> str:
+    """Continue a cancelled, failed or interrupted run from its last finished epoch, in its own folder."""
+    runs.resume(_selected(run_id))
+    gr.Info(f"run {run_id} resumes after epoch {runs.info(run_id).epoch}")
+    return describe(runs.info(run_id))
 
 
 def cancel_run(runs: RunManager, run_id: str) -> str:
@@ -254,55 +222,6 @@ def keep_run() -> tuple[None, gr.Row]:
 # Layout and wiring
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class _Form:
-    """The launch form; ``fields`` are in ``launch_run``'s parameter order."""
-
-    fields: list[gr.components.Component]
-    launch: gr.Button
-    schedule: gr.Radio
-
-
-def _form(ctx: AppContext) -> _Form:
-    defaults = FORM_DEFAULTS
-    gpu_count = torch.cuda.device_count()
-    with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(TRAIN_DATASETS, value=defaults["dataset"], label="Dataset",
-                              info="cifar10/100 need their files under data/", elem_id="train-dataset")
-        model = gr.Dropdown(["small_cnn", "resnet18"], value=defaults["model"], label="Model", allow_custom_value=True,
-                            info="or a torchvision classification model's name")
-        method = gr.Radio([(m.label, m.name) for m in METHODS.values()], value=defaults["method"], label="Method",
-                          info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
-        device = gr.Dropdown(_device_choices(), value=defaults["device"], label="Device",
-                             info="auto: CUDA when present, else CPU")
-    choices, info = _schedules(ctx, defaults["dataset"], defaults["model"], defaults["method"],
-                               defaults["equal_compute"])
-    schedule = gr.Radio(choices, value=schedule_of(defaults["epochs"]), label="Schedule", info=info,
-                        elem_id="train-schedule")
-    with gr.Row(equal_height=True):
-        epochs = gr.Number(defaults["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
-        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info="anchors per step")
-        lr = gr.Number(defaults["lr"], label="Learning rate", info="peak; cosine decay to 0")
-        seed = gr.Number(defaults["seed"], precision=0, label="Seed")
-        equal_compute = gr.Checkbox(defaults["equal_compute"], label="Equal compute",
-                                    info="CS-KD and IPS: B images per step, as CE")
-    with gr.Row(equal_height=True):
-        patch_size = gr.Number(defaults["patch_size"], precision=0, label="Patch size (pixels)",
-                               info="IPS; 0: auto; must divide the image size")
-        swap_ratio = gr.Slider(0, 1, value=defaults["swap_ratio"], step=0.05, label="Swap ratio",
-                               info="IPS: fraction of patch positions exchanged")
-        swap_prob = gr.Slider(0, 1, value=defaults["swap_prob"], step=0.05, label="Swap probability",
-                              info="IPS: chance that a pair is swapped")
-        temperature = gr.Number(defaults["temperature"], label="Temperature T", info="CS-KD and IPS")
-        kd_weight = gr.Number(defaults["kd_weight"], label="KD weight λ", info="CS-KD and IPS")
-    with gr.Row(equal_height=True):
-        gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
-                         visible=gpu_count > 1)
-        launch = gr.Button("Launch run", variant="primary")
-    return _Form([dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                  kd_weight, seed, equal_compute, device, gpus], launch, schedule)
-
-
-@dataclass
 class _RunsPanel:
     """The runs table, the selected run's buttons and details, the delete confirmation, the curves."""
 
@@ -311,6 +230,7 @@ class _RunsPanel:
     cancel: gr.Button
     delete: gr.Button
     other: gr.Button
+    resume: gr.Button
     refresh_button: gr.Button
     confirm_row: gr.Row
     confirm_text: gr.Markdown
@@ -334,6 +254,7 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
         cancel = gr.Button("Cancel run", variant="stop", scale=1, interactive=False)  # run_buttons enables them
         delete = gr.Button("Delete run…", scale=1, interactive=False)
         other = gr.Button("Same settings, other method", scale=2, interactive=False)
+        resume = gr.Button("Resume run", scale=1, interactive=False, elem_id="train-resume")
         refresh_button = gr.Button("Refresh", scale=1)
     with gr.Row(visible=False, equal_height=True) as confirm_row:
         confirm_text = gr.Markdown()
@@ -349,8 +270,8 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
         shown_references = gr.CheckboxGroup(list(references), value=list(references), scale=2,
                                             label="Reference curves (demo checkpoints, dashed)")
     curves = gr.Plot(label="training curves", show_label=False, elem_id="train-curves")
-    return _RunsPanel(table, current, cancel, delete, other, refresh_button, confirm_row, confirm_text, confirm, keep,
-                      pending_delete, details, log, plotted, shown_references, curves)
+    return _RunsPanel(table, current, cancel, delete, other, resume, refresh_button, confirm_row, confirm_text,
+                      confirm, keep, pending_delete, details, log, plotted, shown_references, curves)
 
 
 def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: gr.Tabs) -> None:
@@ -359,10 +280,11 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
     gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
                 f"so the other tabs stay usable; at most {runs.max_concurrent} run(s) train at once, further launches "
                 "wait in the queue. A finished run appears in the model pickers above.\n\n**IPS needs a long enough "
-                f"schedule.** In the project's study (README) IPS beat CE at {FAIR.epochs} epochs; after "
-                f"{QUICK.epochs} epochs it was behind CE. So compare methods with the *{FAIR.purpose}* schedule; the "
-                f"*{QUICK.purpose}* shows the curves move, not which method is better.")
-    form = _form(ctx)
+                f"schedule.** In the project's studies IPS was behind CE after 15 epochs on mnist5k and level or "
+                f"ahead from 30 on; so compare methods with the *{fair_schedule('mnist5k').purpose}* schedule (its "
+                f"note says what was measured on the dataset); the *{QUICK.purpose}* shows the curves move, not which "
+                "method is better.")
+    form = build_form(ctx)
     p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped
@@ -371,7 +293,8 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
     watch = handler(refresh, runs, references)
     follow = handler(follow_selected, runs, references)
     watch_inputs = [p.current, p.plotted, p.shown_references, shown]
-    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, p.cancel, p.delete, p.other, shown, timer]
+    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, p.cancel, p.delete, p.other, p.resume, shown,
+                     timer]
     quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
     gr.on([tab.select, timer.tick, p.refresh_button.click, p.plotted.input, p.shown_references.input], watch,
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
@@ -392,15 +315,6 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
                     [p.pending_delete, p.confirm_row, p.current, p.plotted], api_name="delete_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_deleted_run", **quiet)
     p.keep.click(keep_run, None, [p.pending_delete, p.confirm_row], api_name="keep_run")
-    _wire_schedule(ctx, form)
-
-
-def _wire_schedule(ctx: AppContext, form: _Form) -> None:
-    """Schedule and epochs follow each other; the schedules' times follow the dataset, model and method."""
-    dataset, model, method, epochs, equal_compute = (form.fields[i] for i in (0, 1, 2, 3, 12))
-    instant = dict(queue=False, show_progress="hidden")
-    form.schedule.input(apply_schedule, form.schedule, epochs, api_name="train_schedule", **instant)
-    epochs.input(schedule_of, epochs, form.schedule, api_name="train_epochs", **instant)
-    gr.on([dataset.input, model.input, method.input, equal_compute.input], handler(show_schedules, ctx),
-          [dataset, model, method, equal_compute, form.schedule], form.schedule, api_name="train_schedules",
-          show_progress="hidden", trigger_mode="always_last")
+    p.resume.click(handler(resume_run, runs), p.current, p.details, api_name="resume_run").success(
+        watch, watch_inputs, watch_outputs, api_name="watch_resumed_run", **quiet)
+    wire_form(ctx, form, tab)
