@@ -14,6 +14,7 @@ from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, ga
 from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
+from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.common import MODEL_WORK, AppContext, handler, model_handler
 from explorer.ui.header import Header
@@ -146,7 +147,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
         patch_size = gr.Dropdown(patch_size_choices(dataset0.image_size),
                                  value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
                                  elem_id="gaps-patch-size")
-        ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", elem_id="gaps-ratio")
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio")
         seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Compute gaps", variant="primary")
     summary = gr.Markdown("Open this tab to score the pairs.", elem_id="gaps-summary")

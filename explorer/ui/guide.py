@@ -9,7 +9,9 @@ from explorer.analysis.claims import claims_heading, claims_markdown, gap_claims
 from explorer.analysis.inputs import random_class_pair
 from explorer.analysis.pairs import confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.render import render_image
+from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
+from explorer.training.config import TrainConfig
 from explorer.ui.common import MODEL_WORK, AppContext, model_handler
 from explorer.ui.compare import model_claims, split_reports
 from explorer.ui.header import Header
@@ -19,6 +21,7 @@ __all__ = ["CLAIM_PAIRS", "TAB_ID", "another_example", "build", "example", "firs
 
 TAB_ID = "guide"
 CLAIM_PAIRS = 500  # swapped test pairs behind the Guide's sentences about confidence gaps (seed 0, default patches)
+_DEFAULTS = TrainConfig()  # the training CLI's defaults, which the text quotes
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 METHOD = r"""
@@ -38,9 +41,25 @@ is self-distillation without a teacher network: one student, one augmentation, n
    temperature $T$:
    $$\mathcal{L} = \tfrac12\big[\mathrm{CE}(f(\tilde x_a), y) + \mathrm{CE}(f(\tilde x_b), y)\big]
    + \lambda\, T^2\, \mathrm{KL}\big(\sigma(f(\tilde x_t)/T)\,\|\,\sigma(f(\tilde x_s)/T)\big).$$
-   Here $T = 4$ and $\lambda = 1$ (the CS-KD convention); the paper leaves these open.
+   Training's defaults here: $T = TEMPERATURE$, $\lambda = KD_WEIGHT$ (the CS-KD convention; the paper leaves
+   these open), ratio $r = SWAP_RATIO$, and a pair is swapped at all with probability SWAP_PROB.
 5. **Test.** Nothing changes at test time: the same single network sees ordinary images. What training on
    swapped pairs changed is measured below, on the two models picked above.
+"""
+
+METHOD = (METHOD.replace("TEMPERATURE", f"{_DEFAULTS.temperature:g}").replace("KD_WEIGHT", f"{_DEFAULTS.kd_weight:g}")
+          .replace("SWAP_RATIO", f"{_DEFAULTS.swap_ratio:g}").replace("SWAP_PROB", f"{_DEFAULTS.swap_prob:g}"))
+
+MEASURED_TEXT = f"""
+## What the project measured
+
+The sentences above are about the two models picked. Across seeds, the project's studies (`python -m
+explorer.study`; small_cnn; the paired difference in test-accuracy points with its 95 % interval) found:
+
+{evidence_markdown()}
+
+So IPS needs a long enough schedule, and its gain is small where there is one: a single pair of models can
+show either sign. The Train tab's schedules say this beside their times.
 """
 
 TABS = """
@@ -57,7 +76,7 @@ TABS = """
   well calibrated); the confusion matrices and their difference; the samples one model fixes and the other breaks.
 - **Train** — train a baseline, CS-KD or IPS model in the background and watch its loss, KD term, accuracy and ECE
   beside the demo checkpoints' curves; "same settings, other method" trains the matching comparison. IPS needs a
-  long enough schedule: compare methods with the "fair comparison" schedule, not the one-minute quick look. A
+  long enough schedule: compare methods with the "fair comparison" schedule, not the quick look. A
   finished run is offered in the model pickers above, so every other tab can look at it.
 
 Everything here runs the same `patch_swap` and `ips_loss` functions that training uses (`explorer/ips.py`).
@@ -76,13 +95,13 @@ Self-KD-Lib's benchmark (200 epochs); the IPS paper reports beating these self-d
 
 def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
             rng: np.random.Generator) -> tuple:
-    """A random same-class test pair, swapped with the default patch size and ratio 0.5, scored: four images
-    and a Markdown summary."""
+    """A random same-class test pair, swapped with the default patch size and training's default ratio, scored:
+    four images and a Markdown summary."""
     dataset = ctx.dataset(dataset_name)
     label, _, _, i, j = random_class_pair(dataset, rng)
     checkpoints = ctx.models(dataset, model_a, model_b)
     pair = swap_pair(dataset, dataset.test_images[i], dataset.test_images[j], label,
-                     default_patch_size(dataset.image_size), 0.5, int(rng.integers(1_000_000)),
+                     default_patch_size(dataset.image_size), _DEFAULTS.swap_ratio, int(rng.integers(1_000_000)),
                      {name: c.model for name, c in checkpoints.items()})
     lines = [f"Class **{dataset.class_names[label]}**, test images #{i} (a) and #{j} (b)."]
     lines += [f"- **{name}**: {teacher_phrase(s.swapped_a, s.swapped_b)}, KL·T² = {s.kd:.4f}"
@@ -102,7 +121,8 @@ def guide_claims(ctx: AppContext, dataset_name: str, model_a: str | None, model_
     reports = split_reports(ctx, dataset, checkpoints)
     methods = [str(c.card.get("method", "?")) for c in checkpoints.values()]
     gaps = confidence_gaps(dataset, {name: c.model for name, c in checkpoints.items()},
-                           min(CLAIM_PAIRS, len(dataset.test_labels)), default_patch_size(dataset.image_size), 0.5, 0)
+                           min(CLAIM_PAIRS, len(dataset.test_labels)), default_patch_size(dataset.image_size),
+                           _DEFAULTS.swap_ratio, 0)
     stats = {name: gap_statistics(gaps.gap(name), gaps.labels, gaps.teacher_is_a[name], dataset.num_classes)
              for name in checkpoints}
     return claims_markdown(claims_heading(*methods, dataset.name),
@@ -140,8 +160,9 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks, tab: gr.Tab, active:
     gr.Markdown(METHOD, latex_delimiters=LATEX)
     gr.Markdown("## What it did here")
     claims = gr.Markdown("Open this tab to measure the models picked above.", elem_id="guide-claims")
+    gr.Markdown(MEASURED_TEXT, elem_id="guide-measured")
     gr.Markdown("## A live example\nA random test pair of the chosen dataset, swapped with its default patch "
-                "size and ratio 0.5, scored by model A and model B.")
+                f"size and ratio {_DEFAULTS.swap_ratio:g}, scored by model A and model B.")
     with gr.Row(equal_height=True, elem_id="guide-images"):
         pictures = [gr.Image(label=title, format="png", interactive=False, height=240, elem_classes="pixelated",
                              buttons=[]) for title in ("a", "b", "a′", "b′")]

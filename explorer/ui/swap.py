@@ -20,6 +20,7 @@ from explorer.analysis.render import render_image
 from explorer.analysis.uploads import UploadError, read_upload
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
+from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.common import MODEL_WORK, AppContext, model_handler
 from explorer.ui.header import Header
@@ -236,8 +237,8 @@ def _controls(dataset: Dataset) -> _Controls:
         patch_size = gr.Dropdown(patch_size_choices(dataset.image_size), value=default_patch_size(dataset.image_size),
                                  label="Patch size (pixels)", info="the sizes training accepts: divisors of the image "
                                                                    "side", elem_id="swap-patch-size")
-        ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", info="fraction of patch positions exchanged",
-                          elem_id="swap-ratio")
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio",
+                          info="fraction of patch positions exchanged (training's default)", elem_id="swap-ratio")
         seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged",
                          elem_id="swap-seed")
     with gr.Accordion("Use your own images (optional)", open=False):
