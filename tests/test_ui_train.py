@@ -14,6 +14,7 @@ from explorer.analysis.schedules import (
     QUICK,
     TIMED_STEPS,
     duration_text,
+    estimate_run_seconds,
     estimate_text,
     fair_schedule,
     measured_speed,
@@ -24,7 +25,7 @@ from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import FORM_DEFAULTS, RunManager
-from explorer.training.study import STARTUP_S, estimate_run_seconds
+from explorer.training.study import STARTUP_S
 from explorer.ui.common import AppContext
 from explorer.ui.train import (
     ask_delete,
@@ -102,7 +103,8 @@ def test_schedules_are_named_by_purpose_quote_the_studies_and_are_timed_from_thi
     shutil.copytree(IPS_DEMO, tmp_path / "earlier-ips")  # a finished run of IPS on mnist5k: its speed counts
     fair = fair_schedule("mnist5k")
     assert fair.epochs == 60 and "IPS − CE +0.42 points (95 % CI −0.06 to +0.89)" in fair.evidence
-    assert "15 epochs, holdout split, 3 seeds: IPS − CE −1.37 points (95 % CI −1.69 to −1.06)" in QUICK.evidence
+    assert ("15 epochs, holdout split, 3 seeds, swap probability 1: IPS − CE −1.37 points (95 % CI −1.69 to −1.06)"
+            in QUICK.evidence)
     seconds, how = estimate_run_seconds(TrainConfig(method="ips", epochs=60), tmp_path)
     speed = [json.loads(line) for line in (IPS_DEMO / "metrics.jsonl").read_text().splitlines()][-1]["images_per_s"]
     assert seconds == pytest.approx(STARTUP_S + 60 * 4000 * 2 / speed) and "measured speeds" in how
@@ -123,8 +125,9 @@ def test_schedules_are_named_by_purpose_quote_the_studies_and_are_timed_from_thi
 
 def test_the_fair_schedule_says_what_was_measured_on_each_dataset():
     digits = fair_schedule("digits")
-    assert digits.epochs == 30 and "IPS still trailed CE here" in digits.caveat
-    assert digits.evidence == "digits, 30 epochs, test split, 6 seeds: IPS − CE −1.58 points (95 % CI −2.42 to −0.74)"
+    assert digits.epochs == 30 and digits.evidence == (
+        "digits, 30 epochs, test split, 6 seeds, swap probability 1: IPS − CE −1.58 points (95 % CI −2.42 to −0.74); "
+        "digits, 30 epochs, test split, 6 seeds, swap probability 0.5: IPS − CE +0.32 points (95 % CI −0.64 to +1.29)")
     assert (fair_schedule("cifar10").epochs, fair_schedule("cifar10").evidence) == (30, "not measured on cifar10")
 
 

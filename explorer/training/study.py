@@ -38,8 +38,8 @@ from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
 
 __all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
-           "comparison_spec", "confidence_markdown", "estimate_run_seconds", "estimate_seconds", "list_studies",
-           "load_spec", "main", "read_results", "save_spec"]
+           "comparison_spec", "confidence_markdown", "estimate_seconds", "list_studies", "load_spec", "main",
+           "read_results", "save_spec"]
 
 STUDIES = "studies"  # the folder of study specs inside the runs folder
 METRICS = {"accuracy": ("test_accuracy", 100.0, "%"), "nll": ("test_nll", 1.0, ""),
@@ -266,14 +266,6 @@ def estimate_seconds(spec: StudySpec, runs_dir: Path, default_images_per_s: floa
     how = (f"from measured speeds of earlier runs ({', '.join(sorted(measured))})" if measured else
            f"no earlier run of this dataset and model here: assumed {default_images_per_s:.0f} images/s")
     return total, how
-
-
-def estimate_run_seconds(cfg: TrainConfig, runs_dir: Path, default_images_per_s: float = 1500.0) -> tuple[float, str]:
-    """``estimate_seconds`` for one training config: (seconds, how it was estimated), as a study of one run."""
-    setting = Setting("one run", {"method": cfg.method, "epochs": cfg.epochs, "equal_compute": cfg.equal_compute})
-    spec = StudySpec("run-time-estimate", cfg.dataset, cfg.model, [cfg.seed], [setting], [],
-                     {"holdout": cfg.holdout})
-    return estimate_seconds(spec, runs_dir, default_images_per_s)
 
 
 @dataclass(frozen=True)

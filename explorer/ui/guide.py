@@ -54,7 +54,8 @@ MEASURED_TEXT = f"""
 ## What the project measured
 
 The sentences above are about the two models picked. Across seeds, the project's studies (`python -m
-explorer.study`; small_cnn; the paired difference in test-accuracy points with its 95 % interval) found:
+explorer.study`; small_cnn; the paired difference in test-accuracy points with its 95 % interval; swap probability
+1 swaps every pair, the training default before these studies chose 0.5) found:
 
 {evidence_markdown()}
 
