@@ -286,12 +286,14 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     page.keyboard.press("Enter")
     page.locator("#train-epochs input").fill("3")
     page.keyboard.press("Tab")
+    page.locator("#train-command").get_by_text("python -m explorer.train --dataset digits --epochs 3").wait_for()
     page.get_by_role("button", name="Launch run").click()
     details = page.locator("#train-details")
     details.get_by_text("finished").first.wait_for()
     run_id = page.locator("#train-current textarea, #train-current input").first.input_value()
     assert "ips on digits with small_cnn" in details.inner_text()
     assert page.get_by_role("button", name="Cancel run").is_disabled()  # a finished run cannot be cancelled
+    assert page.get_by_role("button", name="Resume run").is_disabled()  # nor resumed
     page.locator("#train-curves .legendtext", has_text=run_id).wait_for()  # its curve, beside the dashed demos
     assert page.locator("#train-curves .legendtext", has_text="mnist5k-small_cnn-ce").count() == 1
     _no_error_toast(page)

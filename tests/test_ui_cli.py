@@ -31,14 +31,13 @@ def test_train_help_states_the_run_id_default_once():
     assert run_id.count("default") == 1 and "(default '': a name made of the time" in run_id
 
 
-def test_bench_help_and_docstring_agree_on_the_repeats():
+def test_bench_docstring_states_no_repeats_other_than_the_parsers():
     from explorer.training import bench
 
-    help_text = " ".join(_run(["-m", "explorer.bench", "--help"]).stdout.split())
-    documented = re.search(r"--repeats (\d+)", bench.__doc__).group(1)
     parser_default = re.search(r"default=(\d+)", (ROOT / "explorer/training/bench.py").read_text().split(
         '"--repeats"')[1]).group(1)
-    assert documented == parser_default and "--repeats REPEATS" in help_text
+    assert set(re.findall(r"--repeats (\d+)", bench.__doc__)) <= {parser_default}  # it once said 30 beside 40
+    assert "--repeats REPEATS" in " ".join(_run(["-m", "explorer.bench", "--help"]).stdout.split())
 
 
 def test_a_finished_run_names_its_checkpoint_and_how_to_evaluate_it(tmp_path):
