@@ -112,9 +112,10 @@ def test_1b_typed_values_and_arrow_keys_redraw_the_pair(page):
     summary.get_by_text("3 of 16").wait_for()
     _changed(page, "#swap-image-2 img", after_typing)
     seed = page.locator("#swap-seed input")
+    before_seed = page.locator("#swap-image-2 img").get_attribute("src")  # read before typing: no race
     seed.fill("5")
     seed.press("Enter")
-    _changed(page, "#swap-image-2 img", page.locator("#swap-image-2 img").get_attribute("src"))
+    _changed(page, "#swap-image-2 img", before_seed)
     index_b = page.locator("#swap-index-b input[type=number]")
     index_b.fill("150")  # beyond the class's 100 test images: the last one is shown, not an error
     summary.get_by_text("sample 99 of the class").wait_for()
@@ -286,7 +287,8 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     page.keyboard.press("Enter")
     page.locator("#train-epochs input").fill("3")
     page.keyboard.press("Tab")
-    page.locator("#train-command").get_by_text("python -m explorer.train --dataset digits --epochs 3").wait_for()
+    page.wait_for_function("() => document.querySelector('#train-command').innerText"
+                           ".includes('python -m explorer.train --dataset digits --epochs 3')")
     page.get_by_role("button", name="Launch run").click()
     details = page.locator("#train-details")
     details.get_by_text("finished").first.wait_for()
