@@ -254,7 +254,7 @@ def test_5_guide_renders_formulas_and_a_live_example(page):
     _open_tab(page, "Guide")
     page.wait_for_function("() => document.querySelectorAll('.katex').length >= 5")
     claims = page.locator("#guide-claims")
-    claims.get_by_text("mean true-class probability").wait_for()
+    claims.get_by_text("mean true-class probability").first.wait_for()  # its claim and the summary line
     text = claims.inner_text()
     numbers = page.shown_metrics  # what the Compare tab showed for the same two models
     for metric, label in (("mean true-class confidence", "mean true-class probability"), ("NLL", "NLL is")):
@@ -300,9 +300,13 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     assert page.locator("#train-curves .legendtext", has_text="mnist5k-small_cnn-ce").count() == 1
     _no_error_toast(page)
 
+    _pick(page, "#header-dataset", "digits")  # the pickers offer the chosen dataset's checkpoints only
     page.get_by_label("Model A: baseline").click()  # the picker rescans: the new checkpoint is offered at once
     page.get_by_role("option", name=re.compile(re.escape(run_id))).wait_for()
     page.keyboard.press("Escape")
+    _pick(page, "#header-dataset", "mnist5k")  # back to the demo pair for the tests after this one
+    page.wait_for_function("() => document.querySelector('#header-model-b input').value"
+                           ".includes('mnist5k-small_cnn-ips')")
 
     page.locator("#train-epochs input").fill("300")
     page.keyboard.press("Tab")
