@@ -279,11 +279,11 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
     references = reference_runs(ctx.checkpoints_dir)
     gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
                 f"so the other tabs stay usable; at most {runs.max_concurrent} run(s) train at once, further launches "
-                "wait in the queue. A finished run appears in the model pickers above.\n\n**IPS needs a long enough "
-                f"schedule.** In the project's studies IPS was behind CE after 15 epochs on mnist5k and level or "
-                f"ahead from 30 on; so compare methods with the *{fair_schedule('mnist5k').purpose}* schedule (its "
-                f"note says what was measured on the dataset); the *{QUICK.purpose}* shows the curves move, not which "
-                "method is better.")
+                "wait in the queue. A finished run appears in the model pickers above while they show its dataset."
+                "\n\n**IPS needs a long enough schedule.** In the project's studies (every pair swapped) IPS was "
+                "behind CE after 15 epochs on mnist5k and level or ahead from 30 on; so compare methods with the "
+                f"*{fair_schedule('mnist5k').purpose}* schedule (its note says what was measured on the dataset); "
+                f"the *{QUICK.purpose}* shows the curves move, not which method is better.")
     form = build_form(ctx)
     p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
