@@ -103,6 +103,7 @@ def test_schedules_are_named_by_purpose_quote_the_studies_and_are_timed_from_thi
     shutil.copytree(IPS_DEMO, tmp_path / "earlier-ips")  # a finished run of IPS on mnist5k: its speed counts
     fair = fair_schedule("mnist5k")
     assert fair.epochs == 60 and "IPS − CE +0.42 points (95 % CI −0.06 to +0.89)" in fair.evidence
+    assert fair.evidence.endswith("swap probability 0.5: IPS − CE +0.65 points (95 % CI +0.38 to +0.92)")
     assert ("15 epochs, holdout split, 3 seeds, swap probability 1: IPS − CE −1.37 points (95 % CI −1.69 to −1.06)"
             in QUICK.evidence)
     seconds, how = estimate_run_seconds(TrainConfig(method="ips", epochs=60), tmp_path)

@@ -3,7 +3,8 @@
 Why: IPS needs a long enough schedule. The project's studies (``python -m explorer.study``; small_cnn, paired
 difference IPS − CE in test-accuracy points with 95 % intervals over seeds, ``MEASURED``; every pair swapped,
 the default before they chose swap probability 0.5) found IPS behind CE after 15 epochs on mnist5k and level or
-ahead from 30 epochs on; on digits it trailed CE at 30 epochs, and was level with swap probability 0.5. A
+ahead from 30 epochs on; on digits it trailed CE at 30 epochs, and was level with swap probability 0.5 (on
+mnist5k's test split that setting led by +0.65 points; README, "Results"). A
 Train tab whose only default is a one-minute run invites exactly the comparison that misleads, so the tab offers
 schedules named by what they are for, each quoting what was measured, and says how long each takes here.
 
@@ -65,11 +66,12 @@ MEASURED = (
     Measured("mnist5k", 30, "holdout", 3, 1.0, +0.08, -1.17, +1.34),
     Measured("mnist5k", 60, "holdout", 3, 1.0, +0.42, -0.06, +0.89),
     Measured("mnist5k", 30, "test", 6, 1.0, +0.27, +0.02, +0.51),
+    Measured("mnist5k", 30, "test", 6, 0.5, +0.65, +0.38, +0.92),
     Measured("digits", 30, "test", 6, 1.0, -1.58, -2.42, -0.74),
     Measured("digits", 30, "test", 6, 0.5, +0.32, -0.64, +1.29),
 )
-MNIST_NLL = ("on mnist5k's test split (30 epochs, 6 seeds, swap probability 1) IPS's NLL was worse than CE's: "
-             "0.070 → 0.116")
+MNIST_NLL = ("on mnist5k's test split (30 epochs, 6 seeds) IPS's NLL was worse than CE's with either swap "
+             "probability: 0.070 → 0.116 (1) / 0.098 (0.5)")
 
 
 def _measured(dataset: str, epochs: int, split: str, swap_prob: float = 1.0) -> str:
@@ -97,7 +99,8 @@ def fair_schedule(dataset: str) -> Schedule:
     average), 30 on the others (the length of the project's comparisons), each saying what was measured there."""
     if dataset == "mnist5k":
         return Schedule("fair", "fair comparison", 60, "where IPS leads CE on average",
-                        f"{_measured('mnist5k', 60, 'holdout')}; at 30 epochs {_measured('mnist5k', 30, 'holdout')}")
+                        f"{_measured('mnist5k', 60, 'holdout')}; at 30 epochs {_measured('mnist5k', 30, 'holdout')}; "
+                        f"with half the pairs swapped (the default now) {_measured('mnist5k', 30, 'test', 0.5)}")
     if dataset == "digits":
         return Schedule("fair", "fair comparison", 30, "the project's comparison length",
                         f"{_measured('digits', 30, 'test')}; {_measured('digits', 30, 'test', 0.5)}")
