@@ -301,6 +301,7 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     _no_error_toast(page)
 
     _pick(page, "#header-dataset", "digits")  # the pickers offer the chosen dataset's checkpoints only
+    page.wait_for_function("() => document.querySelector('#header-model-b input').value.includes('on digits')")
     page.get_by_label("Model A: baseline").click()  # the picker rescans: the new checkpoint is offered at once
     page.get_by_role("option", name=re.compile(re.escape(run_id))).wait_for()
     page.keyboard.press("Escape")
@@ -331,6 +332,7 @@ def _set_number(page, selector: str, value: int) -> None:
 
 def test_7_patch_evidence_follows_the_pair_and_the_most_evident_exchange(page):
     _open_tab(page, "Patch swap")
+    page.locator("#swap-summary").get_by_text("7x7-pixel patches").wait_for()  # mnist5k again after test 6
     summary = page.locator("#evidence-summary")
     summary.get_by_text("exchanged: the swap's").wait_for()
     page.locator("#evidence-maps .js-plotly-plot").wait_for()
