@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from explorer.analysis.inputs import class_label, class_size, random_class_pair, whole_number
+from explorer.analysis.inputs import class_label, class_size, patch_size_choices, random_class_pair, whole_number
 from explorer.analysis.pairs import class_test_index
 
 
@@ -38,3 +38,8 @@ def test_random_class_pair_draws_two_different_members_of_one_class(digits):
         assert int(digits.test_labels[index_a]) == int(digits.test_labels[index_b]) == label
         assert (index_a, index_b) == (class_test_index(digits, label, rank_a), class_test_index(digits, label, rank_b))
     assert random_class_pair(digits, np.random.default_rng(5)) == random_class_pair(digits, np.random.default_rng(5))
+
+
+def test_patch_size_choices_are_what_training_accepts_with_the_default_marked():
+    assert patch_size_choices((28, 28)) == [("1", 1), ("2", 2), ("4", 4), ("7 (default)", 7), ("14", 14), ("28", 28)]
+    assert patch_size_choices((8, 8)) == [("1", 1), ("2 (default)", 2), ("4", 4), ("8", 8)]

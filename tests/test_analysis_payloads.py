@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from explorer.analysis.cam import ModelCam, explain
+from explorer.analysis.claims import compare_claims
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
 from explorer.analysis.pairs import confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.payloads import (
@@ -31,7 +32,7 @@ from explorer.evaluate import classification_metrics
 from explorer.models import build_model
 from explorer.training.runfolder import RUN_TABLE_HEADERS, RunInfo
 
-SCORE_KEYS = {"checkpoint", "original_a", "original_b", "swapped_a", "swapped_b", "teacher", "kd"}
+SCORE_KEYS = {"checkpoint", "original_a", "original_b", "swapped_a", "swapped_b", "teacher", "kd", "tie"}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,7 @@ def test_swap_pair_payload(digits, checkpoints):
         assert [scores[k] for k in ("original_a", "original_b", "swapped_a", "swapped_b", "kd")] == [
             expected.original_a, expected.original_b, expected.swapped_a, expected.swapped_b, expected.kd]
         assert scores["teacher"] == ("a" if scores["swapped_a"] >= scores["swapped_b"] else "b")
+        assert scores["tie"] == (scores["swapped_a"] == scores["swapped_b"])
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +92,13 @@ def test_gaps_payload(digits, checkpoints, gaps):
     assert payload["pairs"]["anchor"] == gaps.anchors.tolist() and payload["pairs"]["label"] == gaps.labels.tolist()
     assert payload["pairs"]["partner"] == gaps.partners.tolist()
     for name, model in payload["models"].items():
-        assert set(model) == {"checkpoint", "mean_gap", "median_gap", "a_teaches", "mean_kd", "class_mean_gap"}
+        assert set(model) == {"checkpoint", "mean_gap", "median_gap", "a_teaches", "b_teaches", "ties", "mean_kd",
+                              "class_mean_gap"}
         conf_a, conf_b = gaps.confidence_a[name].double(), gaps.confidence_b[name].double()
         assert model["mean_gap"] == pytest.approx(float((conf_a - conf_b).abs().mean()), rel=1e-6)
-        assert model["a_teaches"] == pytest.approx(float((conf_a >= conf_b).double().mean()))
+        assert model["a_teaches"] == pytest.approx(float((conf_a > conf_b).double().mean()))
+        assert model["b_teaches"] == pytest.approx(float((conf_a < conf_b).double().mean()))
+        assert model["ties"] == pytest.approx(float((conf_a == conf_b).double().mean()))
         assert model["mean_kd"] == pytest.approx(float(gaps.kd[name].mean()))
         assert list(model["class_mean_gap"]) == list(digits.class_names)
         for label, mean in enumerate(model["class_mean_gap"].values()):
@@ -116,7 +121,8 @@ def test_gap_table_lists_the_largest_gaps_first(digits, checkpoints, gaps):
     for row, anchor in enumerate(table["test # a"]):
         k = gaps.anchors.tolist().index(anchor)
         assert table["test # b"][row] == int(gaps.partners[k]) and table["class"][row] == str(int(gaps.labels[k]))
-        assert table["teacher B · ips"][row] == ("a′" if gaps.teacher_is_a["B · ips"][k] else "b′")
+        tie = bool(gaps.confidence_a["B · ips"][k] == gaps.confidence_b["B · ips"][k])
+        assert table["teacher B · ips"][row] == ("tie" if tie else "a′" if gaps.teacher_is_a["B · ips"][k] else "b′")
 
 
 def test_gradcam_payload_and_top_classes(digits, checkpoints):
@@ -160,9 +166,13 @@ def test_compare_payload_and_table(digits, checkpoints):
     labels = digits.test_labels
     reports = {name: model_report(split_logits(c, digits), labels, 10) for name, c in checkpoints.items()}
     comparison = compare_reports(*reports.values())
-    payload = compare_payload(digits, reports, comparison, checkpoints)
+    claims = compare_claims("A · ce", "B · ips", *reports.values(), labels)
+    payload = compare_payload(digits, reports, comparison, checkpoints, claims)
     _strict_json(payload)  # untrained models leave reliability bins empty: their NaN means must become null
-    assert set(payload) == {"dataset", "n", "models", "confusion_difference", "a_wrong_b_right", "a_right_b_wrong"}
+    assert set(payload) == {"dataset", "n", "models", "confusion_difference", "a_wrong_b_right", "a_right_b_wrong",
+                            "claims"}
+    assert payload["claims"] == [{"metric": c.metric, "value_a": c.value_a, "value_b": c.value_b, "text": c.text}
+                                 for c in claims]
     assert payload["n"] == len(labels) and payload["dataset"] == "digits"
     assert payload["a_wrong_b_right"] == comparison.fixed.tolist()
     assert payload["a_right_b_wrong"] == comparison.broken.tolist()

@@ -48,7 +48,8 @@ def test_every_tab_has_its_named_endpoint(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for name in ("/swap_pair", "/random_pair", "/swap_class", "/confidence_gaps", "/gradcam", "/compare",
                  "/guide_example", "/open_gap_pair", "/open_fixed_sample", "/launch_run", "/runs", "/cancel_run",
-                 "/launch_other_method", "/delete_run"):
+                 "/launch_other_method", "/delete_run", "/resume_run", "/train_command", "/train_schedules",
+                 "/switch_dataset", "/launch_pair"):
         assert name in endpoints
 
 
@@ -60,7 +61,7 @@ def test_swap_pair_returns_the_core_numbers_and_four_images(client):
     assert np.array(data["mask"]).sum() == 8
     dataset = load_dataset("mnist5k")
     a, b = class_test_index(dataset, 3, 2), class_test_index(dataset, 3, 5)
-    assert data["a"] == {"source": "test", "test_index": a} and data["b"]["test_index"] == b
+    assert data["a"] == {"source": "test", "test_index": a, "rank_in_class": 2} and data["b"]["test_index"] == b
     models = {"A · ce": load_checkpoint(CE).model, "B · ips": load_checkpoint(IPS).model}
     expected = swap_pair(dataset, dataset.test_images[a], dataset.test_images[b], 3, 7, 0.5, 4, models, anchor=a)
     assert set(data["models"]) == set(models)
@@ -153,6 +154,13 @@ def test_digits_dataset_with_its_own_checkpoint(client, runs_dir):
     assert list(data["models"]) == ["A · ce"]
 
 
+def test_switching_the_dataset_picks_its_checkpoints(client, runs_dir):
+    dataset, model_a, model_b, notice = client.predict("digits", CE, IPS, api_name="/switch_dataset")
+    digits_run = str((runs_dir / "digits-run").resolve())
+    assert dataset == "digits" and model_a["value"] == digits_run and model_b["value"] is None
+    assert [value for _, value in model_a["choices"]] == [digits_run] and "no IPS checkpoint" in notice
+
+
 def test_confidence_gaps_are_reproducible_and_summarised(client):
     args = dict(models="A and B", class_name="all classes", n_pairs=60, patch_size=7, swap_ratio=0.5, seed=2)
     first = client.predict(**args, api_name="/confidence_gaps")
@@ -219,6 +227,8 @@ def test_compare_metrics_match_the_evaluate_module(client):
     assert (np.array(data["confusion_difference"]) == difference).all()
     table = out[1]
     assert [row[0] for row in table["data"]][:3] == ["accuracy (%)", "NLL", "ECE (%, 15 bins)"]
+    assert [claim["metric"] for claim in data["claims"]][:3] == ["accuracy", "ece", "true_class_confidence"]
+    assert all(f"- {claim['text']}" in out[0] for claim in data["claims"])
     assert table["data"][0][1] == pytest.approx(100 * data["models"]["A · ce"]["accuracy"], abs=1e-3)
     assert client.predict(api_name="/compare")[7] == data  # the cached answer is the same answer
 
@@ -258,7 +268,7 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
     assert {p["parameter_name"]: p["parameter_default"] for p in form if p["parameter_name"] in FORM_DEFAULTS} == {
         name: FORM_DEFAULTS[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr",
                                                "patch_size", "swap_ratio", "swap_prob", "temperature", "kd_weight",
-                                               "seed", "equal_compute", "device")}
+                                               "seed", "equal_compute", "device", "precision")}
     quick = client.predict(dataset="digits", method="ce", epochs=2, api_name="/launch_run")
     endless = client.predict(dataset="digits", epochs=500, api_name="/launch_run")  # the app runs 2 at once
     assert RUN_ID_PATTERN.fullmatch(quick) and quick != endless
@@ -274,7 +284,7 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
     diverging = client.predict(dataset="digits", method="ce", epochs=1, lr=1e12, api_name="/launch_run")
 
     row = _wait_for_row(client, diverging, lambda row: row["status"] in FINAL_STATES, 90, "the diverging run to end")
-    _, _, details, log, _, _ = client.predict(diverging, [], [], api_name="/watch_runs")
+    _, _, details, log, _, _ = client.predict(diverging, [], [], api_name="/watch_runs")  # buttons: not in the API
     assert row["status"] == "failed" and "**failed**: the loss became non-finite (nan)" in details
     assert log["visible"] and log["value"].splitlines()[-1].startswith("explorer.train: error: the loss became")
 
@@ -286,8 +296,8 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
     assert row["best test acc"] == f"{100 * max(test_accuracy):.1f} %" and max(test_accuracy) > 0.3  # chance: 0.1
 
     # its checkpoint is in the header's pickers (rescanned when they open) and works in the other tabs
-    choices = [value for _, value in client.predict(None, api_name="/refresh_model_b")["choices"]]
-    assert str(runs_dir.resolve() / quick) in choices
+    choices = [value for _, value in client.predict("digits", None, api_name="/refresh_model_b")["choices"]]
+    assert str(runs_dir.resolve() / quick) in choices and str(DEMO / "mnist5k-small_cnn-ips") not in choices
     data = client.predict(dataset_name="digits", model_a=str(runs_dir / quick), model_b=None,
                           api_name="/swap_dataset")[-1]
     assert list(data["models"]) == ["A · ce"]

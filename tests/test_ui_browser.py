@@ -1,4 +1,6 @@
-"""A real browser (headless Chromium via Playwright) visits every tab, does one thing in each, and screenshots it.
+"""A real browser (headless Chromium via Playwright) visits every tab, does one thing in each, and screenshots it;
+and drives it as a new user would: the dataset switched and back, values typed and changed with the keyboard, tabs
+opened cold, a bad upload, the Guide's sentences read against the Compare tab's numbers.
 
 The screenshots go to a temporary folder, so a test run leaves the working tree clean; the README's pictures are
 made by the same test on request: ``IPS_SCREENSHOTS=docs/screenshots python -m pytest tests/test_ui_browser.py``.
@@ -46,6 +48,26 @@ def _no_error_toast(page) -> None:
     assert errors.count() == 0, errors.all_inner_texts()
 
 
+def _no_error_badge(page) -> None:
+    """No component shows the red "Error" badge that an event that raised leaves on its outputs."""
+    badges = page.evaluate("""() => [...document.querySelectorAll('span.error')]
+        .filter(e => !e.closest('[data-testid="toast-body"]') && e.textContent.trim() === 'Error').length""")
+    assert badges == 0
+
+
+def _changed(page, selector: str, before: str | None, attribute: str = "src") -> str:
+    """Wait until the element's attribute differs from ``before``; return the new value."""
+    page.wait_for_function("([sel, attr, old]) => { const e = document.querySelector(sel); "
+                           "return e && e.getAttribute(attr) && e.getAttribute(attr) !== old; }",
+                           arg=[selector, attribute, before])
+    return page.locator(selector).get_attribute(attribute)
+
+
+def _pick(page, picker: str, option: str) -> None:
+    page.locator(f"{picker} input").click()
+    page.get_by_role("option", name=re.compile("^" + re.escape(option))).click()
+
+
 def _open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
     page.wait_for_function(f"""() => [...document.querySelectorAll('[role=tab]')]
@@ -77,8 +99,82 @@ def test_1_patch_swap_shows_four_scored_images_and_a_random_pair(page):
     _no_error_toast(page)
 
 
+def test_1b_typed_values_and_arrow_keys_redraw_the_pair(page):
+    summary = page.locator("#swap-summary")
+    before = page.locator("#swap-image-2 img").get_attribute("src")
+    box = page.locator("#swap-ratio input[type=number]")
+    box.fill("0.25")
+    box.press("Enter")  # a typed value: no release, no blur
+    summary.get_by_text("4 of 16").wait_for()  # round(0.25 x 16) positions exchanged
+    after_typing = _changed(page, "#swap-image-2 img", before)
+    page.locator("#swap-ratio input[type=range]").focus()
+    page.keyboard.press("ArrowLeft")  # 0.25 -> 0.2
+    summary.get_by_text("3 of 16").wait_for()
+    _changed(page, "#swap-image-2 img", after_typing)
+    seed = page.locator("#swap-seed input")
+    before_seed = page.locator("#swap-image-2 img").get_attribute("src")  # read before typing: no race
+    seed.fill("5")
+    seed.press("Enter")
+    _changed(page, "#swap-image-2 img", before_seed)
+    index_b = page.locator("#swap-index-b input[type=number]")
+    index_b.fill("150")  # beyond the class's 100 test images: the last one is shown, not an error
+    summary.get_by_text("sample 99 of the class").wait_for()
+    index_b.press("Tab")
+    page.wait_for_function("() => document.querySelector('#swap-index-b input[type=number]').value === '99'")
+    _no_error_toast(page)
+    _no_error_badge(page)
+
+
+def test_1c_the_dataset_switch_brings_its_models_and_patch_sizes_and_back(page):
+    summary = page.locator("#swap-summary")
+    _pick(page, "#header-dataset", "digits")
+    summary.get_by_text("2x2-pixel patches").wait_for()
+    page.locator("#header-notice").get_by_text("no IPS checkpoint trained on").wait_for()
+    assert page.locator("#swap-patch-size input").input_value() == "2 (default)"
+    page.locator("#swap-patch-size input").click()
+    options = [text.replace("✓", "").strip() for text in page.get_by_role("option").all_inner_texts()]
+    assert options == ["1", "2 (default)", "4", "8"]  # what training accepts for 8x8 images
+    page.keyboard.press("Escape")
+    assert "digits-run" in page.locator("#header-model-a input").input_value()
+    assert page.locator("#header-train").is_visible()
+    _open_tab(page, "Grad-CAM")  # the other tabs followed: digits' test images, no error anywhere
+    page.locator("#cam-info").get_by_text("true class:").wait_for()
+    _open_tab(page, "Patch swap")
+    page.wait_for_timeout(1500)  # anything still in flight
+    _no_error_toast(page)
+    _no_error_badge(page)
+    _pick(page, "#header-dataset", "mnist5k")
+    summary.get_by_text("7x7-pixel patches").wait_for()
+    assert "B · ips" in summary.inner_text() and "A · ce" in summary.inner_text()
+    assert page.locator("#swap-patch-size input").input_value() == "7 (default)"
+    assert not page.locator("#header-train").is_visible()
+    page.wait_for_timeout(1500)
+    _no_error_toast(page)
+    _no_error_badge(page)
+
+
+def test_1d_a_bad_upload_is_one_warning_and_the_view_stays(page, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    before = page.locator("#swap-image-2 img").get_attribute("src")
+    page.get_by_text("Use your own images (optional)").click()
+    page.locator("#swap-upload-a input[type=file]").set_input_files(str(bad))
+    warning = page.locator('[data-testid="toast-body"]', has_text="image a is not used")
+    warning.first.wait_for()
+    page.wait_for_timeout(1000)
+    assert warning.count() == 1  # one toast, not two
+    _images_shown(page, "[id^=swap-image-] img", 4)
+    assert page.locator("#swap-image-2 img").get_attribute("src") is not None and before is not None
+    _no_error_toast(page)
+    _no_error_badge(page)
+    page.get_by_text("Use your own images (optional)").click()
+
+
 def test_2_confidence_gaps_draws_plots_and_a_row_opens_the_pair(page):
-    _open_tab(page, "Confidence gaps")
+    _open_tab(page, "Confidence gaps")  # cold: the tab computes when it opens
+    page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
+    assert "tie" in page.locator("#gaps-summary").inner_text()
+    page.wait_for_function("() => document.querySelectorAll('#gaps-table [data-testid=cell-0-1]').length >= 1")
     page.get_by_role("button", name="Compute gaps").click()
     page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
@@ -100,12 +196,39 @@ def test_3_gradcam_on_the_swapped_view_from_tab_1(page):
     _images_shown(page, "[id^=cam-image-] img", 3)
     page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=label-output-value], .output-class')]
         .length >= 2""")
+    page.wait_for_function("() => document.querySelector('#cam-test-index input[type=range]').disabled")
+    assert "give the same map on this layer" in page.locator("#cam-info").inner_text()  # GradCAM on block3
     _no_error_toast(page)
     _shot(page, "grad-cam")
+    page.get_by_label("test image", exact=True).check()
+    page.wait_for_function("() => !document.querySelector('#cam-test-index input[type=range]').disabled")
+    before = page.locator("#cam-image-input img").get_attribute("src")
+    box = page.locator("#cam-test-index input[type=number]")
+    box.fill("12")
+    box.press("Enter")
+    _changed(page, "#cam-image-input img", before)
+    overlay = page.locator("#cam-image-a img").get_attribute("src")
+    page.locator("#cam-opacity input[type=range]").focus()
+    page.keyboard.press("ArrowRight")
+    _changed(page, "#cam-image-a img", overlay)
+    _no_error_toast(page)
+    _no_error_badge(page)
+
+
+def _compare_numbers(page) -> dict[str, tuple[float, float]]:
+    """The Compare tab's metrics table: {metric: (model A, model B)}."""
+    cells = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '#compare-metrics [data-testid^="cell-"]')].map(c => [c.dataset.testid, c.innerText.trim()]))""")
+    rows = range(len([key for key in cells if key.endswith("-0")]))
+    return {cells[f"cell-{r}-0"]: (float(cells[f"cell-{r}-1"]), float(cells[f"cell-{r}-2"])) for r in rows}
 
 
 def test_4_compare_fills_metrics_plots_galleries_and_opens_a_flip_in_gradcam(page):
-    _open_tab(page, "Compare")
+    _open_tab(page, "Compare")  # cold: it compares when it opens
+    page.locator("#compare-summary").get_by_text("test images").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('#compare-metrics [data-testid=cell-4-2]').length")
+    page.shown_metrics = _compare_numbers(page)
+    assert page.shown_metrics["accuracy (%)"][0] > 90
     page.get_by_role("button", name="Compare model A and model B").click()
     page.locator("#compare-summary").get_by_text("test images").wait_for()
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 6")
@@ -130,6 +253,23 @@ def test_4_compare_fills_metrics_plots_galleries_and_opens_a_flip_in_gradcam(pag
 def test_5_guide_renders_formulas_and_a_live_example(page):
     _open_tab(page, "Guide")
     page.wait_for_function("() => document.querySelectorAll('.katex').length >= 5")
+    claims = page.locator("#guide-claims")
+    claims.get_by_text("mean true-class probability").first.wait_for()  # its claim and the summary line
+    text = claims.inner_text()
+    numbers = page.shown_metrics  # what the Compare tab showed for the same two models
+    for metric, label in (("mean true-class confidence", "mean true-class probability"), ("NLL", "NLL is")):
+        a, b = numbers[metric]
+        stated = re.search(label + r".*?(\d+\.\d+) vs (\d+\.\d+)", text)
+        assert stated, text
+        assert float(stated.group(1)) == pytest.approx(b, abs=6e-4) and float(stated.group(2)) == pytest.approx(a,
+                                                                                                            abs=6e-4)
+    a, b = numbers["mean true-class confidence"]
+    assert ("is more confident in the true class" in text) == (b > a)
+    a, b = numbers["NLL"]
+    assert ("NLL is higher than" in text) == (b > a)
+    a, b = numbers["accuracy (%)"]
+    assert ("is more accurate than" in text) == (b > a)
+    assert "less over-confident" not in page.locator("body").inner_text()
     example = page.locator("#guide-example")
     example.get_by_text("teaches").first.wait_for()
     _images_shown(page, "#guide-images img", 4)
@@ -147,18 +287,27 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     page.keyboard.press("Enter")
     page.locator("#train-epochs input").fill("3")
     page.keyboard.press("Tab")
+    page.wait_for_function("() => document.querySelector('#train-command').innerText"
+                           ".includes('python -m explorer.train --dataset digits --epochs 3')")
     page.get_by_role("button", name="Launch run").click()
     details = page.locator("#train-details")
     details.get_by_text("finished").first.wait_for()
     run_id = page.locator("#train-current textarea, #train-current input").first.input_value()
     assert "ips on digits with small_cnn" in details.inner_text()
+    assert page.get_by_role("button", name="Cancel run").is_disabled()  # a finished run cannot be cancelled
+    assert page.get_by_role("button", name="Resume run").is_disabled()  # nor resumed
     page.locator("#train-curves .legendtext", has_text=run_id).wait_for()  # its curve, beside the dashed demos
     assert page.locator("#train-curves .legendtext", has_text="mnist5k-small_cnn-ce").count() == 1
     _no_error_toast(page)
 
+    _pick(page, "#header-dataset", "digits")  # the pickers offer the chosen dataset's checkpoints only
+    page.wait_for_function("() => document.querySelector('#header-model-b input').value.includes('on digits')")
     page.get_by_label("Model A: baseline").click()  # the picker rescans: the new checkpoint is offered at once
     page.get_by_role("option", name=re.compile(re.escape(run_id))).wait_for()
     page.keyboard.press("Escape")
+    _pick(page, "#header-dataset", "mnist5k")  # back to the demo pair for the tests after this one
+    page.wait_for_function("() => document.querySelector('#header-model-b input').value"
+                           ".includes('mnist5k-small_cnn-ips')")
 
     page.locator("#train-epochs input").fill("300")
     page.keyboard.press("Tab")
@@ -183,6 +332,7 @@ def _set_number(page, selector: str, value: int) -> None:
 
 def test_7_patch_evidence_follows_the_pair_and_the_most_evident_exchange(page):
     _open_tab(page, "Patch swap")
+    page.locator("#swap-summary").get_by_text("7x7-pixel patches").wait_for()  # mnist5k again after test 6
     summary = page.locator("#evidence-summary")
     summary.get_by_text("exchanged: the swap's").wait_for()
     page.locator("#evidence-maps .js-plotly-plot").wait_for()

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from explorer.evaluate import classification_metrics, predict_logits
-from explorer.ui.compare import GALLERY_SIZE, compare_models, open_sample
+from explorer.ui.compare import GALLERY_SIZE, compare_models, open_sample, refresh_compare, refresh_open_compare
+from explorer.ui.compare import TAB_ID as COMPARE_TAB
 from explorer.ui.gradcam import SOURCES, TAB_ID
 from tests.helpers import CE_DEMO, IPS_DEMO
 
@@ -23,7 +24,9 @@ def test_compare_models_matches_the_evaluate_module_and_reuses_the_logits(ctx):
         assert {k: payload["models"][name][k] for k in expected} == pytest.approx(expected, abs=1e-5)
         right[name] = logits.argmax(1) == mnist.test_labels
     assert payload["a_wrong_b_right"] == torch.nonzero(~right["A · ce"] & right["B · ips"]).flatten().tolist()
-    assert f"B fixes **{len(payload['a_wrong_b_right'])}** of A's mistakes" in summary
+    n_fixed, n_broken = len(payload["a_wrong_b_right"]), len(payload["a_right_b_wrong"])
+    assert f"({n_fixed} of A's errors fixed, {n_broken} of its correct answers broken)" in summary
+    assert [f"- {claim['text']}" for claim in payload["claims"]] == summary.splitlines()[1:]  # the claims, shown
     assert table["A · ce"][0] == pytest.approx(100 * payload["models"]["A · ce"]["accuracy"], abs=1e-3)
     assert len(fixed) == min(GALLERY_SIZE, len(payload["a_wrong_b_right"])) and len(broken) == len(flips["broken"])
     assert flips["fixed"] == payload["a_wrong_b_right"][:GALLERY_SIZE]
@@ -31,15 +34,36 @@ def test_compare_models_matches_the_evaluate_module_and_reuses_the_logits(ctx):
     assert truth == mnist.class_names[int(mnist.test_labels[flips["fixed"][0]])] and a.startswith("A ")
     cached = len(ctx.logits)
     assert cached == 2 and compare_models(ctx, "mnist5k", CE, IPS)[7] == payload and len(ctx.logits) == cached
-    with pytest.raises(ValueError, match="choose two checkpoints"):
-        compare_models(ctx, "mnist5k", CE, None)
+    one = compare_models(ctx, "mnist5k", CE, None)  # no error badge: what to do
+    assert one[0] == "Choose two checkpoints trained on mnist5k, model A and model B, to compare them."
+    assert one[2:5] == (None, None, None) and one[7] == {}
+
+
+def test_the_claims_match_the_metrics_table(ctx):
+    """The issue's case: the old Guide said "less over-confident" while the table said otherwise."""
+    summary, table = compare_models(ctx, "mnist5k", CE, IPS)[:2]
+    rows = {metric: (a, b) for metric, a, b in zip(table["metric"], table["A · ce"], table["B · ips"], strict=True)}
+    confidence, nll = rows["mean true-class confidence"], rows["NLL"]
+    assert f"mean true-class probability {confidence[1]:.3f} vs {confidence[0]:.3f}" in summary
+    assert f"NLL is {'higher' if nll[1] > nll[0] else 'lower'} than" in summary and f"{nll[1]:.3f} vs {nll[0]:.3f}" \
+        in summary
+    assert "less over-confident" not in summary and "leans further towards over-confidence" in summary
+
+
+def test_the_tab_compares_when_opened_and_only_when_the_models_changed(ctx):
+    first = refresh_compare(ctx, None, "mnist5k", CE, IPS)
+    assert first[-1] == ["mnist5k", CE, IPS] and "test images" in first[0]
+    skip = {"__type__": "update"}
+    assert refresh_compare(ctx, ["mnist5k", CE, IPS], "mnist5k", CE, IPS) == (skip,) * 10
+    assert refresh_open_compare(ctx, COMPARE_TAB, "swap", None, "mnist5k", CE, IPS) == (skip,) * 10
+    assert refresh_open_compare(ctx, COMPARE_TAB, COMPARE_TAB, None, "mnist5k", CE, IPS)[7] == first[7]
 
 
 def test_a_clicked_sample_opens_in_the_gradcam_tab():
     shown = {"fixed": [12, 40], "broken": [7]}
     click = gr.SelectData(None, {"index": 1, "value": None})
-    assert open_sample("fixed", TAB_ID, shown, click)[:2] == (SOURCES[0], 40)
-    assert open_sample("fixed", TAB_ID, shown, click)[2].selected == "gradcam"
+    source, index, tabs = open_sample("fixed", TAB_ID, shown, click)
+    assert (source, index.value, index.interactive, tabs.selected) == (SOURCES[0], 40, True, "gradcam")
     for which, state in (("broken", shown), ("fixed", None)):
         with pytest.raises(ValueError, match="compare the models first, then click a sample"):
             open_sample(which, TAB_ID, state, click)

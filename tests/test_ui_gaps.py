@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 from explorer.analysis.pairs import class_test_index, confidence_gaps
-from explorer.ui.gaps import change_dataset, compute_gaps, open_pair
+from explorer.ui.gaps import TAB_ID as GAPS_TAB
+from explorer.ui.gaps import change_dataset, compute_gaps, open_pair, refresh_gaps, refresh_open_gaps
 from explorer.ui.swap import TAB_ID, show_pair
 from tests.helpers import CE_DEMO, IPS_DEMO
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+SKIP = {"__type__": "update"}  # gr.skip(): the output stays as it is
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,11 @@ def test_compute_gaps_returns_figures_table_and_the_analysis_numbers(ctx, comput
     for name in models:
         assert payload["models"][name]["mean_gap"] == pytest.approx(float(gaps.gap(name).mean()), rel=1e-5)
         assert f"mean gap **{payload['models'][name]['mean_gap']:.3f}**" in summary
-    assert len(histogram.data) == 2 and len(bars.data) == 2 and len(scatter.data) == 2 * 3
+        shares = [round(100 * payload["models"][name][k]) for k in ("a_teaches", "b_teaches", "ties")]
+        assert f"**{name}**: a′ teaches in {shares[0]} % of the pairs, b′ in {shares[1]} %, and {shares[2]} % are " \
+               "ties" in summary
+    assert "view a teaches" not in summary and payload["models"]["B · ips"]["ties"] > 0.3  # ties: no decision
+    assert len(histogram.data) == 2 and len(bars.data) == 2 and len(scatter.data) == 2 * 4  # a′, b′, tie, diagonal
     assert len(table) == 20 and list(table.columns[:3]) == ["class", "test # a", "test # b"]
     assert settings == {"dataset": "mnist5k", "patch_size": 7, "ratio": 0.5, "seed": 2}
 
@@ -37,8 +43,9 @@ def test_compute_gaps_of_one_model_and_class_and_its_refusals(ctx):
     assert payload["n_pairs"] == int((ctx.dataset("mnist5k").test_labels == 4).sum())
     with pytest.raises(ValueError, match="models must be one of"):
         compute_gaps(ctx, "mnist5k", CE, IPS, "C only", "all classes", 10, 7, 0.5, 0)
-    with pytest.raises(ValueError, match="choose a checkpoint for the model"):
-        compute_gaps(ctx, "mnist5k", None, IPS, "A only", "all classes", 10, 7, 0.5, 0)
+    nothing = compute_gaps(ctx, "mnist5k", None, IPS, "A only", "all classes", 10, 7, 0.5, 0)  # no error badge
+    assert nothing[4] == "No model to score the pairs with: choose model A above (checkpoints trained on mnist5k)."
+    assert nothing[:3] == (None, None, None) and nothing[5] == {}
     with pytest.raises(ValueError, match="the number of pairs must be at least 1"):
         compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 0, 7, 0.5, 0)
 
@@ -69,5 +76,16 @@ def test_change_dataset_resizes_the_controls(ctx):
     digits = ctx.dataset("digits")
     assert [v for _, v in classes.choices] == ["all classes", *digits.class_names] and classes.value == "all classes"
     assert n_pairs.maximum == len(digits.test_labels) == n_pairs.value  # fewer than 500 test images
-    assert [v for _, v in patch_size.choices] == [2, 4] and patch_size.value == 2
+    assert [v for _, v in patch_size.choices] == [1, 2, 4, 8] and patch_size.value == 2
+
+
+def test_the_tab_computes_when_opened_and_only_when_its_settings_changed(ctx, computed):
+    settings = ["mnist5k", CE, IPS, "A and B", "all classes", 60.0, 7, 0.5, 2.0]
+    first = refresh_gaps(ctx, None, *settings)
+    assert first[5] == computed[5] and first[-1] == settings  # opened cold: the numbers, and what they are of
+    assert refresh_gaps(ctx, settings, *settings) == (SKIP,) * 8  # opened again: nothing recomputed
+    other = refresh_gaps(ctx, settings, *settings[:-1], 3.0)
+    assert other[5]["seed"] == 3 and other[-1][-1] == 3.0
+    assert refresh_open_gaps(ctx, GAPS_TAB, "swap", None, *settings) == (SKIP,) * 8  # the header changed elsewhere
+    assert refresh_open_gaps(ctx, GAPS_TAB, GAPS_TAB, None, *settings)[5] == computed[5]
     assert np.isclose(change_dataset(ctx, "mnist5k")[1].value, 500)

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from explorer.analysis.cam import compute_cams
-from explorer.ui.gradcam import DEFAULT_LAYER, SOURCES, change_dataset, layer_choices, refresh_layers, show_cams
+from explorer.ui.gradcam import (
+    DEFAULT_LAYER,
+    SOURCES,
+    change_dataset,
+    layer_choices,
+    refresh_layers,
+    show_cams,
+    show_upload,
+    source_controls,
+)
 from explorer.ui.swap import show_pair
 from tests.helpers import CE_DEMO, IPS_DEMO
 
@@ -17,7 +26,8 @@ def test_show_cams_of_a_test_image_are_the_packages_cams(ctx):
     assert picture.shape == cam_a.shape == cam_b.shape == (280, 280, 3)
     mnist = ctx.dataset("mnist5k")
     truth = mnist.class_names[int(mnist.test_labels[7])]
-    assert info == f"true class: **{truth}**" and payload["true_class"] == truth and payload["test_index"] == 7
+    assert info.startswith(f"true class: **{truth}**<br>") and payload["true_class"] == truth
+    assert payload["test_index"] == 7
     inputs = mnist.normalize(mnist.test_images[7:8])
     for name, top in (("A · ce", top_a), ("B · ips", top_b)):
         model = payload["models"][name]
@@ -59,7 +69,42 @@ def test_layers_offered_are_those_both_models_have(ctx):
     assert refresh_layers(ctx, "mnist5k", None, None, "block2").value == DEFAULT_LAYER
 
 
+def test_gradcam_hirescam_and_xgradcam_coincide_on_the_default_layer_and_the_tab_says_why(ctx):
+    outs = {method: show_cams(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, None, method, DEFAULT_LAYER, "true class", 1.0,
+                              None) for method in ("GradCAM", "HiResCAM", "XGradCAM", "GradCAM++")}
+    assert np.array_equal(outs["GradCAM"][1], outs["HiResCAM"][1]) and np.array_equal(outs["GradCAM"][1],
+                                                                                      outs["XGradCAM"][1])
+    for method in ("GradCAM", "HiResCAM", "XGradCAM"):
+        assert "give the same map on this layer" in outs[method][5]
+    assert "same map" not in outs["GradCAM++"][5]
+    earlier = show_cams(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, None, "HiResCAM", "block2", "true class", 1.0, None)
+    assert "same map" not in earlier[5]
+
+
+def test_no_model_shows_the_image_and_what_to_do_instead_of_an_error(ctx):
+    picture, cam_a, cam_b, top_a, top_b, info, payload = show_cams(ctx, "digits", None, None, SOURCES[0], 3, None,
+                                                                   "GradCAM", DEFAULT_LAYER, "true class", 0.5, None)
+    assert picture.shape[2] == 3 and (cam_a, cam_b, top_a, top_b) == (None, None, None, None)
+    assert "no model chosen" in info and payload["models"] == {} and payload["test_index"] == 3
+
+
+def test_the_test_index_slider_is_live_only_for_test_images():
+    assert source_controls(SOURCES[0]).interactive is True
+    assert all(source_controls(source).interactive is False for source in SOURCES[1:])
+
+
+def test_a_bad_upload_keeps_the_last_view(ctx, tmp_path):
+    bad = tmp_path / "empty.png"
+    bad.write_bytes(b"")
+    with pytest.warns(UserWarning, match="the upload is not used: empty.png is empty"):
+        out = show_upload(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, str(bad), "GradCAM", DEFAULT_LAYER, "true class",
+                          0.5, None)
+    skip = {"__type__": "update"}
+    assert out[0] == skip and out[1] is None and out[2] == skip and all(o == skip for o in out[3:])
+
+
 def test_change_dataset_offers_its_test_images_and_classes(ctx):
-    index, target = change_dataset(ctx, "digits")
+    source, index, target = change_dataset(ctx, "digits")
+    assert source == SOURCES[0] and index.interactive  # a swapped view of the old dataset cannot be shown
     assert index.maximum == len(ctx.dataset("digits").test_labels) - 1 and index.value == 0
     assert [v for _, v in target.choices][:3] == ["true class", "predicted class", "0"]

@@ -1,11 +1,12 @@
 """The Patch swap tab's handlers, called directly with an AppContext on the demo checkpoints."""
 
+import gradio as gr
 import numpy as np
 import pytest
 
 from explorer.analysis.pairs import class_test_index, swap_pair
-from explorer.ui.swap import change_dataset, pick_class, random_pair, show_pair
-from tests.helpers import CE_DEMO, IPS_DEMO
+from explorer.ui.swap import change_dataset, pick_class, random_pair, show_pair, show_upload, typed_values_js
+from tests.helpers import CE_DEMO, IPS_DEMO, save_digits_run
 
 CE, IPS = str(CE_DEMO), str(IPS_DEMO)
 
@@ -18,10 +19,13 @@ def test_show_pair_draws_the_pair_and_returns_the_core_numbers(ctx):
     a, b = class_test_index(mnist, 3, 2), class_test_index(mnist, 3, 5)
     models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
     expected = swap_pair(mnist, mnist.test_images[a], mnist.test_images[b], 3, 7, 0.5, 4, models, anchor=a)
-    assert payload["a"] == {"source": "test", "test_index": a} and payload["b"] == {"source": "test", "test_index": b}
+    assert payload["a"] == {"source": "test", "test_index": a, "rank_in_class": 2}
+    assert payload["b"] == {"source": "test", "test_index": b, "rank_in_class": 5}
+    assert f"a = test image #{a} (sample 2 of the class), b = test image #{b} (sample 5 of the class)" in summary
     assert payload["mask"] == expected.mask.int().tolist() and payload["swapped_patches"] == 8
     for name, score in expected.scores.items():
         assert payload["models"][name]["kd"] == pytest.approx(score.kd) and f"{score.swapped_b:.3f}" in captions[3]
+        assert payload["models"][name]["tie"] == score.tie
         assert payload["models"][name]["teacher"] == score.teacher and f"**{score.kd:.4f}**" in summary
     assert "← **teacher**" in captions[2] + captions[3] and "**8 of 16** patch positions" in summary
     assert state["dataset"] == "mnist5k" and state["label"] == 3 and state["patch_size"] == 7
@@ -58,11 +62,47 @@ def test_random_pair_picks_two_samples_of_one_class_and_clears_the_uploads(ctx):
     assert payload["b"]["test_index"] == class_test_index(mnist, int(class_name), slider_b.value)
 
 
-def test_change_dataset_offers_its_classes_and_patch_sizes(ctx):
+def test_a_tie_is_shown_as_a_tie_not_as_a_teacher(ctx):
+    """The IPS demo model is exactly as confident (1.0 in float32) in both swapped views of class 0's first pair."""
+    out = show_pair(ctx, "mnist5k", CE, IPS, "0", 0, 1, None, None, 7, 0.5, 0)
+    captions, summary, payload = out[4:8], out[8], out[9]
+    ips = payload["models"]["B · ips"]
+    assert ips["swapped_a"] == ips["swapped_b"] and ips["tie"] and ips["teacher"] == "a"  # training's rule
+    assert "**B · ips**: a′ and b′ **tie** (1.000 each)" in summary and "view **a′** teaches b′" in summary
+    assert "B · ips: **1.000** = **tie**" in captions[2] and "A · ce: **0.996** ← **teacher**" in captions[2]
+    ce = payload["models"]["A · ce"]
+    assert not ce["tie"] and f"({ce['swapped_a']:.3f} vs {ce['swapped_b']:.3f})" in summary
+
+
+def test_a_bad_upload_is_dropped_with_a_warning_and_the_pair_is_still_drawn(ctx, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.warns(UserWarning, match="image a is not used: notes.png is not an image this app can read"):
+        out = show_upload(ctx, "mnist5k", CE, IPS, "3", 2, 5, str(bad), None, 7, 0.5, 4)
+    upload_a, upload_b, payload = out[0], out[1], out[-2]
+    assert upload_a is None and upload_b == {"__type__": "update"}  # the bad file is cleared, the other left alone
+    assert payload == show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4)[9]  # the slider's pair
+
+
+def test_change_dataset_offers_its_classes_and_the_patch_sizes_training_accepts(ctx):
     out = change_dataset(ctx, "digits", None, None, 0.5, 0)
     classes, slider_a, _, patch_size, upload_a, upload_b, payload = *out[:6], out[-2]
     assert [value for _, value in classes.choices] == [str(d) for d in range(10)] and classes.value == "0"
-    assert [value for _, value in patch_size.choices] == [2, 4] and patch_size.value == 2
+    assert [value for _, value in patch_size.choices] == [1, 2, 4, 8] and patch_size.value == 2
     assert slider_a.maximum == int((ctx.dataset("digits").test_labels == 0).sum()) - 1
     assert upload_a is None and upload_b is None
     assert payload["image_shape"] == [1, 8, 8] and payload["grid"] == [4, 4] and payload["models"] == {}
+
+
+def test_change_dataset_draws_the_new_datasets_pair_with_its_own_models(ctx):
+    digits_run = str(save_digits_run(ctx.runs_dir))
+    payload = change_dataset(ctx, "digits", digits_run, None, 0.25, 3)[-2]
+    assert payload["dataset"] == "digits" and payload["patch_size"] == 2 and list(payload["models"]) == ["A · ce"]
+    assert payload["swapped_patches"] == 4  # round(0.25 x 16): the ratio the tab shows is kept
+
+
+def test_typed_values_are_clamped_in_the_browser_for_every_slider_with_an_id():
+    sliders = [gr.Slider(0, 9, elem_id="first"), gr.Slider(0, 1), gr.Number(3), gr.Slider(0, 5, elem_id="third")]
+    js = typed_values_js([gr.Textbox(), *sliders])
+    assert 'v[1] = clamp("first", v[1]);' in js and 'v[4] = clamp("third", v[4]);' in js
+    assert "v[2]" not in js and "v[3]" not in js  # no id, or no slider: left as typed

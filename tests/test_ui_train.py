@@ -1,17 +1,32 @@
 """The Train tab's plain functions: curves read from run folders, the curves figure, the comparison method."""
 
 import json
+import shlex
 import shutil
 
 import gradio as gr
 import pytest
+import torch
 
 from explorer.analysis.figures import CURVE_PANELS, training_curves
 from explorer.analysis.payloads import runs_payload
+from explorer.analysis.schedules import (
+    QUICK,
+    TIMED_STEPS,
+    duration_text,
+    estimate_run_seconds,
+    estimate_text,
+    fair_schedule,
+    measured_speed,
+    schedule_choices,
+)
+from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
-from explorer.training.runs import RunManager
+from explorer.training.runs import FORM_DEFAULTS, RunManager
+from explorer.training.study import STARTUP_S
+from explorer.ui.common import AppContext
 from explorer.ui.train import (
     ask_delete,
     cancel_run,
@@ -20,14 +35,19 @@ from explorer.ui.train import (
     follow_selected,
     keep_run,
     launch_other_method,
+    launch_pair,
     list_runs,
     reference_runs,
     refresh,
+    resume_run,
+    run_buttons,
     select_run,
 )
-from tests.helpers import DEMO, IPS_DEMO
+from explorer.ui.train_form import CUSTOM, apply_schedule, command_line, launch_run, schedule_of, show_schedules
+from tests.helpers import DEMO, IPS_DEMO, wait_for
 
 IPS = IPS_DEMO
+SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
 
 
 def test_run_curves_put_steps_at_fractional_epochs_and_epochs_at_whole_ones():
@@ -60,11 +80,91 @@ def test_training_curves_colour_by_method_and_dash_the_references():
                           dashed=["demo"])
     assert len(fig.data) == 3 * len(CURVE_PANELS)
     by_name = {t.name: t for t in fig.data if t.showlegend}
-    assert by_name["run 1"].line.color == method_colour("ips") == by_name["demo"].line.color
-    assert by_name["run 2"].line.color != method_colour("ips")  # two runs of one method: another shade
+    assert by_name["run 1"].line.color == method_colour("ips")
+    colours = {by_name[name].line.color for name in ("run 1", "run 2", "demo")}
+    assert len(colours) == 3  # no run shares the reference's colour, nor another run's
     assert by_name["run 2"].marker.symbol != by_name["run 1"].marker.symbol
     assert by_name["demo"].line.dash == "dash" and by_name["run 1"].line.dash == "solid"
     assert [a.text for a in fig.layout.annotations] == [title for _, title, _ in CURVE_PANELS]
+    assert "dashed" in fig.layout.title.text
+
+
+def test_a_short_run_fills_the_curves_and_the_title_mentions_only_what_is_drawn():
+    short = {metric: ([1, 2, 3], [0.5, 0.4, 0.3]) for metric, _, _ in CURVE_PANELS}
+    reference = {metric: (list(range(1, 31)), [0.1] * 30) for metric, _, _ in CURVE_PANELS}
+    fig = training_curves({"run": short, "demo": reference}, {"run": "ips", "demo": "ips"}, dashed=["demo"],
+                          epochs=3)
+    assert all(list(fig.layout[axis].range) == [0, 3] for axis in fig.layout if axis.startswith("xaxis"))
+    alone = training_curves({"run": short}, {"run": "ips"}, dashed=["demo"])  # the reference unticked
+    assert "dashed" not in alone.layout.title.text and alone.layout.xaxis.range is None
+
+
+def test_schedules_are_named_by_purpose_quote_the_studies_and_are_timed_from_this_machines_runs(tmp_path):
+    shutil.copytree(IPS_DEMO, tmp_path / "earlier-ips")  # a finished run of IPS on mnist5k: its speed counts
+    fair = fair_schedule("mnist5k")
+    assert fair.epochs == 60 and "IPS − CE +0.42 points (95 % CI −0.06 to +0.89)" in fair.evidence
+    assert fair.evidence.endswith("swap probability 0.5: IPS − CE +0.65 points (95 % CI +0.38 to +0.92)")
+    assert ("15 epochs, holdout split, 3 seeds, swap probability 1: IPS − CE −1.37 points (95 % CI −1.69 to −1.06)"
+            in QUICK.evidence)
+    seconds, how = estimate_run_seconds(TrainConfig(method="ips", epochs=60), tmp_path)
+    speed = [json.loads(line) for line in (IPS_DEMO / "metrics.jsonl").read_text().splitlines()][-1]["images_per_s"]
+    assert seconds == pytest.approx(STARTUP_S + 60 * 4000 * 2 / speed) and "measured speeds" in how
+    choices = schedule_choices({"method": "ips"}, tmp_path)
+    assert [key for _, key in choices] == [QUICK.key, fair.key]
+    assert choices[1][0] == f"fair comparison · 60 epochs · {duration_text(seconds)}: where IPS leads CE on average"
+    assert choices[0][0].startswith("quick look · 5 epochs · ~")
+    assert choices[0][0].endswith(": IPS usually loses to CE this early")
+    radio = show_schedules(AppContext(tmp_path, DEMO, torch.device("cpu")), "mnist5k", "small_cnn", "ips", False, 60)
+    assert radio.value == "fair" and "measured speeds" in radio.info and radio.choices[-1] == (CUSTOM, CUSTOM)
+    assert QUICK.evidence in radio.info and fair.evidence in radio.info
+    assert (apply_schedule("fair", "mnist5k"), apply_schedule("fair", "digits"), apply_schedule("quick", "digits"),
+            apply_schedule(CUSTOM, "mnist5k")) == (60, 30, 5, SKIP)
+    assert [schedule_of(e, d) for e, d in ((60, "mnist5k"), (30, "digits"), (30, "mnist5k"), (5.0, "mnist5k"),
+                                           (None, "digits"))] == ["fair", "fair", CUSTOM, "quick", CUSTOM]
+    assert (duration_text(12), duration_text(200), duration_text(9000)) == ("~10 s", "~3 min", "~2.5 h")
+
+
+def test_the_fair_schedule_says_what_was_measured_on_each_dataset():
+    digits = fair_schedule("digits")
+    assert digits.epochs == 30 and digits.evidence == (
+        "digits, 30 epochs, test split, 6 seeds, swap probability 1: IPS − CE −1.58 points (95 % CI −2.42 to −0.74); "
+        "digits, 30 epochs, test split, 6 seeds, swap probability 0.5: IPS − CE +0.32 points (95 % CI −0.64 to +1.29)")
+    assert (fair_schedule("cifar10").epochs, fair_schedule("cifar10").evidence) == (30, "not measured on cifar10")
+
+
+def test_without_an_earlier_run_the_time_comes_from_steps_timed_here(tmp_path):
+    cfg = TrainConfig(dataset="digits", method="ce", epochs=30)
+    speed = measured_speed(cfg)
+    assert speed > 0 and measured_speed(cfg) == speed  # timed once per setting
+    duration, how = estimate_text({"dataset": "digits", "method": "ce", "epochs": 30}, tmp_path)
+    seconds, _ = estimate_run_seconds(cfg, tmp_path, default_images_per_s=speed)
+    assert duration == duration_text(seconds)
+    assert how == f"timed here: {speed:.0f} training images/s of ce over {TIMED_STEPS} steps on cpu"
+    assert estimate_text({"dataset": "digits"}, tmp_path, measure=False)[0] == "time: open the Train tab"
+    assert estimate_text({"dataset": "cifar10"}, tmp_path)[0] == "time unknown"  # no CIFAR files here
+
+
+def _form(**changes) -> list:
+    """The form's values in ``launch_run``'s order: the defaults, with ``changes``."""
+    values = {**FORM_DEFAULTS, "gpus": 1, **changes}
+    return [values[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr", "patch_size",
+                                      "swap_ratio", "swap_prob", "temperature", "kd_weight", "seed", "equal_compute",
+                                      "device", "gpus", "precision")]
+
+
+def test_the_command_line_is_the_forms_settings_as_the_cli_takes_them():
+    command = command_line(*_form(dataset="digits", method="ce", epochs=60.0, equal_compute=True, precision="bf16"))
+    assert command == ("python -m explorer.train --dataset digits --method ce --epochs 60 --equal-compute "
+                       "--precision bf16")
+    assert parse_config(shlex.split(command)[3:]) == TrainConfig(dataset="digits", method="ce", epochs=60,
+                                                                 equal_compute=True, precision="bf16")
+    assert "--epochs" not in command_line(*_form(epochs=TrainConfig().epochs))  # the CLI's default needs no flag
+    assert command_line(*_form()) == f"python -m explorer.train --epochs {FORM_DEFAULTS['epochs']}"
+    assert command_line(*_form(swap_prob=1.5)) == ("# the CLI refuses these settings: --swap-prob must be in [0, 1]; "
+                                                   "got 1.5")
+    assert command_line(*_form(lr=None)) == "# --lr is empty; give it a value"
+    assert command_line(*_form(gpus=2)).startswith("python -m torch.distributed.run --standalone --nproc_per_node=2 "
+                                                   "-m explorer.train --epochs")
 
 
 def test_other_method_is_the_baseline_for_distillation_and_ips_for_the_baseline():
@@ -77,7 +177,7 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
                    device="cpu", processes=1, gpus=(), best_test_accuracy=None, images_per_s=None, eta_s=None,
                    started=0.0, path=tmp_path)
     assert "**failed**: the loss became non-finite (nan) at epoch 1, step 10" in describe(info)
-    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 1 epochs in 2.0 s",
+    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 1 epoch in 2.0 s",
                                    "best_test_accuracy": 0.873}))
     assert "Best test accuracy **87.3 %**" in finished and "Model A and Model B pickers" in finished
     running = describe(RunInfo(**{**info.__dict__, "state": "running", "progress": 0.5, "images_per_s": 1500.0,
@@ -86,7 +186,6 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
 
 
 # ---- the tab's handlers on a run manager whose runs folder holds a finished run (a copy of the IPS demo) ----
-SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
 
 
 @pytest.fixture()
@@ -99,13 +198,15 @@ def runs(tmp_path):
 
 def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
     references = reference_runs(DEMO)
-    table, choice, details, log, figure, shown, timer = follow_selected(runs, references, "demo-ips", [],
-                                                                        ["mnist5k-small_cnn-ce"], None)
+    table, choice, details, log, figure, cancel, delete, other, resume, shown, timer = follow_selected(
+        runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
     assert table.values.tolist() == list_runs(runs)["data"] and table.iloc[0]["status"] == "finished"
     assert choice.value == ["demo-ips"] and "**finished**" in details and not log.visible and not timer.active
     assert {trace.name for trace in figure.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
+    assert (cancel.interactive, delete.interactive, other.interactive, resume.interactive) == (False, True, True,
+                                                                                              False)  # finished
     again = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)
-    assert again[0] == again[1] == again[4] == SKIP and again[5] == shown  # nothing changed, nothing resent
+    assert again[0] == again[1] == again[4] == SKIP and again[9] == shown  # nothing changed, nothing resent
     with open(runs.run_dir("demo-ips") / METRICS, "a") as metrics:
         metrics.write(json.dumps({"kind": "epoch", "epoch": 9, "test_accuracy": 0.5}) + "\n")
     redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)[4]
@@ -134,3 +235,59 @@ def test_select_cancel_and_delete_a_run(runs):
     pending, row, selected, plotted = delete_run(runs, "demo-ips", "demo-ips", ["demo-ips", "other"])
     assert (pending, row.visible, selected, plotted) == (None, False, "", ["other"])
     assert runs.runs() == [] and not (runs.runs_dir / "demo-ips").exists()
+
+
+def test_the_buttons_apply_only_to_runs_they_can_act_on(runs):
+    assert [b.interactive for b in run_buttons(None)] == [False, False, False, False]
+    finished = runs.info("demo-ips")
+    assert [b.interactive for b in run_buttons(finished)] == [False, True, True, False]  # no cancel: no error toast
+    running = RunInfo(**{**finished.__dict__, "state": "running"})
+    assert [b.interactive for b in run_buttons(running)] == [True, False, True, False]
+    cancelled = RunInfo(**{**finished.__dict__, "state": "cancelled"})
+    assert not run_buttons(cancelled)[3].interactive  # the demo folder has no training state to resume from
+
+
+def test_the_other_method_after_a_quick_look_warns_that_it_is_no_comparison(runs):
+    config = runs.run_dir("demo-ips") / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": QUICK.epochs}))  # a 5-epoch run
+    with pytest.warns(UserWarning, match=r"for 5 epochs, as demo-ips\. A comparison this short says little: IPS "
+                                         r"needs a long enough schedule \(fair comparison on mnist5k: 60 epochs\)"):
+        new_id = launch_other_method(runs, "demo-ips")
+    runs.cancel(new_id)
+    wait_for(lambda: not runs.has_active_runs(), 60, "the launched run to stop")
+    assert runs.settings(new_id)["method"] == "ce" and runs.settings(new_id)["epochs"] == QUICK.epochs
+
+
+def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
+    ctx = AppContext(runs.runs_dir, DEMO, torch.device("cpu"))
+    with pytest.raises(ValueError, match="mnist5k has a baseline and an IPS checkpoint already"):
+        launch_pair(ctx, runs, "train", "mnist5k")
+    selected, tabs = launch_pair(ctx, runs, "train", "digits")
+    launched = [info.run_id for info in runs.runs() if info.dataset == "digits"]
+    for run_id in launched:
+        runs.cancel(run_id)
+    wait_for(lambda: not runs.has_active_runs(), 60, "the launched runs to stop")
+    settings = sorted((runs.settings(r)["method"], runs.settings(r)["epochs"], runs.settings(r)["seed"])
+                      for r in launched)
+    assert settings == [("ce", 30, 0), ("ips", 30, 0)] and selected in launched  # digits' fair comparison
+    assert tabs.selected == "train"
+
+
+def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys):
+    run_id = launch_run(runs, *_form(dataset="digits", method="ce", epochs=40, precision="fp32"))
+    assert runs.settings(run_id)["precision"] == "fp32"
+    assert not run_buttons(runs.info(run_id))[3].interactive  # running: nothing to resume
+    wait_for(lambda: (runs.run_dir(run_id) / "train_state.safetensors").is_file(), 120, "the first epoch's state")
+    cancel_run(runs, run_id)
+    wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), 30, "the run to stop")
+    info = runs.info(run_id)
+    assert run_buttons(info)[3].interactive and info.epoch >= 1
+    details = resume_run(runs, run_id)
+    assert f"run {run_id} resumes after epoch {info.epoch}" in capsys.readouterr().out  # gr.Info outside the app
+    assert "**running**" in details or "**queued**" in details
+    with pytest.raises(ValueError, match="only a cancelled, failed or interrupted run can be resumed"):
+        resume_run(runs, run_id)
+    runs.cancel(run_id)
+    wait_for(lambda: not runs.has_active_runs(), 30, "the resumed run to stop")
+    with pytest.raises(ValueError, match="select a run in the table first"):
+        resume_run(runs, "")

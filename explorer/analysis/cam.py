@@ -9,17 +9,19 @@ imported on first use: it pulls in SciPy, scikit-learn and OpenCV, seconds that 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tqdm
 from torch import Tensor, nn
 
 from explorer.models import cam_layers
@@ -64,6 +66,13 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
 
 
+def _quiet_progress_bars(module_name: str) -> None:
+    """The package's module draws a tqdm bar per CAM into the server's log; give it one that is disabled."""
+    module = grad_cam_module(module_name)
+    if not isinstance(module.tqdm, SimpleNamespace):
+        module.tqdm = SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+
+
 @contextmanager
 def cam_extractor(model: nn.Module, layer: str, method: str = "GradCAM") -> Iterator[BaseCAM]:
     """A pytorch-grad-cam object on ``model``'s ``layer``; its hooks are removed when the block ends."""
@@ -73,6 +82,7 @@ def cam_extractor(model: nn.Module, layer: str, method: str = "GradCAM") -> Iter
     cam = cam_class(model=model, target_layers=[_layer(model, layer)])
     if method == "ScoreCAM":
         cam.batch_size = 256  # one forward per image for our models' widths instead of 16-channel slices
+        _quiet_progress_bars("pytorch_grad_cam.score_cam")
     try:
         yield cam
     finally:

@@ -23,13 +23,15 @@ __all__ = ["CURVE_PANELS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
            "paired_differences", "patch_evidence_maps", "reliability_diagram", "training_curves"]
 
 MODEL_COLOURS = (method_colour(BASELINE), method_colour(FEATURED))  # model A (baseline), model B (IPS)
-TEACHER_COLOURS = {"view a teaches": "#1b9e77", "view b teaches": "#7570b3"}
+# who teaches a swapped pair: a tie (both views exactly as confident) makes a′ the teacher by the rule, not the model
+TEACHER_COLOURS = {"a′ teaches": "#1b9e77", "b′ teaches": "#7570b3", "tie (a′ by the rule)": "#9a9a9a"}
 # (metric, panel title, y tick format) of the training curves, in reading order: losses, then accuracy and calibration
 CURVE_PANELS = (("loss", "loss", ""), ("ce", "cross-entropy", ""), ("kd", "KD term (KL·T²)", ""),
                 ("train_accuracy", "train accuracy", ".0%"), ("test_accuracy", "test accuracy", ".0%"),
                 ("test_ece", "test ECE (15 bins)", ".1%"))
 _RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")  # tell apart runs of one method,
-_SHADES = (0.0, -0.4, 0.45, -0.65, 0.7)  # as do shades of its colour: mixed with black (< 0) or white (> 0)
+_SHADES = (0.0, -0.4, 0.25, -0.65, -0.2)  # as do shades of its colour: mixed with black (< 0) or white (> 0)
+_REFERENCE_SHADE = 0.55  # reference runs: their method's colour mixed with white, dashed, so no user run shares it
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=75, b=55), font=dict(size=13),
                legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
 _SIDE_LEGEND = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02)  # clear of subplot titles
@@ -51,33 +53,35 @@ def gap_histogram(gaps: dict[str, Sequence[float]], height: int = 330) -> go.Fig
                                    xbins=dict(start=0, end=1.0001, size=0.05),
                                    hovertemplate="gap %{x}<br>%{y} pairs<extra>" + name + "</extra>"))
     fig.update_layout(**_LAYOUT, height=height, barmode="overlay", title="Confidence gap of swapped pairs",
-                      xaxis_title="|conf a − conf b|  (true-class probability)", yaxis_title="pairs")
+                      xaxis_title="|conf a′ − conf b′|  (true-class probability)", yaxis_title="pairs")
     fig.update_xaxes(range=[0, 1])
     return fig
 
 
 def gap_scatter(confidence_a: dict[str, Sequence[float]], confidence_b: dict[str, Sequence[float]],
                 teacher_is_a: dict[str, Sequence[bool]], hover: Sequence[str], height: int = 380) -> go.Figure:
-    """conf_a vs conf_b, one panel per model, points coloured by which swapped view is the teacher."""
+    """conf a′ vs conf b′, one panel per model, points coloured by which swapped view is the teacher (or a tie)."""
     names = list(confidence_a)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
     for col, name in enumerate(names, start=1):
         a, b, teach_a = _array(confidence_a[name]), _array(confidence_b[name]), _array(teacher_is_a[name]).astype(bool)
-        for label, chosen in (("view a teaches", teach_a), ("view b teaches", ~teach_a)):
+        tie = a == b
+        groups = zip(TEACHER_COLOURS, (teach_a & ~tie, ~teach_a & ~tie, tie), strict=True)
+        for label, chosen in groups:
             fig.add_trace(go.Scattergl(
                 x=a[chosen], y=b[chosen], mode="markers", name=label, legendgroup=label, showlegend=col == 1,
                 marker=dict(color=TEACHER_COLOURS[label], size=6, opacity=0.7),
                 text=[hover[i] for i in np.flatnonzero(chosen)],
-                hovertemplate="%{text}<br>conf a %{x:.3f}, conf b %{y:.3f}<extra>" + label + "</extra>"), 1, col)
+                hovertemplate="%{text}<br>conf a′ %{x:.6f}, conf b′ %{y:.6f}<extra>" + label + "</extra>"), 1, col)
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999", dash="dot", width=1),
                                  showlegend=False, hoverinfo="skip"), 1, col)
-        fig.update_xaxes(title_text="conf a  (view a, true class)", range=[-0.02, 1.02], row=1, col=col)
-        fig.update_yaxes(title_text="conf b  (view b, true class)" if col == 1 else None, range=[-0.02, 1.02],
+        fig.update_xaxes(title_text="conf a′  (swapped view a′, true class)", range=[-0.02, 1.02], row=1, col=col)
+        fig.update_yaxes(title_text="conf b′  (swapped view b′, true class)" if col == 1 else None, range=[-0.02, 1.02],
                          row=1, col=col)
     for i, annotation in enumerate(fig.layout.annotations):
         annotation.font = dict(color=_colour(i), size=14)
     fig.update_layout(**_LAYOUT, height=height)
-    fig.update_layout(title="Which swapped view teaches: conf a vs conf b", legend=_SIDE_LEGEND,
+    fig.update_layout(title="Which swapped view teaches: conf a′ vs conf b′", legend=_SIDE_LEGEND,
                       margin=dict(t=80, r=150))
     return fig
 
@@ -91,7 +95,7 @@ def class_gap_bars(class_names: Sequence[str], class_means: dict[str, Sequence[f
         fig.add_trace(go.Bar(x=list(class_names), y=y, name=name, marker_color=_colour(i),
                              hovertemplate="class %{x}<br>mean gap %{y:.3f}<extra>" + name + "</extra>"))
     fig.update_layout(**_LAYOUT, height=height, barmode="group", title="Mean confidence gap per class",
-                      xaxis_title="class", yaxis_title="mean |conf a − conf b|")
+                      xaxis_title="class", yaxis_title="mean |conf a′ − conf b′|")
     fig.update_xaxes(type="category")
     return fig
 
@@ -178,13 +182,15 @@ def confusion_figure(confusions: dict[str, np.ndarray], difference: np.ndarray, 
 
 
 def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]], methods: dict[str, str],
-                    dashed: Collection[str] = (), height: int = 560) -> go.Figure:
+                    dashed: Collection[str] = (), epochs: float | None = None, height: int = 560) -> go.Figure:
     """Each run's metrics against epochs, one panel per ``CURVE_PANELS`` metric, runs overlaid.
 
     ``curves[run][metric]`` is (epochs, values); a run is drawn in the colour of its method
-    (``methods.method_colour``), runs of one method with different markers, and the runs named in ``dashed``
-    (reference runs) as dashed lines without markers. ``uirevision`` keeps zoom and hidden traces while the
-    figure is redrawn with new points.
+    (``methods.method_colour``), runs of one method with different markers and shades, and the runs named in
+    ``dashed`` (reference runs) as lighter dashed lines without markers, so no run shares a reference's colour.
+    ``epochs``: where the x-axes end (the longest plotted run's epochs), so a 3-epoch run fills the panels
+    instead of the left tenth of a 30-epoch reference; None fits every curve. ``uirevision`` keeps zoom and
+    hidden traces while the figure is redrawn with new points.
     """
     fig = make_subplots(rows=2, cols=3, subplot_titles=[title for _, title, _ in CURVE_PANELS],
                         horizontal_spacing=0.07, vertical_spacing=0.16)
@@ -194,7 +200,7 @@ def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[
         reference = name in dashed
         nth = 0 if reference else seen.get(method, 0)  # the how-manieth run of its method
         seen[method] = nth + (not reference)
-        colour = _shade(method_colour(method), nth)
+        colour = _mix(method_colour(method), _REFERENCE_SHADE if reference else _SHADES[nth % len(_SHADES)])
         symbol = _RUN_SYMBOLS[nth % len(_RUN_SYMBOLS)]
         for i, (metric, title, tick_format) in enumerate(CURVE_PANELS):
             x, y = metrics.get(metric, ((), ()))
@@ -207,17 +213,18 @@ def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[
                 hovertemplate=f"epoch %{{x:.2f}}<br>{title} {value}<extra>{name}</extra>"),
                 row=i // 3 + 1, col=i % 3 + 1)
     for i, (_, _, tick_format) in enumerate(CURVE_PANELS):
-        fig.update_xaxes(title_text="epoch" if i >= 3 else None, rangemode="tozero", row=i // 3 + 1, col=i % 3 + 1)
+        fig.update_xaxes(title_text="epoch" if i >= 3 else None, rangemode="tozero", row=i // 3 + 1, col=i % 3 + 1,
+                         range=None if epochs is None else [0, epochs])
         fig.update_yaxes(tickformat=tick_format or None, rangemode="tozero", row=i // 3 + 1, col=i % 3 + 1)
+    title = "Training curves" + (" (dashed: demo checkpoints, for reference)" if set(dashed) & set(curves) else "")
     fig.update_layout(**_LAYOUT, height=height, uirevision="training-curves")
-    fig.update_layout(title="Training curves (dashed: demo checkpoints, for reference)", margin=dict(t=75, b=120),
+    fig.update_layout(title=title, margin=dict(t=75, b=120),
                       legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
     return fig
 
 
-def _shade(colour: str, nth: int) -> str:
-    """``colour`` (#rrggbb) for the ``nth`` line of one hue: as it is, then mixed with black or white in turn."""
-    mix = _SHADES[nth % len(_SHADES)]
+def _mix(colour: str, mix: float) -> str:
+    """``colour`` (#rrggbb) mixed with black (``mix`` < 0) or white (> 0) by ``abs(mix)``."""
     rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     mixed = rgb + ((0 if mix < 0 else 255) - rgb) * abs(mix)
     return "#" + "".join(f"{round(v):02x}" for v in mixed)

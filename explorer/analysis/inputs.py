@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from explorer.analysis.pairs import class_test_index
+from explorer.analysis.pairs import class_test_index, patch_sizes
 from explorer.data import Dataset
+from explorer.ips import default_patch_size
 
-__all__ = ["class_label", "class_size", "random_class_pair", "whole_number"]
+__all__ = ["class_label", "class_size", "patch_size_choices", "random_class_pair", "whole_number"]
 
 
 def class_label(dataset: Dataset, class_name: str) -> int:
@@ -26,6 +27,12 @@ def class_label(dataset: Dataset, class_name: str) -> int:
 def class_size(dataset: Dataset, label: int) -> int:
     """How many test images class ``label`` has (the range of a sample index within the class)."""
     return int((dataset.test_labels == label).sum())
+
+
+def patch_size_choices(image_size: tuple[int, int]) -> list[tuple[str, int]]:
+    """(label, size) of every patch size training accepts for ``image_size``, the default one marked."""
+    default = default_patch_size(image_size)
+    return [(f"{size} (default)" if size == default else str(size), size) for size in patch_sizes(image_size)]
 
 
 def whole_number(value: Any, what: str) -> int:

@@ -33,14 +33,11 @@ __all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "SwappedTes
 
 
 def patch_sizes(image_size: tuple[int, int]) -> list[int]:
-    """The patch sizes the app offers: ``ips.dividing_patch_sizes`` without 1-pixel patches and the whole image.
+    """The patch sizes the app offers: exactly what the training CLI accepts (``ips.dividing_patch_sizes``).
 
-    Those two make a swap of single pixels or of the whole image, nothing to look at; the app still accepts
-    them (``anchor_masks`` validates with ``ips.check_patch_size``), as the training CLI does.
+    1-pixel patches and the whole image are offered too: a model trained with them can be looked at.
     """
-    h, w = image_size
-    every = dividing_patch_sizes(h, w)
-    return [d for d in every if 1 < d < min(h, w)] or every
+    return dividing_patch_sizes(*image_size)
 
 
 def anchor_masks(dataset: Dataset, patch_size: int, ratio: float, seed: int) -> Tensor:
@@ -71,8 +68,9 @@ class PairScores:
     original_b: float
     swapped_a: float
     swapped_b: float
-    teacher: str  # "a" or "b": the swapped view with the higher true-class confidence
+    teacher: str  # "a" or "b": the swapped view with the higher true-class confidence (a on a tie, as ips_loss)
     kd: float  # KL(teacher || student) x T^2 of the swapped pair, as ips_loss computes it
+    tie: bool  # both swapped views have exactly the same confidence: a teaches by the rule, not by the model
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,8 @@ def swap_pair(dataset: Dataset, image_a: Tensor, image_b: Tensor, label: int, pa
         out = ips_loss(logits[[0, 2]], logits[[1, 3]], targets.to(logits.device))
         conf_a, conf_b = out.confidence_a.tolist(), out.confidence_b.tolist()
         scores[name] = PairScores(conf_a[0], conf_b[0], conf_a[1], conf_b[1],
-                                  "a" if bool(out.teacher_is_a[1]) else "b", float(out.kd_per_pair[1]))
+                                  "a" if bool(out.teacher_is_a[1]) else "b", float(out.kd_per_pair[1]),
+                                  conf_a[1] == conf_b[1])
     return SwappedPair(originals, torch.cat([swapped_a, swapped_b]), mask[0], label, patch_size, scores)
 
 
@@ -178,19 +177,29 @@ def confidence_gaps(dataset: Dataset, models: dict[str, nn.Module], n_pairs: int
 
 @dataclass(frozen=True)
 class GapStatistics:
+    """How far apart the swapped views' confidences are, and who teaches: a′, b′, or neither (a tie).
+
+    A tie (both confidences exactly equal, typically both 1.0 in float32) makes a′ the teacher by ips_loss's
+    rule, not because the model prefers it, so it is counted apart: ``a_teaches + b_teaches + ties == 1``.
+    """
+
     mean: float
     median: float
-    a_teaches: float  # fraction of pairs in which view a is the teacher
+    a_teaches: float  # fraction of pairs in which view a′ is strictly more confident than b′
+    b_teaches: float  # fraction of pairs in which view b′ is strictly more confident than a′
+    ties: float  # fraction of pairs with exactly equal confidences (a′ teaches by the rule)
     class_mean: list[float | None]  # mean gap per class; None where the class has no pair
     class_count: list[int]
 
 
 def gap_statistics(gaps: Tensor, labels: Tensor, teacher_is_a: Tensor, num_classes: int) -> GapStatistics:
-    """Summaries of per-pair gaps: overall mean and median, share of view-a teachers, mean per class."""
+    """Summaries of per-pair gaps: overall mean and median, shares of a′ / b′ teachers and ties, mean per class."""
     gaps, labels = gaps.double().cpu(), labels.long().cpu()
+    tie, teacher_is_a = gaps == 0, teacher_is_a.cpu()
     count = torch.bincount(labels, minlength=num_classes)
     total = torch.bincount(labels, weights=gaps, minlength=num_classes)
     class_mean = [float(t / c) if c else None for t, c in zip(total.tolist(), count.tolist(), strict=True)]
     return GapStatistics(mean=float(gaps.mean()), median=float(gaps.quantile(0.5)),
-                         a_teaches=float(teacher_is_a.double().mean()), class_mean=class_mean,
-                         class_count=count.tolist())
+                         a_teaches=float((teacher_is_a & ~tie).double().mean()),
+                         b_teaches=float((~teacher_is_a & ~tie).double().mean()), ties=float(tie.double().mean()),
+                         class_mean=class_mean, class_count=count.tolist())

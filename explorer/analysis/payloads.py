@@ -18,7 +18,7 @@ only where a table or a long per-pair list shows them, and a NaN becomes null (J
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from explorer.analysis.cam import ModelCam
+from explorer.analysis.claims import Claim
 from explorer.analysis.comparison import Comparison, ModelReport
 from explorer.analysis.evidence import EvidenceAgreement, PatchEvidence, TeacherCheck
 from explorer.analysis.faithfulness import (
@@ -91,7 +92,8 @@ def gaps_payload(dataset: Dataset, gaps: PairGaps, stats: Mapping[str, GapStatis
         "dataset": dataset.name, "n_pairs": len(gaps.anchors), "class": class_name, "patch_size": patch_size,
         "swap_ratio": float(swap_ratio), "seed": seed,
         "models": {name: {"checkpoint": str(checkpoints[name].path), "mean_gap": s.mean, "median_gap": s.median,
-                          "a_teaches": s.a_teaches, "mean_kd": float(gaps.kd[name].mean()),
+                          "a_teaches": s.a_teaches, "b_teaches": s.b_teaches, "ties": s.ties,
+                          "mean_kd": float(gaps.kd[name].mean()),
                           "class_mean_gap": dict(zip(dataset.class_names, s.class_mean, strict=True))}
                    for name, s in stats.items()},
         "pairs": {"anchor": gaps.anchors.tolist(), "partner": gaps.partners.tolist(), "label": gaps.labels.tolist(),
@@ -105,7 +107,8 @@ def gaps_payload(dataset: Dataset, gaps: PairGaps, stats: Mapping[str, GapStatis
 def gap_table(dataset: Dataset, gaps: PairGaps, rows: int = GAP_TABLE_ROWS) -> dict[str, list]:
     """The ``rows`` pairs with the largest gap under any model, largest first: class, test indices, gaps, teachers.
 
-    The first three columns (class, test # a, test # b) are what a click on a row opens in the Patch swap tab.
+    The first three columns (class, test # a, test # b: indices in the whole test split) are what a click on a
+    row opens in the Patch swap tab. A teacher is a′, b′, or "tie" when both confidences are exactly equal.
     """
     names = list(gaps.confidence_a)
     largest = torch.stack([gaps.gap(name) for name in names]).amax(0).argsort(descending=True)[:rows]
@@ -113,7 +116,9 @@ def gap_table(dataset: Dataset, gaps: PairGaps, rows: int = GAP_TABLE_ROWS) -> d
              "test # a": gaps.anchors[largest].tolist(), "test # b": gaps.partners[largest].tolist()}
     for name in names:
         table[f"gap {name}"] = _round(gaps.gap(name)[largest], 3)
-        table[f"teacher {name}"] = ["a′" if t else "b′" for t in gaps.teacher_is_a[name][largest].tolist()]
+        ties = (gaps.gap(name)[largest] == 0).tolist()
+        table[f"teacher {name}"] = ["tie" if tie else "a′" if t else "b′"
+                                    for t, tie in zip(gaps.teacher_is_a[name][largest].tolist(), ties, strict=True)]
     return table
 
 
@@ -149,8 +154,9 @@ def gradcam_payload(dataset: Dataset, source: dict[str, Any], true_label: int | 
 # Compare
 # --------------------------------------------------------------------------------------------------
 def compare_payload(dataset: Dataset, reports: Mapping[str, ModelReport], comparison: Comparison,
-                    checkpoints: Mapping[str, Checkpoint]) -> dict[str, Any]:
-    """Two models over the test split: metrics, reliability bins, confusion matrices, and the samples that flip."""
+                    checkpoints: Mapping[str, Checkpoint], claims: Sequence[Claim]) -> dict[str, Any]:
+    """Two models over the test split: metrics, reliability bins, confusion matrices, the samples that flip, and
+    the generated sentences about them (``claims.compare_claims``) with the numbers each is about."""
     return {
         "dataset": dataset.name, "n": len(dataset.test_labels),
         "models": {name: {"checkpoint": str(checkpoints[name].path), **r.metrics,
@@ -161,6 +167,7 @@ def compare_payload(dataset: Dataset, reports: Mapping[str, ModelReport], compar
                    for name, r in reports.items()},
         "confusion_difference": comparison.confusion_difference.tolist(),
         "a_wrong_b_right": comparison.fixed.tolist(), "a_right_b_wrong": comparison.broken.tolist(),
+        "claims": [vars(claim) for claim in claims],
     }
 
 

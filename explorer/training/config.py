@@ -90,7 +90,8 @@ class TrainConfig:
     holdout: bool = _arg(False, "train on 80%% of the training split and report the metrics on the other 20%% "
                                 "(per class), to choose hyper-parameters without looking at the test split")
     out: str = _arg("runs", "folder that receives the run folder")
-    run_id: str = _arg("", "name of the run folder (empty: generated from the time, method, dataset, model, seed)")
+    run_id: str = _arg("", "name of the run folder (default %(default)r: a name made of the time, method, dataset, "
+                           "model and seed)")
     log_every: int = _arg(10, "write a step record to metrics.jsonl every this many steps")
     preset: str = _arg("", "a published protocol whose values fill every flag not given: "
                            + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()), ("", *PRESETS))

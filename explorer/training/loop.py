@@ -410,8 +410,11 @@ def run(cfg: TrainConfig) -> int:
             recorder.close()
             if s.distributed:
                 dist.destroy_process_group()
-    recorder.status("finished", s.total_steps, f"finished {cfg.epochs} epochs in {recorder.elapsed:.1f} s",
+    epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+    recorder.status("finished", s.total_steps, f"finished {epochs} in {recorder.elapsed:.1f} s",
                     test_accuracy=recorder.last_test_accuracy)
+    if recorder.enabled:
+        print(f"checkpoint: {s.run_dir}  |  evaluate it: python -m explorer.evaluate {s.run_dir}", flush=True)
     return 0
 
 

@@ -9,15 +9,21 @@ import gradio as gr
 from explorer.device import resolve_device
 from explorer.training.runs import RunManager
 from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
-from explorer.ui.common import AppContext, build_header
+from explorer.ui.common import AppContext, handler
+from explorer.ui.header import build_header
 
-__all__ = ["CSS", "build_app"]
+__all__ = ["CSS", "build_app", "opened"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 CSS = """
 .pixelated img { image-rendering: pixelated; }
 .caption { font-size: 0.92em; line-height: 1.35; }
 """
+
+
+def opened(tab_id: str) -> str:
+    """A tab was opened: it is the active one (tabs that compute on opening redraw on header changes only then)."""
+    return tab_id
 
 
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
@@ -31,21 +37,27 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
         gr.HTML(f"<style>{CSS}</style>", padding=False)
         gr.Markdown("# IPS Explorer\nIntra-class patch swap self-distillation: what the swap does to images, to "
                     "a model's confidence, and how a baseline and an IPS model differ. Pick the dataset and the two "
-                    "models here; every tab uses them.")
+                    "models here, in any order; every tab uses them, and the model lists follow the dataset.")
         header = build_header(ctx)
+        active = gr.State(swap.TAB_ID)  # the open tab
         with gr.Tabs() as tabs:
-            with gr.Tab("Patch swap", id=swap.TAB_ID):
+            with gr.Tab("Patch swap", id=swap.TAB_ID) as swap_tab_block:
                 swap_tab = swap.build(ctx, header, demo)
-            with gr.Tab("Confidence gaps", id=gaps.TAB_ID):
-                gaps.build(ctx, header, swap_tab, tabs)
-            with gr.Tab("Grad-CAM", id=gradcam.TAB_ID):
+            with gr.Tab("Confidence gaps", id=gaps.TAB_ID) as gaps_tab:
+                gaps.build(ctx, header, swap_tab, tabs, gaps_tab, active)
+            with gr.Tab("Grad-CAM", id=gradcam.TAB_ID) as gradcam_tab_block:
                 gradcam_tab = gradcam.build(ctx, header, swap_tab, demo)
-            with gr.Tab("Compare", id=compare.TAB_ID):
-                compare.build(ctx, header, gradcam_tab, tabs)
+            with gr.Tab("Compare", id=compare.TAB_ID) as compare_tab:
+                compare.build(ctx, header, gradcam_tab, tabs, compare_tab, active)
             with gr.Tab("Train", id=train.TAB_ID) as train_tab:
-                train.build(ctx, runs, train_tab)
+                train.build(ctx, runs, train_tab, header, tabs)
             with gr.Tab("Study", id=study.TAB_ID) as study_tab:
                 study.build(runs, study_tab)
-            with gr.Tab("Guide", id=guide.TAB_ID):
-                guide.build(ctx, header, demo)
+            with gr.Tab("Guide", id=guide.TAB_ID) as guide_tab:
+                guide.build(ctx, header, demo, guide_tab, active)
+        for block, tab_id in ((swap_tab_block, swap.TAB_ID), (gaps_tab, gaps.TAB_ID),
+                              (gradcam_tab_block, gradcam.TAB_ID), (compare_tab, compare.TAB_ID),
+                              (train_tab, train.TAB_ID), (study_tab, study.TAB_ID), (guide_tab, guide.TAB_ID)):
+            block.select(handler(opened, tab_id), None, active, queue=False, show_progress="hidden",
+                         api_visibility="private")
     return demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,9 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs)  # reconciles runs an earlier app left behind
     try:
         demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                    auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
-                    prevent_thread_lock=True)
+        try:
+            demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                        auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
+                        prevent_thread_lock=True)
+        except OSError as exc:  # Gradio's advice (GRADIO_SERVER_PORT) does not apply: --port sets the port
+            if "empty port" not in str(exc):
+                raise
+            print(f"ips-explorer: error: cannot serve on {args.host}:{args.port}, the port is in use (or the address "
+                  f"is not this machine's); choose another port, e.g. python app.py --port {args.port + 1}",
+                  file=sys.stderr)
+            return 1
         preload_cam()  # once serving: the first Grad-CAM then answers in milliseconds, not seconds
         demo.block_thread()
     finally:

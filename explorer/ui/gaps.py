@@ -7,17 +7,21 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from explorer.analysis.claims import claims_markdown, gap_claims
 from explorer.analysis.figures import class_gap_bars, gap_histogram, gap_scatter
-from explorer.analysis.inputs import class_label, class_size
-from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, gap_statistics, patch_sizes
+from explorer.analysis.inputs import class_label, class_size, patch_size_choices
+from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, gap_statistics
 from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
+from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
-from explorer.ui.swap import SwapTab
+from explorer.ui.common import MODEL_WORK, AppContext, handler, model_handler
+from explorer.ui.header import Header
+from explorer.ui.swap import SwapTab, typed_values_js
 
-__all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair"]
+__all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair",
+           "refresh_gaps", "refresh_open_gaps"]
 
 TAB_ID = "gaps"
 ALL_CLASSES = "all classes"
@@ -25,11 +29,13 @@ MODEL_SETS = ("A and B", "A only", "B only")
 
 
 def _summary(gaps: PairGaps, stats: dict[str, GapStatistics], patch_size: int, swap_ratio: float, seed: int) -> str:
-    text = [f"**{len(gaps.anchors)} pairs**, {patch_size}-pixel patches, ratio {swap_ratio:g}, seed {seed}."]
-    text += [f"- **{name}**: mean gap **{s.mean:.3f}** (median {s.median:.3f}); view a teaches in "
-             f"{100 * s.a_teaches:.0f} % of pairs; mean KL term {float(gaps.kd[name].mean()):.4f}"
-             for name, s in stats.items()]
-    return "\n".join(text)
+    """The settings, each model's mean gap and KL term, then the generated claims (who teaches; whose views agree)."""
+    text = [f"**{len(gaps.anchors)} pairs**, {patch_size}-pixel patches, ratio {swap_ratio:g}, seed {seed}. "
+            "a′ and b′ are the swapped views of each pair (a′ = test # a with b's patches)."]
+    text += [f"- **{name}**: mean gap **{s.mean:.3f}** (median {s.median:.3f}); mean KL term "
+             f"{float(gaps.kd[name].mean()):.4f}" for name, s in stats.items()]
+    return "\n".join(text) + "\n\n" + claims_markdown("Who teaches, from these pairs:", gap_claims(stats, len(
+        gaps.anchors)))
 
 
 def _hover(dataset: Dataset, gaps: PairGaps) -> list[str]:
@@ -47,8 +53,10 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
         raise ValueError(f"models must be one of {MODEL_SETS}; got {models!r}")
     dataset = ctx.dataset(dataset_name)
     checkpoints = ctx.models(dataset, model_a if models != "B only" else None, model_b if models != "A only" else None)
-    if not checkpoints:
-        raise ValueError("choose a checkpoint for the model(s) to look at")
+    if not checkpoints:  # a dataset without checkpoints yet: say what to do, no error
+        wanted = models.replace(" only", "")
+        return (None, None, None, pd.DataFrame(), f"No model to score the pairs with: choose model {wanted} above "
+                f"(checkpoints trained on {dataset.name}).", {}, None)
     label = None if class_name == ALL_CLASSES else class_label(dataset, class_name)
     seed_int, size, ratio = int(seed if seed is not None else 0), int(patch_size), float(swap_ratio)
     progress(0.2, desc="swapping pairs and scoring them")
@@ -65,13 +73,39 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
             {"dataset": dataset.name, "patch_size": size, "ratio": ratio, "seed": seed_int})
 
 
+UNCHANGED = (gr.skip(),) * 8  # compute_gaps's outputs and the shown settings, left as they are
+
+
+def refresh_gaps(ctx: AppContext, shown: list | None, dataset_name: str, model_a: str | None, model_b: str | None,
+                 models: str, class_name: str, n_pairs: float, patch_size: int, swap_ratio: float,
+                 seed: float) -> tuple:
+    """The controls or the tab's opening: ``compute_gaps``, unless what is shown was computed from these values.
+
+    Returns ``compute_gaps``'s outputs and the values now shown (``shown`` of the next call).
+    """
+    settings = [dataset_name, model_a, model_b, models, class_name, n_pairs, patch_size, swap_ratio, seed]
+    if shown == settings:
+        return UNCHANGED
+    return (*compute_gaps(ctx, *settings), settings)
+
+
+def refresh_open_gaps(ctx: AppContext, tab_id: str, active: str | None, shown: list | None, dataset_name: str,
+                      model_a: str | None, model_b: str | None, models: str, class_name: str, n_pairs: float,
+                      patch_size: int, swap_ratio: float, seed: float) -> tuple:
+    """The header changed: ``refresh_gaps`` when this tab is the open one, else nothing (it computes on opening)."""
+    if active != tab_id:
+        return UNCHANGED
+    return refresh_gaps(ctx, shown, dataset_name, model_a, model_b, models, class_name, n_pairs, patch_size,
+                        swap_ratio, seed)
+
+
 def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[gr.Dropdown, gr.Slider, gr.Dropdown]:
-    """A new dataset: its classes, its number of test pairs, its patch sizes."""
+    """A new dataset: its classes, its number of test pairs, its patch sizes (the default chosen)."""
     dataset = ctx.dataset(dataset_name)
     n = len(dataset.test_labels)
     return (gr.Dropdown(choices=[ALL_CLASSES, *dataset.class_names], value=ALL_CLASSES),
             gr.Slider(maximum=n, value=min(500, n)),
-            gr.Dropdown(choices=patch_sizes(dataset.image_size), value=default_patch_size(dataset.image_size)))
+            gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=default_patch_size(dataset.image_size)))
 
 
 def open_pair(ctx: AppContext, swap_tab_id: str, settings: dict[str, Any] | None, evt: gr.SelectData) -> tuple:
@@ -93,43 +127,57 @@ def _plots() -> list[gr.Plot]:
     with gr.Row():
         histogram = gr.Plot(label="gap histogram", show_label=False)
         class_bars = gr.Plot(label="mean gap per class", show_label=False)
-    return [histogram, class_bars, gr.Plot(label="conf a vs conf b", show_label=False)]
+    return [histogram, class_bars, gr.Plot(label="conf a′ vs conf b′", show_label=False)]
 
 
-def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None:
-    dataset0 = ctx.dataset("mnist5k")
+def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr.Tab, active: gr.State) -> None:
+    """The tab; it computes when opened (and when the header changes while it is open), and on every control."""
+    dataset0 = ctx.dataset(header.dataset.value)
     n_test = len(dataset0.test_labels)
     gr.Markdown("N random same-class pairs of the test split are patch-swapped as in IPS training. A large gap "
-                "|conf a − conf b| means one view clearly teaches the other. The seed fixes every pair: the same "
-                "seed shows a class the same pairs again, whatever N. **Click a table row** to open that pair "
-                "in the Patch swap tab.")
+                "|conf a′ − conf b′| means one swapped view clearly teaches the other; equal confidences are a "
+                "**tie** (a′ teaches by the rule). The seed fixes every pair: the same seed shows a class the same "
+                "pairs again, whatever N. **Click a table row** to open that pair in the Patch swap tab.")
     with gr.Row(equal_height=True):
         which = gr.Radio(list(MODEL_SETS), value="A and B", label="Models")
         class_filter = gr.Dropdown([ALL_CLASSES, *dataset0.class_names], value=ALL_CLASSES, label="Pairs of")
         n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N",
-                            info="up to the whole test split")
+                            info="up to the whole test split", elem_id="gaps-n-pairs")
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_sizes(dataset0.image_size), value=default_patch_size(dataset0.image_size),
-                                 label="Patch size (pixels)")
-        ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio")
+        patch_size = gr.Dropdown(patch_size_choices(dataset0.image_size),
+                                 value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
+                                 elem_id="gaps-patch-size")
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio")
         seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Compute gaps", variant="primary")
-    summary = gr.Markdown(elem_id="gaps-summary")
+    summary = gr.Markdown("Open this tab to score the pairs.", elem_id="gaps-summary")
     plots = _plots()
-    table = gr.Dataframe(label=f"The {GAP_TABLE_ROWS} pairs with the largest gaps (click a row to open it)",
+    table = gr.Dataframe(label=f"The {GAP_TABLE_ROWS} pairs with the largest gaps (test # = index in the whole test "
+                               "split; the Patch swap sliders count within a class). Click a row to open it.",
                          interactive=False, wrap=True, elem_id="gaps-table")
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="confidence_gaps")
     run_state = gr.State()  # the settings of the shown pairs, for opening one in the Patch swap tab
+    shown = gr.State()  # the controls' values behind what is shown: opening the tab recomputes only when they changed
     evidence.build_gaps_section(ctx, header, [which, class_filter, n_pairs, patch_size, ratio, seed], MODEL_SETS,
                                 ALL_CLASSES)
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
-    run.click(model_handler(ctx, compute_gaps),
-              [header.dataset, header.model_a, header.model_b, which, class_filter, n_pairs, patch_size, ratio, seed],
-              [*plots, table, summary, data, run_state], api_name="confidence_gaps", **work)
-    header.dataset.input(handler(change_dataset, ctx), header.dataset, [class_filter, n_pairs, patch_size],
-                         api_name="gaps_dataset")
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    settings = [*header.pickers, which, class_filter, n_pairs, patch_size, ratio, seed]
+    outputs = [*plots, table, summary, data, run_state]
+    compute = model_handler(ctx, compute_gaps)
+    run.click(compute, settings, outputs, api_name="confidence_gaps", js=typed_values_js(settings), **work)
+    gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
+          model_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_controls",
+          js=typed_values_js([shown, *settings]), **work)
+    tab.select(model_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_opened",
+               **work)
+    refresh_open = model_handler(ctx, refresh_open_gaps, TAB_ID)
+    gr.on(header.models_picked, refresh_open, [active, shown, *settings], [*outputs, shown],
+          api_name="gaps_models", **work)
+    header.switched.then(handler(change_dataset, ctx), header.dataset, [class_filter, n_pairs, patch_size],
+                         api_name="gaps_dataset").then(refresh_open, [active, shown, *settings], [*outputs, shown],
+                                                       api_name="gaps_after_dataset", **work)
     table.select(handler(open_pair, ctx, swap.tab_id), run_state,
                  [swap.class_name, swap.index_a, swap.index_b, swap.patch_size, swap.ratio, swap.seed, swap.upload_a,
                   swap.upload_b, tabs], api_name="open_gap_pair").success(

@@ -10,25 +10,33 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
+from torch import nn
 
 from explorer.analysis.cam import CAM_METHODS, explain
 from explorer.analysis.inputs import class_label
 from explorer.analysis.payloads import gradcam_payload, top_classes
 from explorer.analysis.render import cam_overlay, render_image
-from explorer.analysis.uploads import read_upload
+from explorer.analysis.uploads import UploadError, read_upload
+from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
-from explorer.models import cam_layers
+from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
-from explorer.ui.swap import UPLOAD_TYPES, SwapTab
+from explorer.ui.common import MODEL_WORK, AppContext, handler, model_handler
+from explorer.ui.header import Header
+from explorer.ui.swap import UPLOAD_TYPES, SwapTab, typed_values_js
 
-__all__ = ["DEFAULT_LAYER", "SOURCES", "TAB_ID", "TARGETS", "GradCamTab", "build", "change_dataset", "layer_choices",
-           "refresh_layers", "show_cams"]
+__all__ = ["DEFAULT_LAYER", "SAME_MAP_METHODS", "SOURCES", "TAB_ID", "TARGETS", "GradCamTab", "build",
+           "change_dataset", "layer_choices", "refresh_layers", "same_map_note", "show_cams", "show_upload",
+           "source_controls"]
 
 TAB_ID = "gradcam"
 SOURCES = ("test image", "swapped view a′ (Patch swap tab)", "swapped view b′ (Patch swap tab)", "upload")
 TARGETS = ("true class", "predicted class")
 DEFAULT_LAYER = "each model's default"
+# On a layer followed only by global average pooling and a linear layer, the gradient of a class score is the
+# same at every position of a channel (the head's weight / H·W), so these three weigh the channels alike and
+# give one map; they differ on earlier layers.
+SAME_MAP_METHODS = ("GradCAM", "HiResCAM", "XGradCAM")
 
 
 @dataclass
@@ -79,18 +87,38 @@ def _target_class(target: str, true_label: int | None, dataset: Dataset) -> int 
     return class_label(dataset, target)
 
 
+def _pooled_linear_head(model: nn.Module, layer: str) -> bool:
+    """``layer`` feeds only global average pooling and a linear layer: small_cnn's block3, a ResNet's layer4."""
+    if isinstance(model, SmallCNN):
+        return layer == "block3"
+    return layer == "layer4" and isinstance(getattr(model, "avgpool", None), nn.AdaptiveAvgPool2d) and isinstance(
+        getattr(model, "fc", None), nn.Linear)
+
+
+def same_map_note(method: str, checkpoints: dict[str, Checkpoint], layers: dict[str, str]) -> str:
+    """Why GradCAM, HiResCAM and XGradCAM show the same map here, when they do; else nothing."""
+    pooled = all(_pooled_linear_head(c.model, layers[name]) for name, c in checkpoints.items())
+    if method not in SAME_MAP_METHODS or not pooled:
+        return ""
+    return (f"{', '.join(SAME_MAP_METHODS)} give the same map on this layer: it feeds only global average pooling "
+            "and a linear layer, so the gradient is the same at every position and all three weigh the channels "
+            "alike. Pick an earlier layer (e.g. block2) to see them differ.")
+
+
 def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, source: str,
               test_index: float, upload: str | None, method: str, layer: str, target: str, opacity: float,
               pair: dict[str, Any] | None) -> tuple:
-    """The input image, each model's CAM overlay and top-3, the true class, and the JSON (/gradcam)."""
+    """The input image, each model's CAM overlay and top-3, the true class (and notes), and the JSON (/gradcam)."""
     dataset = ctx.dataset(dataset_name)
     notes: list[str] = []
     image, true_label, description, mask, patch_size = _source_image(source, dataset, test_index, upload, pair, notes)
     for note in notes:
         gr.Info(note)
     checkpoints = ctx.models(dataset, model_a, model_b)
-    if not checkpoints:
-        raise ValueError("choose a checkpoint for model A or model B")
+    if not checkpoints:  # a dataset without checkpoints yet: the image, and what to do
+        return (render_image(image, patch_size, mask), None, None, None, None,
+                f"no model chosen: pick model A or B above (checkpoints trained on {dataset.name})",
+                {"dataset": dataset.name, **description, "models": {}, "notes": notes})
     if target == TARGETS[0] and true_label is None:
         gr.Info("an upload has no true class: showing each model's predicted class instead")
     target_class = _target_class(target, true_label, dataset)
@@ -101,10 +129,33 @@ def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
                 for name, result in cams.items()}
     slots = [next((n for n in cams if n.startswith(slot)), None) for slot in ("A", "B")]
     payload = gradcam_payload(dataset, description, true_label, method, target, cams, checkpoints, notes)
+    info = f"true class: **{payload['true_class']}**" + (f" · {description['source']}" if true_label is None else "")
+    note = same_map_note(method, checkpoints, {name: result.layer for name, result in cams.items()})
     return (render_image(image, patch_size, mask), *(pictures.get(n) if n else None for n in slots),
             *(top_classes(cams[n].probabilities, dataset.class_names) if n else None for n in slots),
-            f"true class: **{payload['true_class']}**" + (f" · {description['source']}" if true_label is None else ""),
-            payload)
+            info + (f"<br>{note}" if note else ""), payload)
+
+
+def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, source: str,
+                test_index: float, upload: str | None, method: str, layer: str, target: str, opacity: float,
+                pair: dict[str, Any] | None) -> tuple:
+    """A new upload becomes the source; one that cannot be used is dropped with a warning and the view stays.
+
+    Returns the source, the upload field, the test-index slider and ``show_cams``'s outputs.
+    """
+    try:
+        read_upload(upload, ctx.dataset(dataset_name)) if upload else None
+    except UploadError as exc:
+        gr.Warning(f"the upload is not used: {exc}")
+        return (gr.skip(), None, gr.skip(), *[gr.skip()] * 7)
+    return (SOURCES[3], gr.skip(), source_controls(SOURCES[3]),
+            *show_cams(ctx, dataset_name, model_a, model_b, SOURCES[3], test_index, upload, method, layer, target,
+                       opacity, pair))
+
+
+def source_controls(source: str) -> gr.Slider:
+    """The test-index slider is live only when the source is a test image (a swapped view or an upload has none)."""
+    return gr.Slider(interactive=source == SOURCES[0])
 
 
 def layer_choices(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> list[str]:
@@ -124,16 +175,12 @@ def refresh_layers(ctx: AppContext, dataset_name: str, model_a: str | None, mode
     return gr.Dropdown(choices=choices, value=current if current in choices else DEFAULT_LAYER)
 
 
-def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[gr.Slider, gr.Dropdown]:
-    """A new dataset: its range of test indices and its classes as CAM targets."""
+def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[str, gr.Slider, gr.Dropdown]:
+    """A new dataset: a test image as the source (a swapped view or upload belongs to the old one), its range of
+    test indices and its classes as CAM targets."""
     dataset = ctx.dataset(dataset_name)
-    return (gr.Slider(maximum=len(dataset.test_labels) - 1, value=0),
+    return (SOURCES[0], gr.Slider(maximum=len(dataset.test_labels) - 1, value=0, interactive=True),
             gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]))
-
-
-def use_upload() -> str:
-    """A new upload is what the tab shows next."""
-    return SOURCES[3]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,35 +205,42 @@ def _outputs() -> list[gr.components.Component]:
 
 
 def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> GradCamTab:
-    dataset0 = ctx.dataset("mnist5k")
+    """The tab; every control redraws on mouse, keyboard and typed values (``.input``, the last value wins)."""
+    dataset0 = ctx.dataset(header.dataset.value)
     gr.Markdown("Class activation maps of model A and model B side by side, computed with the "
                 "[grad-cam](https://github.com/jacobgil/pytorch-grad-cam) package. Over a swapped view the patch "
                 "grid is drawn and the patches that came from the other image are outlined.")
     with gr.Row(equal_height=True):
         source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image", scale=3)
-        test_index = gr.Slider(0, len(dataset0.test_labels) - 1, value=0, step=1, label="Test image index", scale=2)
+        test_index = gr.Slider(0, len(dataset0.test_labels) - 1, value=0, step=1, label="Test image index", scale=2,
+                               info="in the whole test split (used when the image is a test image)",
+                               elem_id="cam-test-index")
         upload = gr.File(label="Upload", file_types=UPLOAD_TYPES, height=110, scale=1, elem_id="cam-upload")
     with gr.Row(equal_height=True):
-        method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method")
+        method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method",
+                             info=f"{', '.join(SAME_MAP_METHODS)} coincide on a layer followed only by average "
+                                  "pooling and a linear layer (the default layer here)")
         layer = gr.Dropdown(layer_choices(ctx, header.dataset.value, header.model_a.value, header.model_b.value),
                             value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
                             info="the default is each model's deepest conv block")
         target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
-        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity")
     outputs = _outputs()
 
-    models = [header.dataset, header.model_a, header.model_b]
+    models = header.pickers
     inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
     show = model_handler(ctx, show_cams, small=True)
-    gr.on([demo.load, source.input, test_index.release, method.input, layer.input, target.input, opacity.release,
-           header.model_a.input, header.model_b.input], show, inputs, outputs, api_name="gradcam",
-          trigger_mode="always_last", **work)
-    upload.upload(use_upload, None, source, api_name="gradcam_use_upload", queue=False).then(
-        show, inputs, outputs, api_name="gradcam_upload", **work)
+    gr.on([demo.load, source.input, test_index.input, method.input, layer.input, target.input, opacity.input,
+           upload.clear, *header.models_picked], show, inputs, outputs, api_name="gradcam",
+          js=typed_values_js(inputs), **work)
+    source.input(source_controls, source, test_index, api_name="gradcam_source", queue=False, show_progress="hidden")
+    upload.upload(model_handler(ctx, show_upload, small=True), inputs, [source, upload, test_index, *outputs],
+                  api_name="gradcam_upload", js=typed_values_js(inputs), **work)
     layer.focus(model_handler(ctx, refresh_layers), [*models, layer], layer, api_name="gradcam_layers",
-                show_progress="hidden", **work)
-    header.dataset.input(handler(change_dataset, ctx), header.dataset, [test_index, target],
-                         api_name="gradcam_dataset")
+                show_progress="hidden", concurrency_id=MODEL_WORK, concurrency_limit=1)
+    header.switched.then(handler(change_dataset, ctx), header.dataset, [source, test_index, target],
+                         api_name="gradcam_dataset").then(show, inputs, outputs, api_name="gradcam_after_dataset",
+                                                          **work)
     faithfulness.build_section(ctx, header, method, layer, DEFAULT_LAYER)
     return GradCamTab(source, test_index, inputs, outputs, show, TAB_ID)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from explorer.analysis.claims import claims_heading, claims_markdown, gap_claims, teacher_phrase
 from explorer.analysis.inputs import random_class_pair
-from explorer.analysis.pairs import swap_pair
+from explorer.analysis.pairs import confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.render import render_image
+from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
+from explorer.training.config import TrainConfig
+from explorer.ui.common import MODEL_WORK, AppContext, model_handler
+from explorer.ui.compare import model_claims, split_reports
+from explorer.ui.header import Header
 
-__all__ = ["TAB_ID", "another_example", "build", "example", "first_example"]
+__all__ = ["CLAIM_PAIRS", "TAB_ID", "another_example", "build", "example", "first_example", "guide_claims",
+           "refresh_claims", "refresh_open_claims"]
 
 TAB_ID = "guide"
+CLAIM_PAIRS = 500  # swapped test pairs behind the Guide's sentences about confidence gaps (seed 0, default patches)
+_DEFAULTS = TrainConfig()  # the training CLI's defaults, which the text quotes
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 METHOD = r"""
@@ -33,26 +41,44 @@ is self-distillation without a teacher network: one student, one augmentation, n
    temperature $T$:
    $$\mathcal{L} = \tfrac12\big[\mathrm{CE}(f(\tilde x_a), y) + \mathrm{CE}(f(\tilde x_b), y)\big]
    + \lambda\, T^2\, \mathrm{KL}\big(\sigma(f(\tilde x_t)/T)\,\|\,\sigma(f(\tilde x_s)/T)\big).$$
-   Here $T = 4$ and $\lambda = 1$ (the CS-KD convention); the paper leaves these open.
-5. **Test.** Nothing changes at test time: the same single network sees ordinary images. The swapped pairs
-   taught it to give consistent, less over-confident predictions for partial class evidence.
+   Training's defaults here: $T = TEMPERATURE$, $\lambda = KD_WEIGHT$ (the CS-KD convention; the paper leaves
+   these open), ratio $r = SWAP_RATIO$, and a pair is swapped at all with probability SWAP_PROB.
+5. **Test.** Nothing changes at test time: the same single network sees ordinary images. What training on
+   swapped pairs changed is measured below, on the two models picked above.
+"""
+
+METHOD = (METHOD.replace("TEMPERATURE", f"{_DEFAULTS.temperature:g}").replace("KD_WEIGHT", f"{_DEFAULTS.kd_weight:g}")
+          .replace("SWAP_RATIO", f"{_DEFAULTS.swap_ratio:g}").replace("SWAP_PROB", f"{_DEFAULTS.swap_prob:g}"))
+
+MEASURED_TEXT = f"""
+## What the project measured
+
+The sentences above are about the two models picked. Across seeds, the project's studies (`python -m
+explorer.study`; small_cnn; the paired difference in test-accuracy points with its 95 % interval; swap probability
+1 swaps every pair, the training default before these studies chose 0.5) found:
+
+{evidence_markdown()}
+
+So IPS needs a long enough schedule, and its gain is small where there is one: a single pair of models can
+show either sign. The Train tab's schedules say this beside their times.
 """
 
 TABS = """
 ## What to look for in each tab
 
 - **Patch swap** — the four images with the patch grid; outlined patches came from the other image. Which swapped
-  view does each model trust more (marked **teacher**)? A large KL term means a strong lesson for this pair.
-  Try a larger swap ratio or smaller patches and watch the confidences drop.
-- **Confidence gaps** — over many pairs: a baseline that never saw swapped images tends to disagree strongly
-  between the two views (large gaps); an IPS model has learnt to stay consistent. Which classes are hardest?
-  Click a row to see the pair.
+  view does each model trust more (marked **teacher**, or a **tie** when both are exactly as confident)? A large KL
+  term means a strong lesson for this pair. Try a larger swap ratio or smaller patches: do the confidences drop?
+- **Confidence gaps** — over many pairs: how far apart are the two swapped views' confidences under each model,
+  and how often is a pair a tie? The numbers above say it for the models picked. Which classes have the largest
+  gaps? Click a row to see the pair.
 - **Grad-CAM** — where each model looks. On a swapped view, does the map follow the foreign patches?
 - **Compare** — accuracy, NLL, ECE and Brier of A and B; the reliability diagram (points on the diagonal are
   well calibrated); the confusion matrices and their difference; the samples one model fixes and the other breaks.
 - **Train** — train a baseline, CS-KD or IPS model in the background and watch its loss, KD term, accuracy and ECE
-  beside the demo checkpoints' curves; "same settings, other method" trains the matching comparison. A finished run
-  is offered in the model pickers above, so every other tab can look at it.
+  beside the demo checkpoints' curves; "same settings, other method" trains the matching comparison. IPS needs a
+  long enough schedule: compare methods with the "fair comparison" schedule, not the quick look. A
+  finished run is offered in the model pickers above, so every other tab can look at it.
 
 Everything here runs the same `patch_swap` and `ips_loss` functions that training uses (`explorer/ips.py`).
 """
@@ -70,19 +96,54 @@ Self-KD-Lib's benchmark (200 epochs); the IPS paper reports beating these self-d
 
 def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
             rng: np.random.Generator) -> tuple:
-    """A random same-class test pair, swapped with the default patch size and ratio 0.5, scored: four images
-    and a Markdown summary."""
+    """A random same-class test pair, swapped with the default patch size and training's default ratio, scored:
+    four images and a Markdown summary."""
     dataset = ctx.dataset(dataset_name)
     label, _, _, i, j = random_class_pair(dataset, rng)
     checkpoints = ctx.models(dataset, model_a, model_b)
     pair = swap_pair(dataset, dataset.test_images[i], dataset.test_images[j], label,
-                     default_patch_size(dataset.image_size), 0.5, int(rng.integers(1_000_000)),
+                     default_patch_size(dataset.image_size), _DEFAULTS.swap_ratio, int(rng.integers(1_000_000)),
                      {name: c.model for name, c in checkpoints.items()})
-    lines = [f"Class **{dataset.class_names[label]}**, test images #{i} and #{j}."]
-    lines += [f"- **{name}**: confidence a′ {s.swapped_a:.3f}, b′ {s.swapped_b:.3f} → **{s.teacher}′ teaches**, "
-              f"KL·T² = {s.kd:.4f}" for name, s in pair.scores.items()]
+    lines = [f"Class **{dataset.class_names[label]}**, test images #{i} (a) and #{j} (b)."]
+    lines += [f"- **{name}**: {teacher_phrase(s.swapped_a, s.swapped_b)}, KL·T² = {s.kd:.4f}"
+              for name, s in pair.scores.items()]
     images = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
     return (*images, "\n".join(lines))
+
+
+def guide_claims(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> str:
+    """What the method did to the models shown, generated from their numbers (Markdown): model B against model A
+    over the test split (the Compare tab's claims) and over ``CLAIM_PAIRS`` swapped pairs (the gaps tab's)."""
+    dataset = ctx.dataset(dataset_name)
+    checkpoints = ctx.models(dataset, model_a, model_b)
+    if len(checkpoints) != 2:
+        return (f"Pick two models trained on {dataset.name} above (a baseline as A, an IPS model as B) to see what "
+                "the method did to them, measured here.")
+    reports = split_reports(ctx, dataset, checkpoints)
+    methods = [str(c.card.get("method", "?")) for c in checkpoints.values()]
+    gaps = confidence_gaps(dataset, {name: c.model for name, c in checkpoints.items()},
+                           min(CLAIM_PAIRS, len(dataset.test_labels)), default_patch_size(dataset.image_size),
+                           _DEFAULTS.swap_ratio, 0)
+    stats = {name: gap_statistics(gaps.gap(name), gaps.labels, gaps.teacher_is_a[name], dataset.num_classes)
+             for name in checkpoints}
+    return claims_markdown(claims_heading(*methods, dataset.name),
+                           [*model_claims(dataset, reports), *gap_claims(stats, len(gaps.anchors))])
+
+
+def refresh_claims(ctx: AppContext, shown: list | None, dataset_name: str, model_a: str | None,
+                   model_b: str | None) -> tuple:
+    """The tab opened: ``guide_claims`` unless they are shown for these dataset and models already."""
+    if shown == [dataset_name, model_a, model_b]:
+        return gr.skip(), gr.skip()
+    return guide_claims(ctx, dataset_name, model_a, model_b), [dataset_name, model_a, model_b]
+
+
+def refresh_open_claims(ctx: AppContext, tab_id: str, active: str | None, shown: list | None, dataset_name: str,
+                        model_a: str | None, model_b: str | None) -> tuple:
+    """The header changed: ``refresh_claims`` when the Guide is the open tab, else nothing (it computes on opening)."""
+    if active != tab_id:
+        return gr.skip(), gr.skip()
+    return refresh_claims(ctx, shown, dataset_name, model_a, model_b)
 
 
 def first_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> tuple:
@@ -95,10 +156,14 @@ def another_example(ctx: AppContext, dataset_name: str, model_a: str | None, mod
     return example(ctx, dataset_name, model_a, model_b, np.random.default_rng())
 
 
-def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
+def build(ctx: AppContext, header: Header, demo: gr.Blocks, tab: gr.Tab, active: gr.State) -> None:
+    """The tab; its sentences about the models are computed when it opens (and when the header changes then)."""
     gr.Markdown(METHOD, latex_delimiters=LATEX)
+    gr.Markdown("## What it did here")
+    claims = gr.Markdown("Open this tab to measure the models picked above.", elem_id="guide-claims")
+    gr.Markdown(MEASURED_TEXT, elem_id="guide-measured")
     gr.Markdown("## A live example\nA random test pair of the chosen dataset, swapped with its default patch "
-                "size and ratio 0.5, scored by model A and model B.")
+                f"size and ratio {_DEFAULTS.swap_ratio:g}, scored by model A and model B.")
     with gr.Row(equal_height=True, elem_id="guide-images"):
         pictures = [gr.Image(label=title, format="png", interactive=False, height=240, elem_classes="pixelated",
                              buttons=[]) for title in ("a", "b", "a′", "b′")]
@@ -106,10 +171,19 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     another = gr.Button("Another example")
     gr.Markdown(TABS)
     gr.Markdown(PEERS)
+    shown = gr.State()  # the dataset and models the claims are about
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
-    models = [header.dataset, header.model_a, header.model_b]
-    demo.load(model_handler(ctx, first_example, small=True), models, [*pictures, example_text],
-              api_name="guide_first_example", **work)
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    models = header.pickers
+    first = model_handler(ctx, first_example, small=True)
+    gr.on([demo.load, *header.models_picked], first, models, [*pictures, example_text],
+          api_name="guide_first_example", **work)
+    header.switched.then(first, models, [*pictures, example_text], api_name="guide_dataset_example", **work)
     another.click(model_handler(ctx, another_example, small=True), models, [*pictures, example_text],
                   api_name="guide_example", **work)
+    tab.select(model_handler(ctx, refresh_claims), [shown, *models], [claims, shown], api_name="guide_claims", **work)
+    refresh_open = model_handler(ctx, refresh_open_claims, TAB_ID)
+    gr.on(header.models_picked, refresh_open, [active, shown, *models], [claims, shown],
+          api_name="guide_claims_models", **work)
+    header.switched.then(refresh_open, [active, shown, *models], [claims, shown],
+                         api_name="guide_claims_dataset", **work)

@@ -51,7 +51,7 @@ from explorer.training.study import (
     save_spec,
 )
 from explorer.ui.common import handler
-from explorer.ui.train import TRAIN_DATASETS
+from explorer.ui.train_form import TRAIN_DATASETS
 
 __all__ = ["TAB_ID", "TICK_S", "build", "cancel_study", "estimate_study", "export_study", "launch_study",
            "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states", "study_results"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,17 +12,21 @@ import gradio as gr
 import numpy as np
 import torch
 
-from explorer.analysis.inputs import class_label, class_size, random_class_pair, whole_number
-from explorer.analysis.pairs import SwappedPair, class_test_index, patch_sizes, swap_pair
+from explorer.analysis.claims import distinct, teacher_phrase
+from explorer.analysis.inputs import class_label, class_size, patch_size_choices, random_class_pair, whole_number
+from explorer.analysis.pairs import SwappedPair, class_test_index, swap_pair
 from explorer.analysis.payloads import swap_pair_payload
 from explorer.analysis.render import render_image
-from explorer.analysis.uploads import read_upload
+from explorer.analysis.uploads import UploadError, read_upload
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
+from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
+from explorer.ui.common import MODEL_WORK, AppContext, model_handler
+from explorer.ui.header import Header
 
-__all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair"]
+__all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair",
+           "show_upload", "typed_values_js"]
 
 TAB_ID = "swap"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
@@ -47,6 +52,21 @@ class SwapTab:
     tab_id: str = TAB_ID
 
 
+def typed_values_js(inputs: list[gr.components.Component]) -> str:
+    """A browser-side step before an event: a number typed into a slider's box beyond its range is clamped to it
+    (an emptied box takes the slider's position), as the slider itself does on blur.
+
+    Gradio refuses a whole event whose slider value is out of range, and the slider's clamping on blur sends no
+    new event, so without this step a typed 150 on a 0-99 slider would leave every output in error. Sliders are
+    found by their ``elem_id``; API calls skip this step and get Gradio's range check.
+    """
+    fixes = "".join(f"v[{i}] = clamp({json.dumps(c.elem_id)}, v[{i}]); " for i, c in enumerate(inputs)
+                    if isinstance(c, gr.Slider) and c.elem_id)
+    return ("(...v) => { const clamp = (id, x) => { const r = document.querySelector(`#${id} input[type=range]`); "
+            "if (r === null) return x; const n = (x === null || x === '' || isNaN(Number(x))) ? Number(r.value) : "
+            "Number(x); return Math.min(Math.max(n, Number(r.min)), Number(r.max)); }; " + fixes + "return v; }")
+
+
 # --------------------------------------------------------------------------------------------------
 # Handlers
 # --------------------------------------------------------------------------------------------------
@@ -57,33 +77,47 @@ def _sample(dataset: Dataset, label: int, rank: Any, upload: str | None, which: 
         result = read_upload(upload, dataset)
         notes.extend(f"upload {which}: {note}" for note in result.notes)
         return result.image, {"source": "upload", "file": Path(upload).name}
-    index = class_test_index(dataset, label, whole_number(rank, f"sample {which}"))
-    return dataset.test_images[index], {"source": "test", "test_index": index}
+    rank = whole_number(rank, f"sample {which}")
+    index = class_test_index(dataset, label, rank)
+    return dataset.test_images[index], {"source": "test", "test_index": index, "rank_in_class": rank}
 
 
 def _captions(pair: SwappedPair) -> list[str]:
-    """Markdown under each of the four images: every model's true-class confidence, the teacher marked."""
-    fields = ("original_a", "original_b", "swapped_a", "swapped_b")
-    captions = []
-    for i, field in enumerate(fields):
-        parts = []
-        for name, score in pair.scores.items():
-            teaches = field.startswith("swapped") and field.endswith(score.teacher)
-            parts.append(f"{name}: **{getattr(score, field):.3f}**" + (" ← **teacher**" if teaches else ""))
-        head = "true-class confidence" if i < 2 else "true-class confidence of the swapped view"
-        captions.append(f"{head}<br>" + "<br>".join(parts) if parts else "no model chosen")
-    return captions
+    """Markdown under each of the four images: every model's true-class confidence, the teacher (or a tie) marked.
+
+    The swapped views' confidences get as many digits as it takes to tell them apart (``claims.distinct``).
+    """
+    columns: list[list[str]] = [[], [], [], []]
+    for name, score in pair.scores.items():
+        numbers = (*distinct(score.original_a, score.original_b), *distinct(score.swapped_a, score.swapped_b))
+        for i, number in enumerate(numbers):
+            mark = ""
+            if i >= 2 and score.tie:
+                mark = " = **tie**"
+            elif i >= 2 and "ab"[i - 2] == score.teacher:
+                mark = " ← **teacher**"
+            columns[i].append(f"{name}: **{number}**{mark}")
+    heads = ["true-class confidence"] * 2 + ["true-class confidence of the swapped view"] * 2
+    return [f"{head}<br>" + "<br>".join(parts) if parts else "no model chosen" for head, parts in zip(
+        heads, columns, strict=True)]
 
 
-def _summary(pair: SwappedPair, dataset: Dataset) -> str:
+def _source_text(source: dict[str, Any]) -> str:
+    if source["source"] == "upload":
+        return f"the upload {source['file']}"
+    return f"test image #{source['test_index']} (sample {source['rank_in_class']} of the class)"
+
+
+def _summary(pair: SwappedPair, dataset: Dataset, source_a: dict[str, Any], source_b: dict[str, Any]) -> str:
     count, total = int(pair.mask.sum()), pair.mask.numel()
-    lines = [f"Class **{dataset.class_names[pair.label]}** · {pair.patch_size}x{pair.patch_size}-pixel patches · "
+    lines = [f"Class **{dataset.class_names[pair.label]}** · a = {_source_text(source_a)}, b = "
+             f"{_source_text(source_b)} · {pair.patch_size}x{pair.patch_size}-pixel patches · "
              f"**{count} of {total}** patch positions exchanged (outlined)."]
     for name, s in pair.scores.items():
-        student = "b" if s.teacher == "a" else "a"
-        lines.append(f"- **{name}**: view **{s.teacher}′** teaches {student}′ "
-                     f"({getattr(s, 'swapped_' + s.teacher):.3f} vs {getattr(s, 'swapped_' + student):.3f}); "
-                     f"the pair's KL term KL(teacher ‖ student)·T² = **{s.kd:.4f}** (T = 4)")
+        lines.append(f"- **{name}**: {teacher_phrase(s.swapped_a, s.swapped_b)}; the pair's KL term "
+                     f"KL(teacher ‖ student)·T² = **{s.kd:.4f}** (T = 4)")
+    if not pair.scores:
+        lines.append("- no model chosen: pick model A or B above to see which view teaches")
     return "\n".join(lines)
 
 
@@ -109,7 +143,31 @@ def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     payload = swap_pair_payload(dataset, pair, swap_ratio, seed_int, source_a, source_b, checkpoints, notes)
     state = {"dataset": dataset.name, "label": label, "patch_size": pair.patch_size,
              "mask": pair.mask.numpy(), "swapped": pair.swapped.numpy()}
-    return (*pictures, *_captions(pair), _summary(pair, dataset), payload, state)
+    return (*pictures, *_captions(pair), _summary(pair, dataset, source_a, source_b), payload, state)
+
+
+def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
+                index_a: float, index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int,
+                swap_ratio: float, seed: float) -> tuple:
+    """A new upload: an image that cannot be used is dropped with a warning (its slider's sample shows, as
+    before the upload) instead of turning every panel into an error; then ``show_pair``.
+
+    Returns both upload fields (a dropped one cleared, a good one left as it is) and ``show_pair``'s outputs.
+    """
+    dataset = ctx.dataset(dataset_name)
+    kept, fields = [], []
+    for which, upload in (("a", upload_a), ("b", upload_b)):
+        try:
+            if upload:
+                read_upload(upload, dataset)
+            kept.append(upload)
+            fields.append(gr.skip())
+        except UploadError as exc:
+            gr.Warning(f"image {which} is not used: {exc}")
+            kept.append(None)
+            fields.append(None)
+    return (*fields, *show_pair(ctx, dataset_name, model_a, model_b, class_name, index_a, index_b, *kept, patch_size,
+                                swap_ratio, seed))
 
 
 def _sliders(dataset: Dataset, label: int, first: int, second: int) -> tuple[gr.Slider, gr.Slider]:
@@ -140,12 +198,12 @@ def random_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b
 
 def change_dataset(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, swap_ratio: float,
                    seed: float) -> tuple:
-    """A new dataset: its classes, its patch sizes, its first two samples of the first class."""
+    """A new dataset: its classes, its patch sizes (the default chosen), its first two samples of the first class."""
     dataset = ctx.dataset(dataset_name)
     size = default_patch_size(dataset.image_size)
     name = dataset.class_names[0]
     return (gr.Dropdown(choices=list(dataset.class_names), value=name), *_sliders(dataset, 0, 0, 1),
-            gr.Dropdown(choices=patch_sizes(dataset.image_size), value=size), None, None,
+            gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=size), None, None,
             *show_pair(ctx, dataset_name, model_a, model_b, name, 0, 1, None, None, size, swap_ratio, seed))
 
 
@@ -170,14 +228,19 @@ def _controls(dataset: Dataset) -> _Controls:
     count = class_size(dataset, 0)
     with gr.Row(equal_height=True):
         class_name = gr.Dropdown(list(dataset.class_names), value=dataset.class_names[0], label="Class", scale=1)
-        index_a = gr.Slider(0, count - 1, value=0, step=1, label="Sample a (index within the class)", scale=2)
-        index_b = gr.Slider(0, count - 1, value=1, step=1, label="Sample b (index within the class)", scale=2)
+        index_a = gr.Slider(0, count - 1, value=0, step=1, label="Sample a", scale=2, elem_id="swap-index-a",
+                            info="counts within the class (0 = its first test image); the summary gives the test #")
+        index_b = gr.Slider(0, count - 1, value=1, step=1, label="Sample b", scale=2, elem_id="swap-index-b",
+                            info="counts within the class, like sample a")
         random_button = gr.Button("Random pair", scale=1)
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_sizes(dataset.image_size), value=default_patch_size(dataset.image_size),
-                                 label="Patch size (pixels)", info="only sizes that divide the image size")
-        ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", info="fraction of patch positions exchanged")
-        seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged")
+        patch_size = gr.Dropdown(patch_size_choices(dataset.image_size), value=default_patch_size(dataset.image_size),
+                                 label="Patch size (pixels)", info="the sizes training accepts: divisors of the image "
+                                                                   "side", elem_id="swap-patch-size")
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio",
+                          info="fraction of patch positions exchanged (training's default)", elem_id="swap-ratio")
+        seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged",
+                         elem_id="swap-seed")
     with gr.Accordion("Use your own images (optional)", open=False):
         gr.Markdown("PNG, JPEG, WebP or BMP up to 20 MB. An upload replaces sample a or b, is taken to show the "
                     "chosen class, and is converted to the dataset's channels and size.")
@@ -203,26 +266,30 @@ def _outputs() -> list[gr.components.Component]:
 
 
 def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
+    """The tab; every control redraws on mouse, keyboard and typed values (``.input``, the last value wins)."""
     gr.Markdown("Two test images of one class exchange the same random patch positions. Each model scores all "
                 "four images; of the swapped pair, the view with the higher true-class confidence is the "
-                "**teacher** of the other, and the KL term is what IPS training adds to the loss for this pair.")
-    c = _controls(ctx.dataset("mnist5k"))
+                "**teacher** of the other (a tie goes to a′), and the KL term is what IPS training adds to the loss "
+                "for this pair.")
+    c = _controls(ctx.dataset(header.dataset.value))
     outputs = _outputs()
-    models = [header.dataset, header.model_a, header.model_b]
+    models = header.pickers
     inputs = [*models, c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
     show = model_handler(ctx, show_pair, small=True)
-    gr.on([demo.load, c.index_a.release, c.index_b.release, c.patch_size.input, c.ratio.release, c.seed.submit,
-           c.seed.blur, c.upload_a.upload, c.upload_a.clear, c.upload_b.upload, c.upload_b.clear,
-           header.model_a.input, header.model_b.input], show, inputs, outputs, api_name="swap_pair",
-          trigger_mode="always_last", **work)
+    # .input fires on dragging, arrow keys and typing (not when a handler sets the value: no double drawing)
+    gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,
+           c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs, api_name="swap_pair",
+          js=typed_values_js(inputs), **work)
+    gr.on([c.upload_a.upload, c.upload_b.upload], model_handler(ctx, show_upload, small=True), inputs,
+          [c.upload_a, c.upload_b, *outputs], api_name="swap_upload", js=typed_values_js(inputs), **work)
     c.class_name.input(model_handler(ctx, pick_class, small=True),
                        [*models, c.class_name, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed],
                        [c.index_a, c.index_b, *outputs], api_name="swap_class", **work)
     c.random_button.click(model_handler(ctx, random_pair, small=True), [*models, c.patch_size, c.ratio, c.seed],
                           [c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, *outputs],
                           api_name="random_pair", **work)
-    header.dataset.input(model_handler(ctx, change_dataset, small=True), [*models, c.ratio, c.seed],
+    header.switched.then(model_handler(ctx, change_dataset, small=True), [*models, c.ratio, c.seed],
                          [c.class_name, c.index_a, c.index_b, c.patch_size, c.upload_a, c.upload_b, *outputs],
                          api_name="swap_dataset", **work)
     evidence.build_swap_section(ctx, header, outputs[-1])

@@ -1,10 +1,13 @@
-"""Tab 5, Train: start a training run in the background, watch it live, cancel or delete it.
+"""Tab 5, Train: start a training run in the background, watch it live, cancel, resume or delete it.
 
 The tab drives the app's ``RunManager`` (explorer/training/runs.py): a run is the training CLI in a process of its
 own, so the other tabs stay responsive and a crash in training cannot take the app down. The runs table,
-the selected run and the curves are redrawn from the run folders by ``refresh``, which a ``gr.Timer`` calls
-only while a run is queued or running; when nothing runs, nothing polls. A run folder is a checkpoint
-folder, so a finished run is offered by the header's model pickers, which rescan the disk when they open.
+the selected run, the buttons that apply to it and the curves are redrawn from the run folders by ``refresh``,
+which a ``gr.Timer`` calls only while a run is queued or running; when nothing runs, nothing polls. A run folder
+is a checkpoint folder, so a finished run is offered by the header's model pickers, which rescan the disk when
+they open. The launch form (settings, schedules by purpose with this machine's time, precision, the CLI command)
+is in ``train_form.py``. A cancelled, failed or interrupted run that saved a training state can be resumed
+(``RunManager.resume``): it continues after its last finished epoch, in its own folder.
 """
 
 from __future__ import annotations
@@ -15,26 +18,26 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-import torch
 
 from explorer.analysis.cache import file_version
 from explorer.analysis.figures import training_curves
 from explorer.analysis.payloads import runs_payload
-from explorer.data import DATASETS
+from explorer.analysis.schedules import QUICK, fair_schedule
 from explorer.training.methods import METHODS
-from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, RunInfo
+from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo
 from explorer.training.runfolder import training_curves as run_curves
 from explorer.training.runs import FORM_DEFAULTS, RunManager
 from explorer.ui.common import AppContext, handler
+from explorer.ui.header import Header, dataset_checkpoints, missing_methods
+from explorer.ui.train_form import build_form, launch_run, wire_form
 
 __all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
-           "keep_run", "launch_other_method", "launch_run", "list_runs", "reference_runs", "refresh", "select_run"]
+           "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs", "refresh", "resumable",
+           "resume_run", "run_buttons", "select_run"]
 
 TAB_ID = "train"
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
-# imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
-TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
@@ -63,31 +66,37 @@ def describe(info: RunInfo) -> str:
     return f"{head}\n\n{state}"
 
 
-def _device_choices() -> list[str]:
-    """auto, cpu and the accelerators this machine has."""
-    choices = ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        choices.append("mps")
-    return choices
-
-
-
 # --------------------------------------------------------------------------------------------------
 # Handlers: the RunManager and the reference runs are bound; the rest are the components' values
 # --------------------------------------------------------------------------------------------------
-def _curves(folders: dict[str, Path], references: list[str], files: list[list], previous: dict[str, Any]) -> Any:
-    """The curves figure of ``folders``, or ``gr.skip()`` when none of their metrics files changed."""
+def _curves(folders: dict[str, Path], references: list[str], files: list[list], previous: dict[str, Any],
+            epochs: int | None) -> Any:
+    """The curves figure of ``folders`` with x-axes up to ``epochs``, or ``gr.skip()`` when nothing changed."""
     if files == previous.get("curves"):
         return gr.skip()
     loaded = {name: run_curves(folder) for name, folder in folders.items()}
     return training_curves({name: c for name, (_, c) in loaded.items()}, {name: m for name, (m, _) in loaded.items()},
-                           dashed=references)
+                           dashed=references, epochs=epochs)
+
+
+def resumable(info: RunInfo | None) -> bool:
+    """A cancelled or failed (also: interrupted) run that saved a training state can continue where it stopped."""
+    return info is not None and info.state in ("cancelled", "failed") and (info.path / TRAIN_STATE).is_file()
+
+
+def run_buttons(info: RunInfo | None) -> tuple[gr.Button, gr.Button, gr.Button, gr.Button]:
+    """Cancel, Delete, "Same settings, other method" and Resume, each clickable only when it applies to the
+    selected run (so none answers with an error toast)."""
+    return (gr.Button(interactive=info is not None and info.state not in FINAL_STATES),
+            gr.Button(interactive=info is not None and info.state in FINAL_STATES),
+            gr.Button(interactive=info is not None), gr.Button(interactive=resumable(info)))
 
 
 def refresh(runs: RunManager, references: dict[str, Path], selected: str | None, plotted_runs: list[str] | None,
             reference_names: list[str] | None, previous: dict[str, Any] | None, follow: bool = False) -> tuple:
-    """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves; keep the
-    timer ticking only while a run is queued or running. ``follow`` adds the selected run to the curves.
+    """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves, the buttons
+    that apply to the selected run; keep the timer ticking only while a run is queued or running. ``follow`` adds
+    the selected run to the curves. The curves' x-axes end at the longest plotted run's epochs.
 
     ``previous`` is what the page shows (table rows, run ids, curve files' versions): unchanged parts are
     skipped, so a tick while nothing happens sends nothing big.
@@ -107,13 +116,14 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
     if chosen == (plotted_runs or []) and now["ids"] == previous.get("ids"):
         runs_choice = gr.skip()
     else:
-        runs_choice = gr.Dropdown(choices=list(by_id), value=chosen)
+        runs_choice = gr.Dropdown(choices=list(by_id), value=chosen, multiselect=True)
     info = by_id.get(selected or "")
     failed = info is not None and info.state == "failed"
     return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
             runs_choice, describe(info) if info else "Select a run in the table.",
             gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed),
-            _curves(folders, names, files, previous), now, gr.Timer(active=active))
+            _curves(folders, names, files, previous, max((by_id[r].epochs for r in chosen), default=None)),
+            *run_buttons(info), now, gr.Timer(active=active))
 
 
 def follow_selected(runs: RunManager, references: dict[str, Path], selected: str | None,
@@ -128,16 +138,6 @@ def list_runs(runs: RunManager) -> dict[str, list]:
     return runs_payload(runs.runs())
 
 
-def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
-               patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
-               seed: float, equal_compute: bool, device: str, gpus: float) -> str:
-    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
-    settings = dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                    patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
-                    kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device)
-    return runs.launch(settings, gpus)
-
-
 def _selected(run_id: str | None) -> str:
     if not run_id:
         raise ValueError("select a run in the table first")
@@ -145,17 +145,47 @@ def _selected(run_id: str | None) -> str:
 
 
 def launch_other_method(runs: RunManager, run_id: str) -> str:
-    """Launch the selected run's settings with the method to compare it with; returns the new run's id."""
+    """Launch the selected run's settings with the method to compare it with; returns the new run's id.
+
+    A schedule shorter than the fair comparison's gets a warning: IPS usually loses to CE that early.
+    """
     settings = runs.settings(_selected(run_id))
     other = METHODS[settings["method"]].compare_with
     new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
-    gr.Info(f"{new_id}: {other} with the settings of {run_id}")
+    fair = fair_schedule(settings["dataset"])
+    if int(settings["epochs"]) < fair.epochs:
+        gr.Warning(f"{new_id}: {other} for {settings['epochs']} epochs, as {run_id}. A comparison this short says "
+                   f"little: IPS needs a long enough schedule ({fair.purpose} on {settings['dataset']}: "
+                   f"{fair.epochs} epochs).")
+    else:
+        gr.Info(f"{new_id}: {other} with the settings of {run_id}")
     return new_id
+
+
+def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) -> tuple[str, gr.Tabs]:
+    """The header's button: train the baseline and IPS models the dataset lacks (the fair comparison's epochs, seed
+    0), then show the Train tab following the last of them."""
+    missing = missing_methods(dataset_checkpoints(ctx, dataset))
+    if not missing:
+        raise ValueError(f"{dataset} has a baseline and an IPS checkpoint already; pick them in the model pickers")
+    epochs = fair_schedule(dataset).epochs
+    launched = [runs.launch({**FORM_DEFAULTS, "dataset": dataset, "method": m, "epochs": epochs})
+                for m in missing]
+    gr.Info(f"training {' and '.join(missing)} on {dataset} ({', '.join(launched)}); finished runs appear in the "
+            "model pickers")
+    return launched[-1], gr.Tabs(selected=tab_id)
 
 
 def select_run(evt: gr.SelectData) -> str:
     """A clicked row of the runs table -> its run id."""
     return evt.row_value[0]  # the id column
+
+
+def resume_run(runs: RunManager, run_id: str) -> str:
+    """Continue a cancelled, failed or interrupted run from its last finished epoch, in its own folder."""
+    runs.resume(_selected(run_id))
+    gr.Info(f"run {run_id} resumes after epoch {runs.info(run_id).epoch}")
+    return describe(runs.info(run_id))
 
 
 def cancel_run(runs: RunManager, run_id: str) -> str:
@@ -192,50 +222,6 @@ def keep_run() -> tuple[None, gr.Row]:
 # Layout and wiring
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class _Form:
-    """The launch form; ``fields`` are in ``launch_run``'s parameter order."""
-
-    fields: list[gr.components.Component]
-    launch: gr.Button
-
-
-def _form() -> _Form:
-    defaults = FORM_DEFAULTS
-    gpu_count = torch.cuda.device_count()
-    with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(TRAIN_DATASETS, value=defaults["dataset"], label="Dataset",
-                              info="cifar10/100 need their files under data/", elem_id="train-dataset")
-        model = gr.Dropdown(["small_cnn", "resnet18"], value=defaults["model"], label="Model", allow_custom_value=True,
-                            info="or a torchvision classification model's name")
-        method = gr.Radio([(m.label, m.name) for m in METHODS.values()], value=defaults["method"], label="Method",
-                          info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
-        device = gr.Dropdown(_device_choices(), value=defaults["device"], label="Device",
-                             info="auto: CUDA when present, else CPU")
-    with gr.Row(equal_height=True):
-        epochs = gr.Number(defaults["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
-        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info="anchors per step")
-        lr = gr.Number(defaults["lr"], label="Learning rate", info="peak; cosine decay to 0")
-        seed = gr.Number(defaults["seed"], precision=0, label="Seed")
-        equal_compute = gr.Checkbox(defaults["equal_compute"], label="Equal compute",
-                                    info="CS-KD and IPS: B images per step, as CE")
-    with gr.Row(equal_height=True):
-        patch_size = gr.Number(defaults["patch_size"], precision=0, label="Patch size (pixels)",
-                               info="IPS; 0: auto; must divide the image size")
-        swap_ratio = gr.Slider(0, 1, value=defaults["swap_ratio"], step=0.05, label="Swap ratio",
-                               info="IPS: fraction of patch positions exchanged")
-        swap_prob = gr.Slider(0, 1, value=defaults["swap_prob"], step=0.05, label="Swap probability",
-                              info="IPS: chance that a pair is swapped")
-        temperature = gr.Number(defaults["temperature"], label="Temperature T", info="CS-KD and IPS")
-        kd_weight = gr.Number(defaults["kd_weight"], label="KD weight λ", info="CS-KD and IPS")
-    with gr.Row(equal_height=True):
-        gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
-                         visible=gpu_count > 1)
-        launch = gr.Button("Launch run", variant="primary")
-    return _Form([dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                  kd_weight, seed, equal_compute, device, gpus], launch)
-
-
-@dataclass
 class _RunsPanel:
     """The runs table, the selected run's buttons and details, the delete confirmation, the curves."""
 
@@ -244,6 +230,7 @@ class _RunsPanel:
     cancel: gr.Button
     delete: gr.Button
     other: gr.Button
+    resume: gr.Button
     refresh_button: gr.Button
     confirm_row: gr.Row
     confirm_text: gr.Markdown
@@ -264,9 +251,10 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
     with gr.Row(equal_height=True):
         current = gr.Textbox(label="Selected run", interactive=False, placeholder="click a run in the table", scale=3,
                              elem_id="train-current")
-        cancel = gr.Button("Cancel run", variant="stop", scale=1)
-        delete = gr.Button("Delete run…", scale=1)
-        other = gr.Button("Same settings, other method", scale=2)
+        cancel = gr.Button("Cancel run", variant="stop", scale=1, interactive=False)  # run_buttons enables them
+        delete = gr.Button("Delete run…", scale=1, interactive=False)
+        other = gr.Button("Same settings, other method", scale=2, interactive=False)
+        resume = gr.Button("Resume run", scale=1, interactive=False, elem_id="train-resume")
         refresh_button = gr.Button("Refresh", scale=1)
     with gr.Row(visible=False, equal_height=True) as confirm_row:
         confirm_text = gr.Markdown()
@@ -282,17 +270,21 @@ def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
         shown_references = gr.CheckboxGroup(list(references), value=list(references), scale=2,
                                             label="Reference curves (demo checkpoints, dashed)")
     curves = gr.Plot(label="training curves", show_label=False, elem_id="train-curves")
-    return _RunsPanel(table, current, cancel, delete, other, refresh_button, confirm_row, confirm_text, confirm, keep,
-                      pending_delete, details, log, plotted, shown_references, curves)
+    return _RunsPanel(table, current, cancel, delete, other, resume, refresh_button, confirm_row, confirm_text,
+                      confirm, keep, pending_delete, details, log, plotted, shown_references, curves)
 
 
-def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
+def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: gr.Tabs) -> None:
+    """The tab; it also wires the header's button that trains a dataset's missing baseline and IPS models."""
     references = reference_runs(ctx.checkpoints_dir)
     gr.Markdown("Train a model in the background: it runs as a separate process (on the GPU when there is one), "
-                f"so the other tabs stay usable. The defaults train IPS on mnist5k for {FORM_DEFAULTS['epochs']} "
-                f"epochs, about a minute on a laptop CPU; at most {runs.max_concurrent} run(s) train at once, further "
-                "launches wait in the queue. A finished run appears in the model pickers above.")
-    form = _form()
+                f"so the other tabs stay usable; at most {runs.max_concurrent} run(s) train at once, further launches "
+                "wait in the queue. A finished run appears in the model pickers above while they show its dataset."
+                "\n\n**IPS needs a long enough schedule.** In the project's studies (every pair swapped) IPS was "
+                "behind CE after 15 epochs on mnist5k and level or ahead from 30 on; so compare methods with the "
+                f"*{fair_schedule('mnist5k').purpose}* schedule (its note says what was measured on the dataset); "
+                f"the *{QUICK.purpose}* shows the curves move, not which method is better.")
+    form = build_form(ctx)
     p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped
@@ -301,12 +293,16 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
     watch = handler(refresh, runs, references)
     follow = handler(follow_selected, runs, references)
     watch_inputs = [p.current, p.plotted, p.shown_references, shown]
-    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, shown, timer]
+    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, p.cancel, p.delete, p.other, p.resume, shown,
+                     timer]
     quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
     gr.on([tab.select, timer.tick, p.refresh_button.click, p.plotted.input, p.shown_references.input], watch,
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
     form.launch.click(handler(launch_run, runs), form.fields, p.current, api_name="launch_run").success(
         follow, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
+    header.train_pair.click(handler(launch_pair, ctx, runs, TAB_ID), header.dataset, [p.current, tabs],
+                            api_name="launch_pair").success(follow, watch_inputs, watch_outputs,
+                                                            api_name="watch_launched_pair", **quiet)
     p.other.click(handler(launch_other_method, runs), p.current, p.current, api_name="launch_other_method").success(
         follow, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
     p.table.select(handler(select_run), None, p.current, api_name="select_run", show_progress="hidden").then(
@@ -319,3 +315,6 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                     [p.pending_delete, p.confirm_row, p.current, p.plotted], api_name="delete_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_deleted_run", **quiet)
     p.keep.click(keep_run, None, [p.pending_delete, p.confirm_row], api_name="keep_run")
+    p.resume.click(handler(resume_run, runs), p.current, p.details, api_name="resume_run").success(
+        watch, watch_inputs, watch_outputs, api_name="watch_resumed_run", **quiet)
+    wire_form(ctx, form, tab)

@@ -1,0 +1,191 @@
+"""The Train tab's launch form: settings, schedules by purpose with this machine's time, the CLI command.
+
+Split from ``train.py`` (the runs panel) to keep each module readable. The form's values are ``TrainConfig``
+fields; defaults come from ``explorer.training.runs.FORM_DEFAULTS`` (the CLI's, 5 epochs), never written here.
+The command line under the form is built from the settings through ``explorer.training.config.parse_config``,
+so what it shows is what the CLI accepts (or the CLI's own refusal); it lists only the flags that differ from
+the CLI's defaults.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, fields
+from typing import Any
+
+import gradio as gr
+import torch
+
+from explorer.analysis.schedules import estimate_text, fair_schedule, schedule_choices, schedules
+from explorer.data import DATASETS
+from explorer.training.config import ConfigError, TrainConfig, field_types, parse_config
+from explorer.training.methods import METHODS
+from explorer.training.precision import PRECISIONS
+from explorer.training.runs import FORM_DEFAULTS, RunManager
+from explorer.ui.common import AppContext, handler
+
+__all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "launch_run", "schedule_of",
+           "show_schedules"]
+
+CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
+# imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
+TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers
+# --------------------------------------------------------------------------------------------------
+def _settings(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float, patch_size: float,
+              swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float, seed: float,
+              equal_compute: bool, device: str, precision: str) -> dict[str, Any]:
+    return dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
+                kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device, precision=precision)
+
+
+def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
+               patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
+               seed: float, equal_compute: bool, device: str, gpus: float,
+               precision: str = FORM_DEFAULTS["precision"]) -> str:
+    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
+    settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
+                         temperature, kd_weight, seed, equal_compute, device, precision)
+    return runs.launch(settings, gpus)
+
+
+def command_line(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
+                 patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
+                 seed: float, equal_compute: bool, device: str, gpus: float,
+                 precision: str = FORM_DEFAULTS["precision"]) -> str:
+    """The training CLI command of the form's settings (the flags that differ from the defaults), checked by
+    ``parse_config``; a value the CLI refuses gives its one-line message instead."""
+    settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
+                         temperature, kd_weight, seed, equal_compute, device, precision)
+    defaults, kinds, argv = TrainConfig(), field_types(), []
+    for name, value in settings.items():
+        if value is None or value == "":
+            return f"# --{name.replace('_', '-')} is empty; give it a value"
+        if kinds[name] is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if value == getattr(defaults, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [] if value is False else [flag, str(value)]
+    try:
+        parse_config(argv)
+    except ConfigError as exc:
+        return f"# the CLI refuses these settings: {exc}"
+    launcher = ["python", "-m", "explorer.train"]
+    if gpus and int(gpus) > 1:
+        launcher[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(gpus)}"]
+    return shlex.join([*launcher, *argv])
+
+
+def apply_schedule(schedule: str, dataset: str) -> Any:
+    """A chosen schedule sets the epochs (custom leaves them)."""
+    return next((s.epochs for s in schedules(dataset) if s.key == schedule), gr.skip())
+
+
+def schedule_of(epochs: float | None, dataset: str) -> str:
+    """Typed epochs select the schedule they match, else "custom"."""
+    return next((s.key for s in schedules(dataset) if epochs is not None and s.epochs == epochs), CUSTOM)
+
+
+def _schedule_info(dataset: str, how: str) -> str:
+    quick, fair = schedules(dataset)
+    return (f"IPS needs a long enough schedule. Measured by the project: {quick.purpose}: {quick.evidence}. "
+            f"{fair.purpose}: {fair.evidence}. Times: {how}")
+
+
+def show_schedules(ctx: AppContext, dataset: str, model: str, method: str, equal_compute: bool, epochs: float | None,
+                   measure: bool = True) -> gr.Radio:
+    """The schedules of the form's dataset, labelled with the time each takes here for its model and method
+    (``measure``: time a few steps when no earlier run tells the speed); the one the epochs match is chosen."""
+    settings = {"dataset": dataset, "model": model, "method": method, "equal_compute": equal_compute}
+    how = estimate_text({**settings, "epochs": fair_schedule(dataset).epochs}, ctx.runs_dir, measure)[1]
+    return gr.Radio(choices=[*schedule_choices(settings, ctx.runs_dir, measure), (CUSTOM, CUSTOM)],
+                    value=schedule_of(epochs, dataset), info=_schedule_info(dataset, how))
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout and wiring
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Form:
+    """The launch form; ``fields`` are in ``launch_run``'s parameter order."""
+
+    fields: list[gr.components.Component]
+    launch: gr.Button
+    schedule: gr.Radio
+    command: gr.Code
+
+
+def _device_choices() -> list[str]:
+    """auto, cpu and the accelerators this machine has."""
+    choices = ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
+def build_form(ctx: AppContext) -> Form:
+    """The form's components (the schedules' times are filled in when the tab opens)."""
+    d = FORM_DEFAULTS
+    gpu_count = torch.cuda.device_count()
+    with gr.Row(equal_height=True):
+        dataset = gr.Dropdown(TRAIN_DATASETS, value=d["dataset"], label="Dataset",
+                              info="cifar10/100 need their files under data/", elem_id="train-dataset")
+        model = gr.Dropdown(["small_cnn", "resnet18"], value=d["model"], label="Model", allow_custom_value=True,
+                            info="or a torchvision classification model's name")
+        method = gr.Radio([(m.label, m.name) for m in METHODS.values()], value=d["method"], label="Method",
+                          info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
+        device = gr.Dropdown(_device_choices(), value=d["device"], label="Device",
+                             info="auto: CUDA when present, else CPU")
+        precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision", elem_id="train-precision",
+                                info="auto: bf16 on a GPU that has it, else fp32; fp16 scales the loss")
+    schedule = show_schedules(ctx, d["dataset"], d["model"], d["method"], d["equal_compute"], d["epochs"],
+                              measure=False)
+    schedule = gr.Radio(schedule.choices, value=schedule.value, info=schedule.info, label="Schedule",
+                        elem_id="train-schedule")
+    with gr.Row(equal_height=True):
+        epochs = gr.Number(d["epochs"], precision=0, label="Epochs", elem_id="train-epochs")
+        batch_size = gr.Number(d["batch_size"], precision=0, label="Batch size", info="anchors per step")
+        lr = gr.Number(d["lr"], label="Learning rate", info="peak; cosine decay to 0")
+        seed = gr.Number(d["seed"], precision=0, label="Seed")
+        equal_compute = gr.Checkbox(d["equal_compute"], label="Equal compute",
+                                    info="CS-KD and IPS: B images per step, as CE")
+    with gr.Row(equal_height=True):
+        patch_size = gr.Number(d["patch_size"], precision=0, label="Patch size (pixels)",
+                               info="IPS; 0: auto; must divide the image size")
+        swap_ratio = gr.Slider(0, 1, value=d["swap_ratio"], step=0.05, label="Swap ratio", info=_help("swap_ratio"))
+        swap_prob = gr.Slider(0, 1, value=d["swap_prob"], step=0.05, label="Swap probability",
+                              info=_help("swap_prob"))
+        temperature = gr.Number(d["temperature"], label="Temperature T", info="CS-KD and IPS")
+        kd_weight = gr.Number(d["kd_weight"], label="KD weight λ", info="CS-KD and IPS")
+    with gr.Row(equal_height=True):
+        gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
+                         visible=gpu_count > 1)
+        launch = gr.Button("Launch run", variant="primary")
+    form_fields = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
+                   kd_weight, seed, equal_compute, device, gpus, precision]
+    command = gr.Code(command_line(*(f.value for f in form_fields)), language="shell", interactive=False,
+                      label="The same run from a terminal", elem_id="train-command")
+    return Form(form_fields, launch, schedule, command)
+
+
+def wire_form(ctx: AppContext, form: Form, tab: gr.Tab) -> None:
+    """Schedule and epochs follow each other; the schedules' times follow the dataset, model and method (timed
+    when the tab opens); the command line follows every field."""
+    dataset, model, method, epochs, equal_compute = (form.fields[i] for i in (0, 1, 2, 3, 12))
+    instant = dict(queue=False, show_progress="hidden")
+    form.schedule.input(apply_schedule, [form.schedule, dataset], epochs, api_name="train_schedule", **instant)
+    epochs.input(schedule_of, [epochs, dataset], form.schedule, api_name="train_epochs", **instant)
+    gr.on([tab.select, dataset.input, model.input, method.input, equal_compute.input], handler(show_schedules, ctx),
+          [dataset, model, method, equal_compute, epochs], form.schedule, api_name="train_schedules",
+          show_progress="hidden", trigger_mode="always_last")
+    gr.on([f.change for f in form.fields], command_line, form.fields, form.command, api_name="train_command",
+          **instant)

@@ -1,0 +1,86 @@
+"""The header's plain functions: the model lists follow the dataset, and a switch picks that dataset's models."""
+
+import shutil
+
+import pytest
+import torch
+
+from explorer.ui.common import AppContext
+from explorer.ui.header import (
+    dataset_checkpoints,
+    dataset_choices,
+    missing_methods,
+    notice_text,
+    pick_models,
+    refresh_models,
+    switch_dataset,
+    train_label,
+)
+from tests.helpers import CE_DEMO, CSKD_DEMO, DEMO, IPS_DEMO, save_digits_run
+
+CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+
+
+@pytest.fixture()
+def ctx(tmp_path) -> AppContext:
+    save_digits_run(tmp_path)  # a CE checkpoint of the 8x8 digits in the runs folder
+    return AppContext(tmp_path, DEMO, torch.device("cpu"))
+
+
+def _values(dropdown) -> list[str]:
+    return [value for _, value in dropdown.choices]
+
+
+def test_the_checkpoints_of_a_dataset_are_those_trained_on_it(ctx):
+    mnist = dataset_checkpoints(ctx, "mnist5k")
+    assert [(path, method) for _, path, method in mnist] == [(CE, "ce"), (str(CSKD_DEMO), "cskd"), (IPS, "ips")]
+    digits = dataset_checkpoints(ctx, "digits")
+    assert [(path, method) for _, path, method in digits] == [(str(ctx.runs_dir / "digits-run"), "ce")]
+    assert dataset_checkpoints(ctx, "cifar10") == []
+    assert dataset_choices(ctx) == [("mnist5k · 3 checkpoints", "mnist5k"), ("digits · 1 checkpoint", "digits")]
+
+
+def test_a_switch_keeps_models_that_fit_and_else_picks_the_baseline_and_ips(ctx):
+    mnist = dataset_checkpoints(ctx, "mnist5k")
+    assert pick_models(mnist, None, None) == (CE, IPS)
+    assert pick_models(mnist, str(CSKD_DEMO), CE) == (str(CSKD_DEMO), CE)  # chosen and fitting: kept
+    digits_run = str(ctx.runs_dir / "digits-run")
+    assert pick_models(dataset_checkpoints(ctx, "digits"), CE, IPS) == (digits_run, None)
+
+
+def test_switching_to_digits_offers_only_its_checkpoints_and_says_what_is_missing(ctx):
+    dataset, model_a, model_b, notice, button, shown = switch_dataset(ctx, "digits", CE, IPS, "mnist5k")
+    digits_run = str(ctx.runs_dir / "digits-run")
+    assert dataset == "digits" and shown == "digits"
+    assert _values(model_a) == _values(model_b) == [digits_run]
+    assert (model_a.value, model_b.value) == (digits_run, None)  # the mnist5k models are not kept
+    assert "no IPS checkpoint trained on **digits**" in notice and "Train tab" in notice
+    assert button.visible and button.value.startswith("Train IPS on digits (~")
+    back = switch_dataset(ctx, "mnist5k", digits_run, None, "digits")
+    assert (back[1].value, back[2].value, back[3], back[4].visible) == (CE, IPS, "", False)
+    assert _values(back[1]) == [CE, str(CSKD_DEMO), IPS]
+
+
+def test_a_dataset_without_checkpoints_offers_to_train_both(ctx):
+    shutil.rmtree(ctx.runs_dir / "digits-run")
+    _, model_a, model_b, notice, button, _ = switch_dataset(ctx, "digits", CE, IPS, "mnist5k")
+    assert (model_a.value, model_b.value, model_a.choices) == (None, None, [])
+    assert notice.startswith("There is no checkpoint trained on **digits** here yet: train CE and IPS")
+    assert button.value.startswith("Train CE and IPS on digits (~") and missing_methods([]) == ["ce", "ips"]
+    assert train_label(ctx, "mnist5k", dataset_checkpoints(ctx, "mnist5k")) is None
+    assert notice_text("mnist5k", dataset_checkpoints(ctx, "mnist5k")) == ""
+
+
+def test_a_dataset_that_cannot_be_opened_is_refused_and_the_previous_one_stays(ctx):
+    with pytest.warns(UserWarning, match="cifar10 cannot be opened here"):
+        dataset, model_a, model_b, _, _, shown = switch_dataset(ctx, "cifar10", CE, IPS, "mnist5k")
+    assert (dataset, model_a.value, model_b.value, shown) == ("mnist5k", CE, IPS, "mnist5k")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        switch_dataset(ctx, "nope", CE, IPS, None)
+
+
+def test_a_picker_rescans_the_disk_for_the_datasets_checkpoints(ctx):
+    assert _values(refresh_models(ctx, "digits", None)) == [str(ctx.runs_dir / "digits-run")]
+    shutil.copytree(IPS_DEMO, ctx.runs_dir / "new-ips")  # a run that finished since
+    refreshed = refresh_models(ctx, "mnist5k", CE)
+    assert str(ctx.runs_dir / "new-ips") in _values(refreshed) and refreshed.value == CE
