@@ -14,7 +14,7 @@ from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
+from explorer.ui.common import ANALYSIS_EVENTS, MODEL_WORK, AppContext, Header, analysis_handler, handler
 from explorer.ui.swap import SwapTab
 
 __all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair"]
@@ -125,9 +125,9 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
                                 ALL_CLASSES)
 
     work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
-    run.click(model_handler(ctx, compute_gaps),
+    run.click(analysis_handler(ctx, compute_gaps),
               [header.dataset, header.model_a, header.model_b, which, class_filter, n_pairs, patch_size, ratio, seed],
-              [*plots, table, summary, data, run_state], api_name="confidence_gaps", **work)
+              [*plots, table, summary, data, run_state], api_name="confidence_gaps", **ANALYSIS_EVENTS)
     header.dataset.input(handler(change_dataset, ctx), header.dataset, [class_filter, n_pairs, patch_size],
                          api_name="gaps_dataset")
     table.select(handler(open_pair, ctx, swap.tab_id), run_state,
