@@ -19,6 +19,14 @@ def test_defaults_bind_this_machine_only():
     assert args.host == "127.0.0.1" and args.port == 7860 and not args.share and args.auth is None
     assert args.runs_dir == "runs" and args.checkpoints_dir == "checkpoints"
     assert args.max_runs is None  # the run manager's default: 1 per GPU, 1 on CPU
+    assert args.max_queued == 8
+
+
+def test_max_queued_must_not_be_negative(capsys):
+    assert parse_args(["--max-queued", "0"]).max_queued == 0
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--max-queued", "-1"])
+    assert info.value.code == 2 and "--max-queued must be at least 0; got -1" in capsys.readouterr().err
 
 
 def test_max_runs_must_be_positive(capsys):

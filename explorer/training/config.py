@@ -203,13 +203,18 @@ def _resume_config(run_dir_text: str, given: set[str]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _shown(value: int) -> str:
+    """A whole number as a message shows it: in full, unless it has more than 30 digits (a form's 1e308)."""
+    return f"{value:.3g}" if abs(value) >= 10**30 else str(value)
+
+
 def _check_ranges(cfg: TrainConfig) -> None:
     low_t, high_t = TEMPERATURE_RANGE
     checks = [
-        (1 <= cfg.epochs <= MAX_EPOCHS, f"--epochs must be between 1 and {MAX_EPOCHS}; got {cfg.epochs}"),
+        (1 <= cfg.epochs <= MAX_EPOCHS, f"--epochs must be between 1 and {MAX_EPOCHS}; got {_shown(cfg.epochs)}"),
         (2 <= cfg.batch_size <= MAX_BATCH_SIZE,
-         f"--batch-size must be between 2 and {MAX_BATCH_SIZE}; got {cfg.batch_size}"),
-        (0 <= cfg.seed <= MAX_SEED, f"--seed must be a whole number between 0 and 2^63 - 1; got {cfg.seed}"),
+         f"--batch-size must be between 2 and {MAX_BATCH_SIZE}; got {_shown(cfg.batch_size)}"),
+        (0 <= cfg.seed <= MAX_SEED, f"--seed must be a whole number between 0 and 2^63 - 1; got {_shown(cfg.seed)}"),
         (not (cfg.equal_compute and cfg.batch_size % 2),
          f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
         (0 < cfg.lr <= MAX_LR, f"--lr must be a positive number up to {MAX_LR:g}; got {cfg.lr}"),

@@ -187,11 +187,16 @@ class Recorder:
         try:
             client.submit(api_name=f"/{endpoint}", **inputs).result(timeout=REQUEST_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 (every failure a user would see counts)
-            with self._lock:
-                self.errors.setdefault(endpoint, []).append(f"{type(exc).__name__}: {exc}"[:200])
+            self.record(endpoint, error=f"{type(exc).__name__}: {exc}")
             return
+        self.record(endpoint, seconds=time.perf_counter() - start)
+
+    def record(self, endpoint: str, seconds: float | None = None, error: str | None = None) -> None:
         with self._lock:
-            self.latency.setdefault(endpoint, []).append(time.perf_counter() - start)
+            if error is not None:
+                self.errors.setdefault(endpoint, []).append(error[:200])
+            else:
+                self.latency.setdefault(endpoint, []).append(seconds)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -199,16 +204,25 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _student(url: str, recorder: Recorder, user: int, rounds: int, think_s: float, distinct: int) -> None:
-    """One user: opens the app, then swap -> random pair -> Grad-CAM -> gaps -> Compare per round."""
+def _open(url: str, recorder: Recorder):
+    """A user's client (it reads the app's API description, as a browser reads the page), or None on failure,
+    recorded as an error of ``open``. The time limit is a patient browser's, not httpx's default 5 s."""
     from gradio_client import Client
 
-    rng = random.Random(user)
+    start = time.perf_counter()
     try:
-        client = Client(url, verbose=False, download_files=False)
-    except Exception as exc:  # noqa: BLE001
-        with recorder._lock:
-            recorder.errors.setdefault("open", []).append(f"{type(exc).__name__}: {exc}"[:200])
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": REQUEST_TIMEOUT_S})
+    except Exception as exc:  # noqa: BLE001 (every failure a user would see counts)
+        recorder.record("open", error=f"{type(exc).__name__}: {exc}")
+        return None
+    recorder.record("open", seconds=time.perf_counter() - start)
+    return client
+
+
+def _student(url: str, recorder: Recorder, user: int, rounds: int, think_s: float, distinct: int) -> None:
+    """One user: opens the app, then swap -> random pair -> Grad-CAM -> gaps -> Compare per round."""
+    rng = random.Random(user)
+    if (client := _open(url, recorder)) is None:
         return
     for _ in range(rounds):
         steps = [("swap_pair", dict(upload_a=None, upload_b=None, index_a=rng.randrange(80),
@@ -225,9 +239,8 @@ def _student(url: str, recorder: Recorder, user: int, rounds: int, think_s: floa
 
 def _round_robin_client(url: str, recorder: Recorder, client_index: int, requests: int) -> None:
     """The issue's load test: ``requests`` requests round-robin over four endpoints, no think time."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False, download_files=False)
+    if (client := _open(url, recorder)) is None:
+        return
     order = [("swap_pair", lambda i: dict(upload_a=None, upload_b=None, index_a=i % 80, index_b=(i + 1) % 80,
                                           seed=i)),
              ("confidence_gaps", lambda i: dict(n_pairs=500, seed=0)),
@@ -278,7 +291,7 @@ def measure_class(args: argparse.Namespace) -> dict:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-    done = sum(len(v) for v in recorder.latency.values())
+    done = sum(len(v) for k, v in recorder.latency.items() if k != "open")
     return {"users": args.users, "mode": f"round-robin x {args.round_robin}" if args.round_robin else
             f"class, {args.rounds} rounds, think {args.think:g} s, {args.distinct} distinct gaps settings",
             "wall_s": wall, "requests": done, "throughput_per_s": done / wall,

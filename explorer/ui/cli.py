@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                            "offered as a checkpoint (default runs)")
     parser.add_argument("--max-runs", type=int, metavar="N", help="training processes at once; further runs "
                                                                   "wait in a queue (default: 1 per GPU, 1 on CPU)")
+    parser.add_argument("--max-queued", type=int, default=8, metavar="N",
+                        help="runs that may wait for a free slot at once; further launches are refused (default 8; "
+                             "a study's runs are not counted)")
     parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
@@ -48,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--auth needs USER:PASSWORD, both non-empty")
     if args.max_runs is not None and args.max_runs < 1:
         parser.error(f"--max-runs must be at least 1; got {args.max_runs}")
+    if args.max_queued < 0:
+        parser.error(f"--max-queued must be at least 0; got {args.max_queued}")
     return args
 
 
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if (warning := exposure_warning(args)) is not None:
         warnings.warn(warning, stacklevel=1)
-    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs)  # reconciles runs an earlier app left behind
+    # the run manager reconciles the runs an earlier app left behind
+    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
     try:
         demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
         demo.delete_cache = CACHE_CLEANUP
