@@ -295,3 +295,25 @@ def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager):
              "the second run to end cancelled")
     with pytest.raises(RunError, match=f"run {again} has no training state"):
         manager.resume(again)
+
+
+def test_a_malformed_run_folder_is_one_unreadable_row_not_a_broken_table(make_manager):
+    manager = make_manager()
+    good = manager.runs_dir / "good"
+    good.mkdir()
+    (good / "status.json").write_text(json.dumps({"state": "finished", "progress": 1.0, "epoch": 2, "epochs": 2}))
+    (good / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "test_accuracy": 0.5}) + "\n")
+    for name, status, record in (("progress-abc", {"state": "finished", "progress": "abc"}, None),
+                                 ("accuracy-text", {"state": "finished"}, {"kind": "epoch", "test_accuracy": "x"})):
+        folder = manager.runs_dir / name
+        folder.mkdir()
+        (folder / "status.json").write_text(json.dumps(status))
+        if record:
+            (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    rows = {info.run_id: info for info in manager.runs()}
+    assert rows["good"].state == "finished" and rows["good"].best_test_accuracy == 0.5
+    assert rows["progress-abc"].state == "unreadable" and "could not convert string to float: 'abc'" in \
+        rows["progress-abc"].message
+    assert rows["accuracy-text"].state == "unreadable" and "Unknown format code" in rows["accuracy-text"].message
+    assert all(len(info.row()) == len(RUN_TABLE_HEADERS) for info in rows.values())
+    assert manager.info("progress-abc").state == "unreadable"

@@ -136,6 +136,21 @@ def _form_argv(settings: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def _readable_info(run_dir: Path) -> RunInfo:
+    """``read_run_info``, or for a folder whose files hold values of the wrong kind (a hand-edited or foreign
+    status.json, an epoch record without its numbers) a row of state "unreadable" that says why: one malformed
+    folder must not break the runs table for everybody. Its table row is formatted here too, to be sure."""
+    try:
+        info = read_run_info(run_dir)
+        info.row()
+        return info
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        return RunInfo(run_id=run_dir.name, method="?", dataset="?", model="?", state="unreadable",
+                       message=f"this run folder could not be read ({type(exc).__name__}: {exc})"[:300],
+                       progress=0.0, epoch=0, epochs=0, device="?", processes=1, gpus=(), best_test_accuracy=None,
+                       images_per_s=None, eta_s=None, started=run_dir.stat().st_mtime, path=run_dir)
+
+
 def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
     """``RunError`` unless ``model`` (built on the meta device) takes the dataset's images: a forward pass on the
     meta device computes shapes only, so a ViT that needs 224x224 inputs is refused at once, not after the
@@ -259,12 +274,12 @@ class RunManager:
 
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [read_run_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        infos = [_readable_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
         """The state, progress and best test accuracy of one run."""
-        return read_run_info(self.run_dir(run_id))
+        return _readable_info(self.run_dir(run_id))
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
