@@ -13,6 +13,7 @@ from PIL import Image
 
 from explorer.training.runs import RunManager
 from explorer.ui import build_app
+from explorer.ui.common import ANALYSIS_EVENTS, ANALYSIS_WORK, HEAVY_WORK, LIGHT_EVENTS, MODEL_WORK
 from tests.helpers import DEMO
 
 
@@ -43,3 +44,14 @@ def test_a_picture_two_users_get_at_once_is_never_read_half_written(demo, tmp_pa
     writer.join()
     assert reads > 100 and short == [] and size > 1000
     assert [p.name for p in path.parent.iterdir()] == ["image.png"]  # no temporary file left behind
+
+
+def test_light_work_and_analyses_are_queued_in_lanes_of_their_own(demo):
+    lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    for light in ("swap_pair", "random_pair", "swap_class", "gradcam", "patch_evidence", "guide_example"):
+        assert lanes[light] == (MODEL_WORK, LIGHT_EVENTS["concurrency_limit"]), light
+    for analysis in ("confidence_gaps", "compare"):
+        assert lanes[analysis] == (ANALYSIS_WORK, ANALYSIS_EVENTS["concurrency_limit"]), analysis
+    for heavy in ("cam_faithfulness", "evidence_agreement"):
+        assert lanes[heavy] == (HEAVY_WORK, 1), heavy
+    assert len({MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK}) == 3

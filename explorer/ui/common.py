@@ -11,7 +11,7 @@ Model work runs in three lanes, each a Gradio ``concurrency_id`` of its own, so 
 waits behind heavy work:
 
 - ``MODEL_WORK``, the light lane: one picture's worth (a swapped pair, one Grad-CAM, one pair's patch
-  evidence), bound with ``model_handler(small=True)``: tens to hundreds of milliseconds.
+  evidence), bound with ``model_handler(small=True)`` and ``LIGHT_EVENTS``: tens to hundreds of milliseconds.
 - ``ANALYSIS_WORK``: a pass over many test images (confidence gaps, Compare), about a second, bound with
   ``analysis_handler`` and ``ANALYSIS_EVENTS``: its answers are cached by inputs and checkpoint identity, so
   a class clicking the same defaults computes them once, and a cached answer waits for nothing.
@@ -20,9 +20,10 @@ waits behind heavy work:
 
 Thread safety, made explicit. A model is used by one thread at a time: each lane has a lock
 (``AppContext.lane_work``) and its own instance of every model (``AppContext.checkpoint`` loads one per lane),
-so a Grad-CAM's hooks or a model's train/eval mode are never seen by another lane's forward pass. The lock is
-uncontended in the app (Gradio queues each lane with limit 1); it is what makes direct calls (tests, scripts,
-several apps in one process) safe. Torch's intra-op thread count: lane work on the CPU runs with one thread and
+so a Grad-CAM's hooks or a model's train/eval mode are never seen by another lane's forward pass. The lock
+also makes direct calls (tests, scripts, several apps in one process) safe; in the app, Gradio takes a few
+events of a lane at once, so that their pre- and postprocessing (decoding inputs, encoding pictures) overlaps
+with the model call that holds the lock. Torch's intra-op thread count: lane work on the CPU runs with one thread and
 restores the calling thread's count after. With OpenMP (torch's CPU backend) the count is a per-thread setting
 (``omp_set_num_threads`` sets the calling thread's value; a fresh thread copies the process default on its first
 parallel region), so two lanes setting and restoring it at once do not disturb each other; on two cores the
@@ -53,13 +54,16 @@ from explorer.checkpoints import Checkpoint, load_card, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
-__all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "MODEL_WORK", "AppContext", "Header",
-           "analysis_handler", "build_header", "handler", "model_handler"]
+__all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "LIGHT_EVENTS", "MODEL_WORK", "AppContext",
+           "Header", "analysis_handler", "build_header", "handler", "model_handler"]
 
 MODEL_WORK = "model"  # the light lane: one picture's worth of model work (see the module docstring)
 ANALYSIS_WORK = "analysis"  # a pass over many test images (gaps, Compare), answers cached
 HEAVY_WORK = "heavy"  # long analyses (seconds to minutes), which run on private model copies
 LANES = (MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK)
+# How a light event is queued: Gradio takes up to 4 at once, so that one answer's pictures are encoded and sent
+# while the next runs its model; the model calls themselves take the lane's lock in turn (``model_handler``).
+LIGHT_EVENTS: dict[str, Any] = dict(concurrency_id=MODEL_WORK, concurrency_limit=4)
 # How an analysis event is queued: cached answers need no lane, so up to 8 requests are taken at once; the ones
 # that compute wait for the lane's lock in turn (``analysis_handler``).
 ANALYSIS_EVENTS: dict[str, Any] = dict(concurrency_id=ANALYSIS_WORK, concurrency_limit=8)

@@ -13,7 +13,7 @@ from explorer.analysis.figures import confidence_histograms, confusion_figure, r
 from explorer.analysis.payloads import compare_payload, compare_table
 from explorer.analysis.render import display_scale, render_image
 from explorer.data import Dataset
-from explorer.ui.common import ANALYSIS_EVENTS, MODEL_WORK, AppContext, Header, analysis_handler, handler
+from explorer.ui.common import ANALYSIS_EVENTS, LIGHT_EVENTS, AppContext, Header, analysis_handler, handler
 from explorer.ui.gradcam import SOURCES, GradCamTab
 
 __all__ = ["TAB_ID", "GALLERY_SIZE", "build", "compare_models", "open_sample"]
@@ -89,7 +89,7 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs) -
         data = gr.JSON(label="compare")
     flips = gr.State()  # test indices behind each gallery, for opening one in the Grad-CAM tab
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = LIGHT_EVENTS
     run.click(analysis_handler(ctx, compare_models), [header.dataset, header.model_a, header.model_b],
               [summary, metrics, reliability, confidence, confusion, *galleries, data, flips], api_name="compare",
               **ANALYSIS_EVENTS)

@@ -14,7 +14,7 @@ from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.ui import evidence
-from explorer.ui.common import ANALYSIS_EVENTS, MODEL_WORK, AppContext, Header, analysis_handler, handler
+from explorer.ui.common import ANALYSIS_EVENTS, LIGHT_EVENTS, AppContext, Header, analysis_handler, handler
 from explorer.ui.swap import SwapTab
 
 __all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair"]
@@ -124,7 +124,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
     evidence.build_gaps_section(ctx, header, [which, class_filter, n_pairs, patch_size, ratio, seed], MODEL_SETS,
                                 ALL_CLASSES)
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = LIGHT_EVENTS
     run.click(analysis_handler(ctx, compute_gaps),
               [header.dataset, header.model_a, header.model_b, which, class_filter, n_pairs, patch_size, ratio, seed],
               [*plots, table, summary, data, run_state], api_name="confidence_gaps", **ANALYSIS_EVENTS)

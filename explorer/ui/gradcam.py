@@ -19,7 +19,7 @@ from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.models import cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.common import MODEL_WORK, AppContext, Header, handler, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, Header, handler, model_handler
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab
 
 __all__ = ["DEFAULT_LAYER", "SOURCES", "TAB_ID", "TARGETS", "GradCamTab", "build", "change_dataset", "layer_choices",
@@ -177,7 +177,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
 
     models = [header.dataset, header.model_a, header.model_b]
     inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = LIGHT_EVENTS
     show = model_handler(ctx, show_cams, small=True)
     gr.on([demo.load, source.input, test_index.release, method.input, layer.input, target.input, opacity.release,
            header.model_a.input, header.model_b.input], show, inputs, outputs, api_name="gradcam",

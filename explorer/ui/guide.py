@@ -9,7 +9,7 @@ from explorer.analysis.inputs import random_class_pair
 from explorer.analysis.pairs import swap_pair
 from explorer.analysis.render import render_image
 from explorer.ips import default_patch_size
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, Header, model_handler
 
 __all__ = ["TAB_ID", "another_example", "build", "example", "first_example"]
 
@@ -107,7 +107,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> None:
     gr.Markdown(TABS)
     gr.Markdown(PEERS)
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = LIGHT_EVENTS
     models = [header.dataset, header.model_a, header.model_b]
     demo.load(model_handler(ctx, first_example, small=True), models, [*pictures, example_text],
               api_name="guide_first_example", **work)

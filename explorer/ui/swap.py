@@ -19,7 +19,7 @@ from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, Header, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, Header, model_handler
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair"]
 
@@ -210,7 +210,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     outputs = _outputs()
     models = [header.dataset, header.model_a, header.model_b]
     inputs = [*models, c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1)
+    work = LIGHT_EVENTS
     show = model_handler(ctx, show_pair, small=True)
     gr.on([demo.load, c.index_a.release, c.index_b.release, c.patch_size.input, c.ratio.release, c.seed.submit,
            c.seed.blur, c.upload_a.upload, c.upload_a.clear, c.upload_b.upload, c.upload_b.clear,
