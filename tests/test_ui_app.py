@@ -55,3 +55,10 @@ def test_light_work_and_analyses_are_queued_in_lanes_of_their_own(demo):
     for heavy in ("cam_faithfulness", "evidence_agreement"):
         assert lanes[heavy] == (HEAVY_WORK, 1), heavy
     assert len({MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK}) == 3
+
+
+def test_the_api_describes_patch_sizes_as_integers(demo):
+    endpoints = demo.get_api_info()["named_endpoints"]
+    for endpoint in ("/swap_pair", "/confidence_gaps", "/random_pair"):
+        (size,) = [p for p in endpoints[endpoint]["parameters"] if p["parameter_name"] == "patch_size"]
+        assert size["type"] == {"type": "integer"} and size["python_type"]["type"] == "int", endpoint

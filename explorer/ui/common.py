@@ -55,7 +55,7 @@ from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
 __all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "LIGHT_EVENTS", "MODEL_WORK", "AppContext",
-           "Header", "analysis_handler", "build_header", "handler", "model_handler"]
+           "Header", "analysis_handler", "build_header", "handler", "integer_dropdown", "model_handler"]
 
 MODEL_WORK = "model"  # the light lane: one picture's worth of model work (see the module docstring)
 ANALYSIS_WORK = "analysis"  # a pass over many test images (gaps, Compare), answers cached
@@ -262,6 +262,16 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_hashable(v) for v in value)
     return value
+
+
+def integer_dropdown(choices: list[int], **kwargs: Any) -> gr.Dropdown:
+    """A ``gr.Dropdown`` of whole numbers (patch sizes) whose API schema says so: Gradio describes any dropdown's
+    choices as strings, so clients were told to send '4', which the app refuses. The schema is a plain integer
+    (gradio_client renders any enum as quoted strings; the choices are still checked when a value arrives), set
+    on the instance: a ``Dropdown`` subclass would make Gradio write a .pyi stub next to this module."""
+    dropdown = gr.Dropdown(choices, **kwargs)
+    dropdown.api_info = lambda: {"type": "integer"}
+    return dropdown
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,15 @@ from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.ui import evidence
-from explorer.ui.common import ANALYSIS_EVENTS, LIGHT_EVENTS, AppContext, Header, analysis_handler, handler
+from explorer.ui.common import (
+    ANALYSIS_EVENTS,
+    LIGHT_EVENTS,
+    AppContext,
+    Header,
+    analysis_handler,
+    handler,
+    integer_dropdown,
+)
 from explorer.ui.swap import SwapTab
 
 __all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair"]
@@ -109,8 +117,8 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs) -> None
         n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N",
                             info="up to the whole test split")
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_sizes(dataset0.image_size), value=default_patch_size(dataset0.image_size),
-                                 label="Patch size (pixels)")
+        patch_size = integer_dropdown(patch_sizes(dataset0.image_size),
+                                      value=default_patch_size(dataset0.image_size), label="Patch size (pixels)")
         ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio")
         seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Compute gaps", variant="primary")

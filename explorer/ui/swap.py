@@ -19,7 +19,7 @@ from explorer.analysis.uploads import read_upload
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.ui import evidence
-from explorer.ui.common import LIGHT_EVENTS, AppContext, Header, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, Header, integer_dropdown, model_handler
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair"]
 
@@ -174,8 +174,8 @@ def _controls(dataset: Dataset) -> _Controls:
         index_b = gr.Slider(0, count - 1, value=1, step=1, label="Sample b (index within the class)", scale=2)
         random_button = gr.Button("Random pair", scale=1)
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_sizes(dataset.image_size), value=default_patch_size(dataset.image_size),
-                                 label="Patch size (pixels)", info="only sizes that divide the image size")
+        patch_size = integer_dropdown(patch_sizes(dataset.image_size), value=default_patch_size(dataset.image_size),
+                                      label="Patch size (pixels)", info="only sizes that divide the image size")
         ratio = gr.Slider(0, 1, value=0.5, step=0.05, label="Swap ratio", info="fraction of patch positions exchanged")
         seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged")
     with gr.Accordion("Use your own images (optional)", open=False):
