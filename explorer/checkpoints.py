@@ -4,11 +4,19 @@ A checkpoint is a folder with ``model.safetensors`` and ``card.json``. The card 
 hyper-parameters, test metrics, the command that made it) is also stored as the safetensors metadata, so
 the single ``model.safetensors`` file is the source of truth and is replaced atomically: a kill at any
 moment leaves either the previous checkpoint or the new one, never a mix. ``card.json`` is a readable copy.
+
+A card is checked before any model is built: the fields a model is built from have their types and ranges
+(``_check_card``), and the model the card names is built on the meta device (no memory) and its parameter
+shapes compared with the weights file's header, so a crafted card (a billion classes, a ViT over small
+weights) is refused in milliseconds with the file and field named. Refusals are remembered per weights-file
+version (``_refusal``), so a client asking again does not cost the check again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import numbers
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from explorer.models import build_model
+from explorer.models import ModelError, build_model
 
 __all__ = ["Checkpoint", "CheckpointError", "atomic_save_tensors", "atomic_write_text", "load_card",
            "load_checkpoint", "save_checkpoint", "WEIGHTS", "CARD"]
@@ -28,6 +36,7 @@ __all__ = ["Checkpoint", "CheckpointError", "atomic_save_tensors", "atomic_write
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 _REQUIRED = ("model", "dataset", "in_channels", "num_classes", "class_names", "mean", "std", "image_size")
+MAX_CLASSES, MAX_CHANNELS, MAX_SIDE = 100_000, 4, 4096
 
 
 class CheckpointError(ValueError):
@@ -107,15 +116,76 @@ def load_card(path: Path | str) -> dict[str, Any]:
             card = json.loads((f.metadata() or {})["card"])
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as exc:
         raise CheckpointError(f"{weights} is not an IPS Explorer checkpoint ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in _REQUIRED if k not in card]
+    missing = [k for k in _REQUIRED if k not in card] if isinstance(card, dict) else list(_REQUIRED)
     if missing:
         raise CheckpointError(f"the model card of {weights} lacks {missing}")
+    problem = _check_card(card)
+    if problem:
+        raise CheckpointError(f"the model card of {weights}: {problem}")
     return card
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _numbers(value: Any, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
+
+
+def _check_card(card: dict[str, Any]) -> str | None:
+    """What is wrong with the fields a model is built from and its inputs prepared with, or None."""
+    channels, classes = card["in_channels"], card["num_classes"]
+    checks = [
+        (isinstance(card["model"], str) and card["model"] != "", "model", "a model name"),
+        (isinstance(card["dataset"], str) and card["dataset"] != "", "dataset", "a dataset name"),
+        (_whole(channels, 1, MAX_CHANNELS), "in_channels", f"a whole number from 1 to {MAX_CHANNELS}"),
+        (_whole(classes, 2, MAX_CLASSES), "num_classes", f"a whole number from 2 to {MAX_CLASSES}"),
+        (isinstance(card["class_names"], list) and len(card["class_names"]) == classes
+         and all(isinstance(n, str) for n in card["class_names"]), "class_names", "num_classes names"),
+        (_numbers(card["mean"], channels if isinstance(channels, int) else -1), "mean", "one number per channel"),
+        (_numbers(card["std"], channels if isinstance(channels, int) else -1)
+         and all(v > 0 for v in card["std"]), "std", "one positive number per channel"),
+        (isinstance(card["image_size"], list) and len(card["image_size"]) == 2
+         and all(_whole(v, 1, MAX_SIDE) for v in card["image_size"]), "image_size",
+         f"[height, width] up to {MAX_SIDE}"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            return f"{name} must be {expected}; got {str(card[name])[:80]!r}"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _refusal(weights: str, version: tuple[int, int]) -> str | None:
+    """Why the weights file at ``weights`` (this version of it) cannot be loaded, or None; computed once per
+    version: the card's checks, then the model built on the meta device against the file's tensor shapes."""
+    try:
+        card = load_card(weights)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(card["model"], card["in_channels"],
+                                                                   card["num_classes"]).state_dict().items()}
+        with safe_open(weights, framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (CheckpointError, ModelError) as exc:
+        return str(exc)
+    except (SafetensorError, OSError) as exc:
+        return f"{weights} could not be read ({type(exc).__name__}: {exc})"
+    if stored != expected:
+        differ = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+        return (f"the weights in {weights} do not fit a {card['model']} with {card['in_channels']} channels and "
+                f"{card['num_classes']} classes (first difference: {differ[0]})")
+    return None
 
 
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Checkpoint:
     """Rebuild the model named by the card and load its weights (no code is executed from the file)."""
     weights = _weights_file(path)
+    stat = weights.stat()
+    problem = _refusal(str(weights), (stat.st_mtime_ns, stat.st_size))
+    if problem:
+        raise CheckpointError(problem)
     card = load_card(weights)
     model = build_model(card["model"], int(card["in_channels"]), int(card["num_classes"]))
     try:

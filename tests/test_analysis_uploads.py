@@ -145,3 +145,25 @@ def test_bad_uploads_are_refused_with_a_clear_message(case, message, mnist, tmp_
     with pytest.raises(UploadError, match=message) as info:
         read_upload(path, mnist)
     assert path.name in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_a_huge_upload_is_converted_within_a_memory_budget(mnist, tmp_path, mode):
+    """A 6300x6300 RGBA PNG (155 KB on disk) took 4 GB through float64 copies at full size; numpy now holds at
+    most a shrunk copy. tracemalloc sees numpy's buffers (PIL's decoded image, 160 MB, is not counted)."""
+    import tracemalloc
+
+    img = Image.new(mode, (6300, 6300), (0, 0, 0, 0) if mode == "RGBA" else 0)
+    img.paste((255, 255, 255, 255) if mode == "RGBA" else 65535, (2800, 1000, 3500, 5300))  # a '1'
+    path = _save(tmp_path / "huge.png", img)
+    del img
+    tracemalloc.start()
+    try:
+        upload = read_upload(path, mnist)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB of numpy copies"
+    assert upload.image.shape == (1, 28, 28) and "resized from 6300x6300 to 28x28" in " ".join(upload.notes)
+    column = upload.image[0].float().mean(0)
+    assert column[13] > 100 and column[0] < 5  # the bar survived the shrinking, in the middle

@@ -1,5 +1,6 @@
 """app.py: its options, and the real launcher serving on 127.0.0.1 behind --auth."""
 
+import http.client
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from explorer.ui.cli import parse_args
+from explorer.ui.cli import LOGIN_ATTEMPTS, exposure_warning, parse_args
 from tests.helpers import ROOT, free_port
 
 
@@ -18,6 +19,14 @@ def test_defaults_bind_this_machine_only():
     assert args.host == "127.0.0.1" and args.port == 7860 and not args.share and args.auth is None
     assert args.runs_dir == "runs" and args.checkpoints_dir == "checkpoints"
     assert args.max_runs is None  # the run manager's default: 1 per GPU, 1 on CPU
+    assert args.max_queued == 8
+
+
+def test_max_queued_must_not_be_negative(capsys):
+    assert parse_args(["--max-queued", "0"]).max_queued == 0
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--max-queued", "-1"])
+    assert info.value.code == 2 and "--max-queued must be at least 0; got -1" in capsys.readouterr().err
 
 
 def test_max_runs_must_be_positive(capsys):
@@ -32,6 +41,23 @@ def test_auth_needs_user_and_password(auth, capsys):
     with pytest.raises(SystemExit) as info:
         parse_args(["--auth", auth])
     assert info.value.code == 2 and "USER:PASSWORD" in capsys.readouterr().err
+
+
+def _upload_status(port: int, cookies: str, size: int) -> int:
+    """The status of a ``size``-byte upload; the server may close the connection before the body is sent."""
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/gradio_api/upload", body=body, headers={
+            "Cookie": cookies, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    except OSError:
+        pass  # refused while sending: the answer is still there to read
+    try:
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
@@ -53,13 +79,36 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "app.py did not serve within 120 s"
                 time.sleep(0.2)
-        login = urllib.parse.urlencode({"username": "ada", "password": "wrong"}).encode()
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(f"{base}/login", data=login, timeout=10)
-        assert info.value.code == 400
+        for page in ("/", "/gradio_api/runs"):  # the login page: no API description, no server path
+            with urllib.request.urlopen(f"{base}{page}", timeout=10) as response:
+                html = response.read().decode()
+            assert "window.gradio_api_info = null;" in html and "named_endpoints" not in html
+            assert str(ROOT) not in html and "swap_pair" not in html
         login = urllib.parse.urlencode({"username": "ada", "password": "lovelace"}).encode()
         with urllib.request.urlopen(f"{base}/login", data=login, timeout=10) as response:
             assert response.status == 200
+            cookies = "; ".join(c.split(";")[0] for c in response.headers.get_all("set-cookie"))
+        logged_in = urllib.request.Request(f"{base}/", headers={"Cookie": cookies})
+        with urllib.request.urlopen(logged_in, timeout=10) as response:
+            assert "swap_pair" in response.read().decode()  # after login the page describes the API
+        assert _upload_status(port, cookies, 21 * 2**20) == 413  # max_file_size: refused before it is on disk
+        wrong = urllib.parse.urlencode({"username": "ada", "password": "wrong"}).encode()
+        codes = []
+        for _ in range(LOGIN_ATTEMPTS + 2):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(f"{base}/login", data=wrong, timeout=10)
+            codes.append(info.value.code)
+        assert codes == [400] * LOGIN_ATTEMPTS + [429, 429]  # wrong passwords are throttled
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("options", "warned"), [
+    ([], False), (["--host", "0.0.0.0"], True), (["--share"], True), (["--host", "0.0.0.0", "--auth", "a:b"], False),
+    (["--host", "localhost"], False)])
+def test_a_server_reachable_from_the_network_without_auth_is_warned_about(options, warned):
+    warning = exposure_warning(parse_args(options))
+    assert (warning is not None) == warned
+    if warned:
+        assert "without --auth" in warning and "delete training runs" in warning

@@ -5,7 +5,9 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import safe_open, save_file
 
+from explorer import checkpoints
 from explorer.checkpoints import CheckpointError, atomic_write_text, load_card, load_checkpoint, save_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
@@ -43,11 +45,41 @@ def test_a_pickle_is_refused_without_being_unpickled(tmp_path):
 def test_missing_and_mismatched_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "nothing")
-    save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), {**CARD, "num_classes": 3})
+    save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), {**CARD, "num_classes": 3,
+                                                                      "class_names": ["a", "b", "c"]})
     with pytest.raises(CheckpointError, match="do not fit a small_cnn"):
         load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match=r"lacks \['std'\]"):
         save_checkpoint(tmp_path / "d", build_model("small_cnn", 1, 10), {k: v for k, v in CARD.items() if k != "std"})
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_classes", 1e9, r"num_classes must be a whole number from 2 to 100000; got '1000000000.0'"),
+    ("num_classes", 10**9, r"num_classes must be a whole number from 2 to 100000"),
+    ("in_channels", "abc", r"in_channels must be a whole number from 1 to 4; got 'abc'"),
+    ("std", [0.0], r"std must be one positive number per channel"),
+    ("image_size", [8], r"image_size must be \[height, width\] up to 4096"),
+    ("model", 7, r"model must be a model name; got '7'"),
+])
+def test_crafted_cards_are_refused_naming_the_file_and_field(tmp_path, field, value, message):
+    folder = save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), CARD)
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"card": json.dumps({**CARD, field: value})})
+    for read in (load_card, load_checkpoint):
+        with pytest.raises(CheckpointError, match=f"model card of {folder / 'model.safetensors'}: {message}"):
+            read(folder)
+
+
+def test_a_card_naming_a_huge_model_is_refused_without_building_it_and_once(tmp_path, monkeypatch):
+    folder = save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), {**CARD, "model": "vit_h_14"})
+    built = []
+    real_build = checkpoints.build_model
+    monkeypatch.setattr(checkpoints, "build_model", lambda *a: built.append(torch.empty(0).device) or real_build(*a))
+    for _ in range(3):
+        with pytest.raises(CheckpointError, match="do not fit a vit_h_14 with 1 channels and 10 classes"):
+            load_checkpoint(folder)
+    assert [str(device) for device in built] == ["meta"]  # built once, on the meta device, never for real
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

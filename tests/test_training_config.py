@@ -4,7 +4,15 @@ from dataclasses import asdict
 
 import pytest
 
-from explorer.training.config import ConfigError, TrainConfig, milestone_epochs, parse_config, to_argv
+from explorer.training.config import (
+    MAX_STEPS,
+    ConfigError,
+    TrainConfig,
+    milestone_epochs,
+    parse_config,
+    to_argv,
+    validate_config,
+)
 from explorer.training.presets import PRESETS
 
 
@@ -77,3 +85,32 @@ def test_every_field_has_help_and_choices_hold_the_default():
         assert field.metadata["help"], name
         choices = field.metadata["choices"]
         assert choices is None or value in choices, name
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seed", str(2**70)], r"--seed must be a whole number between 0 and 2\^63 - 1; got 1180591620717411303424"),
+    (["--seed", "-1"], "--seed must be a whole number between 0"),
+    (["--lr", "1e300"], "--lr must be a positive number up to 10; got 1e[+]?300"),
+    (["--lr", "nan"], "--lr must be a positive number up to 10; got nan"),
+    (["--temperature", "1e-300"], "--temperature must be between 0.1 and 100; got 1e-300"),
+    (["--kd-weight", "1e308"], "--kd-weight must be between 0 and 1000; got 1e[+]?308"),
+    (["--weight-decay", "inf"], "--weight-decay must be between 0 and 1; got inf"),
+    (["--epochs", str(10**9)], "--epochs must be between 1 and 100000; got 1000000000"),
+    (["--batch-size", str(10**9)], "--batch-size must be between 2 and 65536; got 1000000000"),
+])
+def test_settings_that_can_only_fail_are_refused_with_their_range(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_the_dataset_bounds_the_batch_and_the_run_length():
+    cfg = parse_config(["--dataset", "digits", "--batch-size", "2000"])
+    validate_config(cfg, (8, 8), "digits")  # without the training split's size: not checked
+    with pytest.raises(ConfigError, match="2000 anchors per step, more than the 1437 training images of digits"):
+        validate_config(cfg, (8, 8), "digits", train_size=1437)
+    long = parse_config(["--dataset", "digits", "--batch-size", "2", "--epochs", "100000"])
+    with pytest.raises(ConfigError, match=f"is 71900000 steps; a run may take at most {MAX_STEPS} "
+                                          r"\(at most 2781 epochs here\)"):
+        validate_config(long, (8, 8), "digits", train_size=1437)
+    validate_config(parse_config(["--dataset", "digits", "--batch-size", "2", "--epochs", "2781"]), (8, 8),
+                    "digits", train_size=1437)

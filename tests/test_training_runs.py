@@ -187,7 +187,14 @@ def test_process_identity_without_proc_asks_ps(monkeypatch):
 
 @pytest.mark.parametrize("settings,message", [
     ({"swap_ratio": 2}, r"^--swap-ratio must be in \[0, 1\]; got 2.0$"),
-    ({"epochs": 0}, "^--epochs must be at least 1; got 0$"),
+    ({"epochs": 0}, "^--epochs must be between 1 and 100000; got 0$"),
+    ({"epochs": 1e308}, r"^--epochs must be between 1 and 100000; got 1e\+308$"),
+    ({"seed": 2**70}, "^--seed must be a whole number between 0 and 2\\^63 - 1; got 1180591620717411303424$"),
+    ({"temperature": 1e-300}, "^--temperature must be between 0.1 and 100; got 1e-300$"),
+    ({"dataset": "digits", "batch_size": 2000}, "2000 anchors per step, more than the 1438 training images of digits"),
+    ({"dataset": "digits", "batch_size": 2, "epochs": 10**5}, "a run may take at most 2000000"),
+    ({"dataset": "digits", "model": "vit_b_16"}, "^model vit_b_16 cannot train on the 8x8 images of digits .*; pick a "
+                                                 "model for small images"),
     ({"epochs": 2.5}, "invalid int value: '2.5'"),
     ({"epochs": None}, "^--epochs is empty; give it a value$"),
     ({"lr": float("nan")}, "--lr must be a positive number"),
@@ -207,6 +214,20 @@ def test_invalid_settings_are_refused_with_a_message_and_write_nothing(make_mana
     with pytest.raises(RunError, match=message):
         manager.launch(settings)
     assert list(manager.runs_dir.iterdir()) == []
+
+
+def test_launches_beyond_max_queued_are_refused_but_a_studys_runs_are_not(make_manager):
+    manager = make_manager(max_concurrent=1, max_queued=1)
+    running = manager.launch(ENDLESS)
+    waiting = manager.launch(QUICK)
+    assert manager.info(waiting).state == "queued"
+    with pytest.raises(RunError, match=r"^1 runs are already waiting for a free training slot \(at most 1 here\)"):
+        manager.launch(QUICK)
+    study_run = manager.launch(QUICK, study="s1")
+    assert {running, waiting, study_run} <= {info.run_id for info in manager.runs()}
+    assert len(list(manager.runs_dir.iterdir())) == 3
+    with pytest.raises(ValueError, match="max_queued must be at least 0"):
+        RunManager(manager.runs_dir, max_queued=-1)
 
 
 def test_gpu_counts_that_cannot_work_are_refused(make_manager):
@@ -274,3 +295,25 @@ def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager):
              "the second run to end cancelled")
     with pytest.raises(RunError, match=f"run {again} has no training state"):
         manager.resume(again)
+
+
+def test_a_malformed_run_folder_is_one_unreadable_row_not_a_broken_table(make_manager):
+    manager = make_manager()
+    good = manager.runs_dir / "good"
+    good.mkdir()
+    (good / "status.json").write_text(json.dumps({"state": "finished", "progress": 1.0, "epoch": 2, "epochs": 2}))
+    (good / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "test_accuracy": 0.5}) + "\n")
+    for name, status, record in (("progress-abc", {"state": "finished", "progress": "abc"}, None),
+                                 ("accuracy-text", {"state": "finished"}, {"kind": "epoch", "test_accuracy": "x"})):
+        folder = manager.runs_dir / name
+        folder.mkdir()
+        (folder / "status.json").write_text(json.dumps(status))
+        if record:
+            (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    rows = {info.run_id: info for info in manager.runs()}
+    assert rows["good"].state == "finished" and rows["good"].best_test_accuracy == 0.5
+    assert rows["progress-abc"].state == "unreadable" and "could not convert string to float: 'abc'" in \
+        rows["progress-abc"].message
+    assert rows["accuracy-text"].state == "unreadable" and "Unknown format code" in rows["accuracy-text"].message
+    assert all(len(info.row()) == len(RUN_TABLE_HEADERS) for info in rows.values())
+    assert manager.info("progress-abc").state == "unreadable"

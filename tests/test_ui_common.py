@@ -14,7 +14,15 @@ import pytest
 import torch
 from gradio.helpers import special_args
 
-from explorer.ui.common import AppContext, handler, model_handler
+from explorer.ui.common import (
+    ANALYSIS_WORK,
+    HEAVY_WORK,
+    MODEL_WORK,
+    AppContext,
+    analysis_handler,
+    handler,
+    model_handler,
+)
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
 
 if TYPE_CHECKING:
@@ -156,3 +164,100 @@ def test_model_handler_runs_inside_model_work(ctx):
     assert list(inspect.signature(model_handler(ctx, threads)).parameters) == ["label"]
     with pytest.raises(TypeError, match="takes 2 parameters; 3 were bound"):
         handler(threads, ctx, "a", "b")
+
+
+# --------------------------------------------------------------------------------------------------
+# Lanes: light work never waits behind an analysis; analyses are cached
+# --------------------------------------------------------------------------------------------------
+def test_light_work_does_not_wait_for_an_analysis_in_its_own_lane(ctx):
+    inside, release = threading.Event(), threading.Event()
+
+    def analysis() -> None:
+        with ctx.lane_work(ANALYSIS_WORK, small=True):
+            inside.set()
+            release.wait(timeout=10)
+
+    worker = threading.Thread(target=analysis)
+    worker.start()
+    try:
+        assert inside.wait(timeout=10)
+        done = threading.Event()
+        threading.Thread(target=lambda: (ctx.model_work(small=True).__enter__(), done.set())).start()
+        assert done.wait(timeout=2), "light work waited for the analysis lane"
+    finally:
+        release.set()
+        worker.join(timeout=10)
+
+
+def test_each_lane_has_its_own_model_instance(ctx):
+    mnist = ctx.dataset("mnist5k")
+    light = ctx.checkpoint(str(CE_DEMO), mnist)
+    with ctx.lane_work(ANALYSIS_WORK):
+        assert ctx.lane == ANALYSIS_WORK
+        analysis = ctx.checkpoint(str(CE_DEMO), mnist)
+        with ctx.lane_work(HEAVY_WORK):
+            assert ctx.lane == HEAVY_WORK
+        assert ctx.lane == ANALYSIS_WORK
+    assert ctx.lane == MODEL_WORK and ctx.checkpoint(str(CE_DEMO), mnist) is light
+    assert analysis.model is not light.model and analysis.path == light.path
+    weights = dict(analysis.model.state_dict())
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in light.model.state_dict().items())
+
+
+CALLS: list[tuple[str, int]] = []  # each computation of ``count_images``: the lane and threads it ran in
+
+
+def count_images(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, n: float,
+                 progress=gr.Progress()) -> dict:  # noqa: B008 (Gradio injects it)
+    """An analysis as the tabs write them."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    dataset = ctx.dataset(dataset_name)
+    checkpoints = ctx.models(dataset, model_a, model_b)
+    CALLS.append((ctx.lane, torch.get_num_threads()))
+    return {"n": int(n), "models": sorted(str(c.path.name) for c in checkpoints.values())}
+
+
+def test_an_analysis_is_computed_once_per_inputs_and_checkpoint_version(ctx):
+    run = ctx.runs_dir / "run"
+    shutil.copytree(CE_DEMO, run)
+    bound, calls = analysis_handler(ctx, count_images), CALLS
+    calls.clear()
+    assert list(inspect.signature(bound).parameters) == ["dataset_name", "model_a", "model_b", "n", "progress"]
+    first = bound("mnist5k", str(run), str(IPS_DEMO), 5)
+    assert first == {"n": 5, "models": [IPS_DEMO.name, "run"]} and calls == [(ANALYSIS_WORK, 1)]
+    assert bound("mnist5k", str(run), str(IPS_DEMO), 5) is first and len(calls) == 1
+    bound("mnist5k", str(run), str(IPS_DEMO), 6)  # other inputs
+    assert len(calls) == 2
+    weights = run / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the run saved a newer epoch
+    assert bound("mnist5k", str(run), str(IPS_DEMO), 5) == first and len(calls) == 3
+    with pytest.raises(gr.Error, match="n must be at least 1"):
+        bound("mnist5k", str(run), str(IPS_DEMO), 0)
+    with pytest.raises(gr.Error, match="n must be at least 1"):  # a refusal is not cached
+        bound("mnist5k", str(run), str(IPS_DEMO), 0)
+
+
+def test_a_cached_analysis_waits_for_no_lane(ctx):
+    bound, calls = analysis_handler(ctx, count_images), CALLS
+    calls.clear()
+    first = bound("mnist5k", str(CE_DEMO), None, 3)
+    inside, release, answers = threading.Event(), threading.Event(), []
+
+    def busy_lane() -> None:
+        with ctx.lane_work(ANALYSIS_WORK):
+            inside.set()
+            release.wait(timeout=10)
+
+    worker = threading.Thread(target=busy_lane)
+    worker.start()
+    try:
+        assert inside.wait(timeout=10)
+        reader = threading.Thread(target=lambda: answers.append(bound("mnist5k", str(CE_DEMO), None, 3)))
+        reader.start()
+        reader.join(timeout=2)
+        assert answers == [first] and len(calls) == 1, "a cached answer waited for the busy lane"
+    finally:
+        release.set()
+        worker.join(timeout=10)

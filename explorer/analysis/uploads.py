@@ -5,6 +5,11 @@ PNGs, 16-bit scans, CMYK JPEGs from print work, or files that are not images at 
 either returns a uint8 image of the dataset's channels and size plus notes that say what was changed, or
 raises ``UploadError`` with a message a person can act on. Limits are checked before pixels are decoded,
 so a decompression bomb costs nothing.
+
+Memory stays proportional to the decoded image: a large picture is shrunk by an integer factor right after
+decoding (JPEGs are decoded at a reduced scale to begin with), to ``DETAIL`` times the dataset's side, before
+any mode conversion; conversions run on uint8 or float32 pixels of the shrunk image. A 40-megapixel RGBA PNG
+costs its decoded 160 MB, not the gigabytes of float64 copies at full size.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = ["ALLOWED_FORMATS", "MAX_BYTES", "MAX_PIXELS", "Upload", "UploadError"
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # MPO: phone JPEGs
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+DETAIL = 4  # shrink large uploads to this many times the dataset's side before converting them (Lanczos after)
 _FORMATS_TEXT = "PNG, JPEG, WebP or BMP"
 
 
@@ -74,20 +80,39 @@ def _open_checked(path: Path) -> Image.Image:
     return img
 
 
-def _decode(img: Image.Image, name: str) -> Image.Image:
-    """Decode the pixels; a truncated or corrupt file becomes an UploadError."""
+def _decode(img: Image.Image, name: str, side: int) -> Image.Image:
+    """Decode the pixels (a JPEG at the smallest scale whose sides stay >= ``side``); a truncated or corrupt file
+    becomes an UploadError."""
     try:
+        if img.format == "JPEG":
+            img.draft(None, (side, side))
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise UploadError(f"{name} is corrupt or truncated ({exc}); upload the image again or another one") from None
     return img
 
 
+def _shrink(img: Image.Image, side: int) -> Image.Image:
+    """``img`` reduced by the largest integer factor that keeps its longer side >= ``side`` (box filter: every
+    pixel counts); 16-bit, palette and bilevel images, which PIL cannot reduce in their mode, are widened first
+    (to 32-bit integers, RGBA or L)."""
+    factor = max(img.size) // side
+    if factor < 2:
+        return img
+    if img.mode.startswith("I;16"):
+        img = img.convert("I")
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    return img.reduce(factor)
+
+
 def _to_plain_mode(img: Image.Image, notes: list[str]) -> Image.Image:
     """Any PIL mode -> "L" or "RGB", transparency flattened onto a background that contrasts with the content."""
     mode = img.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        array = np.asarray(img, dtype=np.float64)
+        array = np.asarray(img, dtype=np.float32)
         top = 65535.0 if mode != "F" else max(float(array.max()), 1e-12)
         notes.append(f"{'16-bit' if mode != 'F' else 'floating-point'} image scaled to 8 bits")
         return Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
@@ -99,7 +124,7 @@ def _to_plain_mode(img: Image.Image, notes: list[str]) -> Image.Image:
         notes.append("palette image expanded to its colours")
     if not has_alpha:
         return img.convert("L" if mode in ("1", "L") else "RGB")
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
     alpha = rgba[..., 3:]
     visible = alpha[..., 0] > 0.5
     ink = rgba[..., :3][visible].mean() if visible.any() else 0.0
@@ -136,8 +161,10 @@ def read_upload(path: str | Path, dataset: Dataset) -> Upload:
     """
     path = Path(path)
     img = _open_checked(path)
+    side = DETAIL * max(dataset.image_size)
     with img:
-        img = _decode(img, path.name)
+        img = _decode(img, path.name, side)
+        original = img.size
         notes: list[str] = []
         if getattr(img, "n_frames", 1) > 1:
             notes.append(f"the file holds {img.n_frames} frames; only the first is used")
@@ -145,12 +172,13 @@ def read_upload(path: str | Path, dataset: Dataset) -> Upload:
         if orientation not in (1, None):
             img = ImageOps.exif_transpose(img)
             notes.append(f"rotated upright as its EXIF orientation ({orientation}) says")
-        img = _to_plain_mode(img, notes)
+            original = img.size
+        img = _to_plain_mode(_shrink(img, side), notes)
     img = img.convert("L" if dataset.channels == 1 else "RGB")
     height, width = dataset.image_size
-    if img.size != (width, height):
-        notes.append(f"resized from {img.size[0]}x{img.size[1]} to {width}x{height}"
-                     + (" (padded to a square first)" if img.size[0] != img.size[1] else ""))
+    if original != (width, height):
+        notes.append(f"resized from {original[0]}x{original[1]} to {width}x{height}"
+                     + (" (padded to a square first)" if original[0] != original[1] else ""))
         img = _pad_square(img).resize((width, height), Image.Resampling.LANCZOS)
     array = np.asarray(img, dtype=np.uint8)
     if dataset.channels == 1:

@@ -28,10 +28,18 @@ from explorer.training.presets import PRESETS
 from explorer.training.processes import process_identity
 from explorer.training.runfolder import CONFIG, STATUS, TRAIN_STATE, read_json
 
-__all__ = ["RUN_ID_PATTERN", "ConfigError", "TrainConfig", "build_parser", "check_resumable", "field_types",
-           "milestone_epochs", "parse_config", "step_anchors", "step_images", "to_argv", "validate_config"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS",
+           "MAX_WEIGHT_DECAY", "RUN_ID_PATTERN", "TEMPERATURE_RANGE", "ConfigError", "TrainConfig", "build_parser",
+           "check_resumable", "field_types", "milestone_epochs", "parse_config", "step_anchors", "step_images",
+           "to_argv", "validate_config"]
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Upper bounds: settings beyond them cannot train (overflow, NaN, a batch larger than any dataset) or would hold
+# a training slot for months. MAX_STEPS is the run-time bound: two million steps are weeks on a GPU.
+MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator take a 64-bit seed
+MAX_EPOCHS, MAX_BATCH_SIZE, MAX_STEPS = 100_000, 65_536, 2_000_000
+MAX_LR, MAX_WEIGHT_DECAY, MAX_KD_WEIGHT = 10.0, 1.0, 1000.0
+TEMPERATURE_RANGE = (0.1, 100.0)  # T below 0.1 makes softmax(z / T) overflow to NaN; above 100 it is flat
 
 
 class ConfigError(ValueError):
@@ -204,14 +212,23 @@ def _resume_config(run_dir_text: str, given: set[str]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _shown(value: int) -> str:
+    """A whole number as a message shows it: in full, unless it has more than 30 digits (a form's 1e308)."""
+    return f"{value:.3g}" if abs(value) >= 10**30 else str(value)
+
+
 def _check_ranges(cfg: TrainConfig) -> None:
+    low_t, high_t = TEMPERATURE_RANGE
     checks = [
-        (cfg.epochs >= 1, f"--epochs must be at least 1; got {cfg.epochs}"),
-        (cfg.batch_size >= 2, f"--batch-size must be at least 2; got {cfg.batch_size}"),
+        (1 <= cfg.epochs <= MAX_EPOCHS, f"--epochs must be between 1 and {MAX_EPOCHS}; got {_shown(cfg.epochs)}"),
+        (2 <= cfg.batch_size <= MAX_BATCH_SIZE,
+         f"--batch-size must be between 2 and {MAX_BATCH_SIZE}; got {_shown(cfg.batch_size)}"),
+        (0 <= cfg.seed <= MAX_SEED, f"--seed must be a whole number between 0 and 2^63 - 1; got {_shown(cfg.seed)}"),
         (not (cfg.equal_compute and cfg.batch_size % 2),
          f"--equal-compute needs an even --batch-size; got {cfg.batch_size}"),
-        (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be a positive number; got {cfg.lr}"),
-        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
+        (0 < cfg.lr <= MAX_LR, f"--lr must be a positive number up to {MAX_LR:g}; got {cfg.lr}"),
+        (0 <= cfg.weight_decay <= MAX_WEIGHT_DECAY,
+         f"--weight-decay must be between 0 and {MAX_WEIGHT_DECAY:g}; got {cfg.weight_decay}"),
         (cfg.gamma > 0 and math.isfinite(cfg.gamma), f"--gamma must be a positive number; got {cfg.gamma}"),
         (0 <= cfg.warmup_epochs < cfg.epochs,
          f"--warmup-epochs must be at least 0 and below --epochs ({cfg.epochs}); got {cfg.warmup_epochs}"),
@@ -220,9 +237,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
         (cfg.patch_size >= 0, f"--patch-size must be >= 0 (0: auto); got {cfg.patch_size}"),
         (0 <= cfg.swap_ratio <= 1, f"--swap-ratio must be in [0, 1]; got {cfg.swap_ratio}"),
         (0 <= cfg.swap_prob <= 1, f"--swap-prob must be in [0, 1]; got {cfg.swap_prob}"),
-        (cfg.temperature > 0 and math.isfinite(cfg.temperature),
-         f"--temperature must be positive; got {cfg.temperature}"),
-        (cfg.kd_weight >= 0 and math.isfinite(cfg.kd_weight), f"--kd-weight must be >= 0; got {cfg.kd_weight}"),
+        (low_t <= cfg.temperature <= high_t,
+         f"--temperature must be between {low_t:g} and {high_t:g}; got {cfg.temperature}"),
+        (0 <= cfg.kd_weight <= MAX_KD_WEIGHT,
+         f"--kd-weight must be between 0 and {MAX_KD_WEIGHT:g}; got {cfg.kd_weight}"),
         (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
         (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
         (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
@@ -248,10 +266,21 @@ def step_images(cfg: TrainConfig) -> int:
     return step_anchors(cfg) * METHODS[cfg.method].images_per_anchor
 
 
-def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name: str, world_size: int = 1) -> None:
-    """Checks that need the dataset or the process count: the patch size must tile the images, and under
-    DistributedDataParallel every process must get an equal slice of the anchors."""
+def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name: str, world_size: int = 1,
+                    train_size: int | None = None) -> None:
+    """Checks that need the dataset or the process count: the patch size must tile the images, under
+    DistributedDataParallel every process must get an equal slice of the anchors, and (given the training split's
+    ``train_size``) a step must fit in the split and the run in ``MAX_STEPS``."""
     anchors = step_anchors(cfg)
+    if train_size is not None:
+        if anchors > train_size:
+            raise ConfigError(f"--batch-size {cfg.batch_size} asks for {anchors} anchors per step, more than the "
+                              f"{train_size} training images of {dataset_name}; pick at most {train_size}")
+        steps = cfg.epochs * math.ceil(train_size / anchors)
+        if steps > MAX_STEPS:
+            raise ConfigError(f"--epochs {cfg.epochs} at --batch-size {cfg.batch_size} on {dataset_name} is {steps} "
+                              f"steps; a run may take at most {MAX_STEPS} (at most "
+                              f"{MAX_STEPS // math.ceil(train_size / anchors)} epochs here)")
     if anchors % world_size:
         halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
         raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from explorer.data import DatasetError, load_dataset
+from explorer.data import Dataset, DatasetError, load_dataset
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
 from explorer.training.config import (
@@ -136,6 +136,35 @@ def _form_argv(settings: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def _readable_info(run_dir: Path) -> RunInfo:
+    """``read_run_info``, or for a folder whose files hold values of the wrong kind (a hand-edited or foreign
+    status.json, an epoch record without its numbers) a row of state "unreadable" that says why: one malformed
+    folder must not break the runs table for everybody. Its table row is formatted here too, to be sure."""
+    try:
+        info = read_run_info(run_dir)
+        info.row()
+        return info
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        return RunInfo(run_id=run_dir.name, method="?", dataset="?", model="?", state="unreadable",
+                       message=f"this run folder could not be read ({type(exc).__name__}: {exc})"[:300],
+                       progress=0.0, epoch=0, epochs=0, device="?", processes=1, gpus=(), best_test_accuracy=None,
+                       images_per_s=None, eta_s=None, started=run_dir.stat().st_mtime, path=run_dir)
+
+
+def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
+    """``RunError`` unless ``model`` (built on the meta device) takes the dataset's images: a forward pass on the
+    meta device computes shapes only, so a ViT that needs 224x224 inputs is refused at once, not after the
+    dataset and the real model are loaded in the training process."""
+    h, w = dataset.image_size
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(2, dataset.channels, h, w, device="meta"))
+    except Exception as exc:  # noqa: BLE001 (models fail on shapes with any exception type)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RunError(f"model {name} cannot train on the {h}x{w} images of {dataset.name} ({reason}); pick a model "
+                       f"for small images, such as small_cnn or resnet18") from None
+
+
 # --------------------------------------------------------------------------------------------------
 # The manager
 # --------------------------------------------------------------------------------------------------
@@ -144,16 +173,21 @@ class RunManager:
 
     ``max_concurrent``: training processes at once (default: one per visible GPU, one on a CPU-only host).
     ``grace_s``: how long a cancelled run may take to stop after SIGTERM before it is killed.
+    ``max_queued``: runs that may wait for a slot at once (default: no limit); a further launch is refused. A
+    study's runs are not counted nor refused: the study queues all of them at once by design.
     On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread.
     """
 
     def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
-                 grace_s: float = GRACE_S) -> None:
+                 grace_s: float = GRACE_S, max_queued: int | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max(1, torch.cuda.device_count()) if max_concurrent is None else max_concurrent
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1; got {max_concurrent}")
+        if max_queued is not None and max_queued < 0:
+            raise ValueError(f"max_queued must be at least 0; got {max_queued}")
+        self.max_queued = max_queued
         self.grace_s = grace_s
         self._lock = threading.RLock()
         self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
@@ -180,6 +214,10 @@ class RunManager:
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         cfg = self._checked_config(settings, gpus)
         with self._lock:
+            waiting = sum("study" not in launch for launch in self._queue.values())
+            if study is None and self.max_queued is not None and waiting >= self.max_queued:
+                raise RunError(f"{waiting} runs are already waiting for a free training slot (at most "
+                               f"{self.max_queued} here); launch this one when one of them has started")
             if run_id is None:
                 run_id, run_dir = self._new_run_folder(cfg)
             else:
@@ -236,12 +274,12 @@ class RunManager:
 
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [read_run_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        infos = [_readable_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
         """The state, progress and best test accuracy of one run."""
-        return read_run_info(self.run_dir(run_id))
+        return _readable_info(self.run_dir(run_id))
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
@@ -366,11 +404,12 @@ class RunManager:
         cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
         try:
             dataset = load_dataset(cfg.dataset, cfg.data_root, False, cfg.image_size)
-            validate_config(cfg, dataset.image_size, dataset.name, gpus)
+            validate_config(cfg, dataset.image_size, dataset.name, gpus, train_size=len(dataset.train_labels))
             with torch.device("meta"):  # the size of the model, without allocating it
                 model = build_model(cfg.model, dataset.channels, dataset.num_classes)
         except (ConfigError, DatasetError, ModelError) as exc:
             raise RunError(str(exc)) from None
+        _check_input_size(model, cfg.model, dataset)
         weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         needed = 2 * weight_bytes + DISK_MARGIN_BYTES  # the checkpoint and its temporary copy while replaced
         free = shutil.disk_usage(self.runs_dir).free

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
+from PIL import Image
 
 from explorer.device import resolve_device
 from explorer.training.runs import RunManager
@@ -12,7 +16,7 @@ from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "build_app", "opened"]
+__all__ = ["CSS", "build_app", "opened", "save_pil_to_cache_atomically"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 CSS = """
@@ -26,12 +30,38 @@ def opened(tab_id: str) -> str:
     return tab_id
 
 
+def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's ``processing_utils.save_pil_to_cache``, written atomically and only once per content.
+
+    Gradio 6.31 names a picture's cache file by the hash of its bytes and rewrites that file in place on every
+    answer (truncate, then write): when two users get the same picture at once (a class on the defaults), one of
+    them may download it while the other's answer truncates it, and receives 0 bytes ("Too little data for
+    declared Content-Length"). That is Gradio's race (its ``save_file_to_cache`` already writes under a temporary
+    name and skips existing copies; this one does not). Here the bytes go to a temporary file renamed into
+    place, and an existing copy (same hash, same bytes) is only touched, as Gradio does for files, so that
+    ``delete_cache`` ages it from its latest use.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    target = (folder / f"{name}.{format}").resolve()
+    if target.exists():
+        os.utime(target)
+        return str(target)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-")
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    os.replace(temporary, target)
+    return str(target)
+
+
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
     """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
 
     The caller owns the run manager (it starts and watches training processes): it creates one per app and
     closes it when the app stops, which a ``gr.Blocks`` has no hook for.
     """
+    processing_utils.save_pil_to_cache = save_pil_to_cache_atomically  # every component's pictures (see there)
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)

@@ -12,6 +12,16 @@ process are reported apart.
 updates while the app is idle, while a run with the Train tab's defaults trains in the background
 (launched through ``/launch_run``), and idle again once it has finished; and how long that default run
 took, from the launch to its final state. Each app gets an empty runs folder of its own.
+
+``--users N`` plays a class on one app (a fresh process, loopback ``gradio_client`` users): each user opens the
+app (its own client) and does swap -> random pair -> Grad-CAM -> confidence gaps -> Compare, with a random think
+time between steps, for ``--rounds`` rounds. Gaps and Compare are asked with one of ``--distinct`` settings
+(a class mostly clicks the same defaults). ``--round-robin R`` instead plays the issue's load test: N clients
+without think times, R requests each, round-robin swap_pair / confidence_gaps / gradcam / compare (gaps with
+N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors, and the
+throughput; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time
+limit and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it
+while a default Train-tab run trains (launched first, cancelled at the end).
 """
 
 from __future__ import annotations
@@ -19,18 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from explorer.training.runfolder import epoch_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository, where app.py is
 GOALS = {"startup_s": 20.0, "swap_pair_s": 0.3, "gradcam_both_models_s": 1.0, "compare_first_s": 5.0,
          "compare_cached_s": 0.5, "swap_pair_idle_s": 0.3, "swap_pair_while_training_s": 0.3,
          "swap_pair_idle_after_s": 0.3}
@@ -43,11 +55,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_app(port: int, options: list[str] | None = None, timeout: float = 120.0) -> tuple[subprocess.Popen, float]:
-    """``python app.py`` on ``port``; returns the process and the seconds until it answered HTTP."""
+def _start_app(port: int, options: list[str] | None = None, timeout: float = 120.0,
+               env: dict[str, str] | None = None) -> tuple[subprocess.Popen, float]:
+    """``python app.py`` on ``port`` (``env`` added to the environment); returns the process and the seconds
+    until it answered HTTP."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *(options or [])], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
@@ -149,6 +163,181 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
             "default_run_training_s": [final["elapsed"]]}
 
 
+# --------------------------------------------------------------------------------------------------
+# A class: many users at once
+# --------------------------------------------------------------------------------------------------
+CLASS_GOALS_P95 = {"swap_pair": 2.0, "random_pair": 2.0, "gradcam": 2.0, "confidence_gaps": 10.0, "compare": 10.0}
+REQUEST_TIMEOUT_S = 120.0
+
+
+class Recorder:
+    """Latencies and errors per endpoint, from many user threads."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.latency: dict[str, list[float]] = {}
+        self.errors: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def call(self, client, endpoint: str, **inputs) -> None:
+        """One request, timed; an exception (or no answer within ``REQUEST_TIMEOUT_S``) is an error."""
+        if time.monotonic() > self.deadline:
+            return
+        start = time.perf_counter()
+        try:
+            client.submit(api_name=f"/{endpoint}", **inputs).result(timeout=REQUEST_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 (every failure a user would see counts)
+            self.record(endpoint, error=f"{type(exc).__name__}: {exc}")
+            return
+        self.record(endpoint, seconds=time.perf_counter() - start)
+
+    def record(self, endpoint: str, seconds: float | None = None, error: str | None = None) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors.setdefault(endpoint, []).append(error[:200])
+            else:
+                self.latency.setdefault(endpoint, []).append(seconds)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _open(url: str, recorder: Recorder):
+    """A user's client (it reads the app's API description, as a browser reads the page), or None on failure,
+    recorded as an error of ``open``. The time limit is a patient browser's, not httpx's default 5 s."""
+    from gradio_client import Client
+
+    start = time.perf_counter()
+    try:
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": REQUEST_TIMEOUT_S})
+    except Exception as exc:  # noqa: BLE001 (every failure a user would see counts)
+        recorder.record("open", error=f"{type(exc).__name__}: {exc}")
+        return None
+    recorder.record("open", seconds=time.perf_counter() - start)
+    return client
+
+
+def _student(url: str, recorder: Recorder, user: int, rounds: int, think_s: float, distinct: int) -> None:
+    """One user: opens the app, then swap -> random pair -> Grad-CAM -> gaps -> Compare per round."""
+    rng = random.Random(user)
+    if (client := _open(url, recorder)) is None:
+        return
+    for _ in range(rounds):
+        steps = [("swap_pair", dict(upload_a=None, upload_b=None, index_a=rng.randrange(80),
+                                    index_b=rng.randrange(80), seed=rng.randrange(1000))),
+                 ("random_pair", {}),
+                 ("gradcam", dict(upload=None, test_index=rng.randrange(1000))),
+                 ("confidence_gaps", dict(seed=rng.randrange(distinct))),
+                 ("compare", {})]
+        for endpoint, inputs in steps:
+            recorder.call(client, endpoint, **inputs)
+            time.sleep(rng.uniform(0.5, 1.5) * think_s)
+    client.close()
+
+
+def _round_robin_client(url: str, recorder: Recorder, client_index: int, requests: int) -> None:
+    """The issue's load test: ``requests`` requests round-robin over four endpoints, no think time."""
+    if (client := _open(url, recorder)) is None:
+        return
+    order = [("swap_pair", lambda i: dict(upload_a=None, upload_b=None, index_a=i % 80, index_b=(i + 1) % 80,
+                                          seed=i)),
+             ("confidence_gaps", lambda i: dict(n_pairs=500, seed=0)),
+             ("gradcam", lambda i: dict(upload=None, test_index=i)),
+             ("compare", lambda i: {})]
+    for i in range(requests):
+        endpoint, inputs = order[(i + client_index) % len(order)]
+        recorder.call(client, endpoint, **inputs(i))
+    client.close()
+
+
+def measure_class(args: argparse.Namespace) -> dict:
+    """One fresh app, ``args.users`` users at once (a class or the round-robin), optionally while a run trains."""
+    from gradio_client import Client
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir:
+        process, _ = _start_app(port, ["--runs-dir", runs_dir], env={"GRADIO_PROFILING": "1"})
+        admin = Client(url, verbose=False, download_files=False)
+        run_id = None
+        try:
+            admin.predict(upload_a=None, upload_b=None, api_name="/swap_pair")  # loads the models
+            if args.while_training:
+                run_id = admin.predict(api_name="/launch_run")
+                while _run_state(admin, run_id)[1].startswith("0 %"):
+                    time.sleep(0.2)
+            recorder = Recorder(time.monotonic() + args.duration)
+            if args.round_robin:
+                users = [threading.Thread(target=_round_robin_client, args=(url, recorder, i, args.round_robin))
+                         for i in range(args.users)]
+            else:
+                users = [threading.Thread(target=_student, args=(url, recorder, i, args.rounds, args.think,
+                                                                 args.distinct)) for i in range(args.users)]
+            start = time.perf_counter()
+            for user in users:
+                user.start()
+                time.sleep(0.05 if args.round_robin else _stagger(args))
+            for user in users:
+                user.join(timeout=max(0.0, recorder.deadline - time.monotonic()) + REQUEST_TIMEOUT_S)
+            wall = time.perf_counter() - start
+            repeat = _repeated_server_time(admin, url)
+            training = _run_state(admin, run_id)[0] if run_id else None
+        finally:
+            try:
+                if run_id is not None and _run_state(admin, run_id)[0] in ("queued", "running"):
+                    admin.predict(run_id, api_name="/cancel_run")
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    done = sum(len(v) for k, v in recorder.latency.items() if k != "open")
+    return {"users": args.users, "mode": f"round-robin x {args.round_robin}" if args.round_robin else
+            f"class, {args.rounds} rounds, think {args.think:g} s, {args.distinct} distinct gaps settings",
+            "wall_s": wall, "requests": done, "throughput_per_s": done / wall,
+            "errors": {k: len(v) for k, v in recorder.errors.items()},
+            "error_samples": [e for v in recorder.errors.values() for e in v[:2]],
+            "endpoints": {k: {"n": len(v), "p50_s": _percentile(v, 0.5), "p95_s": _percentile(v, 0.95)}
+                          for k, v in sorted(recorder.latency.items())},
+            "repeated_identical_server_median_s": repeat,
+            "training_run": training, "load_average_after": os.getloadavg()[0]}
+
+
+def _repeated_server_time(client, url: str) -> dict[str, float]:
+    """Median server time (Gradio's own trace: preprocess + the call + postprocess, without the queue wait) of
+    five identical Compare and gaps requests, asked one at a time after the class."""
+    medians = {}
+    for endpoint, inputs in (("compare", {}), ("confidence_gaps", dict(n_pairs=500, seed=0))):
+        client.predict(api_name=f"/{endpoint}", **inputs)  # computed (or cached) once
+        urllib.request.urlopen(urllib.request.Request(f"{url}gradio_api/profiling/clear", method="POST")).close()
+        for _ in range(5):
+            client.predict(api_name=f"/{endpoint}", **inputs)
+        with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
+            traces = [t for t in json.load(response) if t["fn_name"] == endpoint]
+        medians[endpoint] = statistics.median(
+            (t["preprocess_ms"] + t["fn_call_ms"] + t["postprocess_ms"]) / 1000 for t in traces)
+    return medians
+
+
+def _stagger(args: argparse.Namespace) -> float:
+    """Users open the app over the first think time, as a class does after the teacher's "go"."""
+    return args.think / max(1, args.users)
+
+
+def print_class(result: dict) -> None:
+    print(f"{result['users']} users ({result['mode']}){', while a run trains' if result['training_run'] else ''}: "
+          f"{result['requests']} requests in {result['wall_s']:.1f} s = {result['throughput_per_s']:.2f}/s, "
+          f"errors {result['errors'] or 0}")
+    for endpoint, e in result["endpoints"].items():
+        goal = CLASS_GOALS_P95.get(endpoint)
+        verdict = f"goal p95 <= {goal:g} s  {'ok' if e['p95_s'] <= goal else 'OVER'}" if goal else ""
+        print(f"  {endpoint:16s} n {e['n']:4d}  p50 {e['p50_s']:6.2f} s  p95 {e['p95_s']:6.2f} s  {verdict}")
+    for endpoint, seconds in result["repeated_identical_server_median_s"].items():
+        print(f"  repeated identical {endpoint}: {1000 * seconds:.0f} ms server time (median of 5; goal <= 50 ms)")
+    for sample in result["error_samples"]:
+        print(f"  error: {sample}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench_app", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="fresh app processes (default 3)")
@@ -156,7 +345,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--while-training", action="store_true",
                         help="patch-swap latency idle vs while a default Train-tab run trains, and that run's duration")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--users", type=int, metavar="N", help="play a class of N users at once on one app")
+    parser.add_argument("--rounds", type=int, default=2, help="--users: rounds of the five steps per user (default 2)")
+    parser.add_argument("--think", type=float, default=3.0, help="--users: mean think time in s (default 3)")
+    parser.add_argument("--distinct", type=int, default=3,
+                        help="--users: distinct gaps settings the class asks for (default 3)")
+    parser.add_argument("--round-robin", type=int, metavar="R",
+                        help="--users: R requests per user, round-robin over four endpoints, no think time")
+    parser.add_argument("--duration", type=float, default=300.0,
+                        help="--users: stop sending requests after this many seconds (default 300)")
     args = parser.parse_args(argv)
+    if args.users is not None:
+        if not 1 <= args.users <= 200 or args.rounds < 1 or args.think < 0 or args.distinct < 1:
+            parser.error("--users must be 1..200, --rounds and --distinct at least 1, --think at least 0")
+        result = measure_class(args)
+        print(json.dumps(result)) if args.json else print_class(result)
+        return 0
     measure = measure_while_training if args.while_training else measure_once
     load_before = os.getloadavg()[0]
     samples: dict[str, list[float]] = {}

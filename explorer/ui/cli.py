@@ -1,9 +1,34 @@
-"""The web app's launcher: ``python app.py`` (or ``ips-explorer``) serves it on http://127.0.0.1:7860 (see --help)."""
+"""The web app's launcher: ``python app.py`` (or ``ips-explorer``) serves it on http://127.0.0.1:7860 (see --help).
+
+Serving a class (``--host 0.0.0.0 --auth USER:PASSWORD``) adds what a shared server needs, around Gradio:
+
+- ``Gatekeeper`` (an ASGI middleware given to Gradio's FastAPI app): before login, the HTML page carries no API
+  description (Gradio 6 embeds ``window.gradio_api_info`` in the login page although ``/gradio_api/info``
+  answers 401); and wrong passwords are throttled per client address (``LOGIN_ATTEMPTS`` per
+  ``LOGIN_WINDOW_S``, then 429 until the window has passed).
+- a warning at start when the app is reachable from the network (``--share`` or a host other than loopback)
+  without ``--auth``: any visitor can then start, cancel and delete training runs.
+- ``max_file_size`` (``MAX_UPLOAD``: Gradio refuses larger uploads before writing them to disk) and cache
+  cleanup (``delete_cache``: generated files older than a day are deleted every hour).
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
+import warnings
+from collections import deque
+
+__all__ = ["CACHE_CLEANUP", "LOGIN_ATTEMPTS", "LOGIN_WINDOW_S", "MAX_UPLOAD", "Gatekeeper", "exposure_warning",
+           "main", "parse_args"]
+
+LOGIN_ATTEMPTS, LOGIN_WINDOW_S = 10, 60.0  # wrong passwords per client address and window
+MAX_UPLOAD = "20mb"  # the uploads' own check (explorer.analysis.uploads) refuses more than 20 MB as well
+CACHE_CLEANUP = (3600, 86400)  # every hour, delete generated files older than a day
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                            "offered as a checkpoint (default runs)")
     parser.add_argument("--max-runs", type=int, metavar="N", help="training processes at once; further runs "
                                                                   "wait in a queue (default: 1 per GPU, 1 on CPU)")
+    parser.add_argument("--max-queued", type=int, default=8, metavar="N",
+                        help="runs that may wait for a free slot at once; further launches are refused (default 8; "
+                             "a study's runs are not counted)")
     parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
@@ -24,22 +52,119 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--auth needs USER:PASSWORD, both non-empty")
     if args.max_runs is not None and args.max_runs < 1:
         parser.error(f"--max-runs must be at least 1; got {args.max_runs}")
+    if args.max_queued < 0:
+        parser.error(f"--max-queued must be at least 0; got {args.max_queued}")
     return args
+
+
+def exposure_warning(args: argparse.Namespace) -> str | None:
+    """What to tell the teacher when the app is reachable from the network without a password, else None."""
+    if args.auth or (args.host in LOOPBACK and not args.share):
+        return None
+    where = "a public gradio.live link" if args.share else f"{args.host}:{args.port}"
+    return (f"IPS Explorer is served on {where} without --auth: anyone who can reach it can start, cancel and "
+            "delete training runs. Add --auth USER:PASSWORD.")
+
+
+class Gatekeeper:
+    """ASGI middleware: no API description in pages served before login; wrong passwords throttled per address.
+
+    ``scope["app"]`` is Gradio's FastAPI app, which holds the login tokens (``tokens``) and the cookie name
+    (``cookie_id``); without ``auth`` the middleware passes everything through.
+    """
+
+    def __init__(self, app, attempts: int = LOGIN_ATTEMPTS, window_s: float = LOGIN_WINDOW_S) -> None:
+        self.app, self.attempts, self.window_s = app, attempts, window_s
+        self.failures: dict[str, deque[float]] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        gradio = scope.get("app")
+        if scope["type"] != "http" or not getattr(gradio, "auth", None):
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].rstrip("/") == "/login" and scope["method"] == "POST":
+            await self._login(scope, receive, send)
+        elif scope["method"] == "GET" and not self._logged_in(scope, gradio):
+            await self._without_api_info(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    @staticmethod
+    def _logged_in(scope, gradio) -> bool:
+        cookies = dict(part.strip().split("=", 1) for header, value in scope["headers"] if header == b"cookie"
+                       for part in value.decode("latin-1").split(";") if "=" in part)
+        return any(cookies.get(f"{name}-{gradio.cookie_id}") in gradio.tokens
+                   for name in ("access-token", "access-token-unsecure"))
+
+    async def _login(self, scope, receive, send) -> None:
+        client = (scope.get("client") or ("?",))[0]
+        now = time.monotonic()
+        recent = self.failures.setdefault(client, deque())
+        while recent and now - recent[0] > self.window_s:
+            recent.popleft()
+        if len(recent) >= self.attempts:
+            wait = int(self.window_s - (now - recent[0])) + 1
+            await _plain(send, 429, f"Too many wrong passwords; try again in {wait} s.".encode())
+            return
+
+        async def record(message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (400, 401):
+                recent.append(time.monotonic())
+            await send(message)
+
+        await self.app(scope, receive, record)
+
+    async def _without_api_info(self, scope, receive, send) -> None:
+        """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page)."""
+        start, body = None, []
+
+        async def buffer(message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                if not any(k == b"content-type" and v.startswith(b"text/html") for k, v in message["headers"]):
+                    await send(message)
+                    start = None
+                return
+            if start is None:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if not message.get("more_body"):
+                page = API_INFO.sub(b"window.gradio_api_info = null;</script>", b"".join(body))
+                headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
+                await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, buffer)
+
+
+async def _plain(send, status: int, text: bytes) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from starlette.middleware import Middleware
+
     from explorer.analysis.cam import preload_cam  # after parsing, so --help is instant
     from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
-    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs)  # reconciles runs an earlier app left behind
+    if (warning := exposure_warning(args)) is not None:
+        warnings.warn(warning, stacklevel=1)
+    # the run manager reconciles the runs an earlier app left behind
+    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
     try:
         demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
+        demo.delete_cache = CACHE_CLEANUP
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                         auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
-                        prevent_thread_lock=True)
+                        prevent_thread_lock=True, max_file_size=MAX_UPLOAD,
+                        app_kwargs={"middleware": [Middleware(Gatekeeper)]})
         except OSError as exc:  # Gradio's advice (GRADIO_SERVER_PORT) does not apply: --port sets the port
             if "empty port" not in str(exc):
                 raise

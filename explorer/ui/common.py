@@ -7,18 +7,28 @@ reads: parameter names become the API's parameter names, a ``gr.Progress`` defau
 annotation are injected. A ``ValueError`` (what the plain functions raise for anything a user can get wrong)
 becomes a ``gr.Error`` with the plain message.
 
-Model work. Every event that runs a model is bound with ``model_handler``: it runs inside
-``AppContext.model_work``, which holds the context's lock for the whole call and, for ``small`` work on the
-CPU, sets torch's intra-op threads to 1 and restores the previous count after. ``torch.set_num_threads`` is
-process-global, so a thread count is only right while one model call runs at a time; the lock makes that so
-for every caller. In the app these events also share one Gradio ``concurrency_id`` (``MODEL_WORK``, limit 1),
-so they queue in Gradio rather than block its worker threads, and the lock is uncontended; it is what makes
-direct calls (tests, scripts, several apps in one process) safe. Events that run no model (dataset switches,
-the Train tab, the pickers) neither take the lock nor touch the thread count.
+Model work runs in three lanes, each a Gradio ``concurrency_id`` of its own, so that light work never
+waits behind heavy work:
 
-Long analyses (CAM faithfulness, patch evidence over many pairs: seconds to minutes) have a lane of their own,
-``HEAVY_WORK``: they copy the models they need inside ``model_work`` and run on the copies without the lock, so
-the interactive tabs stay responsive meanwhile (a CAM's hooks on a shared model would see the other's forwards).
+- ``MODEL_WORK``, the light lane: one picture's worth (a swapped pair, one Grad-CAM, one pair's patch
+  evidence), bound with ``model_handler(small=True)`` and ``LIGHT_EVENTS``: tens to hundreds of milliseconds.
+- ``ANALYSIS_WORK``: a pass over many test images (confidence gaps, Compare), about a second, bound with
+  ``analysis_handler`` and ``ANALYSIS_EVENTS``: its answers are cached by inputs and checkpoint identity, so
+  a class clicking the same defaults computes them once, and a cached answer waits for nothing.
+- ``HEAVY_WORK``: long analyses (CAM faithfulness, patch evidence over many pairs: seconds to minutes), which
+  copy the models they need (``private_models``) and run on the copies, also cached.
+
+Thread safety, made explicit. A model is used by one thread at a time: each lane has a lock
+(``AppContext.lane_work``) and its own instance of every model (``AppContext.checkpoint`` loads one per lane),
+so a Grad-CAM's hooks or a model's train/eval mode are never seen by another lane's forward pass. The lock
+also makes direct calls (tests, scripts, several apps in one process) safe; in the app, Gradio takes a few
+events of a lane at once, so that their pre- and postprocessing (decoding inputs, encoding pictures) overlaps
+with the model call that holds the lock. Torch's intra-op thread count: lane work on the CPU runs with one thread and
+restores the calling thread's count after. With OpenMP (torch's CPU backend) the count is a per-thread setting
+(``omp_set_num_threads`` sets the calling thread's value; a fresh thread copies the process default on its first
+parallel region), so two lanes setting and restoring it at once do not disturb each other; on two cores the
+lanes themselves are the parallelism. Events that run no model (dataset switches, the Train tab, the pickers)
+neither take a lock nor touch the thread count.
 """
 
 from __future__ import annotations
@@ -38,16 +48,25 @@ import torch
 from torch import Tensor, nn
 
 from explorer.analysis.cache import BoundedCache
-from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, weights_version
+from explorer.analysis.catalog import checkpoint_folder, list_checkpoints, weights_version
 from explorer.analysis.comparison import split_logits
 from explorer.checkpoints import Checkpoint, load_card, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
-__all__ = ["HEAVY_WORK", "MODEL_WORK", "AppContext", "Header", "build_header", "handler", "model_handler"]
+__all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "LIGHT_EVENTS", "MODEL_WORK", "AppContext",
+           "Header", "analysis_handler", "handler", "integer_dropdown", "model_handler"]
 
-MODEL_WORK = "model"  # the concurrency_id of every event that runs a model
-HEAVY_WORK = "heavy"  # the concurrency_id of long analyses (seconds to minutes), which run on private model copies
+MODEL_WORK = "model"  # the light lane: one picture's worth of model work (see the module docstring)
+ANALYSIS_WORK = "analysis"  # a pass over many test images (gaps, Compare), answers cached
+HEAVY_WORK = "heavy"  # long analyses (seconds to minutes), which run on private model copies
+LANES = (MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK)
+# How a light event is queued: Gradio takes up to 4 at once, so that one answer's pictures are encoded and sent
+# while the next runs its model; the model calls themselves take the lane's lock in turn (``model_handler``).
+LIGHT_EVENTS: dict[str, Any] = dict(concurrency_id=MODEL_WORK, concurrency_limit=4)
+# How an analysis event is queued: cached answers need no lane, so up to 8 requests are taken at once; the ones
+# that compute wait for the lane's lock in turn (``analysis_handler``).
+ANALYSIS_EVENTS: dict[str, Any] = dict(concurrency_id=ANALYSIS_WORK, concurrency_limit=8)
 OFFLINE_DATASETS = ("mnist5k", "digits")
 
 
@@ -55,8 +74,8 @@ OFFLINE_DATASETS = ("mnist5k", "digits")
 class AppContext:
     """Where checkpoints come from and where models run, and what the app keeps in memory; built once per app.
 
-    Four bounded caches of one kind (``BoundedCache``): datasets by name; loaded models by checkpoint folder,
-    device and weights-file version; a split's logits by checkpoint folder, weights-file version, dataset and
+    Four bounded caches of one kind (``BoundedCache``): datasets by name; loaded models by lane, checkpoint
+    folder, device and weights-file version; a split's logits by checkpoint folder, weights-file version, dataset and
     split; the answers of long analyses (CAM faithfulness, evidence over many pairs) by their inputs and the
     checkpoints' folders and weights-file versions. A checkpoint replaced on disk gets a new version, so it is
     reloaded and its logits and analyses recomputed.
@@ -66,10 +85,12 @@ class AppContext:
     checkpoints_dir: Path
     device: torch.device
     datasets: BoundedCache[Dataset] = field(default_factory=lambda: BoundedCache(8))
-    loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8))
+    loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8 * len(LANES)))
     logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
-    analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(16))
-    _model_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(32))
+    _lane_locks: dict[str, threading.RLock] = field(
+        default_factory=lambda: {lane: threading.RLock() for lane in LANES}, repr=False)
+    _current: threading.local = field(default_factory=threading.local, repr=False)
 
     @property
     def checkpoint_dirs(self) -> list[Path]:
@@ -95,10 +116,16 @@ class AppContext:
             raise ValueError("no dataset chosen; pick one from the list")
         return self.datasets.get(name, functools.partial(load_dataset, name))
 
+    @property
+    def lane(self) -> str:
+        """The lane the calling thread works in: ``MODEL_WORK`` outside any ``lane_work``."""
+        return getattr(self._current, "lane", MODEL_WORK)
+
     def checkpoint(self, path: str, dataset: Dataset) -> Checkpoint:
-        """A listed checkpoint, loaded (cached) on the app's device; refused when it does not fit ``dataset``."""
+        """A listed checkpoint, loaded (cached) on the app's device, the calling lane's own instance; refused when
+        it does not fit ``dataset``."""
         folder = checkpoint_folder(path, self.checkpoint_dirs)
-        key = (str(folder), str(self.device), *weights_version(folder))
+        key = (self.lane, str(folder), str(self.device), *weights_version(folder))
         checkpoint = self.loaded.get(key, functools.partial(load_checkpoint, folder, self.device))
         check_compatible(checkpoint.card, dataset)
         return checkpoint
@@ -120,6 +147,14 @@ class AppContext:
         key = (str(checkpoint.path), *weights_version(checkpoint.path), dataset.name, split)
         return self.logits.get(key, functools.partial(split_logits, checkpoint, dataset, split))
 
+    def checkpoint_identity(self, path: str | None) -> tuple:
+        """(folder, weights-file version) of a listed checkpoint; the value itself when it names none."""
+        try:
+            folder = checkpoint_folder(path, self.checkpoint_dirs) if path else None
+        except ValueError:
+            return (path,)
+        return (str(folder), *weights_version(folder)) if folder else (None,)
+
     def analysis(self, kind: str, checkpoints: Mapping[str, Checkpoint], inputs: tuple,
                  make: Callable[[], Any]) -> Any:
         """The answer of a long analysis, computed once per ``kind``, ``inputs`` and checkpoint weights version."""
@@ -131,23 +166,33 @@ class AppContext:
         with self.model_work():
             return {name: copy.deepcopy(checkpoint.model) for name, checkpoint in checkpoints.items()}
 
+    def model_work(self, small: bool = False) -> AbstractContextManager[None]:
+        """Light-lane work (``lane_work(MODEL_WORK, small)``)."""
+        return self.lane_work(MODEL_WORK, small)
+
     @contextmanager
-    def model_work(self, small: bool = False) -> Iterator[None]:
-        """Run a model call alone; ``small`` work on the CPU runs single-threaded (see the module docstring).
+    def lane_work(self, lane: str, small: bool = False) -> Iterator[None]:
+        """Run a model call alone in ``lane``; ``small`` work on the CPU runs single-threaded (module docstring).
 
         A forward pass over a handful of 28x28 images takes 2 ms on one core but 100+ ms on two when the other
-        core is busy (threads wait for each other), so interactive work skips intra-op parallelism.
+        core is busy (threads wait for each other), so lane work skips intra-op parallelism.
         """
-        with self._model_lock:
-            if not (small and self.device.type == "cpu"):
-                yield
-                return
+        with self._lane_locks[lane]:
+            outer = getattr(self._current, "lane", None)
+            self._current.lane = lane
             previous = torch.get_num_threads()
-            torch.set_num_threads(1)
+            single = small and self.device.type == "cpu"
+            if single:
+                torch.set_num_threads(1)
             try:
                 yield
             finally:
-                torch.set_num_threads(previous)
+                if single:
+                    torch.set_num_threads(previous)
+                if outer is None:
+                    del self._current.lane
+                else:
+                    self._current.lane = outer
 
 
 def handler(fn: Callable[..., Any], *bound: Any,
@@ -179,8 +224,54 @@ def handler(fn: Callable[..., Any], *bound: Any,
 
 
 def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:
-    """``handler(fn, ctx, *bound)`` run as model work (``AppContext.model_work``)."""
+    """``handler(fn, ctx, *bound)`` run as light-lane model work (``AppContext.model_work``)."""
     return handler(fn, ctx, *bound, work=functools.partial(ctx.model_work, small))
+
+
+def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
+    """``handler(fn, ctx, *bound)`` run in ``ANALYSIS_WORK`` (single-threaded on the CPU), its answer cached.
+
+    The cache key is ``fn``'s name, its arguments (Gradio's ``progress`` left out) and the identity (folder and
+    weights-file version) of the checkpoints named by its ``model_a`` and ``model_b`` parameters, so a run that
+    saved a newer epoch is computed again. A cached answer is returned at once, without the lane's lock; a miss
+    takes the lock and looks again, so a class asking the same question at once computes it once. Refusals
+    (``ValueError``) are not cached: ``BoundedCache`` stores only what was computed. Bind it with
+    ``ANALYSIS_EVENTS``.
+    """
+    signature = inspect.signature(fn)
+    model_parameters = [name for name in signature.parameters if name in ("model_a", "model_b")]
+
+    def cached(context: AppContext, *args: Any, **kwargs: Any) -> Any:
+        given = signature.bind_partial(context, *args, **kwargs).arguments
+        inputs = tuple((name, _hashable(value)) for name, value in given.items() if name not in ("ctx", "progress"))
+        identity = tuple(context.checkpoint_identity(given.get(name)) for name in model_parameters)
+        key, compute = (fn.__name__, inputs, identity), functools.partial(fn, context, *args, **kwargs)
+        if key in context.analyses:
+            return context.analyses.get(key, compute)
+        with context.lane_work(ANALYSIS_WORK, small=True):
+            return context.analyses.get(key, compute)
+
+    functools.update_wrapper(cached, fn)
+    return handler(cached, ctx, *bound)
+
+
+def _hashable(value: Any) -> Any:
+    """A cache-key form of a component's value (lists and dicts become tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def integer_dropdown(choices: list[int] | list[tuple[str, int]], **kwargs: Any) -> gr.Dropdown:
+    """A ``gr.Dropdown`` of whole numbers (patch sizes) whose API schema says so: Gradio describes any dropdown's
+    choices as strings, so clients were told to send '4', which the app refuses. The schema is a plain integer
+    (gradio_client renders any enum as quoted strings; the choices are still checked when a value arrives), set
+    on the instance: a ``Dropdown`` subclass would make Gradio write a .pyi stub next to this module."""
+    dropdown = gr.Dropdown(choices, **kwargs)
+    dropdown.api_info = lambda: {"type": "integer"}
+    return dropdown
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,34 +284,6 @@ class Header:
     dataset: gr.Dropdown
     model_a: gr.Dropdown
     model_b: gr.Dropdown
-
-
-def refresh_models(ctx: AppContext, current: str | None) -> gr.Dropdown:
-    """A model picker's list, rescanned from disk (a run may have saved its first checkpoint since)."""
-    return gr.Dropdown(choices=ctx.checkpoint_choices(), value=current)
-
-
-def refresh_datasets(ctx: AppContext, current: str | None) -> gr.Dropdown:
-    """The dataset picker's list, rescanned from the checkpoints on disk."""
-    return gr.Dropdown(choices=ctx.dataset_choices(), value=current)
-
-
-def build_header(ctx: AppContext) -> Header:
-    """Dataset and model pickers; their lists are re-read from disk whenever a picker gets focus."""
-    choices = ctx.checkpoint_choices()
-    default_a, default_b = default_pair(ctx.checkpoint_dirs)
-    with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(ctx.dataset_choices(), value="mnist5k", label="Dataset", scale=1,
-                              info="test split; the models must be trained on it")
-        model_a = gr.Dropdown(choices, value=default_a, label="Model A: baseline", allow_custom_value=True, scale=2,
-                              info="a demo checkpoint or a training run")
-        model_b = gr.Dropdown(choices, value=default_b, label="Model B: IPS", allow_custom_value=True, scale=2,
-                              info="a demo checkpoint or a training run")
-    quiet = dict(queue=False, show_progress="hidden")
-    for picker, name in ((model_a, "refresh_model_a"), (model_b, "refresh_model_b")):
-        picker.focus(handler(refresh_models, ctx), picker, picker, api_name=name, **quiet)
-    dataset.focus(handler(refresh_datasets, ctx), dataset, dataset, api_name="refresh_datasets", **quiet)
-    return Header(dataset, model_a, model_b)
 
 
 def result_views(name: str, table_label: str, plot_label: str, json_label: str,

@@ -30,7 +30,7 @@ from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import swap_patches
-from explorer.ui.common import HEAVY_WORK, MODEL_WORK, AppContext, Header, handler, model_handler, result_views
+from explorer.ui.common import HEAVY_WORK, LIGHT_EVENTS, AppContext, Header, handler, model_handler, result_views
 
 __all__ = ["EXCHANGES", "build_gaps_section", "build_swap_section", "evidence_agreement_view", "patch_evidence_view"]
 
@@ -135,7 +135,7 @@ def build_swap_section(ctx: AppContext, header: Header, pair: gr.State) -> None:
         "patch_evidence", plot_id="evidence-maps")
     gr.on([pair.change, exchange.input, k.release], model_handler(ctx, patch_evidence_view, small=True),
           [header.model_a, header.model_b, pair, exchange, k], [maps, table, summary, data, k],
-          api_name="patch_evidence", trigger_mode="always_last", concurrency_id=MODEL_WORK, concurrency_limit=1)
+          api_name="patch_evidence", trigger_mode="always_last", **LIGHT_EVENTS)
 
 
 def build_gaps_section(ctx: AppContext, header: Header, controls: list[gr.components.Component],

@@ -16,7 +16,7 @@ from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, handler, model_handler
+from explorer.ui.common import ANALYSIS_EVENTS, AppContext, analysis_handler, handler, integer_dropdown
 from explorer.ui.header import Header
 from explorer.ui.swap import SwapTab, typed_values_js
 
@@ -144,9 +144,9 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
         n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N",
                             info="up to the whole test split", elem_id="gaps-n-pairs")
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_size_choices(dataset0.image_size),
-                                 value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
-                                 elem_id="gaps-patch-size")
+        patch_size = integer_dropdown(patch_size_choices(dataset0.image_size),
+                                       value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
+                                       elem_id="gaps-patch-size")
         ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio")
         seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Compute gaps", variant="primary")
@@ -162,17 +162,17 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
     evidence.build_gaps_section(ctx, header, [which, class_filter, n_pairs, patch_size, ratio, seed], MODEL_SETS,
                                 ALL_CLASSES)
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    work = {**ANALYSIS_EVENTS, "trigger_mode": "always_last"}  # answers cached by inputs and checkpoints
     settings = [*header.pickers, which, class_filter, n_pairs, patch_size, ratio, seed]
     outputs = [*plots, table, summary, data, run_state]
-    compute = model_handler(ctx, compute_gaps)
-    run.click(compute, settings, outputs, api_name="confidence_gaps", js=typed_values_js(settings), **work)
+    run.click(analysis_handler(ctx, compute_gaps), settings, outputs, api_name="confidence_gaps",
+              js=typed_values_js(settings), **ANALYSIS_EVENTS)
     gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
-          model_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_controls",
+          analysis_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_controls",
           js=typed_values_js([shown, *settings]), **work)
-    tab.select(model_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_opened",
+    tab.select(analysis_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_opened",
                **work)
-    refresh_open = model_handler(ctx, refresh_open_gaps, TAB_ID)
+    refresh_open = analysis_handler(ctx, refresh_open_gaps, TAB_ID)
     gr.on(header.models_picked, refresh_open, [active, shown, *settings], [*outputs, shown],
           api_name="gaps_models", **work)
     header.switched.then(handler(change_dataset, ctx), header.dataset, [class_filter, n_pairs, patch_size],

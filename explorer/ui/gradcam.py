@@ -21,7 +21,7 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.common import MODEL_WORK, AppContext, handler, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, handler, model_handler
 from explorer.ui.header import Header
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab, typed_values_js
 
@@ -229,7 +229,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
 
     models = header.pickers
     inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     show = model_handler(ctx, show_cams, small=True)
     gr.on([demo.load, source.input, test_index.input, method.input, layer.input, target.input, opacity.input,
            upload.clear, *header.models_picked], show, inputs, outputs, api_name="gradcam",
@@ -238,7 +238,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
     upload.upload(model_handler(ctx, show_upload, small=True), inputs, [source, upload, test_index, *outputs],
                   api_name="gradcam_upload", js=typed_values_js(inputs), **work)
     layer.focus(model_handler(ctx, refresh_layers), [*models, layer], layer, api_name="gradcam_layers",
-                show_progress="hidden", concurrency_id=MODEL_WORK, concurrency_limit=1)
+                show_progress="hidden", **LIGHT_EVENTS)
     header.switched.then(handler(change_dataset, ctx), header.dataset, [source, test_index, target],
                          api_name="gradcam_dataset").then(show, inputs, outputs, api_name="gradcam_after_dataset",
                                                           **work)

@@ -12,7 +12,7 @@ from explorer.analysis.render import render_image
 from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
-from explorer.ui.common import MODEL_WORK, AppContext, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, model_handler
 from explorer.ui.compare import model_claims, split_reports
 from explorer.ui.header import Header
 
@@ -173,7 +173,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks, tab: gr.Tab, active:
     gr.Markdown(PEERS)
     shown = gr.State()  # the dataset and models the claims are about
 
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     models = header.pickers
     first = model_handler(ctx, first_example, small=True)
     gr.on([demo.load, *header.models_picked], first, models, [*pictures, example_text],

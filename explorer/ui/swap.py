@@ -22,7 +22,7 @@ from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import MODEL_WORK, AppContext, model_handler
+from explorer.ui.common import LIGHT_EVENTS, AppContext, integer_dropdown, model_handler
 from explorer.ui.header import Header
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair",
@@ -234,9 +234,10 @@ def _controls(dataset: Dataset) -> _Controls:
                             info="counts within the class, like sample a")
         random_button = gr.Button("Random pair", scale=1)
     with gr.Row(equal_height=True):
-        patch_size = gr.Dropdown(patch_size_choices(dataset.image_size), value=default_patch_size(dataset.image_size),
-                                 label="Patch size (pixels)", info="the sizes training accepts: divisors of the image "
-                                                                   "side", elem_id="swap-patch-size")
+        patch_size = integer_dropdown(patch_size_choices(dataset.image_size),
+                                      value=default_patch_size(dataset.image_size), label="Patch size (pixels)",
+                                      info="the sizes training accepts: divisors of the image side",
+                                      elem_id="swap-patch-size")
         ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio",
                           info="fraction of patch positions exchanged (training's default)", elem_id="swap-ratio")
         seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged",
@@ -275,7 +276,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     outputs = _outputs()
     models = header.pickers
     inputs = [*models, c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed]
-    work = dict(concurrency_id=MODEL_WORK, concurrency_limit=1, trigger_mode="always_last")
+    work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     show = model_handler(ctx, show_pair, small=True)
     # .input fires on dragging, arrow keys and typing (not when a handler sets the value: no double drawing)
     gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,

@@ -1,0 +1,64 @@
+"""The app's assembly: what ``build_app`` sets up around the tabs (Gradio's picture cache, lanes, limits)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio import processing_utils
+from PIL import Image
+
+from explorer.training.runs import RunManager
+from explorer.ui import build_app
+from explorer.ui.common import ANALYSIS_EVENTS, ANALYSIS_WORK, HEAVY_WORK, LIGHT_EVENTS, MODEL_WORK
+from tests.helpers import DEMO
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    runs = RunManager(tmp_path_factory.mktemp("runs"))
+    yield build_app(runs, checkpoints_dir=DEMO, device="cpu")
+    runs.close()
+
+
+def test_a_picture_two_users_get_at_once_is_never_read_half_written(demo, tmp_path):
+    """Gradio rewrote a picture's content-hashed cache file in place: a concurrent download got 0 bytes."""
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    path = Path(processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png"))
+    size, short, reads = path.stat().st_size, [], 0
+    stop = time.monotonic() + 0.5
+
+    def another_user() -> None:
+        while time.monotonic() < stop:
+            assert processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png") == str(path)
+
+    writer = threading.Thread(target=another_user)
+    writer.start()
+    while time.monotonic() < stop:
+        reads += 1
+        if len(path.read_bytes()) != size:
+            short.append(reads)
+    writer.join()
+    assert reads > 100 and short == [] and size > 1000
+    assert [p.name for p in path.parent.iterdir()] == ["image.png"]  # no temporary file left behind
+
+
+def test_light_work_and_analyses_are_queued_in_lanes_of_their_own(demo):
+    lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    for light in ("swap_pair", "random_pair", "swap_class", "gradcam", "patch_evidence", "guide_example"):
+        assert lanes[light] == (MODEL_WORK, LIGHT_EVENTS["concurrency_limit"]), light
+    for analysis in ("confidence_gaps", "compare"):
+        assert lanes[analysis] == (ANALYSIS_WORK, ANALYSIS_EVENTS["concurrency_limit"]), analysis
+    for heavy in ("cam_faithfulness", "evidence_agreement"):
+        assert lanes[heavy] == (HEAVY_WORK, 1), heavy
+    assert len({MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK}) == 3
+
+
+def test_the_api_describes_patch_sizes_as_integers(demo):
+    endpoints = demo.get_api_info()["named_endpoints"]
+    for endpoint in ("/swap_pair", "/confidence_gaps", "/random_pair"):
+        (size,) = [p for p in endpoints[endpoint]["parameters"] if p["parameter_name"] == "patch_size"]
+        assert size["type"] == {"type": "integer"} and size["python_type"]["type"] == "int", endpoint

@@ -1,0 +1,31 @@
+"""The app's load benchmark: its bounds and its summary (the measurements themselves are the benchmark's job)."""
+
+import pytest
+
+from explorer.ui.bench_app import Recorder, _percentile, main
+
+
+def test_percentiles_are_order_statistics():
+    values = [float(v) for v in range(1, 21)]  # 1..20
+    assert _percentile(values, 0.5) == 11.0 and _percentile(values, 0.95) == 19.0 and _percentile([3.0], 0.95) == 3.0
+
+
+def test_a_request_after_the_deadline_is_not_sent_and_failures_are_recorded():
+    class Failing:
+        def submit(self, **inputs):
+            raise ConnectionError("refused")
+
+    late = Recorder(deadline=0.0)
+    late.call(Failing(), "swap_pair")
+    assert late.errors == {} and late.latency == {}
+    recorder = Recorder(deadline=float("inf"))
+    recorder.call(Failing(), "swap_pair", seed=1)
+    assert recorder.errors == {"swap_pair": ["ConnectionError: refused"]} and recorder.latency == {}
+
+
+@pytest.mark.parametrize("argv", [["--users", "0"], ["--users", "201"], ["--users", "3", "--rounds", "0"],
+                                  ["--users", "3", "--think", "-1"]])
+def test_a_class_out_of_bounds_is_refused(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "--users must be 1..200" in capsys.readouterr().err
