@@ -64,7 +64,7 @@ from explorer.training.config import (
     to_argv,
     validate_config,
 )
-from explorer.training.processes import ProcessGroup, process_identity
+from explorer.training.processes import ProcessGroup, process_identity, training_process_alive
 from explorer.training.runfolder import (
     CONFIG,
     FINAL_STATES,
@@ -102,12 +102,20 @@ def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> ProcessGroup 
         process = ProcessGroup(launch["process"]["pid"], launch["process"]["start"], int(launch["processes"]),
                            list(launch["process"].get("gpus", [])))
         return process if process.alive() else None
-    if status["state"] == "running":  # started by the CLI: status.json has its pid (no start time to compare)
-        identity = process_identity(status.get("pid"))
-        return True if identity is not None and "explorer.train" in identity[1] else None
+    if status["state"] == "running":  # started by the CLI: status.json has its pid and start time
+        return True if training_process_alive(status) else None
     manager = launch.get("manager") or {}  # queued: the manager that queued it starts it, while it lives
     identity = process_identity(manager.get("pid"))
     return True if identity is not None and identity[0] == manager.get("start") else None
+
+
+def _interrupted_message(status: dict[str, Any]) -> str:
+    """Why a run left queued or running has no owner: its process is gone, or its pid names another process."""
+    pid = status.get("pid")
+    if status["state"] == "running" and process_identity(pid) is not None:
+        return (f"interrupted: its process ended without a final state; its pid {pid} now belongs to another "
+                f"process (the OS reused it)")
+    return "interrupted: its process ended without a final state (the app or the machine stopped)"
 
 
 def _form_argv(settings: Mapping[str, Any]) -> list[str]:
@@ -324,13 +332,20 @@ class RunManager:
                 process.signal_group(signal.SIGTERM)
 
     def delete(self, run_id: str) -> None:
-        """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first)."""
+        """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first).
+
+        A run whose process wrote its final state but has not exited yet (it is still closing its files) is
+        refused too: removing the folder under it would fail it or leave half a folder."""
         run_dir = self.run_dir(run_id)
         with self._lock:
-            state = read_json(run_dir / STATUS).get("state", "unknown")
+            status = read_json(run_dir / STATUS)
+            state = status.get("state", "unknown")
             if run_id in self._active or run_id in self._queue or state not in FINAL_STATES:
                 raise RunError(f"run {run_id} is {state}; only finished, failed or cancelled runs can be deleted "
                                f"(cancel it first)")
+            if training_process_alive(status):
+                raise RunError(f"run {run_id} is {state}, but its process (pid {status['pid']}) has not exited yet; "
+                               f"try again in a moment")
             shutil.rmtree(run_dir)
 
     def run_dir(self, run_id: str) -> Path:
@@ -368,8 +383,7 @@ class RunManager:
                 if isinstance(owner, ProcessGroup):
                     self._active[run_id] = owner
                 elif owner is None:
-                    self._write_state(run_dir, "failed", "interrupted: its process ended without a final state "
-                                                         "(the app or the machine stopped)")
+                    self._write_state(run_dir, "failed", _interrupted_message(status))
                     interrupted.append(run_id)
         return interrupted
 
