@@ -236,6 +236,20 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+
+def test_a_symlinked_run_folder_is_not_listed_reconciled_nor_deleted(make_manager, tmp_path):
+    target = _fake_run(tmp_path / "elsewhere", "linked", "running", {})  # left running, no process: orphaned
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "linked").symlink_to(target, target_is_directory=True)
+    _fake_run(tmp_path / "runs", "own", "cancelled", {})
+    manager = make_manager()
+    assert [r.run_id for r in manager.runs()] == ["own"] and manager.reconcile() == []
+    assert json.loads((target / "status.json").read_text())["state"] == "running"  # not written through the link
+    for action in (manager.delete, manager.info, manager.resume):
+        with pytest.raises(RunError, match="run linked is a symbolic link in .*; the app does not follow links"):
+            action("linked")
+    assert (target / "status.json").is_file() and (tmp_path / "runs" / "linked").is_symlink()
+
 @pytest.mark.skipif(shutil.which("ps") is None or not Path("/proc/stat").exists(), reason="needs ps and /proc")
 def test_process_identity_without_proc_asks_ps(monkeypatch):
     """The fallback for systems without /proc (macOS) names the same process, with one start time on every call

@@ -20,7 +20,8 @@ is queued like a launch, keeps its launch record (with ``resumed_at`` added) and
 
 Run ids are generated here (time, method, random suffix) unless the caller names the run (a study names its
 runs after itself); every id, given or coming back from the UI, is checked to be a plain folder name, so no
-path can leave the runs folder.
+path can leave the runs folder. Symbolic links are not followed (as in the checkpoint pickers): a linked run
+folder is not listed, reconciled, resumed or deleted; naming it gets a ``RunError`` that says so.
 
 A concurrency limit counts processes (one per GPU a run uses); further launches wait in order, as
 ``queued``. On a GPU host each run sees only the GPUs it was given (``CUDA_VISIBLE_DEVICES``), the least
@@ -282,7 +283,8 @@ class RunManager:
 
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [_readable_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        infos = [_readable_info(path) for path in self.runs_dir.iterdir()
+                 if not path.is_symlink() and (path / STATUS).is_file()]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
@@ -354,6 +356,9 @@ class RunManager:
         if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         run_dir = self.runs_dir / run_id
+        if run_dir.is_symlink():
+            raise RunError(f"run {run_id} is a symbolic link in {self.runs_dir}; the app does not follow links to run "
+                           f"folders (remove the link by hand, or move the folder itself there)")
         if not (run_dir / STATUS).is_file():
             raise RunError(f"there is no run {run_id} in {self.runs_dir}")
         return run_dir
@@ -373,6 +378,8 @@ class RunManager:
         interrupted = []
         with self._lock:
             for run_dir in sorted(self.runs_dir.iterdir()):
+                if run_dir.is_symlink():
+                    continue
                 run_id, status = run_dir.name, read_json(run_dir / STATUS)
                 if status.get("state") not in ("queued", "running") or run_id in self._queue or run_id in self._active:
                     continue
