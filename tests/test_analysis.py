@@ -278,6 +278,21 @@ def test_checkpoint_folder_refuses_paths_outside_the_offered_dirs(tmp_path):
             checkpoint_folder(bad, [DEMO])
 
 
+
+def test_symlinked_checkpoint_folders_are_neither_listed_nor_loaded(tmp_path):
+    """One policy with the run manager: links are not followed (not listed, so not refused after being offered)."""
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    shutil.copytree(IPS, checkpoints / "real")
+    (checkpoints / "outside").symlink_to(CE, target_is_directory=True)  # a link out of the folder
+    (checkpoints / "inside").symlink_to(checkpoints / "real", target_is_directory=True)  # and one within it
+    assert [path for _, path in list_checkpoints([checkpoints])] == [str(checkpoints / "real")]
+    assert default_pair([checkpoints]) == (None, str(checkpoints / "real"))  # the linked CE is not a model A
+    assert checkpoint_folder(str(checkpoints / "real"), [checkpoints]) == (checkpoints / "real").resolve()
+    for link in ("outside", "inside"):
+        with pytest.raises(CheckpointError, match=f"{link} is a symbolic link; the app does not follow links"):
+            checkpoint_folder(str(checkpoints / link), [checkpoints])
+
 # ------------------------------------------------------------------ CUDA (the app picks it when present)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_app_functions_on_cuda_models_give_the_cpu_numbers(mnist, models, tmp_path):

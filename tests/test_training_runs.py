@@ -60,6 +60,10 @@ def test_two_launches_with_a_limit_of_one_run_one_after_the_other(make_manager):
     second_launch = json.loads((manager.run_dir(second) / "launch.json").read_text())
     assert second_launch["process"]["started_at"] > first_end  # started only once the first had ended
     assert second_launch["command"][1:3] == ["-m", "explorer.train"]
+    second_status = json.loads((manager.run_dir(second) / "status.json").read_text())
+    # the training process names itself by pid and start time, so a reused pid is told from it
+    assert (second_status["pid"], second_status["pid_start"]) == (second_launch["process"]["pid"],
+                                                                   second_launch["process"]["start"])
 
     checkpoint = load_checkpoint(manager.run_dir(second))
     info = manager.info(second)
@@ -162,22 +166,104 @@ def test_reconcile_tells_a_live_process_from_a_reused_pid(make_manager, tmp_path
         sleeper.wait()
 
 
+def _sleeper(*argv: str) -> tuple[subprocess.Popen, tuple[str, str]]:
+    """A sleeping Python process with ``argv`` on its command line, and its identity once it has exec'd."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *argv], start_new_session=True)
+    # until the child has exec'd, /proc shows the forked parent's command line: wait for it
+    identity = wait_for(lambda: (i := processes.process_identity(child.pid)) and "time.sleep(120)" in i[1] and i,
+                        10, "the child's command line")
+    return child, identity
+
+
+def test_reconcile_fails_a_cli_run_whose_pid_now_belongs_to_another_process(make_manager, tmp_path):
+    runs_dir = tmp_path / "runs"
+    child, identity = _sleeper("explorer.train")  # a live training CLI, as far as its command line tells
+    try:
+        for run_id, start in (("cli-alive", identity[0]), ("cli-reused", "not-" + identity[0])):
+            _fake_run(runs_dir, run_id, "running", {})
+            (runs_dir / run_id / "status.json").write_text(
+                json.dumps({"state": "running", "pid": child.pid, "pid_start": start}))
+        manager = make_manager()
+        assert manager.info("cli-alive").state == "running"
+        reused = manager.info("cli-reused")
+        assert reused.state == "failed" and f"its pid {child.pid} now belongs to another process" in reused.message
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_delete_refuses_a_final_run_whose_process_has_not_exited(make_manager, tmp_path):
+    runs_dir = tmp_path / "runs"
+    child, identity = _sleeper("explorer.train")
+    try:
+        run_dir = _fake_run(runs_dir, "closing", "finished", {})
+        (run_dir / "status.json").write_text(json.dumps({"state": "finished", "pid": child.pid,
+                                                         "pid_start": identity[0]}))
+        manager = make_manager()
+        with pytest.raises(RunError, match=f"its process \\(pid {child.pid}\\) has not exited yet"):
+            manager.delete("closing")
+        assert run_dir.is_dir()
+    finally:
+        child.kill()
+        child.wait()
+    manager.delete("closing")
+    assert not run_dir.exists()
+
+
+def test_a_group_signal_reaches_members_that_are_not_the_leaders_descendants():
+    """A worker whose parent ended is re-parented (to init), out of the leader's tree, yet still in its group."""
+    leader = subprocess.Popen(["sh", "-c", "(sleep 120 &); exec sleep 120"], start_new_session=True)
+    try:
+        def orphans() -> list[int]:
+            in_group = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and
+                        _pgid(int(e.name)) == leader.pid and int(e.name) != leader.pid]
+            return [pid for pid in in_group if pid not in processes.descendants(leader.pid)]
+
+        orphan = wait_for(lambda: orphans(), 10, "the orphaned member of the group")[0]
+        group = processes.ProcessGroup(leader.pid, processes.process_identity(leader.pid)[0], 1, [], leader)
+        group.signal_group(signal.SIGTERM)
+        wait_for(lambda: processes.process_identity(orphan) is None, 10, "the orphan to end")
+        leader.wait(10)
+    finally:
+        leader.kill()
+        leader.wait()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+
+def test_a_symlinked_run_folder_is_not_listed_reconciled_nor_deleted(make_manager, tmp_path):
+    target = _fake_run(tmp_path / "elsewhere", "linked", "running", {})  # left running, no process: orphaned
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "linked").symlink_to(target, target_is_directory=True)
+    _fake_run(tmp_path / "runs", "own", "cancelled", {})
+    manager = make_manager()
+    assert [r.run_id for r in manager.runs()] == ["own"] and manager.reconcile() == []
+    assert json.loads((target / "status.json").read_text())["state"] == "running"  # not written through the link
+    for action in (manager.delete, manager.info, manager.resume):
+        with pytest.raises(RunError, match="run linked is a symbolic link in .*; the app does not follow links"):
+            action("linked")
+    assert (target / "status.json").is_file() and (tmp_path / "runs" / "linked").is_symlink()
+
 @pytest.mark.skipif(shutil.which("ps") is None or not Path("/proc/stat").exists(), reason="needs ps and /proc")
 def test_process_identity_without_proc_asks_ps(monkeypatch):
-    """The fallback for systems without /proc (macOS) names the same process and the same start time as /proc."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    """The fallback for systems without /proc (macOS) names the same process, with one start time on every call
+    (the pid-reuse checks compare it with itself), and a process that ended is gone for both.
+
+    Not compared with /proc's start: /proc counts clock ticks after a boot time that the kernel recomputes from
+    the wall clock, so the two drift apart by a second now and then (a race that failed this test once)."""
+    child, on_linux = _sleeper()
     try:
-        # until the child has exec'd, /proc shows the forked parent's empty command line: wait for it
-        on_linux = wait_for(lambda: (i := processes.process_identity(child.pid)) and "time.sleep(120)" in i[1] and i,
-                            10, "the child's command line")
         monkeypatch.setattr(processes, "_LINUX_PROC", False)
         start, command = processes.process_identity(child.pid)
-        assert "time.sleep(120)" in command
-        # /proc's start is in clock ticks after boot, ps's a local date to the second: the same moment
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        proc_start = boot + int(on_linux[0]) / os.sysconf("SC_CLK_TCK")
-        assert abs(time.mktime(time.strptime(start, "%a %b %d %H:%M:%S %Y")) - proc_start) <= 1.5
+        assert command == on_linux[1]
+        assert processes.process_identity(child.pid) == (start, command)
+        assert abs(time.mktime(time.strptime(start, "%a %b %d %H:%M:%S %Y")) - time.time()) < 120  # a real date
         assert child.pid in processes.descendants(os.getpid())
     finally:
         child.kill()

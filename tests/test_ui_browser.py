@@ -380,3 +380,32 @@ def test_10_study_launches_finishes_and_exports(page):
     assert "one seed gives no interval" in page.locator("#study-sentences").inner_text()
     _no_error_toast(page)
     _shot(page, "study")
+
+
+def _inside_viewport(page, selector: str) -> bool:
+    box, view = page.locator(selector).bounding_box(), page.viewport_size
+    return (box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= view["width"]
+            and box["y"] + box["height"] <= view["height"])
+
+
+def test_11_presentation_mode_shows_the_four_pictures_on_a_projector_without_scrolling(page):
+    projector = page.context.browser.new_page(viewport={"width": 1024, "height": 768})
+    try:
+        projector.set_default_timeout(WAIT_MS)
+        projector.goto(page.url.split("?")[0] + "?present=1")
+        projector.wait_for_function("() => document.body.classList.contains('present')")
+        _images_shown(projector, "[id^=swap-image-] img", 4)
+        pictures = [f"#swap-image-{i}" for i in range(4)]
+        assert projector.evaluate("() => window.scrollY") == 0
+        assert all(_inside_viewport(projector, picture) for picture in pictures)
+        assert projector.locator("#present-toggle input").is_checked()
+        projector.screenshot(path=str(page.shots / "presentation-mode.png"))  # what the projector shows
+        projector.locator("#present-toggle input").uncheck()  # the toggle: back to the page with its controls first
+        projector.wait_for_function("() => !document.body.classList.contains('present')")
+        assert "present" not in projector.url and not _inside_viewport(projector, pictures[0])
+        projector.locator("#present-toggle input").check()
+        projector.wait_for_function("() => document.body.classList.contains('present')")
+        assert projector.url.endswith("?present=1") and all(_inside_viewport(projector, p) for p in pictures)
+        _no_error_toast(projector)
+    finally:
+        projector.close()

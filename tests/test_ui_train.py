@@ -258,6 +258,20 @@ def test_the_other_method_after_a_quick_look_warns_that_it_is_no_comparison(runs
     assert runs.settings(new_id)["method"] == "ce" and runs.settings(new_id)["epochs"] == QUICK.epochs
 
 
+def test_the_other_method_of_a_run_without_a_method_says_so(runs):
+    config = runs.run_dir("demo-ips") / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "method"}))
+    with pytest.raises(ValueError, match="run demo-ips does not record a known method \\(its settings name 'none'\\)"):
+        launch_other_method(runs, "demo-ips")
+    assert not runs.has_active_runs() and [r.run_id for r in runs.runs()] == ["demo-ips"]
+
+
+def test_reference_runs_do_not_follow_links(tmp_path):
+    shutil.copytree(IPS_DEMO, tmp_path / "real")
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert reference_runs(tmp_path) == {"real": tmp_path / "real"}
+
+
 def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
     ctx = AppContext(runs.runs_dir, DEMO, torch.device("cpu"))
     with pytest.raises(ValueError, match="mnist5k has a baseline and an IPS checkpoint already"):

@@ -5,6 +5,10 @@ checkpoint folder). ``list_checkpoints`` rescans on every call, so a run that a 
 the next time a picker opens. ``weights_version`` stamps a checkpoint's weights file: the app's context keys
 the models it has loaded by path *and* that stamp, so a checkpoint replaced on disk (a run that finished another
 epoch) is reloaded, not served stale.
+
+Symbolic links are not followed: a linked folder inside a checkpoint folder (or the runs folder) is neither
+listed nor loaded, as the run manager neither lists, resumes nor deletes a linked run folder. The app serves only
+what lives under the folders it was given; a link may point anywhere. The given folders themselves may be links.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ __all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "weights_ver
 
 
 def _folders(dirs: list[Path]) -> list[Path]:
-    """Every direct sub-folder of ``dirs`` that holds a weights file, in name order per dir."""
+    """Every direct sub-folder of ``dirs`` that holds a weights file and is not a link, in name order per dir."""
     found = []
     for root in dirs:
         if root.is_dir():
-            found.extend(sorted(p for p in root.iterdir() if (p / WEIGHTS).is_file()))
+            found.extend(sorted(p for p in root.iterdir() if not p.is_symlink() and (p / WEIGHTS).is_file()))
     return found
 
 
@@ -61,6 +65,9 @@ def checkpoint_folder(path: str | Path, dirs: list[Path | str]) -> Path:
     """
     if not path:
         raise CheckpointError("no checkpoint chosen; pick one from the list")
+    if Path(path).expanduser().is_symlink():
+        raise CheckpointError(f"{path} is a symbolic link; the app does not follow links to checkpoints (copy or move "
+                              f"the folder itself there)")
     folder = Path(path).expanduser().resolve()
     roots = [Path(d).expanduser().resolve() for d in dirs]
     if folder.parent not in roots or not (folder / WEIGHTS).is_file():

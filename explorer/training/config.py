@@ -25,7 +25,7 @@ from explorer.streaming import DATA_MODES
 from explorer.training.methods import METHODS
 from explorer.training.precision import LAYOUTS, PRECISIONS
 from explorer.training.presets import PRESETS
-from explorer.training.processes import process_identity
+from explorer.training.processes import training_process_alive
 from explorer.training.runfolder import CONFIG, STATUS, TRAIN_STATE, read_json
 
 __all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS",
@@ -191,8 +191,7 @@ def check_resumable(run_dir: Path) -> dict[str, Any]:
     state, name = status.get("state", "unknown"), run_dir.name
     if state == "finished":
         raise ConfigError(f"run {name} finished all its {config.get('epochs')} epochs; there is nothing to resume")
-    identity = process_identity(status.get("pid"))
-    if state in ("queued", "running") and identity is not None and "explorer.train" in identity[1]:
+    if state in ("queued", "running") and training_process_alive(status):
         raise ConfigError(f"run {name} is {state} (process {status['pid']}); stop it before resuming it")
     if not (run_dir / TRAIN_STATE).is_file() or not config:
         raise ConfigError(f"run {name} has no training state ({TRAIN_STATE}) to resume from: it stopped before its "

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProcessGroup", "descendants", "process_identity"]
+__all__ = ["ProcessGroup", "descendants", "process_identity", "training_process_alive"]
 
 _LINUX_PROC = Path("/proc/self/stat").exists()
 
@@ -42,6 +43,19 @@ def process_identity(pid: Any) -> tuple[str, str] | None:
     if out.returncode or len(parts) < 7 or parts[0].startswith("Z"):
         return None
     return " ".join(parts[1:6]), parts[6].strip()
+
+
+def training_process_alive(status: Mapping[str, Any]) -> bool:
+    """True while the training process that wrote ``status`` (status.json: its ``pid`` and ``pid_start``) lives.
+
+    The pid alone does not say it: after the process ended, the OS may give its pid to another process, even
+    another training run. The start time tells them apart; a folder written before ``pid_start`` was recorded
+    falls back to the command line naming ``explorer.train``.
+    """
+    identity = process_identity(status.get("pid"))
+    if identity is None or "explorer.train" not in identity[1]:
+        return False
+    return status.get("pid_start") is None or identity[0] == status["pid_start"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -86,7 +100,9 @@ class ProcessGroup:
         return self.popen.returncode if self.popen is not None else None
 
     def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the run's process group; a SIGKILL also to every descendant (torchrun's workers)."""
+        """Send ``sig`` to the run's process group: every member, a descendant of the leader or not (a worker
+        orphaned when its parent ended is still in the group); a SIGKILL also to every descendant (torchrun's
+        workers, in sessions of their own)."""
         if not self.alive():
             return  # checked first: a dead leader's pid may belong to someone else by now
         targets = descendants(self.pid) if sig == signal.SIGKILL else []

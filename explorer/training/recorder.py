@@ -21,6 +21,7 @@ import torch
 from explorer import __version__
 from explorer.checkpoints import save_checkpoint
 from explorer.training.config import step_anchors, step_images
+from explorer.training.processes import process_identity
 from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
 from explorer.training.state import save_train_state
 
@@ -85,6 +86,8 @@ class Recorder:
         self.metrics: MetricsLog | None = None
         self.progress = _progress_bar(s.total_steps, s.step, disable=not self.enabled)
         self.start_time = time.perf_counter() - resumed.get("elapsed", 0.0)
+        identity = process_identity(os.getpid())  # with the pid in status.json: tells a reused pid from this process
+        self.pid_start = identity[0] if identity else None
 
     def start(self) -> None:
         """Create the run folder with its config.json and an empty metrics.jsonl (a resumed run: cut its metrics
@@ -120,7 +123,8 @@ class Recorder:
         if self.enabled:
             write_status(s.run_dir, state, message=message, progress=step / s.total_steps, step=step,
                          total_steps=s.total_steps, epoch=step // s.steps_per_epoch, epochs=s.cfg.epochs,
-                         device=str(s.device), pid=os.getpid(), **extra)
+                         device=str(s.device), pid=os.getpid(),
+                         pid_start=self.pid_start, **extra)
 
     def steps(self, epoch: int, step: int, mean: list[float], window_steps: int, seconds: float) -> None:
         """The record of the last ``window_steps`` steps: their mean loss, CE and KD, speed, ETA."""

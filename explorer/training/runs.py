@@ -20,7 +20,8 @@ is queued like a launch, keeps its launch record (with ``resumed_at`` added) and
 
 Run ids are generated here (time, method, random suffix) unless the caller names the run (a study names its
 runs after itself); every id, given or coming back from the UI, is checked to be a plain folder name, so no
-path can leave the runs folder.
+path can leave the runs folder. Symbolic links are not followed (as in the checkpoint pickers): a linked run
+folder is not listed, reconciled, resumed or deleted; naming it gets a ``RunError`` that says so.
 
 A concurrency limit counts processes (one per GPU a run uses); further launches wait in order, as
 ``queued``. On a GPU host each run sees only the GPUs it was given (``CUDA_VISIBLE_DEVICES``), the least
@@ -64,7 +65,7 @@ from explorer.training.config import (
     to_argv,
     validate_config,
 )
-from explorer.training.processes import ProcessGroup, process_identity
+from explorer.training.processes import ProcessGroup, process_identity, training_process_alive
 from explorer.training.runfolder import (
     CONFIG,
     FINAL_STATES,
@@ -102,12 +103,20 @@ def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> ProcessGroup 
         process = ProcessGroup(launch["process"]["pid"], launch["process"]["start"], int(launch["processes"]),
                            list(launch["process"].get("gpus", [])))
         return process if process.alive() else None
-    if status["state"] == "running":  # started by the CLI: status.json has its pid (no start time to compare)
-        identity = process_identity(status.get("pid"))
-        return True if identity is not None and "explorer.train" in identity[1] else None
+    if status["state"] == "running":  # started by the CLI: status.json has its pid and start time
+        return True if training_process_alive(status) else None
     manager = launch.get("manager") or {}  # queued: the manager that queued it starts it, while it lives
     identity = process_identity(manager.get("pid"))
     return True if identity is not None and identity[0] == manager.get("start") else None
+
+
+def _interrupted_message(status: dict[str, Any]) -> str:
+    """Why a run left queued or running has no owner: its process is gone, or its pid names another process."""
+    pid = status.get("pid")
+    if status["state"] == "running" and process_identity(pid) is not None:
+        return (f"interrupted: its process ended without a final state; its pid {pid} now belongs to another "
+                f"process (the OS reused it)")
+    return "interrupted: its process ended without a final state (the app or the machine stopped)"
 
 
 def _form_argv(settings: Mapping[str, Any]) -> list[str]:
@@ -274,7 +283,8 @@ class RunManager:
 
     def runs(self) -> list[RunInfo]:
         """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [_readable_info(path) for path in self.runs_dir.iterdir() if (path / STATUS).is_file()]
+        infos = [_readable_info(path) for path in self.runs_dir.iterdir()
+                 if not path.is_symlink() and (path / STATUS).is_file()]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
@@ -324,13 +334,20 @@ class RunManager:
                 process.signal_group(signal.SIGTERM)
 
     def delete(self, run_id: str) -> None:
-        """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first)."""
+        """Remove the folder of a finished, failed or cancelled run (the UI asks for confirmation first).
+
+        A run whose process wrote its final state but has not exited yet (it is still closing its files) is
+        refused too: removing the folder under it would fail it or leave half a folder."""
         run_dir = self.run_dir(run_id)
         with self._lock:
-            state = read_json(run_dir / STATUS).get("state", "unknown")
+            status = read_json(run_dir / STATUS)
+            state = status.get("state", "unknown")
             if run_id in self._active or run_id in self._queue or state not in FINAL_STATES:
                 raise RunError(f"run {run_id} is {state}; only finished, failed or cancelled runs can be deleted "
                                f"(cancel it first)")
+            if training_process_alive(status):
+                raise RunError(f"run {run_id} is {state}, but its process (pid {status['pid']}) has not exited yet; "
+                               f"try again in a moment")
             shutil.rmtree(run_dir)
 
     def run_dir(self, run_id: str) -> Path:
@@ -339,6 +356,9 @@ class RunManager:
         if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         run_dir = self.runs_dir / run_id
+        if run_dir.is_symlink():
+            raise RunError(f"run {run_id} is a symbolic link in {self.runs_dir}; the app does not follow links to run "
+                           f"folders (remove the link by hand, or move the folder itself there)")
         if not (run_dir / STATUS).is_file():
             raise RunError(f"there is no run {run_id} in {self.runs_dir}")
         return run_dir
@@ -358,6 +378,8 @@ class RunManager:
         interrupted = []
         with self._lock:
             for run_dir in sorted(self.runs_dir.iterdir()):
+                if run_dir.is_symlink():
+                    continue
                 run_id, status = run_dir.name, read_json(run_dir / STATUS)
                 if status.get("state") not in ("queued", "running") or run_id in self._queue or run_id in self._active:
                     continue
@@ -368,8 +390,7 @@ class RunManager:
                 if isinstance(owner, ProcessGroup):
                     self._active[run_id] = owner
                 elif owner is None:
-                    self._write_state(run_dir, "failed", "interrupted: its process ended without a final state "
-                                                         "(the app or the machine stopped)")
+                    self._write_state(run_dir, "failed", _interrupted_message(status))
                     interrupted.append(run_id)
         return interrupted
 

@@ -16,13 +16,31 @@ from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "build_app", "opened", "save_pil_to_cache_atomically"]
+__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "build_app", "opened", "save_pil_to_cache_atomically"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
+# Presentation mode (``body.present``, for a projector at 1024x768): what only the presenter needs is hidden
+# (``present-hide``: the introductions, the dataset and model pickers), and the Patch swap tab shows its four
+# pictures and its summary first (``swap-pictures``, a flex order), its controls below them, in larger type.
 CSS = """
 .pixelated img { image-rendering: pixelated; }
 .caption { font-size: 0.92em; line-height: 1.35; }
+body.present .present-hide { display: none !important; }
+body.present .swap-pictures { order: -2; }
+body.present #swap-summary { order: -1; font-size: 1.2em; }
+body.present .caption { font-size: 1.15em; }
+body.present h1 { font-size: 1.4em; margin: 0; }
+body.present [role=tab] { font-size: 1.1em; }
 """
+# Presentation mode lives in the browser only (nothing to compute): the toggle sets the body's class and keeps
+# ``?present=1`` in the address, so a reload or a shared link opens the page the same way.
+PRESENT_ON_LOAD_JS = "() => new URLSearchParams(window.location.search).get('present') === '1'"
+PRESENT_TOGGLE_JS = """(on) => {
+    document.body.classList.toggle('present', on);
+    const url = new URL(window.location.href);
+    if (on) { url.searchParams.set('present', '1'); } else { url.searchParams.delete('present'); }
+    window.history.replaceState(null, '', url);
+}"""
 
 
 def opened(tab_id: str) -> str:
@@ -65,10 +83,16 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
-        gr.Markdown("# IPS Explorer\nIntra-class patch swap self-distillation: what the swap does to images, to "
+        with gr.Row(equal_height=True):
+            gr.Markdown("# IPS Explorer", scale=4)
+            present = gr.Checkbox(label="Presentation mode", info="for a projector: pictures first, larger type "
+                                  "(or open the page with ?present=1)", elem_id="present-toggle", scale=1)
+        gr.Markdown("Intra-class patch swap self-distillation: what the swap does to images, to "
                     "a model's confidence, and how a baseline and an IPS model differ. Pick the dataset and the two "
-                    "models here, in any order; every tab uses them, and the model lists follow the dataset.")
-        header = build_header(ctx)
+                    "models here, in any order; every tab uses them, and the model lists follow the dataset.",
+                    elem_classes="present-hide")
+        with gr.Column(elem_classes="present-hide"):
+            header = build_header(ctx)
         active = gr.State(swap.TAB_ID)  # the open tab
         with gr.Tabs() as tabs:
             with gr.Tab("Patch swap", id=swap.TAB_ID) as swap_tab_block:
@@ -90,4 +114,6 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
                               (train_tab, train.TAB_ID), (study_tab, study.TAB_ID), (guide_tab, guide.TAB_ID)):
             block.select(handler(opened, tab_id), None, active, queue=False, show_progress="hidden",
                          api_visibility="private")
+        demo.load(None, None, present, js=PRESENT_ON_LOAD_JS, queue=False)
+        present.change(None, present, None, js=PRESENT_TOGGLE_JS, queue=False)
     return demo

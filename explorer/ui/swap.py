@@ -254,7 +254,7 @@ def _controls(dataset: Dataset) -> _Controls:
 def _outputs() -> list[gr.components.Component]:
     """The four images with their captions, the summary, the JSON and the pair's state, in ``show_pair``'s order."""
     images, captions = [], []
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes="swap-pictures"):  # first in presentation mode (app.CSS)
         for i, title in enumerate(TITLES):
             with gr.Column(min_width=180):
                 images.append(gr.Image(label=title, format="png", interactive=False, height=300,
@@ -271,7 +271,7 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     gr.Markdown("Two test images of one class exchange the same random patch positions. Each model scores all "
                 "four images; of the swapped pair, the view with the higher true-class confidence is the "
                 "**teacher** of the other (a tie goes to a′), and the KL term is what IPS training adds to the loss "
-                "for this pair.")
+                "for this pair.", elem_classes="present-hide")
     c = _controls(ctx.dataset(header.dataset.value))
     outputs = _outputs()
     models = header.pickers

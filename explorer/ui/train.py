@@ -41,10 +41,11 @@ LOG_LINES = 30
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
-    """The demo checkpoints that are training run folders (they have metrics.jsonl), by folder name."""
+    """The demo checkpoints that are training run folders (they have metrics.jsonl), by folder name; links are
+    not followed (see explorer.analysis.catalog)."""
     if not checkpoints_dir.is_dir():
         return {}
-    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if (p / METRICS).is_file()}
+    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if not p.is_symlink() and (p / METRICS).is_file()}
 
 
 def describe(info: RunInfo) -> str:
@@ -150,6 +151,9 @@ def launch_other_method(runs: RunManager, run_id: str) -> str:
     A schedule shorter than the fair comparison's gets a warning: IPS usually loses to CE that early.
     """
     settings = runs.settings(_selected(run_id))
+    if settings.get("method") not in METHODS:
+        raise ValueError(f"run {run_id} does not record a known method (its settings name "
+                         f"{settings.get('method', 'none')!r}), so there is no other method to launch with them")
     other = METHODS[settings["method"]].compare_with
     new_id = runs.launch({**settings, "method": other}, runs.info(run_id).processes)
     fair = fair_schedule(settings["dataset"])
