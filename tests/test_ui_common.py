@@ -7,6 +7,8 @@ import os
 import shutil
 import threading
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -169,24 +171,36 @@ def test_model_handler_runs_inside_model_work(ctx):
 # --------------------------------------------------------------------------------------------------
 # Lanes: light work never waits behind an analysis; analyses are cached
 # --------------------------------------------------------------------------------------------------
-def test_light_work_does_not_wait_for_an_analysis_in_its_own_lane(ctx):
+@contextmanager
+def _lane_held_elsewhere(ctx, lane: str) -> Iterator[None]:
+    """Another thread holds ``lane`` for the duration of the block."""
     inside, release = threading.Event(), threading.Event()
 
-    def analysis() -> None:
-        with ctx.lane_work(ANALYSIS_WORK, small=True):
+    def hold() -> None:
+        with ctx.lane_work(lane):
             inside.set()
             release.wait(timeout=10)
 
-    worker = threading.Thread(target=analysis)
+    worker = threading.Thread(target=hold)
     worker.start()
     try:
         assert inside.wait(timeout=10)
-        done = threading.Event()
-        threading.Thread(target=lambda: (ctx.model_work(small=True).__enter__(), done.set())).start()
-        assert done.wait(timeout=2), "light work waited for the analysis lane"
+        yield
     finally:
         release.set()
         worker.join(timeout=10)
+
+
+def test_light_work_does_not_wait_for_an_analysis_in_its_own_lane(ctx):
+    done = threading.Event()
+
+    def light_work() -> None:
+        with ctx.model_work(small=True):
+            done.set()
+
+    with _lane_held_elsewhere(ctx, ANALYSIS_WORK):
+        threading.Thread(target=light_work).start()
+        assert done.wait(timeout=2), "light work waited for the analysis lane"
 
 
 def test_each_lane_has_its_own_model_instance(ctx):
@@ -243,21 +257,9 @@ def test_a_cached_analysis_waits_for_no_lane(ctx):
     bound, calls = analysis_handler(ctx, count_images), CALLS
     calls.clear()
     first = bound("mnist5k", str(CE_DEMO), None, 3)
-    inside, release, answers = threading.Event(), threading.Event(), []
-
-    def busy_lane() -> None:
-        with ctx.lane_work(ANALYSIS_WORK):
-            inside.set()
-            release.wait(timeout=10)
-
-    worker = threading.Thread(target=busy_lane)
-    worker.start()
-    try:
-        assert inside.wait(timeout=10)
+    answers = []
+    with _lane_held_elsewhere(ctx, ANALYSIS_WORK):
         reader = threading.Thread(target=lambda: answers.append(bound("mnist5k", str(CE_DEMO), None, 3)))
         reader.start()
         reader.join(timeout=2)
         assert answers == [first] and len(calls) == 1, "a cached answer waited for the busy lane"
-    finally:
-        release.set()
-        worker.join(timeout=10)
