@@ -62,3 +62,37 @@ def test_the_api_describes_patch_sizes_as_integers(demo):
     for endpoint in ("/swap_pair", "/confidence_gaps", "/random_pair"):
         (size,) = [p for p in endpoints[endpoint]["parameters"] if p["parameter_name"] == "patch_size"]
         assert size["type"] == {"type": "integer"} and size["python_type"]["type"] == "int", endpoint
+
+
+def test_gradio_refusals_of_bad_input_log_one_line_and_bugs_their_traceback(demo, capfd):
+    """Gradio printed the whole traceback of every input it refused (a patch size not offered, a slider out of range,
+    text for a number): a client sending bad values filled a shared server's log."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        capfd.readouterr()
+        for bad, message in ((dict(patch_size=99), "not in the list of choices"),
+                             (dict(swap_ratio=5), "greater than maximum value 1"),
+                             (dict(seed="abc"), "Could not preprocess")):
+            with pytest.raises(AppError, match=message):
+                client.predict(upload_a=None, upload_b=None, api_name="/swap_pair", **bad)
+        err = capfd.readouterr().err
+    finally:
+        demo.close()
+    refusals = [line for line in err.splitlines() if line.startswith("IPS Explorer: refused a request: ")]
+    assert len(refusals) == 3 and "Traceback" not in err, err
+    assert "99 is not in the list of choices" in refusals[0] and '(named "show_pair")' in refusals[2]
+    assert all(len(line) <= len("IPS Explorer: refused a request: ") + 300 for line in refusals)
+
+    from gradio import queueing
+    try:
+        raise ZeroDivisionError("a bug")
+    except ZeroDivisionError:
+        queueing.traceback.print_exc()  # what Gradio calls for an exception of the app's code
+    assert "Traceback (most recent call last)" in capfd.readouterr().err

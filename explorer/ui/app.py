@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import textwrap
+import traceback
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import gradio as gr
-from gradio import processing_utils
+from gradio import exceptions, processing_utils, queueing, routes, utils
 from PIL import Image
 
 from explorer.device import resolve_device
@@ -16,7 +21,8 @@ from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "build_app", "opened", "save_pil_to_cache_atomically"]
+__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "opened",
+           "save_pil_to_cache_atomically"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 # Presentation mode (``body.present``, for a projector at 1024x768): what only the presenter needs is hidden
@@ -73,6 +79,37 @@ def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "
     return str(target)
 
 
+class QuietRefusals(ModuleType):
+    """The ``traceback`` module as Gradio's request handling sees it, with ``print_exc`` one line for a refusal.
+
+    Gradio checks every input against its component (a patch size not among a dropdown's choices, a slider value
+    out of range, text for a number) and refuses the request with an error the user sees; it also prints the
+    refusal's whole traceback into the server's log (``queueing.py``, ``routes.py``, ``utils.py`` call
+    ``traceback.print_exc()`` for any ``gradio.Error`` raised with its default ``print_exception=True``, which is
+    how Gradio raises its own). On a shared server a client sending bad values would fill the log with
+    tracebacks of nothing wrong. A refusal (``gradio.Error``, ``ComponentProcessingError``) is logged as one line
+    of at most 300 characters; any other exception, a bug, keeps its full traceback. The app's own refusals print
+    nothing (``common.handler`` raises them with ``print_exception=False``).
+    """
+
+    REFUSALS = (exceptions.Error, exceptions.ComponentProcessingError)
+
+    def __init__(self) -> None:
+        super().__init__("traceback")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(traceback, name)
+
+    @classmethod
+    def print_exc(cls, *args: Any, **kwargs: Any) -> None:
+        exc = sys.exception()
+        if isinstance(exc, cls.REFUSALS):
+            message = " ".join(str(getattr(exc, "message", None) or exc).split()) or type(exc).__name__
+            print(f"IPS Explorer: refused a request: {textwrap.shorten(message, 300)}", file=sys.stderr)
+        else:
+            traceback.print_exc(*args, **kwargs)
+
+
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
     """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
 
@@ -80,6 +117,8 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
     closes it when the app stops, which a ``gr.Blocks`` has no hook for.
     """
     processing_utils.save_pil_to_cache = save_pil_to_cache_atomically  # every component's pictures (see there)
+    for module in (queueing, routes, utils):  # Gradio's refusals of bad input: one log line each (see there)
+        module.traceback = QuietRefusals()
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
