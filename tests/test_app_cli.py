@@ -1,5 +1,6 @@
 """app.py: its options, and the real launcher serving on 127.0.0.1 behind --auth."""
 
+import asyncio
 import http.client
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from explorer.ui.cli import LOGIN_ATTEMPTS, exposure_warning, parse_args
+from explorer.ui.cli import LOGIN_ATTEMPTS, Gatekeeper, exposure_warning, parse_args
 from tests.helpers import ROOT, free_port
 
 
@@ -112,3 +113,62 @@ def test_a_server_reachable_from_the_network_without_auth_is_warned_about(option
     assert (warning is not None) == warned
     if warned:
         assert "without --auth" in warning and "delete training runs" in warning
+
+
+class _FakeGradio:
+    """What Gatekeeper reads of Gradio's app: auth, the login tokens and the cookie id."""
+
+    def __init__(self, auth=None, tokens=None) -> None:
+        self.auth, self.tokens, self.cookie_id = auth, tokens or {}, "x1"
+
+
+def _get(gatekeeper, gradio, path, host=b"class:7860", cookie=None, query=b"") -> tuple[int, bytes]:
+    """One GET through ``gatekeeper``: (status, body)."""
+    headers = [(b"host", host)] + ([(b"cookie", cookie)] if cookie else [])
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers,
+             "scheme": "http", "root_path": "", "app": gradio}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(gatekeeper(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_the_apps_descriptions_are_encoded_once_per_address_and_user():
+    """Gradio encoded /config and /gradio_api/info anew for every client, on the event loop (107 ms for the API
+    description here): a class opening the app at once stalled every request."""
+    answered = []
+
+    async def gradio_routes(scope, receive, send):
+        answered.append((scope["path"], dict(scope["headers"]).get(b"host")))
+        user = scope["app"].tokens.get(next((v.split(b"=")[1].decode() for k, v in scope["headers"]
+                                             if k == b"cookie"), None))
+        status = 401 if scope["app"].auth and user is None else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": f"{scope['path']} {user} {len(answered)}".encode()})
+
+    open_app, gatekeeper = _FakeGradio(), Gatekeeper(gradio_routes)
+    first = _get(gatekeeper, open_app, "/config")
+    assert _get(gatekeeper, open_app, "/config") == first == (200, b"/config None 1")  # from memory
+    assert _get(gatekeeper, open_app, "/gradio_api/info") == (200, b"/gradio_api/info None 2")
+    assert _get(gatekeeper, open_app, "/config", host=b"other:7860") == (200, b"/config None 3")  # its own root URL
+    assert _get(gatekeeper, open_app, "/config", query=b"deep_link=abc") == (200, b"/config None 4")
+    assert _get(gatekeeper, open_app, "/gradio_api/runs")[1] == b"/gradio_api/runs None 5"
+    assert _get(gatekeeper, open_app, "/gradio_api/runs")[1] == b"/gradio_api/runs None 6"  # not a description
+    assert len(answered) == 6
+
+    answered.clear()
+    class_app = _FakeGradio(auth=[("ada", "pw")], tokens={"t-ada": "ada", "t-bob": "bob"})
+    gatekeeper = Gatekeeper(gradio_routes)
+    assert _get(gatekeeper, class_app, "/config") == (401, b"/config None 1")  # before login: Gradio's 401
+    assert _get(gatekeeper, class_app, "/config") == (401, b"/config None 2")  # a refusal is not kept
+    assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=t-ada")[1] == b"/config ada 3"
+    assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=t-ada")[1] == b"/config ada 3"
+    assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=t-bob")[1] == b"/config bob 4"
+    assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=stolen") == (401, b"/config None 5")
+    assert len(answered) == 5

@@ -5,8 +5,7 @@ Each repeat starts ``python app.py`` in a fresh process (timing until it serves)
 whole test split and the cached Compare after it. Prints the median of every measurement (and the load
 average, since a busy CPU slows everything). Output files are not downloaded by the client: the time is
 the server's answer, as the browser receives it before fetching the images. The first swap (loading the
-models) and the first Grad-CAM (finishing the grad-cam import that app.py starts once it serves) of each
-process are reported apart.
+models) and the first Grad-CAM of each process are reported apart.
 
 ``--while-training`` measures what a user of the other tabs feels while the Train tab trains: patch-swap
 updates while the app is idle, while a run with the Train tab's defaults trains in the background
