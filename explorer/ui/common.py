@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -44,7 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
 import torch
+from gradio import processing_utils
+from gradio.components.plot import PlotData
+from PIL import Image
 from torch import Tensor, nn
 
 from explorer.analysis.cache import BoundedCache
@@ -55,7 +61,7 @@ from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
 __all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "LIGHT_EVENTS", "MODEL_WORK", "AppContext",
-           "Header", "analysis_handler", "handler", "integer_dropdown", "model_handler"]
+           "Header", "analysis_handler", "handler", "integer_dropdown", "model_handler", "sendable"]
 
 MODEL_WORK = "model"  # the light lane: one picture's worth of model work (see the module docstring)
 ANALYSIS_WORK = "analysis"  # a pass over many test images (gaps, Compare), answers cached
@@ -88,6 +94,8 @@ class AppContext:
     loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8 * len(LANES)))
     logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
     analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(32))
+    pictures: tempfile.TemporaryDirectory = field(
+        default_factory=lambda: tempfile.TemporaryDirectory(prefix="ips-explorer-pictures-"), repr=False)
     _lane_locks: dict[str, threading.RLock] = field(
         default_factory=lambda: {lane: threading.RLock() for lane in LANES}, repr=False)
     _current: threading.local = field(default_factory=threading.local, repr=False)
@@ -235,8 +243,8 @@ def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Ca
     weights-file version) of the checkpoints named by its ``model_a`` and ``model_b`` parameters, so a run that
     saved a newer epoch is computed again. A cached answer is returned at once, without the lane's lock; a miss
     takes the lock and looks again, so a class asking the same question at once computes it once. Refusals
-    (``ValueError``) are not cached: ``BoundedCache`` stores only what was computed. Bind it with
-    ``ANALYSIS_EVENTS``.
+    (``ValueError``) are not cached: ``BoundedCache`` stores only what was computed. The answer is kept in the form
+    Gradio sends (``sendable``), so a cached answer is not encoded again. Bind it with ``ANALYSIS_EVENTS``.
     """
     signature = inspect.signature(fn)
     model_parameters = [name for name in signature.parameters if name in ("model_a", "model_b")]
@@ -245,7 +253,11 @@ def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Ca
         given = signature.bind_partial(context, *args, **kwargs).arguments
         inputs = tuple((name, _hashable(value)) for name, value in given.items() if name not in ("ctx", "progress"))
         identity = tuple(context.checkpoint_identity(given.get(name)) for name in model_parameters)
-        key, compute = (fn.__name__, inputs, identity), functools.partial(fn, context, *args, **kwargs)
+
+        def compute() -> Any:
+            return sendable(fn(context, *args, **kwargs), Path(context.pictures.name))
+
+        key = (fn.__name__, inputs, identity)
         if key in context.analyses:
             return context.analyses.get(key, compute)
         with context.lane_work(ANALYSIS_WORK, small=True):
@@ -253,6 +265,35 @@ def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Ca
 
     functools.update_wrapper(cached, fn)
     return handler(cached, ctx, *bound)
+
+
+def sendable(value: Any, folder: Path) -> Any:
+    """``value`` (a handler's answer) with its figures and gallery pictures in the form Gradio sends them.
+
+    Gradio encodes a figure (plotly's ``to_json``) and every gallery picture (a WebP each) on every answer, also
+    for an answer served from a cache: a repeated Compare spent 45 of its 85 ms of server time there. A plotly
+    figure becomes its ``PlotData`` (which ``gr.Plot`` passes through) and a gallery, a list of (picture,
+    caption), lists the pictures as PNG files in ``folder`` (named by their content; the app's own temporary
+    folder, which Gradio's hourly cleanup does not touch, so a cached answer's files stay). Everything else
+    (tables, JSON, ``gr.State`` values, ``gr.skip()``) is left as it is; tuples and lists are walked.
+    """
+    if isinstance(value, go.Figure):
+        return PlotData(type="plotly", plot=value.to_json())
+    if isinstance(value, list) and value and all(_gallery_item(item) for item in value):
+        return [(processing_utils.save_pil_to_cache(_picture(image), str(folder), format="png"), caption)
+                for image, caption in value]
+    if isinstance(value, tuple | list):
+        return type(value)(sendable(item, folder) for item in value)
+    return value
+
+
+def _gallery_item(item: Any) -> bool:
+    return (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray | Image.Image)
+            and isinstance(item[1], str))
+
+
+def _picture(image: np.ndarray | Image.Image) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(image)
 
 
 def _hashable(value: Any) -> Any:
