@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from starlette.middleware import Middleware
 
     from explorer.analysis.cam import preload_cam  # after parsing, so --help is instant
+    from explorer.checkpoints import CheckpointError
     from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
@@ -158,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     # the run manager reconciles the runs an earlier app left behind
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
     try:
-        demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
+        try:
+            demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
+        except CheckpointError as exc:  # e.g. --checkpoints-dir and --runs-dir are two folders with one name
+            print(f"ips-explorer: error: {exc}", file=sys.stderr)
+            return 2
         demo.delete_cache = CACHE_CLEANUP
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,
