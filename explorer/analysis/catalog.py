@@ -101,19 +101,21 @@ def checkpoint_folder(name: str | Path, dirs: list[Path | str]) -> Path:
 
     ``name`` is a public name (``"<root folder name>/<checkpoint folder name>"``) or, for scripts, the path of a
     folder directly inside one of ``dirs``. The app only loads what its pickers could offer, so a client cannot
-    make it read arbitrary files; the refusals name the value given and the roots by name, never a server path.
+    make it read arbitrary files. The refusals name the roots by name, never by path, also in the value they
+    repeat (a path inside a root is repeated as a public name).
     """
     if not name:
         raise CheckpointError("no checkpoint chosen; pick one from the list")
     roots = checkpoint_roots(dirs)
     root_name, _, folder_name = str(name).partition("/")
     given = roots[root_name] / folder_name if root_name in roots and folder_name else Path(name).expanduser()
+    shown = public_text(str(name), dirs)
     if given.is_symlink():
-        raise CheckpointError(f"{name} is a symbolic link; the app does not follow links to checkpoints (copy or move "
-                              f"the folder itself there)")
+        raise CheckpointError(f"{shown} is a symbolic link; the app does not follow links to checkpoints (copy or "
+                              f"move the folder itself there)")
     folder = given.resolve()
     if folder.parent not in roots.values() or not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{name} is not one of the checkpoints offered here: pick one from the list (a name "
+        raise CheckpointError(f"{shown} is not one of the checkpoints offered here: pick one from the list (a name "
                               f"'<folder>/<checkpoint>', a folder with {WEIGHTS} directly under "
                               f"{' or '.join(f'{n}/' for n in roots)})")
     return folder
