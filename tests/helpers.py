@@ -55,15 +55,16 @@ def save_digits_run(runs_dir: Path, name: str = "digits-run") -> Path:
 
 
 @contextmanager
-def running_app(runs_dir: Path, max_runs: int = 2) -> Iterator[str]:
-    """The app on 127.0.0.1 with the demo checkpoints and ``runs_dir``; yields its URL.
+def running_app(runs_dir: Path, max_runs: int = 2, checkpoints_dir: Path = DEMO) -> Iterator[str]:
+    """The app on 127.0.0.1 with the checkpoints of ``checkpoints_dir`` (the demo ones) and ``runs_dir``; yields its
+    URL.
 
     At the end every run it started is cancelled and waited for, so no training process outlives the test.
     """
     from explorer.ui import build_app
 
     runs = RunManager(runs_dir, max_concurrent=max_runs, grace_s=5.0)
-    demo = build_app(runs, checkpoints_dir=DEMO, device="cpu")
+    demo = build_app(runs, checkpoints_dir=checkpoints_dir, device="cpu")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     try:

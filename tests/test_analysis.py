@@ -8,14 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from explorer.analysis.cam import CAM_METHODS, compute_cams, explain
-from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints
+from explorer.analysis.catalog import (
+    checkpoint_folder,
+    checkpoint_name,
+    checkpoint_roots,
+    default_pair,
+    list_checkpoints,
+    public_text,
+)
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
 from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
 from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
 from explorer.checkpoints import CheckpointError, load_checkpoint
 from explorer.evaluate import calibration_bins, predict_logits
 from explorer.ips import ips_loss, random_patch_mask
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, ROOT
 
 CE, IPS = CE_DEMO, IPS_DEMO
 
@@ -262,13 +269,31 @@ def test_catalog_lists_demo_checkpoints_and_new_runs_at_once(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     listed = list_checkpoints([DEMO, runs])
-    paths = [path for _, path in listed]
-    assert str(CE) in paths and str(IPS) in paths
+    names = [name for _, name in listed]
+    assert "checkpoints/mnist5k-small_cnn-ce" in names and "checkpoints/mnist5k-small_cnn-ips" in names
     assert any("ips, small_cnn on mnist5k" in label for label, _ in listed)
-    assert default_pair([DEMO, runs]) == (str(CE), str(IPS))
+    assert all(label.startswith(f"{name} (") for label, name in listed)  # the value is the label's prefix
+    assert default_pair([DEMO, runs]) == ("checkpoints/mnist5k-small_cnn-ce", "checkpoints/mnist5k-small_cnn-ips")
     (runs / "still-empty").mkdir()  # a run that has not saved a checkpoint yet is not offered
     shutil.copytree(IPS, runs / "new-run")
-    assert [p for _, p in list_checkpoints([DEMO, runs]) if p.startswith(str(runs))] == [str(runs / "new-run")]
+    assert [n for _, n in list_checkpoints([DEMO, runs]) if n.startswith("runs/")] == ["runs/new-run"]
+
+
+def test_public_names_resolve_to_their_folders_and_back(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(IPS, runs / "new-run")
+    dirs = [DEMO, runs]
+    for _, name in list_checkpoints(dirs):
+        folder = checkpoint_folder(name, dirs)
+        assert folder.is_absolute() and folder.parent in (DEMO.resolve(), runs.resolve())
+        assert checkpoint_name(folder) == name and checkpoint_folder(str(folder), dirs) == folder  # a path works too
+    assert checkpoint_folder("runs/new-run", dirs) == (runs / "new-run").resolve()
+    assert checkpoint_folder("checkpoints/mnist5k-small_cnn-ce", dirs) == CE.resolve()
+    monkeypatch.chdir(tmp_path)  # a relative root is named by its real folder name
+    assert [name for _, name in list_checkpoints(["./runs/"])] == ["runs/new-run"]
+    assert checkpoint_folder("runs/new-run", ["./runs/"]) == (runs / "new-run").resolve()
+    assert checkpoint_roots([".", "runs", "./runs"]) == {tmp_path.resolve().name: tmp_path.resolve(),
+                                                         "runs": runs.resolve()}  # the same folder counts once
 
 
 def test_checkpoint_folder_refuses_paths_outside_the_offered_dirs(tmp_path):
@@ -278,6 +303,35 @@ def test_checkpoint_folder_refuses_paths_outside_the_offered_dirs(tmp_path):
             checkpoint_folder(bad, [DEMO])
 
 
+@pytest.mark.parametrize("name", ["checkpoints/..", "checkpoints/../checkpoints", "checkpoints/../tests",
+                                  "checkpoints/mnist5k-small_cnn-ce/..", "checkpoints/mnist5k-small_cnn-ce/x",
+                                  "checkpoints/", "checkpoints", "checkpoints/no-such-model",
+                                  "runs/mnist5k-small_cnn-ce", "elsewhere/mnist5k-small_cnn-ce",
+                                  "/checkpoints/mnist5k-small_cnn-ce"])
+def test_checkpoint_folder_refuses_names_it_did_not_offer(name, tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CheckpointError, match="is not one of the checkpoints offered here") as refusal:
+        checkpoint_folder(name, [DEMO, tmp_path / "runs"])
+    assert str(tmp_path) not in str(refusal.value) and str(ROOT) not in str(refusal.value)  # roots by name only
+    assert "checkpoints/ or runs/" in str(refusal.value)
+
+
+def test_two_checkpoint_folders_with_one_name_are_refused(tmp_path):
+    (tmp_path / "a" / "models").mkdir(parents=True)
+    (tmp_path / "b" / "models").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="two checkpoint folders share the name 'models'"):
+        checkpoint_roots([tmp_path / "a" / "models", tmp_path / "b" / "models"])
+    with pytest.raises(CheckpointError, match="two checkpoint folders share the name 'models'"):
+        list_checkpoints([tmp_path / "a" / "models", tmp_path / "b" / "models"])
+    with pytest.raises(CheckpointError, match="two checkpoint folders share the name 'models'"):
+        checkpoint_folder("models/x", [tmp_path / "a" / "models", tmp_path / "b" / "models"])
+
+
+def test_public_text_names_the_folders_instead_of_their_paths(tmp_path):
+    runs = tmp_path / "runs"
+    text = f"checkpoint: {runs.resolve()}/r1  |  evaluate it: python -m explorer.evaluate {runs.resolve()}/r1"
+    assert public_text(text, [DEMO, runs]) == "checkpoint: runs/r1  |  evaluate it: python -m explorer.evaluate runs/r1"
+
 
 def test_symlinked_checkpoint_folders_are_neither_listed_nor_loaded(tmp_path):
     """One policy with the run manager: links are not followed (not listed, so not refused after being offered)."""
@@ -286,12 +340,23 @@ def test_symlinked_checkpoint_folders_are_neither_listed_nor_loaded(tmp_path):
     shutil.copytree(IPS, checkpoints / "real")
     (checkpoints / "outside").symlink_to(CE, target_is_directory=True)  # a link out of the folder
     (checkpoints / "inside").symlink_to(checkpoints / "real", target_is_directory=True)  # and one within it
-    assert [path for _, path in list_checkpoints([checkpoints])] == [str(checkpoints / "real")]
-    assert default_pair([checkpoints]) == (None, str(checkpoints / "real"))  # the linked CE is not a model A
+    assert [name for _, name in list_checkpoints([checkpoints])] == ["checkpoints/real"]
+    assert default_pair([checkpoints]) == (None, "checkpoints/real")  # the linked CE is not a model A
     assert checkpoint_folder(str(checkpoints / "real"), [checkpoints]) == (checkpoints / "real").resolve()
     for link in ("outside", "inside"):
-        with pytest.raises(CheckpointError, match=f"{link} is a symbolic link; the app does not follow links"):
-            checkpoint_folder(str(checkpoints / link), [checkpoints])
+        for value in (str(checkpoints / link), f"checkpoints/{link}"):  # as a path and as a public name
+            with pytest.raises(CheckpointError, match=f"^checkpoints/{link} is a symbolic link; the app does not "
+                                                      "follow links"):  # the path is repeated as a public name
+                checkpoint_folder(value, [checkpoints])
+
+
+def test_a_linked_root_is_named_by_its_real_folder(tmp_path):
+    """The given folders may be links: names use the folder they lead to, as ``Checkpoint.path`` is resolved."""
+    shutil.copytree(IPS, tmp_path / "store" / "ips")
+    (tmp_path / "checkpoints").symlink_to(tmp_path / "store", target_is_directory=True)
+    assert [name for _, name in list_checkpoints([tmp_path / "checkpoints"])] == ["store/ips"]
+    assert checkpoint_folder("store/ips", [tmp_path / "checkpoints"]) == (tmp_path / "store" / "ips").resolve()
+
 
 # ------------------------------------------------------------------ CUDA (the app picks it when present)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -69,7 +69,7 @@ def test_swap_pair_payload(digits, checkpoints):
     assert payload["mask"] == pair.mask.int().tolist() and payload["image_shape"] == [1, 8, 8]
     assert payload["notes"] == ["upload b: resized"] and list(payload["models"]) == list(checkpoints)
     for name, scores in payload["models"].items():
-        assert set(scores) == SCORE_KEYS and scores["checkpoint"] == f"/checkpoints/{name[4:]}"
+        assert set(scores) == SCORE_KEYS and scores["checkpoint"] == f"checkpoints/{name[4:]}"  # a public name
         expected = pair.scores[name]
         assert [scores[k] for k in ("original_a", "original_b", "swapped_a", "swapped_b", "kd")] == [
             expected.original_a, expected.original_b, expected.swapped_a, expected.swapped_b, expected.kd]

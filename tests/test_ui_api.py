@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -143,7 +144,7 @@ def test_mismatched_and_unknown_checkpoints_are_refused(client, runs_dir):
 def test_a_run_created_after_launch_is_usable_at_once(client, runs_dir):
     shutil.copytree(IPS, runs_dir / "fresh-run")
     data = _swap(client, model_a=str(runs_dir / "fresh-run"))[9]
-    assert data["models"]["A · ips"]["checkpoint"] == str((runs_dir / "fresh-run").resolve())
+    assert data["models"]["A · ips"]["checkpoint"] == f"{runs_dir.resolve().name}/fresh-run"  # its public name
 
 
 def test_digits_dataset_with_its_own_checkpoint(client, runs_dir):
@@ -156,7 +157,7 @@ def test_digits_dataset_with_its_own_checkpoint(client, runs_dir):
 
 def test_switching_the_dataset_picks_its_checkpoints(client, runs_dir):
     dataset, model_a, model_b, notice = client.predict("digits", CE, IPS, api_name="/switch_dataset")
-    digits_run = str((runs_dir / "digits-run").resolve())
+    digits_run = f"{runs_dir.resolve().name}/digits-run"  # the public name, not the server's path
     assert dataset == "digits" and model_a["value"] == digits_run and model_b["value"] is None
     assert [value for _, value in model_a["choices"]] == [digits_run] and "no IPS checkpoint" in notice
 
@@ -293,7 +294,7 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
 
     # its checkpoint is in the header's pickers (rescanned when they open) and works in the other tabs
     choices = [value for _, value in client.predict("digits", None, api_name="/refresh_model_b")["choices"]]
-    assert str(runs_dir.resolve() / quick) in choices and str(DEMO / "mnist5k-small_cnn-ips") not in choices
+    assert f"{runs_dir.resolve().name}/{quick}" in choices and "checkpoints/mnist5k-small_cnn-ips" not in choices
     data = client.predict(dataset_name="digits", model_a=str(runs_dir / quick), model_b=None,
                           api_name="/swap_dataset")[-1]
     assert list(data["models"]) == ["A · ce"]
@@ -495,3 +496,64 @@ def test_a_study_launched_through_the_api_finishes_with_the_run_folders_numbers(
     assert choices[:2] == ["from-cli", "e2e"]
     assert client.predict("from-cli", "accuracy", api_name="/watch_study")[0].startswith(
         "**0 of 4 runs finished** (4 not started)")
+
+
+# ---- no server path leaves the app ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server_folders(tmp_path_factory) -> Path:
+    """Absolute checkpoints and runs folders, as a class server gets them (--checkpoints-dir /srv/...)."""
+    root = tmp_path_factory.mktemp("server-folders").resolve()
+    for method in ("ce", "ips"):
+        shutil.copytree(DEMO / f"mnist5k-small_cnn-{method}", root / "checkpoints" / f"mnist5k-small_cnn-{method}")
+    save_digits_run(root / "runs")
+    return root
+
+
+def _refusal(call) -> str:
+    with pytest.raises(AppError) as refusal:
+        call()
+    return str(refusal.value)
+
+
+def test_no_server_path_leaves_the_app(server_folders):
+    """Pages, API description, answers and refusals name checkpoints '<folder name>/<checkpoint>', never by path;
+    and such a name is what a script sends as a model."""
+    ce, ips = "checkpoints/mnist5k-small_cnn-ce", "checkpoints/mnist5k-small_cnn-ips"
+    with running_app(server_folders / "runs", checkpoints_dir=server_folders / "checkpoints") as url:
+        client = Client(url, verbose=False, download_files=False)
+        pages = {page: httpx.get(url + page, timeout=60).text for page in ("", "config", "gradio_api/info")}
+        config = json.loads(pages["config"])
+        pickers = {c["props"].get("elem_id"): c["props"] for c in config["components"]}
+        assert (pickers["header-model-a"]["value"], pickers["header-model-b"]["value"]) == (ce, ips)
+        assert ["runs/digits-run" in str(value) for value in pickers["header-model-a"]["choices"]] == [False, False]
+        swap = _swap(client, model_a=ce, model_b=ips)[9]
+        assert {m["checkpoint"] for m in swap["models"].values()} == {ce, ips}
+        answers = {
+            "swap_pair": swap,
+            "refresh_model_a": client.predict("mnist5k", ce, api_name="/refresh_model_a"),
+            "gradcam": client.predict(dataset_name="mnist5k", model_a=ce, model_b=ips, test_index=7, upload=None,
+                                      api_name="/gradcam")[-1],
+            "confidence_gaps": client.predict(models="A and B", class_name="3", n_pairs=20, patch_size=7,
+                                              swap_ratio=0.5, seed=2, api_name="/confidence_gaps")[5],
+            "compare": client.predict(api_name="/compare")[7],
+            "runs": client.predict(api_name="/runs"),
+            "api": client.view_api(return_format="dict", print_info=False),
+        }
+        refusals = [_refusal(lambda value=value: _swap(client, model_a=value)) for value in (
+            "checkpoints/nope", "checkpoints/..", "elsewhere/mnist5k-small_cnn-ce", str(server_folders / "runs"),
+            "runs/digits-run")]  # the last: trained on digits, not on mnist5k
+        refusals += [_refusal(lambda: client.predict("no-such-run", api_name="/cancel_run")),
+                     _refusal(lambda: client.predict("no-such-study", api_name="/study_results"))]
+        # the digits last: the session's patch sizes follow the dataset
+        answers["swap_dataset"] = client.predict(dataset_name="digits", model_a="runs/digits-run", model_b=None,
+                                                 api_name="/swap_dataset")[-1]
+        answers["switch_dataset"] = client.predict("digits", ce, ips, api_name="/switch_dataset")
+    assert answers["swap_dataset"]["models"]["A · ce"]["checkpoint"] == "runs/digits-run"
+    assert answers["switch_dataset"][1]["value"] == "runs/digits-run"
+    assert {m["checkpoint"] for m in answers["compare"]["models"].values()} == {ce, ips}
+    assert all("not one of the checkpoints offered here" in r for r in refusals[:4]), refusals
+    assert "does not match dataset mnist5k" in refusals[4] and "no run no-such-run in runs" in refusals[5]
+    assert "there is no study 'no-such-study' under runs/studies" in refusals[6]
+    texts = {**pages, **{name: json.dumps(answer, default=str) for name, answer in answers.items()},
+             **{f"refusal {i}": text for i, text in enumerate(refusals)}}
+    assert [name for name, text in texts.items() if str(server_folders.parent) in text] == []

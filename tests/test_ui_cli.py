@@ -25,6 +25,17 @@ def test_a_busy_port_is_one_line_that_suggests_port_not_a_traceback(tmp_path):
                       f"not this machine's); choose another port, e.g. python app.py --port {port + 1}"]
 
 
+def test_two_checkpoint_folders_with_one_name_are_refused_at_start(tmp_path):
+    """Pickers name a checkpoint '<folder name>/<checkpoint>': two folders called 'models' would be ambiguous."""
+    (tmp_path / "b" / "models").mkdir(parents=True)
+    result = _run(["app.py", "--port", "1", "--runs-dir", str(tmp_path / "a" / "models"),
+                   "--checkpoints-dir", str(tmp_path / "b" / "models")])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("ips-explorer: error: two checkpoint folders share the name "
+                                                     "'models' (")
+
+
 def test_train_help_states_the_run_id_default_once():
     help_text = " ".join(_run(["-m", "explorer.train", "--help"]).stdout.split())
     run_id = help_text[help_text.index("--run-id RUN_ID name"):help_text.index("--log-every LOG_EVERY write")]

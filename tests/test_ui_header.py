@@ -18,7 +18,8 @@ from explorer.ui.header import (
 )
 from tests.helpers import CE_DEMO, CSKD_DEMO, DEMO, IPS_DEMO, save_digits_run
 
-CE, IPS = str(CE_DEMO), str(IPS_DEMO)
+# the pickers' values: public names, "<checkpoints folder name>/<checkpoint folder name>", not server paths
+CE, CSKD, IPS = (f"checkpoints/{folder.name}" for folder in (CE_DEMO, CSKD_DEMO, IPS_DEMO))
 
 
 @pytest.fixture()
@@ -33,9 +34,9 @@ def _values(dropdown) -> list[str]:
 
 def test_the_checkpoints_of_a_dataset_are_those_trained_on_it(ctx):
     mnist = dataset_checkpoints(ctx, "mnist5k")
-    assert [(path, method) for _, path, method in mnist] == [(CE, "ce"), (str(CSKD_DEMO), "cskd"), (IPS, "ips")]
+    assert [(path, method) for _, path, method in mnist] == [(CE, "ce"), (CSKD, "cskd"), (IPS, "ips")]
     digits = dataset_checkpoints(ctx, "digits")
-    assert [(path, method) for _, path, method in digits] == [(str(ctx.runs_dir / "digits-run"), "ce")]
+    assert [(path, method) for _, path, method in digits] == [(f"{ctx.runs_dir.name}/digits-run", "ce")]
     assert dataset_checkpoints(ctx, "cifar10") == []
     assert dataset_choices(ctx) == [("mnist5k · 3 checkpoints", "mnist5k"), ("digits · 1 checkpoint", "digits")]
 
@@ -43,14 +44,14 @@ def test_the_checkpoints_of_a_dataset_are_those_trained_on_it(ctx):
 def test_a_switch_keeps_models_that_fit_and_else_picks_the_baseline_and_ips(ctx):
     mnist = dataset_checkpoints(ctx, "mnist5k")
     assert pick_models(mnist, None, None) == (CE, IPS)
-    assert pick_models(mnist, str(CSKD_DEMO), CE) == (str(CSKD_DEMO), CE)  # chosen and fitting: kept
-    digits_run = str(ctx.runs_dir / "digits-run")
+    assert pick_models(mnist, CSKD, CE) == (CSKD, CE)  # chosen and fitting: kept
+    digits_run = f"{ctx.runs_dir.name}/digits-run"
     assert pick_models(dataset_checkpoints(ctx, "digits"), CE, IPS) == (digits_run, None)
 
 
 def test_switching_to_digits_offers_only_its_checkpoints_and_says_what_is_missing(ctx):
     dataset, model_a, model_b, notice, button, shown = switch_dataset(ctx, "digits", CE, IPS, "mnist5k")
-    digits_run = str(ctx.runs_dir / "digits-run")
+    digits_run = f"{ctx.runs_dir.name}/digits-run"
     assert dataset == "digits" and shown == "digits"
     assert _values(model_a) == _values(model_b) == [digits_run]
     assert (model_a.value, model_b.value) == (digits_run, None)  # the mnist5k models are not kept
@@ -58,7 +59,7 @@ def test_switching_to_digits_offers_only_its_checkpoints_and_says_what_is_missin
     assert button.visible and button.value.startswith("Train IPS on digits (~")
     back = switch_dataset(ctx, "mnist5k", digits_run, None, "digits")
     assert (back[1].value, back[2].value, back[3], back[4].visible) == (CE, IPS, "", False)
-    assert _values(back[1]) == [CE, str(CSKD_DEMO), IPS]
+    assert _values(back[1]) == [CE, CSKD, IPS]
 
 
 def test_a_dataset_without_checkpoints_offers_to_train_both(ctx):
@@ -80,7 +81,7 @@ def test_a_dataset_that_cannot_be_opened_is_refused_and_the_previous_one_stays(c
 
 
 def test_a_picker_rescans_the_disk_for_the_datasets_checkpoints(ctx):
-    assert _values(refresh_models(ctx, "digits", None)) == [str(ctx.runs_dir / "digits-run")]
+    assert _values(refresh_models(ctx, "digits", None)) == [f"{ctx.runs_dir.name}/digits-run"]
     shutil.copytree(IPS_DEMO, ctx.runs_dir / "new-ips")  # a run that finished since
     refreshed = refresh_models(ctx, "mnist5k", CE)
-    assert str(ctx.runs_dir / "new-ips") in _values(refreshed) and refreshed.value == CE
+    assert f"{ctx.runs_dir.name}/new-ips" in _values(refreshed) and refreshed.value == CE

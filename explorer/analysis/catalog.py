@@ -6,6 +6,13 @@ the next time a picker opens. ``weights_version`` stamps a checkpoint's weights 
 the models it has loaded by path *and* that stamp, so a checkpoint replaced on disk (a run that finished another
 epoch) is reloaded, not served stale.
 
+A checkpoint is named by its *public name*, ``"<root folder name>/<checkpoint folder name>"`` (e.g.
+``checkpoints/mnist5k-small_cnn-ips``, ``runs/20261127-...``): the pickers' values, the ``checkpoint`` field of
+every answer and the app's messages use it, so no server path leaves the app (``checkpoint_name`` makes it,
+``checkpoint_folder`` resolves it, ``public_text`` rewrites a text that names the folders). The root folders are
+named by their real (resolved) folder names, so two different roots with one name are refused
+(``checkpoint_roots``): the app refuses to start rather than guess which one a name means.
+
 Symbolic links are not followed: a linked folder inside a checkpoint folder (or the runs folder) is neither
 listed nor loaded, as the run manager neither lists, resumes nor deletes a linked run folder. The app serves only
 what lives under the folders it was given; a link may point anywhere. The given folders themselves may be links.
@@ -19,13 +26,43 @@ from explorer.analysis.cache import file_version
 from explorer.checkpoints import WEIGHTS, CheckpointError, load_card
 from explorer.training.methods import BASELINE, FEATURED
 
-__all__ = ["checkpoint_folder", "default_pair", "list_checkpoints", "weights_version"]
+__all__ = ["checkpoint_folder", "checkpoint_name", "checkpoint_roots", "default_pair", "list_checkpoints",
+           "public_text", "weights_version"]
 
 
-def _folders(dirs: list[Path]) -> list[Path]:
+def checkpoint_roots(dirs: list[Path | str]) -> dict[str, Path]:
+    """The folders ``dirs`` resolved, by their folder names (the first part of a public name), in order.
+
+    The same folder given twice counts once; two different folders with one name are refused, as a public name
+    could not say which one it means.
+    """
+    roots: dict[str, Path] = {}
+    for d in dirs:
+        root = Path(d).expanduser().resolve()
+        if roots.setdefault(root.name, root) != root:
+            raise CheckpointError(f"two checkpoint folders share the name {root.name!r} ({roots[root.name]} and "
+                                  f"{root}); the app names a checkpoint '<folder name>/<checkpoint>', so rename one "
+                                  "(e.g. --runs-dir my-runs)")
+    return roots
+
+
+def checkpoint_name(folder: Path | str) -> str:
+    """The public name of a checkpoint folder: ``"<root folder name>/<checkpoint folder name>"``."""
+    folder = Path(folder).expanduser().resolve()
+    return f"{folder.parent.name}/{folder.name}"
+
+
+def public_text(text: str, dirs: list[Path | str]) -> str:
+    """``text`` with every path of a folder in ``dirs`` replaced by the folder's name (e.g. a run's log)."""
+    for name, root in sorted(checkpoint_roots(dirs).items(), key=lambda item: -len(str(item[1]))):
+        text = text.replace(str(root), name)
+    return text
+
+
+def _folders(dirs: list[Path | str]) -> list[Path]:
     """Every direct sub-folder of ``dirs`` that holds a weights file and is not a link, in name order per dir."""
     found = []
-    for root in dirs:
+    for root in checkpoint_roots(dirs).values():
         if root.is_dir():
             found.extend(sorted(p for p in root.iterdir() if not p.is_symlink() and (p / WEIGHTS).is_file()))
     return found
@@ -35,44 +72,52 @@ def _label(folder: Path) -> str:
     try:
         card = load_card(folder)
     except CheckpointError:
-        return f"{folder.parent.name}/{folder.name} (unreadable card)"
+        return f"{checkpoint_name(folder)} (unreadable card)"
     accuracy = (card.get("test_metrics") or {}).get("accuracy")
     score = f", test acc {100 * accuracy:.1f} %" if accuracy is not None else ""
     what = f"{card.get('method', '?')}, {card['model']} on {card['dataset']}{score}"
-    return f"{folder.parent.name}/{folder.name} ({what})"
+    return f"{checkpoint_name(folder)} ({what})"
 
 
 def list_checkpoints(dirs: list[Path | str]) -> list[tuple[str, str]]:
-    """(label, folder path) of every checkpoint folder directly under ``dirs``; rescans the disk each call."""
-    return [(_label(folder), str(folder)) for folder in _folders([Path(d) for d in dirs])]
+    """(label, public name) of every checkpoint folder directly under ``dirs``; rescans the disk each call."""
+    return [(_label(folder), checkpoint_name(folder)) for folder in _folders(dirs)]
 
 
 def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
-    """The first checkpoint of the baseline method and the first of the featured one (IPS): models A and B."""
+    """The public names of the first checkpoint of the baseline method and the first of the featured one (IPS):
+    models A and B."""
     by_method: dict[str, str] = {}
-    for folder in _folders([Path(d) for d in dirs]):
+    for folder in _folders(dirs):
         try:
-            by_method.setdefault(load_card(folder).get("method", ""), str(folder))
+            by_method.setdefault(load_card(folder).get("method", ""), checkpoint_name(folder))
         except CheckpointError:
             continue
     return by_method.get(BASELINE), by_method.get(FEATURED)
 
 
-def checkpoint_folder(path: str | Path, dirs: list[Path | str]) -> Path:
-    """``path`` as a checkpoint folder inside one of ``dirs``; anything else is refused.
+def checkpoint_folder(name: str | Path, dirs: list[Path | str]) -> Path:
+    """The checkpoint folder a picker value names, inside one of ``dirs``; anything else is refused.
 
-    The app only loads what its pickers could offer, so a client cannot make it read arbitrary files.
+    ``name`` is a public name (``"<root folder name>/<checkpoint folder name>"``) or, for scripts, the path of a
+    folder directly inside one of ``dirs``. The app only loads what its pickers could offer, so a client cannot
+    make it read arbitrary files. The refusals name the roots by name, never by path, also in the value they
+    repeat (a path inside a root is repeated as a public name).
     """
-    if not path:
+    if not name:
         raise CheckpointError("no checkpoint chosen; pick one from the list")
-    if Path(path).expanduser().is_symlink():
-        raise CheckpointError(f"{path} is a symbolic link; the app does not follow links to checkpoints (copy or move "
-                              f"the folder itself there)")
-    folder = Path(path).expanduser().resolve()
-    roots = [Path(d).expanduser().resolve() for d in dirs]
-    if folder.parent not in roots or not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{path} is not one of the checkpoints offered here (folders with {WEIGHTS} "
-                              f"directly under {', '.join(str(d) for d in dirs)})")
+    roots = checkpoint_roots(dirs)
+    root_name, _, folder_name = str(name).partition("/")
+    given = roots[root_name] / folder_name if root_name in roots and folder_name else Path(name).expanduser()
+    shown = public_text(str(name), dirs)
+    if given.is_symlink():
+        raise CheckpointError(f"{shown} is a symbolic link; the app does not follow links to checkpoints (copy or "
+                              f"move the folder itself there)")
+    folder = given.resolve()
+    if folder.parent not in roots.values() or not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{shown} is not one of the checkpoints offered here: pick one from the list (a name "
+                              f"'<folder>/<checkpoint>', a folder with {WEIGHTS} directly under "
+                              f"{' or '.join(f'{n}/' for n in roots)})")
     return folder
 
 

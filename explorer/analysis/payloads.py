@@ -2,7 +2,9 @@
 
 One function per answer, Gradio-free, so a test checks a schema without starting the app and a change to what
 an endpoint returns is made here. Numbers are plain Python floats and ints (JSON has no tensors), rounded
-only where a table or a long per-pair list shows them, and a NaN becomes null (JSON has no NaN).
+only where a table or a long per-pair list shows them, and a NaN becomes null (JSON has no NaN). A model's
+``checkpoint`` is its public name (``catalog.checkpoint_name``, e.g. ``checkpoints/mnist5k-small_cnn-ips``), never
+a path on the server.
 
 - ``swap_pair_payload``: /swap_pair (and /swap_class, /random_pair, /swap_dataset, which end with it);
 - ``gaps_payload`` and ``gap_table``: /confidence_gaps;
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 
 from explorer.analysis.cam import ModelCam
+from explorer.analysis.catalog import checkpoint_name
 from explorer.analysis.claims import Claim
 from explorer.analysis.comparison import Comparison, ModelReport
 from explorer.analysis.evidence import EvidenceAgreement, PatchEvidence, TeacherCheck
@@ -74,7 +77,7 @@ def swap_pair_payload(dataset: Dataset, pair: SwappedPair, swap_ratio: float, se
         "patch_size": pair.patch_size, "swap_ratio": float(swap_ratio), "seed": seed,
         "a": source_a, "b": source_b, "grid": list(pair.mask.shape), "swapped_patches": int(pair.mask.sum()),
         "mask": pair.mask.int().tolist(), "image_shape": list(pair.originals.shape[1:]),
-        "models": {name: {"checkpoint": str(checkpoints[name].path), **vars(score)}
+        "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **vars(score)}
                    for name, score in pair.scores.items()},
         "notes": notes,
     }
@@ -91,8 +94,8 @@ def gaps_payload(dataset: Dataset, gaps: PairGaps, stats: Mapping[str, GapStatis
     return {
         "dataset": dataset.name, "n_pairs": len(gaps.anchors), "class": class_name, "patch_size": patch_size,
         "swap_ratio": float(swap_ratio), "seed": seed,
-        "models": {name: {"checkpoint": str(checkpoints[name].path), "mean_gap": s.mean, "median_gap": s.median,
-                          "a_teaches": s.a_teaches, "b_teaches": s.b_teaches, "ties": s.ties,
+        "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), "mean_gap": s.mean,
+                          "median_gap": s.median, "a_teaches": s.a_teaches, "b_teaches": s.b_teaches, "ties": s.ties,
                           "mean_kd": float(gaps.kd[name].mean()),
                           "class_mean_gap": dict(zip(dataset.class_names, s.class_mean, strict=True))}
                    for name, s in stats.items()},
@@ -140,8 +143,8 @@ def gradcam_payload(dataset: Dataset, source: dict[str, Any], true_label: int | 
         cam = result.cam
         peak = np.unravel_index(int(cam.argmax()), cam.shape)
         models[name] = {
-            "checkpoint": str(checkpoints[name].path), "layer": result.layer, "target_class": result.target_class,
-            "predicted": result.predicted,
+            "checkpoint": checkpoint_name(checkpoints[name].path), "layer": result.layer,
+            "target_class": result.target_class, "predicted": result.predicted,
             "top3": [[k, v] for k, v in top_classes(result.probabilities, dataset.class_names).items()],
             "cam_shape": list(cam.shape), "cam_min": float(cam.min()), "cam_max": float(cam.max()),
             "cam_mean": float(cam.mean()), "cam_peak": [int(peak[0]), int(peak[1])]}
@@ -159,7 +162,7 @@ def compare_payload(dataset: Dataset, reports: Mapping[str, ModelReport], compar
     the generated sentences about them (``claims.compare_claims``) with the numbers each is about."""
     return {
         "dataset": dataset.name, "n": len(dataset.test_labels),
-        "models": {name: {"checkpoint": str(checkpoints[name].path), **r.metrics,
+        "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **r.metrics,
                           "reliability": {"edges": r.bins.edges, "count": r.bins.count,
                                           "accuracy": _finite(r.bins.accuracy),
                                           "confidence": _finite(r.bins.confidence)},
@@ -298,7 +301,7 @@ def patch_evidence_payload(dataset: Dataset, label: int, evidence: Mapping[str, 
     """/patch_evidence: per model the single-position deltas and evidence, and the teacher check of the exchanged
     positions (``exchange`` says how they were chosen)."""
     return {"dataset": dataset.name, "class": dataset.class_names[label], "label": label, "exchange": exchange,
-            "models": {name: {"checkpoint": str(checkpoints[name].path), **evidence[name].to_json(),
+            "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **evidence[name].to_json(),
                               "check": checks[name].to_json()} for name in evidence}}
 
 
@@ -357,7 +360,7 @@ def faithfulness_payload(dataset: Dataset, comparison: FaithfulnessComparison, f
     the differences B − A and the sentence."""
     payload = {"dataset": dataset.name, **settings, **comparison.to_json()}
     for name, data in payload["models"].items():
-        data["checkpoint"] = str(checkpoints[name].path)
+        data["checkpoint"] = checkpoint_name(checkpoints[name].path)
         if name in foreign:
             data["foreign_cam_mass"] = foreign[name].to_json()
     names = comparison.names

@@ -184,7 +184,8 @@ class RunManager:
     ``grace_s``: how long a cancelled run may take to stop after SIGTERM before it is killed.
     ``max_queued``: runs that may wait for a slot at once (default: no limit); a further launch is refused. A
     study's runs are not counted nor refused: the study queues all of them at once by design.
-    On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread.
+    On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread. Its refusals
+    name the runs folder by its name (``runs``), not by its path: the web app shows them to every visitor.
     """
 
     def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
@@ -234,7 +235,7 @@ class RunManager:
                 try:
                     run_dir.mkdir()
                 except FileExistsError:
-                    raise RunError(f"run {run_id} already exists in {self.runs_dir}; choose another id") from None
+                    raise RunError(f"run {run_id} already exists in {self.runs_dir.name}; choose another id") from None
             cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
             command = [sys.executable, "-m", "explorer.train", *to_argv(cfg)]
             if gpus > 1:
@@ -357,10 +358,10 @@ class RunManager:
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         run_dir = self.runs_dir / run_id
         if run_dir.is_symlink():
-            raise RunError(f"run {run_id} is a symbolic link in {self.runs_dir}; the app does not follow links to run "
-                           f"folders (remove the link by hand, or move the folder itself there)")
+            raise RunError(f"run {run_id} is a symbolic link in {self.runs_dir.name}; the app does not follow links "
+                           f"to run folders (remove the link by hand, or move the folder itself there)")
         if not (run_dir / STATUS).is_file():
-            raise RunError(f"there is no run {run_id} in {self.runs_dir}")
+            raise RunError(f"there is no run {run_id} in {self.runs_dir.name}")
         return run_dir
 
     def has_active_runs(self) -> bool:
@@ -435,8 +436,8 @@ class RunManager:
         needed = 2 * weight_bytes + DISK_MARGIN_BYTES  # the checkpoint and its temporary copy while replaced
         free = shutil.disk_usage(self.runs_dir).free
         if free < needed:
-            raise RunError(f"only {free / 2**20:.0f} MiB free under {self.runs_dir}; a {cfg.model} run needs about "
-                           f"{needed / 2**20:.0f} MiB; delete old runs or free some disk")
+            raise RunError(f"only {free / 2**20:.0f} MiB free under {self.runs_dir.name}; a {cfg.model} run needs "
+                           f"about {needed / 2**20:.0f} MiB; delete old runs or free some disk")
         return replace(cfg, out=str(self.runs_dir))
 
     def _new_run_folder(self, cfg: TrainConfig) -> tuple[str, Path]:

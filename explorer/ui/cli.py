@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from starlette.middleware import Middleware
 
     from explorer.analysis.cam import preload_cam  # after parsing, so --help is instant
+    from explorer.checkpoints import CheckpointError
     from explorer.training.runs import RunManager
     from explorer.ui import build_app
 
@@ -210,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         # CPU) and holds the interpreter for most of them, so a class opening the app meanwhile had every request
         # stalled until it ended (swaps of 30 users waited up to 17 s); the first Grad-CAM then needs no import.
         preload_cam()
-        demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
+        try:
+            demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)
+        except CheckpointError as exc:  # e.g. --checkpoints-dir and --runs-dir are two folders with one name
+            print(f"ips-explorer: error: {exc}", file=sys.stderr)
+            return 2
         demo.delete_cache = CACHE_CLEANUP
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,

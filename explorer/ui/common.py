@@ -54,9 +54,15 @@ from PIL import Image
 from torch import Tensor, nn
 
 from explorer.analysis.cache import BoundedCache
-from explorer.analysis.catalog import checkpoint_folder, list_checkpoints, weights_version
+from explorer.analysis.catalog import (
+    checkpoint_folder,
+    checkpoint_roots,
+    list_checkpoints,
+    public_text,
+    weights_version,
+)
 from explorer.analysis.comparison import split_logits
-from explorer.checkpoints import Checkpoint, load_card, load_checkpoint
+from explorer.checkpoints import Checkpoint, CheckpointError, load_card, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
@@ -85,6 +91,9 @@ class AppContext:
     split; the answers of long analyses (CAM faithfulness, evidence over many pairs) by their inputs and the
     checkpoints' folders and weights-file versions. A checkpoint replaced on disk gets a new version, so it is
     reloaded and its logits and analyses recomputed.
+
+    The model pickers' values are public checkpoint names (``explorer.analysis.catalog``), never server paths; two
+    checkpoint folders with the same folder name are refused when the context is built.
     """
 
     runs_dir: Path
@@ -100,6 +109,9 @@ class AppContext:
         default_factory=lambda: {lane: threading.RLock() for lane in LANES}, repr=False)
     _current: threading.local = field(default_factory=threading.local, repr=False)
 
+    def __post_init__(self) -> None:
+        checkpoint_roots(self.checkpoint_dirs)  # two folders with one name are refused now, not at the first pick
+
     @property
     def checkpoint_dirs(self) -> list[Path]:
         return [self.checkpoints_dir, self.runs_dir]
@@ -110,9 +122,9 @@ class AppContext:
     def dataset_choices(self) -> list[str]:
         """The offline datasets plus every dataset a listed checkpoint was trained on."""
         names = list(OFFLINE_DATASETS)
-        for _, path in self.checkpoint_choices():
+        for _, checkpoint in self.checkpoint_choices():
             try:
-                name = load_card(path)["dataset"]
+                name = load_card(checkpoint_folder(checkpoint, self.checkpoint_dirs))["dataset"]
             except ValueError:
                 continue
             if name not in names:
@@ -134,7 +146,10 @@ class AppContext:
         it does not fit ``dataset``."""
         folder = checkpoint_folder(path, self.checkpoint_dirs)
         key = (self.lane, str(folder), str(self.device), *weights_version(folder))
-        checkpoint = self.loaded.get(key, functools.partial(load_checkpoint, folder, self.device))
+        try:
+            checkpoint = self.loaded.get(key, functools.partial(load_checkpoint, folder, self.device))
+        except CheckpointError as exc:  # its message names the weights file: say it without the server's path
+            raise CheckpointError(public_text(str(exc), self.checkpoint_dirs)) from None
         check_compatible(checkpoint.card, dataset)
         return checkpoint
 

@@ -22,6 +22,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from explorer.analysis.catalog import checkpoint_name
 from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
 from explorer.analysis.figures import patch_evidence_maps
 from explorer.analysis.inputs import class_label, whole_number
@@ -115,7 +116,7 @@ def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], a
             f"evidence is the view the model makes the teacher.\n" + evidence_agreement_summary(results))
     return text, {"dataset": dataset.name, "n_pairs": settings[1], "patch_size": settings[2],
                   "swap_ratio": settings[3], "seed": settings[4], "class": class_name,
-                  "models": {name: {"checkpoint": str(checkpoints[name].path), **r.to_json()}
+                  "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **r.to_json()}
                              for name, r in results.items()}}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from explorer.analysis.catalog import checkpoint_folder
 from explorer.analysis.schedules import estimate_text, fair_schedule
 from explorer.checkpoints import CheckpointError, load_card
 from explorer.data import DatasetError
@@ -52,18 +53,18 @@ class Header(common.Header):
 # Plain functions
 # --------------------------------------------------------------------------------------------------
 def _cards(ctx: AppContext) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, folder, model card) of every listed checkpoint whose card can be read."""
+    """(label, public name, model card) of every listed checkpoint whose card can be read."""
     found = []
-    for label, path in ctx.checkpoint_choices():
+    for label, name in ctx.checkpoint_choices():
         try:
-            found.append((label, path, load_card(path)))
+            found.append((label, name, load_card(checkpoint_folder(name, ctx.checkpoint_dirs))))
         except (CheckpointError, ValueError):
             continue
     return found
 
 
 def dataset_checkpoints(ctx: AppContext, dataset_name: str) -> list[tuple[str, str, str]]:
-    """(label, folder, method) of every listed checkpoint trained on ``dataset_name``."""
+    """(label, public name, method) of every listed checkpoint trained on ``dataset_name``."""
     return [(label, path, str(card.get("method", "?"))) for label, path, card in _cards(ctx)
             if card.get("dataset") == dataset_name]
 

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from explorer.analysis.catalog import public_text
 from explorer.analysis.figures import paired_differences
 from explorer.analysis.payloads import (
     study_comparison_table,
@@ -125,7 +126,10 @@ def _results(runs: RunManager, study_id: str | None) -> tuple[StudyResults, dict
         raise ValueError("choose a study in the list (or launch one)")
     if not isinstance(study_id, str) or not RUN_ID_PATTERN.fullmatch(study_id) or ".." in study_id:
         raise ValueError(f"{study_id!r} is not a study id (letters, digits, '.', '_' and '-' only)")
-    spec = load_spec(runs.runs_dir, study_id)
+    try:
+        spec = load_spec(runs.runs_dir, study_id)
+    except ValueError as exc:  # its message names the studies folder: by its name, not its path on the server
+        raise ValueError(public_text(str(exc), [runs.runs_dir])) from None
     return read_results(spec, runs.runs_dir), run_states(spec, runs.runs_dir)
 
 

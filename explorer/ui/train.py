@@ -20,6 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from explorer.analysis.cache import file_version
+from explorer.analysis.catalog import public_text
 from explorer.analysis.figures import training_curves
 from explorer.analysis.payloads import runs_payload
 from explorer.analysis.schedules import QUICK, fair_schedule
@@ -49,7 +50,8 @@ def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
 
 
 def describe(info: RunInfo) -> str:
-    """Markdown about one run: what it is, its state and progress, and what to do with it next."""
+    """Markdown about one run: what it is, its state and progress, and what to do with it next; its message names
+    the runs folder by its name, not by its path on the server."""
     head = f"**{info.run_id}**: {info.method} on {info.dataset} with {info.model}, device {info.device}"
     best = "" if info.best_test_accuracy is None else f" Best test accuracy **{100 * info.best_test_accuracy:.1f} %**."
     if info.state == "running":
@@ -64,7 +66,7 @@ def describe(info: RunInfo) -> str:
         state = f"**failed**: {info.message}. The last lines of its log are below."
     else:
         state = f"**{info.state}**: {info.message}.{best}"
-    return f"{head}\n\n{state}"
+    return public_text(f"{head}\n\n{state}", [info.path.parent])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,7 +102,8 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
     the selected run to the curves. The curves' x-axes end at the longest plotted run's epochs.
 
     ``previous`` is what the page shows (table rows, run ids, curve files' versions): unchanged parts are
-    skipped, so a tick while nothing happens sends nothing big.
+    skipped, so a tick while nothing happens sends nothing big. The log names the runs folder by its name, not by
+    its path on the server (``catalog.public_text``).
     """
     active = runs.has_active_runs()  # asked first: when False, every run read below is in its final state
     infos = runs.runs()
@@ -120,9 +123,10 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
         runs_choice = gr.Dropdown(choices=list(by_id), value=chosen, multiselect=True)
     info = by_id.get(selected or "")
     failed = info is not None and info.state == "failed"
+    log = runs.log_tail(info.run_id, LOG_LINES) if failed else ""
     return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
             runs_choice, describe(info) if info else "Select a run in the table.",
-            gr.Textbox(runs.log_tail(info.run_id, LOG_LINES) if failed else "", visible=failed),
+            gr.Textbox(public_text(log, [runs.runs_dir]), visible=failed),
             _curves(folders, names, files, previous, max((by_id[r].epochs for r in chosen), default=None)),
             *run_buttons(info), now, gr.Timer(active=active))
 
