@@ -263,3 +263,38 @@ def test_a_cached_analysis_waits_for_no_lane(ctx):
         reader.start()
         reader.join(timeout=2)
         assert answers == [first] and len(calls) == 1, "a cached answer waited for the busy lane"
+
+
+def figure_gallery_and_state(ctx: AppContext, seed: float) -> tuple:
+    """An analysis's kind of answer: a figure, a gallery of (picture, caption), a table's dict and a state array."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    CALLS.append(seed)
+    rng = np.random.default_rng(int(seed))
+    pictures = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(2)]
+    return (go.Figure(go.Bar(y=[seed, 1.0])), [(p, f"picture {i}") for i, p in enumerate(pictures)],
+            {"headers": ["a"], "data": [[seed]]}, np.arange(3) * seed)
+
+
+def test_a_cached_analysis_is_kept_in_the_form_gradio_sends(ctx):
+    """A repeated Compare spent most of its server time encoding its figures and gallery pictures again."""
+    import json
+
+    import numpy as np
+    from gradio.components.plot import PlotData
+    from PIL import Image
+
+    CALLS.clear()
+    bound = analysis_handler(ctx, figure_gallery_and_state)
+    figure, gallery, table, state = bound(seed=3)
+    assert bound(seed=3)[0] is figure and CALLS == [3]  # computed once, the same encoded answer after
+    assert isinstance(figure, PlotData) and figure.type == "plotly"
+    assert json.loads(figure.plot)["data"][0]["y"] == [3, 1.0]
+    expected = figure_gallery_and_state(ctx, 3)[1]
+    assert [caption for _, caption in gallery] == ["picture 0", "picture 1"]
+    for (path, _), (picture, _) in zip(gallery, expected, strict=True):
+        assert path.startswith(ctx.pictures.name) and path.endswith(".png")
+        assert np.array_equal(np.asarray(Image.open(path)), picture)  # lossless, the same pixels
+    assert table == {"headers": ["a"], "data": [[3]]} and isinstance(state, np.ndarray)  # left as they are
+    assert np.array_equal(state, [0, 3, 6])
