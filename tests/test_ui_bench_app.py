@@ -1,8 +1,13 @@
 """The app's load benchmark: its bounds and its summary (the measurements themselves are the benchmark's job)."""
 
+import subprocess
+import sys
+import time
+
 import pytest
 
-from explorer.ui.bench_app import Recorder, _percentile, main
+from explorer.ui.bench_app import Recorder, _cpu_seconds, _percentile, main
+from tests.helpers import wait_for
 
 
 def test_percentiles_are_order_statistics():
@@ -29,3 +34,20 @@ def test_a_class_out_of_bounds_is_refused(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "--users must be 1..200" in capsys.readouterr().err
+
+
+def test_cpu_seconds_count_the_apps_process_and_the_clients():
+    """The class's report splits the machine's CPU time between the app and the benchmark's own clients."""
+    busy = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE)
+    try:
+        start = _cpu_seconds(child.pid)
+        used = wait_for(lambda: (c := _cpu_seconds(child.pid))["server"] >= 0.6 and c, 60, "the busy child")
+        t = time.process_time()
+        while time.process_time() - t < 0.3:
+            pass
+        clients = _cpu_seconds(child.pid)["clients"] - start["clients"]
+    finally:
+        child.communicate(b"")
+    assert 0.6 <= used["server"] < 0.6 + 1.5  # its busy loop and its start-up
+    assert 0.3 <= clients < 1.0

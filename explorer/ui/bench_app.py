@@ -274,13 +274,15 @@ def measure_class(args: argparse.Namespace) -> dict:
             else:
                 users = [threading.Thread(target=_student, args=(url, recorder, i, args.rounds, args.think,
                                                                  args.distinct)) for i in range(args.users)]
-            start = time.perf_counter()
+            start, cpu_before = time.perf_counter(), _cpu_seconds(process.pid)
             for user in users:
                 user.start()
                 time.sleep(0.05 if args.round_robin else _stagger(args))
             for user in users:
                 user.join(timeout=max(0.0, recorder.deadline - time.monotonic()) + REQUEST_TIMEOUT_S)
             wall = time.perf_counter() - start
+            cpu_after = _cpu_seconds(process.pid)
+            cpu = {side: cpu_after[side] - before for side, before in cpu_before.items()}
             repeat = _repeated_server_time(admin, url)
             training = _run_state(admin, run_id)[0] if run_id else None
         finally:
@@ -298,8 +300,18 @@ def measure_class(args: argparse.Namespace) -> dict:
             "error_samples": [e for v in recorder.errors.values() for e in v[:2]],
             "endpoints": {k: {"n": len(v), "p50_s": _percentile(v, 0.5), "p95_s": _percentile(v, 0.95)}
                           for k, v in sorted(recorder.latency.items())},
-            "repeated_identical_server_median_s": repeat,
+            "cpu_s": cpu, "repeated_identical_server_median_s": repeat,
             "training_run": training, "load_average_after": os.getloadavg()[0]}
+
+
+def _cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the app's process and by this one (the users' clients), from /proc: on one
+    machine both share its cores, so the clients' share says how much of the latency is the benchmark's own."""
+    with open(f"/proc/{server_pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+    clients = os.times()
+    return {"server": server, "clients": clients.user + clients.system}
 
 
 def _repeated_server_time(client, url: str) -> dict[str, float]:
@@ -327,6 +339,9 @@ def print_class(result: dict) -> None:
     print(f"{result['users']} users ({result['mode']}){', while a run trains' if result['training_run'] else ''}: "
           f"{result['requests']} requests in {result['wall_s']:.1f} s = {result['throughput_per_s']:.2f}/s, "
           f"errors {result['errors'] or 0}")
+    cpus = " and ".join(f"{side} {seconds:.0f} s ({seconds / result['wall_s']:.2f} cores)"
+                        for side, seconds in result["cpu_s"].items())
+    print(f"  CPU time over the {os.cpu_count()} cores: {cpus}")
     for endpoint, e in result["endpoints"].items():
         goal = CLASS_GOALS_P95.get(endpoint)
         verdict = f"goal p95 <= {goal:g} s  {'ok' if e['p95_s'] <= goal else 'OVER'}" if goal else ""
