@@ -127,6 +127,12 @@ def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
     (["--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar10 was not found under /nonexistent"),
     (["--dataset", "digits", "--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--device", "cuda:7"], "cuda"),
+    (["--dataset", "digits", "--batch-size", "2000"],
+     "2000 anchors per step, more than the 1438 training images of digits; pick at most 1438"),
+    (["--dataset", "digits", "--holdout", "--batch-size", "1200"],  # the 80 % left after --holdout
+     r"more than the 1151 training images of digits\[holdout\]; pick at most 1151"),
+    (["--dataset", "digits", "--batch-size", "2", "--epochs", "100000"],
+     r"is 71900000 steps; a run may take at most 2000000 \(at most 2781 epochs here\)"),
 ])
 def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, capsys, args, message):
     assert main(["--out", str(tmp_path), *args]) == 2
@@ -142,6 +148,18 @@ def test_bad_argument_exit_code_of_the_real_command(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "explorer.train: error: --swap-ratio must be in [0, 1]; got 1.5\n"
+
+
+def test_a_batch_beyond_the_training_split_fails_the_run_folder_the_manager_made(tmp_path, capsys):
+    """The run manager creates the folder and marks it running before the CLI starts; the CLI's refusal ends it."""
+    run_dir = tmp_path / "made"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "message": "starting"}))
+    assert main(["--dataset", "digits", "--batch-size", "2000", "--out", str(tmp_path), "--run-id", "made"]) == 2
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "more than the 1438 training images of digits" in status["message"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["status.json"]  # no config, metrics or checkpoint
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_non_finite_loss_fails_the_run(tmp_path, monkeypatch):

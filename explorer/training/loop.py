@@ -183,7 +183,7 @@ def setup(cfg: TrainConfig) -> Session:
                            num_workers=default_workers(_local_world()))
     if cfg.holdout:
         dataset = dataset.holdout()
-    validate_config(cfg, dataset.image_size, dataset.name, world)
+    validate_config(cfg, dataset.image_size, dataset.name, world, train_size=len(dataset.train_labels))
     s = build_session(cfg, dataset, device, rank, world)
     if cfg.resume:
         s.resumed = restore_train_state(s)
