@@ -1,6 +1,6 @@
 """The training CLI's configuration: presets and explicit flags, schedules, the exact round trip of to_argv."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -113,3 +113,9 @@ def test_the_dataset_bounds_the_batch_and_the_run_length():
         validate_config(long, (8, 8), "digits", train_size=1437)
     validate_config(parse_config(["--dataset", "digits", "--batch-size", "2", "--epochs", "2781"]), (8, 8),
                     "digits", train_size=1437)
+    # --equal-compute halves the anchors, not the steps: the loop still does ceil(N / B) steps per epoch
+    halved = parse_config(["--dataset", "digits", "--method", "ips", "--equal-compute", "--batch-size", "4",
+                           "--epochs", "5555"])
+    validate_config(halved, (8, 8), "digits", train_size=1437)  # 5555 x 360 steps
+    with pytest.raises(ConfigError, match=r"is 2000160 steps; .* \(at most 5555 epochs here\)"):
+        validate_config(replace(halved, epochs=5556), (8, 8), "digits", train_size=1437)

@@ -275,7 +275,7 @@ def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name:
     if anchors > train_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} asks for {anchors} anchors per step, more than the "
                           f"{train_size} training images of {dataset_name}; pick at most {train_size}")
-    steps_per_epoch = math.ceil(train_size / anchors)
+    steps_per_epoch = math.ceil(train_size / cfg.batch_size)  # the loop's count, --equal-compute or not
     if cfg.epochs * steps_per_epoch > MAX_STEPS:
         raise ConfigError(f"--epochs {cfg.epochs} at --batch-size {cfg.batch_size} on {dataset_name} is "
                           f"{cfg.epochs * steps_per_epoch} steps; a run may take at most {MAX_STEPS} (at most "
