@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from explorer.training import loop
 from explorer.training.config import parse_config
 from explorer.training.loop import main, method_loss, train_step
 from explorer.training.methods import METHODS
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, slow_start_trainer, wait_for
 
 
 def _read_run(run_dir: Path):
@@ -215,6 +216,51 @@ def test_sigterm_cancels_cleanly_and_keeps_the_checkpoint(tmp_path):
     _, status, _ = _read_run(run_dir)
     assert status["state"] == "cancelled" and "checkpoint" in status["message"]
     assert load_checkpoint(run_dir).card["epoch"] >= 1
+
+
+def _cut_after_step_13(tmp_path: Path, monkeypatch) -> Path:
+    """A run cancelled in its second epoch (12 steps each), so it has a training state to resume from."""
+    original = loop.train_step
+
+    def step_then_signal(s):
+        parts = original(s)
+        if s.step == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return parts
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    assert main(["--dataset", "digits", "--method", "ce", "--epochs", "2", "--out", str(tmp_path), "--run-id", "cut"]) \
+        == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    return tmp_path / "cut"
+
+
+@pytest.mark.parametrize("sig,resume", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_a_signal_during_start_up_ends_the_run_cancelled_at_once(tmp_path, monkeypatch, sig, resume):
+    """SIGTERM (the run manager's cancel) or Ctrl-C while the dataset opens: the process exits 128 + the signal with
+    one line, and the run folder (made by the run manager, or the run resumed) says cancelled, not running."""
+    run_dir = tmp_path / "made"
+    if resume:
+        run_dir = _cut_after_step_13(tmp_path, monkeypatch)
+        args = ["--resume", str(run_dir)]
+    else:
+        run_dir.mkdir()
+        (run_dir / "status.json").write_text(json.dumps({"state": "running", "message": "starting"}))
+        args = ["--dataset", "digits", "--out", str(tmp_path), "--run-id", "made"]
+    proc = subprocess.Popen([slow_start_trainer(tmp_path), "-m", "explorer.train", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)  # the stand-in start-up blocks for 60 s unless cut short
+    finally:
+        proc.kill()
+    kept = "; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
+    line = f"cancelled by signal {sig} during start-up{kept if resume else ', before the first step'}"
+    assert (proc.returncode, err) == (128 + sig, f"explorer.train: {line}\n")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "cancelled" and status["message"] == line
+    assert status["progress"] == (13 / 24 if resume else 0.0)  # a resume keeps the progress it had
 
 
 def test_evaluate_cli_prints_the_card_metrics(tmp_path):
