@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,32 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def slow_start_trainer(folder: Path) -> Path:
+    """An executable that stands in for the interpreter in ``python -m explorer.train ARGS``: the training CLI whose
+    start-up blocks (opening the dataset touches ``folder/in_setup`` and waits in Python for a minute), so a test
+    can signal a run deterministically while it starts."""
+    script = folder / "slow_start_python"
+    script.write_text(f"""#!{sys.executable}
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from explorer.training import loop
+
+def blocking_open_dataset(*args, **kwargs):
+    open({str(folder / "in_setup")!r}, "w").close()
+    try:  # as a decoder that skips unreadable images does: this must not swallow a cancel
+        time.sleep(60)
+    except Exception:
+        pass
+    raise SystemExit("slow_start_python: start-up was not interrupted")
+
+assert sys.argv[1:3] == ["-m", "explorer.train"], sys.argv
+loop.open_dataset = blocking_open_dataset
+sys.exit(loop.main(sys.argv[3:]))
+""")
+    script.chmod(0o755)
+    return script
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """The training CLI's configuration: presets and explicit flags, schedules, the exact round trip of to_argv."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -105,7 +105,6 @@ def test_settings_that_can_only_fail_are_refused_with_their_range(argv, message)
 
 def test_the_dataset_bounds_the_batch_and_the_run_length():
     cfg = parse_config(["--dataset", "digits", "--batch-size", "2000"])
-    validate_config(cfg, (8, 8), "digits")  # without the training split's size: not checked
     with pytest.raises(ConfigError, match="2000 anchors per step, more than the 1437 training images of digits"):
         validate_config(cfg, (8, 8), "digits", train_size=1437)
     long = parse_config(["--dataset", "digits", "--batch-size", "2", "--epochs", "100000"])
@@ -114,3 +113,9 @@ def test_the_dataset_bounds_the_batch_and_the_run_length():
         validate_config(long, (8, 8), "digits", train_size=1437)
     validate_config(parse_config(["--dataset", "digits", "--batch-size", "2", "--epochs", "2781"]), (8, 8),
                     "digits", train_size=1437)
+    # --equal-compute halves the anchors, not the steps: the loop still does ceil(N / B) steps per epoch
+    halved = parse_config(["--dataset", "digits", "--method", "ips", "--equal-compute", "--batch-size", "4",
+                           "--epochs", "5555"])
+    validate_config(halved, (8, 8), "digits", train_size=1437)  # 5555 x 360 steps
+    with pytest.raises(ConfigError, match=r"is 2000160 steps; .* \(at most 5555 epochs here\)"):
+        validate_config(replace(halved, epochs=5556), (8, 8), "digits", train_size=1437)

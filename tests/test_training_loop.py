@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from explorer.training import loop
 from explorer.training.config import parse_config
 from explorer.training.loop import main, method_loss, train_step
 from explorer.training.methods import METHODS
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, slow_start_trainer, wait_for
 
 
 def _read_run(run_dir: Path):
@@ -127,6 +128,12 @@ def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
     (["--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar10 was not found under /nonexistent"),
     (["--dataset", "digits", "--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--device", "cuda:7"], "cuda"),
+    (["--dataset", "digits", "--batch-size", "2000"],
+     "2000 anchors per step, more than the 1438 training images of digits; pick at most 1438"),
+    (["--dataset", "digits", "--holdout", "--batch-size", "1200"],  # the 80 % left after --holdout
+     r"more than the 1151 training images of digits\[holdout\]; pick at most 1151"),
+    (["--dataset", "digits", "--batch-size", "2", "--epochs", "100000"],
+     r"is 71900000 steps; a run may take at most 2000000 \(at most 2781 epochs here\)"),
 ])
 def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, capsys, args, message):
     assert main(["--out", str(tmp_path), *args]) == 2
@@ -142,6 +149,18 @@ def test_bad_argument_exit_code_of_the_real_command(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "explorer.train: error: --swap-ratio must be in [0, 1]; got 1.5\n"
+
+
+def test_a_batch_beyond_the_training_split_fails_the_run_folder_the_manager_made(tmp_path, capsys):
+    """The run manager creates the folder and marks it running before the CLI starts; the CLI's refusal ends it."""
+    run_dir = tmp_path / "made"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "message": "starting"}))
+    assert main(["--dataset", "digits", "--batch-size", "2000", "--out", str(tmp_path), "--run-id", "made"]) == 2
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "more than the 1438 training images of digits" in status["message"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["status.json"]  # no config, metrics or checkpoint
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_non_finite_loss_fails_the_run(tmp_path, monkeypatch):
@@ -197,6 +216,51 @@ def test_sigterm_cancels_cleanly_and_keeps_the_checkpoint(tmp_path):
     _, status, _ = _read_run(run_dir)
     assert status["state"] == "cancelled" and "checkpoint" in status["message"]
     assert load_checkpoint(run_dir).card["epoch"] >= 1
+
+
+def _cut_after_step_13(tmp_path: Path, monkeypatch) -> Path:
+    """A run cancelled in its second epoch (12 steps each), so it has a training state to resume from."""
+    original = loop.train_step
+
+    def step_then_signal(s):
+        parts = original(s)
+        if s.step == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return parts
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    assert main(["--dataset", "digits", "--method", "ce", "--epochs", "2", "--out", str(tmp_path), "--run-id", "cut"]) \
+        == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    return tmp_path / "cut"
+
+
+@pytest.mark.parametrize("sig,resume", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_a_signal_during_start_up_ends_the_run_cancelled_at_once(tmp_path, monkeypatch, sig, resume):
+    """SIGTERM (the run manager's cancel) or Ctrl-C while the dataset opens: the process exits 128 + the signal with
+    one line, and the run folder (made by the run manager, or the run resumed) says cancelled, not running."""
+    run_dir = tmp_path / "made"
+    if resume:
+        run_dir = _cut_after_step_13(tmp_path, monkeypatch)
+        args = ["--resume", str(run_dir)]
+    else:
+        run_dir.mkdir()
+        (run_dir / "status.json").write_text(json.dumps({"state": "running", "message": "starting"}))
+        args = ["--dataset", "digits", "--out", str(tmp_path), "--run-id", "made"]
+    proc = subprocess.Popen([slow_start_trainer(tmp_path), "-m", "explorer.train", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)  # the stand-in start-up blocks for 60 s unless cut short
+    finally:
+        proc.kill()
+    kept = "; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
+    line = f"cancelled by signal {sig} during start-up{kept if resume else ', before the first step'}"
+    assert (proc.returncode, err) == (128 + sig, f"explorer.train: {line}\n")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "cancelled" and status["message"] == line
+    assert status["progress"] == (13 / 24 if resume else 0.0)  # a resume keeps the progress it had
 
 
 def test_evaluate_cli_prints_the_card_metrics(tmp_path):

@@ -16,7 +16,7 @@ from explorer.checkpoints import load_checkpoint
 from explorer.training import processes, runs
 from explorer.training.runfolder import FINAL_STATES, RUN_TABLE_HEADERS
 from explorer.training.runs import RunError, RunManager
-from tests.helpers import ENDLESS, QUICK, group_gone, leader_pid, training, wait_for
+from tests.helpers import ENDLESS, QUICK, group_gone, leader_pid, slow_start_trainer, training, wait_for
 
 
 @pytest.fixture
@@ -106,6 +106,21 @@ def test_cancel_stops_a_run_gracefully_and_leaves_no_process(make_manager):
         manager.cancel(running)
     manager.delete(running)
     assert not (manager.runs_dir / running).exists()
+
+
+def test_cancel_during_start_up_ends_the_run_cancelled_by_its_own_process(make_manager, tmp_path, monkeypatch):
+    """The process is still opening its dataset when the user cancels: it writes its own cancelled state at once."""
+    monkeypatch.setattr(runs.sys, "executable", str(slow_start_trainer(tmp_path)))
+    manager = make_manager(grace_s=30.0)
+    run_id = manager.launch(QUICK)
+    wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")
+    pgid = leader_pid(manager, run_id)
+    assert manager.info(run_id).state == "running"
+    manager.cancel(run_id)
+    wait_for(lambda: not manager.has_active_runs() and group_gone(pgid), 20, "the run's process to end")
+    info = manager.info(run_id)
+    assert (info.state, info.message) == ("cancelled", "cancelled by signal 15 during start-up, before the first step")
+    assert manager.log_tail(run_id) == f"explorer.train: {info.message}"  # one line, no traceback
 
 
 def test_kill_9_fails_the_run_and_reconciliation_marks_an_orphaned_run_interrupted(make_manager):

@@ -265,21 +265,21 @@ def step_images(cfg: TrainConfig) -> int:
     return step_anchors(cfg) * METHODS[cfg.method].images_per_anchor
 
 
-def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name: str, world_size: int = 1,
-                    train_size: int | None = None) -> None:
-    """Checks that need the dataset or the process count: the patch size must tile the images, under
-    DistributedDataParallel every process must get an equal slice of the anchors, and (given the training split's
-    ``train_size``) a step must fit in the split and the run in ``MAX_STEPS``."""
+def validate_config(cfg: TrainConfig, image_size: tuple[int, int], dataset_name: str, world_size: int = 1, *,
+                    train_size: int) -> None:
+    """Checks that need the dataset or the process count: a step's anchors must fit in the training split
+    (``train_size`` images; under DistributedDataParallel the global batch, which every process draws) and the run
+    in ``MAX_STEPS``, the patch size must tile the images, and every process must get an equal slice of the
+    anchors."""
     anchors = step_anchors(cfg)
-    if train_size is not None:
-        if anchors > train_size:
-            raise ConfigError(f"--batch-size {cfg.batch_size} asks for {anchors} anchors per step, more than the "
-                              f"{train_size} training images of {dataset_name}; pick at most {train_size}")
-        steps = cfg.epochs * math.ceil(train_size / anchors)
-        if steps > MAX_STEPS:
-            raise ConfigError(f"--epochs {cfg.epochs} at --batch-size {cfg.batch_size} on {dataset_name} is {steps} "
-                              f"steps; a run may take at most {MAX_STEPS} (at most "
-                              f"{MAX_STEPS // math.ceil(train_size / anchors)} epochs here)")
+    if anchors > train_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} asks for {anchors} anchors per step, more than the "
+                          f"{train_size} training images of {dataset_name}; pick at most {train_size}")
+    steps_per_epoch = math.ceil(train_size / cfg.batch_size)  # the loop's count, --equal-compute or not
+    if cfg.epochs * steps_per_epoch > MAX_STEPS:
+        raise ConfigError(f"--epochs {cfg.epochs} at --batch-size {cfg.batch_size} on {dataset_name} is "
+                          f"{cfg.epochs * steps_per_epoch} steps; a run may take at most {MAX_STEPS} (at most "
+                          f"{MAX_STEPS // steps_per_epoch} epochs here)")
     if anchors % world_size:
         halved = ", halved by --equal-compute" if anchors != cfg.batch_size else ""
         raise ConfigError(f"{anchors} anchors per step (--batch-size {cfg.batch_size}{halved}) do not split evenly "

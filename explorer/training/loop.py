@@ -17,9 +17,10 @@ step, optional warm-up). Precision, channels-last and ``--compile``: ``explorer.
 read back from the device inside a step: losses are summed on the device and read at log and epoch boundaries.
 Every epoch end writes the checkpoint and the training state (``explorer.training.state``), from which
 ``--resume RUN_DIR`` continues a cancelled, failed or interrupted run exactly.
-SIGTERM or Ctrl-C ends a run as ``cancelled`` (the last epoch's checkpoint and state kept); a non-finite loss ends
-it as ``failed``. Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel:
-every rank draws the same global batch and trains on its slice of it, and only rank 0 writes files.
+SIGTERM or Ctrl-C ends a run as ``cancelled`` with exit code 128 + the signal (143, 130): while training at the next
+step (the last epoch's checkpoint and state kept), during start-up at once; a non-finite loss ends it as ``failed``.
+Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel: every rank draws the
+same global batch and trains on its slice of it, and only rank 0 writes files.
 
 Data (``--data-mode``): small datasets live whole on the device as tensors (``method_loss`` indexes them). Image
 folders and Tiny-ImageNet too big for the memory budget are streamed from disk (``explorer.training.streamed``):
@@ -29,6 +30,7 @@ train on them; ``step_loss`` and ``predict_test_split`` are where the two meet.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -36,7 +38,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,7 @@ from explorer.training.streamed import DataStreams, open_streams, streamed_metho
 __all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
            "step_loss", "predict_test_split", "train_epoch", "train_step"]
 
-EXIT_FAILED, EXIT_BAD_ARGS, EXIT_CANCELLED = 1, 2, 128 + signal.SIGTERM
+EXIT_FAILED, EXIT_BAD_ARGS = 1, 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def setup(cfg: TrainConfig) -> Session:
                            num_workers=default_workers(_local_world()))
     if cfg.holdout:
         dataset = dataset.holdout()
-    validate_config(cfg, dataset.image_size, dataset.name, world)
+    validate_config(cfg, dataset.image_size, dataset.name, world, train_size=len(dataset.train_labels))
     s = build_session(cfg, dataset, device, rank, world)
     if cfg.resume:
         s.resumed = restore_train_state(s)
@@ -237,8 +239,10 @@ def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: 
 # --------------------------------------------------------------------------------------------------
 # Epochs
 # --------------------------------------------------------------------------------------------------
-class _Cancelled(Exception):
-    pass
+class _Cancelled(KeyboardInterrupt):
+    """A signal stopped the run. A KeyboardInterrupt, so that no ``except Exception`` on its way swallows it when
+    the signal handler raises it during start-up (a decoder skipping unreadable images), and so that DataLoader
+    workers forked then end quietly on Ctrl-C."""
 
 
 class _NonFinite(Exception):
@@ -246,12 +250,15 @@ class _NonFinite(Exception):
 
 
 class _StopRequested:
-    """While active, SIGTERM / SIGINT set a flag and the loop ends cleanly at a step boundary."""
+    """While active, SIGTERM / SIGINT stop the run: inside ``raising()`` (start-up, which has no step boundary to
+    wait for) the handler raises ``_Cancelled`` at once, cutting a dataset decode or a wait short; elsewhere it
+    sets a flag and the loop ends cleanly at the next step boundary."""
 
     _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._raise = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequested:
@@ -262,8 +269,25 @@ class _StopRequested:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
+    @contextlib.contextmanager
+    def raising(self) -> Iterator[None]:
+        """Within: a signal raises ``_Cancelled`` where the code is (start-up)."""
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
+
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signal = signum
+        if self._raise:
+            self._raise = False  # once: a second signal while start-up unwinds only sets the flag
+            raise _Cancelled()
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, the shell's convention: 143 for SIGTERM (the run manager's cancel), 130 for Ctrl-C."""
+        return 128 + self.signal
 
     def __call__(self, s: Session) -> bool:
         """Stop before the next step? Alone: as soon as a signal came. Under DDP every rank must stop at the same
@@ -370,35 +394,42 @@ def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
 # --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
-def _fail(message: str, cfg: TrainConfig) -> int:
-    """A run that could not start: one line on stderr, and status.json says so when its folder exists."""
-    print(f"explorer.train: error: {message}", file=sys.stderr)
+def _not_started(cfg: TrainConfig, state: str, message: str) -> None:
+    """A run that ended during start-up (failed or cancelled): one line on stderr, and status.json says so when the
+    run's folder exists (the run manager made it, or ``--resume`` continues it: a resume keeps its progress)."""
+    print(f"explorer.train: {'error: ' if state == 'failed' else ''}{message}", file=sys.stderr)
     run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
     if _distributed_rank()[0] == 0 and run_dir is not None and run_dir.is_dir():
-        previous = read_json(run_dir / STATUS) if cfg.resume else {}  # a resume that failed keeps the progress
+        previous = read_json(run_dir / STATUS) if cfg.resume else {}
         kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
-        write_status(run_dir, "failed", message=message, **({"progress": 0.0} | kept))
-    return EXIT_BAD_ARGS
+        write_status(run_dir, state, message=message, **({"progress": 0.0} | kept))
 
 
 def run(cfg: TrainConfig) -> int:
     """Train as ``cfg`` says, writing the run folder; returns the process exit code."""
-    try:
-        s = setup(cfg)
-    except (ConfigError, DatasetError, ModelError, ValueError) as exc:
-        return _fail(str(exc), cfg)
-    recorder = Recorder(s)
-    recorder.start()
-    first_epoch = s.step // s.steps_per_epoch + 1
-    recorder.status("running", s.step, f"resuming after epoch {first_epoch - 1}" if s.resumed else "starting")
     with _StopRequested() as stop:
+        try:
+            with stop.raising():
+                s = setup(cfg)
+        except _Cancelled:
+            kept = ("; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
+                    if cfg.resume else ", before the first step")
+            _not_started(cfg, "cancelled", f"cancelled by signal {stop.signal} during start-up{kept}")
+            return stop.exit_code
+        except (ConfigError, DatasetError, ModelError, ValueError) as exc:
+            _not_started(cfg, "failed", str(exc))
+            return EXIT_BAD_ARGS
+        recorder = Recorder(s)
+        recorder.start()
+        first_epoch = s.step // s.steps_per_epoch + 1
+        recorder.status("running", s.step, f"resuming after epoch {first_epoch - 1}" if s.resumed else "starting")
         try:
             for epoch in range(first_epoch, cfg.epochs + 1):
                 end_epoch(s, epoch, train_epoch(s, epoch, recorder, stop), recorder)
         except _Cancelled:
             recorder.status("cancelled", s.step, f"cancelled by signal {stop.signal} at step {s.step}; the checkpoint "
                             f"and training state of the last finished epoch are kept (--resume continues)")
-            return EXIT_CANCELLED
+            return stop.exit_code
         except _NonFinite as exc:
             recorder.status("failed", s.step, str(exc))
             print(f"explorer.train: error: {exc}", file=sys.stderr)
