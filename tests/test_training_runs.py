@@ -294,6 +294,8 @@ def test_process_identity_without_proc_asks_ps(monkeypatch):
     ({"temperature": 1e-300}, "^--temperature must be between 0.1 and 100; got 1e-300$"),
     ({"dataset": "digits", "batch_size": 2000}, "2000 anchors per step, more than the 1438 training images of digits"),
     ({"dataset": "digits", "batch_size": 2, "epochs": 10**5}, "a run may take at most 2000000"),
+    ({"dataset": "digits", "batch_size": 1200, "holdout": True},  # the split left after the holdout
+     "1200 anchors per step, more than the 1151 training images of digits.holdout."),
     ({"dataset": "digits", "model": "vit_b_16"}, "^model vit_b_16 cannot train on the 8x8 images of digits .*; pick a "
                                                  "model for small images"),
     ({"epochs": 2.5}, "invalid int value: '2.5'"),

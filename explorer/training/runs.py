@@ -426,6 +426,8 @@ class RunManager:
         cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
         try:
             dataset = load_dataset(cfg.dataset, cfg.data_root, False, cfg.image_size)
+            if cfg.holdout:  # the split the run trains on, as the CLI's own check sees it
+                dataset = dataset.holdout()
             validate_config(cfg, dataset.image_size, dataset.name, gpus, train_size=len(dataset.train_labels))
             with torch.device("meta"):  # the size of the model, without allocating it
                 model = build_model(cfg.model, dataset.channels, dataset.num_classes)
