@@ -17,8 +17,9 @@ app (its own client) and does swap -> random pair -> Grad-CAM -> confidence gaps
 time between steps, for ``--rounds`` rounds. Gaps and Compare are asked with one of ``--distinct`` settings
 (a class mostly clicks the same defaults). ``--round-robin R`` instead plays the issue's load test: N clients
 without think times, R requests each, round-robin swap_pair / confidence_gaps / gradcam / compare (gaps with
-N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors, and the
-throughput; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time
+N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors (and, from
+Gradio's own traces, the server's share: queue wait and processing), the throughput and the CPU time of the app
+and of the clients; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time
 limit and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it
 while a default Train-tab run trains (launched first, cancelled at the end).
 """
@@ -274,6 +275,7 @@ def measure_class(args: argparse.Namespace) -> dict:
             else:
                 users = [threading.Thread(target=_student, args=(url, recorder, i, args.rounds, args.think,
                                                                  args.distinct)) for i in range(args.users)]
+            _clear_traces(url)  # the class's requests only
             start, cpu_before = time.perf_counter(), _cpu_seconds(process.pid)
             for user in users:
                 user.start()
@@ -283,6 +285,7 @@ def measure_class(args: argparse.Namespace) -> dict:
             wall = time.perf_counter() - start
             cpu_after = _cpu_seconds(process.pid)
             cpu = {side: cpu_after[side] - before for side, before in cpu_before.items()}
+            server = _server_latency(url)
             repeat = _repeated_server_time(admin, url)
             training = _run_state(admin, run_id)[0] if run_id else None
         finally:
@@ -298,8 +301,8 @@ def measure_class(args: argparse.Namespace) -> dict:
             "wall_s": wall, "requests": done, "throughput_per_s": done / wall,
             "errors": {k: len(v) for k, v in recorder.errors.items()},
             "error_samples": [e for v in recorder.errors.values() for e in v[:2]],
-            "endpoints": {k: {"n": len(v), "p50_s": _percentile(v, 0.5), "p95_s": _percentile(v, 0.95)}
-                          for k, v in sorted(recorder.latency.items())},
+            "endpoints": {k: {"n": len(v), "p50_s": _percentile(v, 0.5), "p95_s": _percentile(v, 0.95),
+                              **server.get(k, {})} for k, v in sorted(recorder.latency.items())},
             "cpu_s": cpu, "repeated_identical_server_median_s": repeat,
             "training_run": training, "load_average_after": os.getloadavg()[0]}
 
@@ -314,13 +317,29 @@ def _cpu_seconds(server_pid: int) -> dict[str, float]:
     return {"server": server, "clients": clients.user + clients.system}
 
 
+def _clear_traces(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{url}gradio_api/profiling/clear", method="POST")).close()
+
+
+def _server_latency(url: str) -> dict[str, dict[str, float]]:
+    """Per endpoint, p50 and p95 of the server's share of a request (Gradio's own trace: the queue wait, then
+    pre-processing, the call and post-processing): what the latency is without the way to and from the client."""
+    with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
+        traces = json.load(response)
+    seconds: dict[str, list[float]] = {}
+    for trace in traces:
+        seconds.setdefault(trace["fn_name"], []).append((trace["queue_wait_ms"] + trace["total_ms"]) / 1000)
+    return {name: {"server_p50_s": _percentile(v, 0.5), "server_p95_s": _percentile(v, 0.95)}
+            for name, v in seconds.items()}
+
+
 def _repeated_server_time(client, url: str) -> dict[str, float]:
     """Median server time (Gradio's own trace: preprocess + the call + postprocess, without the queue wait) of
     five identical Compare and gaps requests, asked one at a time after the class."""
     medians = {}
     for endpoint, inputs in (("compare", {}), ("confidence_gaps", dict(n_pairs=500, seed=0))):
         client.predict(api_name=f"/{endpoint}", **inputs)  # computed (or cached) once
-        urllib.request.urlopen(urllib.request.Request(f"{url}gradio_api/profiling/clear", method="POST")).close()
+        _clear_traces(url)
         for _ in range(5):
             client.predict(api_name=f"/{endpoint}", **inputs)
         with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
@@ -345,7 +364,9 @@ def print_class(result: dict) -> None:
     for endpoint, e in result["endpoints"].items():
         goal = CLASS_GOALS_P95.get(endpoint)
         verdict = f"goal p95 <= {goal:g} s  {'ok' if e['p95_s'] <= goal else 'OVER'}" if goal else ""
-        print(f"  {endpoint:16s} n {e['n']:4d}  p50 {e['p50_s']:6.2f} s  p95 {e['p95_s']:6.2f} s  {verdict}")
+        server = (f"(server {e['server_p50_s']:.2f} / {e['server_p95_s']:.2f} s)  " if "server_p95_s" in e
+                  else "")
+        print(f"  {endpoint:16s} n {e['n']:4d}  p50 {e['p50_s']:6.2f} s  p95 {e['p95_s']:6.2f} s  {server}{verdict}")
     for endpoint, seconds in result["repeated_identical_server_median_s"].items():
         print(f"  repeated identical {endpoint}: {1000 * seconds:.0f} ms server time (median of 5; goal <= 50 ms)")
     for sample in result["error_samples"]:
