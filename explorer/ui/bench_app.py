@@ -12,22 +12,23 @@ updates while the app is idle, while a run with the Train tab's defaults trains 
 (launched through ``/launch_run``), and idle again once it has finished; and how long that default run
 took, from the launch to its final state. Each app gets an empty runs folder of its own.
 
-``--users N`` plays a class on one app (a fresh process, loopback ``gradio_client`` users): each user opens the
-app (its own client) and does swap -> random pair -> Grad-CAM -> confidence gaps -> Compare, with a random think
-time between steps, for ``--rounds`` rounds. Gaps and Compare are asked with one of ``--distinct`` settings
-(a class mostly clicks the same defaults). ``--round-robin R`` instead plays the issue's load test: N clients
-without think times, R requests each, round-robin swap_pair / confidence_gaps / gradcam / compare (gaps with
-N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors (and, from
-Gradio's own traces, the server's share: queue wait and processing), the throughput and the CPU time of the app
-and of the clients; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time
-limit and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it
-while a default Train-tab run trains (launched first, cancelled at the end).
+``--users N`` plays a class on one app (a fresh process, loopback ``gradio_client`` users, spread over
+``--client-processes`` processes): each user opens the app (its own client) and does swap -> random pair -> Grad-CAM ->
+confidence gaps -> Compare, with a random think time between steps, for ``--rounds`` rounds. Gaps and Compare are asked
+with one of ``--distinct`` settings (a class mostly clicks the same defaults). ``--round-robin R`` instead plays the
+issue's load test: N clients without think times, R requests each, round-robin swap_pair / confidence_gaps / gradcam /
+compare (gaps with N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors (and,
+from Gradio's own traces, the server's share: queue wait and processing), the throughput and the CPU time of the app and
+of the clients; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time limit
+and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it while a default
+Train-tab run trains (launched first, cancelled at the end).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -177,6 +178,7 @@ class Recorder:
         self.deadline = deadline
         self.latency: dict[str, list[float]] = {}
         self.errors: dict[str, list[str]] = {}
+        self.client_cpu_s = 0.0  # CPU seconds of the client processes (``_play_class``)
         self._lock = threading.Lock()
 
     def call(self, client, endpoint: str, **inputs) -> None:
@@ -252,6 +254,59 @@ def _round_robin_client(url: str, recorder: Recorder, client_index: int, request
     client.close()
 
 
+def _play_class(url: str, args: argparse.Namespace) -> Recorder:
+    """The users, spread over ``args.client_processes`` processes (threads within each), started together.
+
+    Browsers are separate programs; 30 clients as threads of one Python process share one interpreter lock, and
+    a client waiting for it to read its answer counted as server latency. Each process imports the client first
+    (the barrier), so the class starts when all are ready; user i then starts at its place in the stagger.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has threads
+    count = max(1, min(args.client_processes, args.users))
+    ready, results = context.Barrier(count + 1), context.Queue()
+    processes = [context.Process(target=_client_process, args=(url, list(range(i, args.users, count)), vars(args),
+                                                               ready, results), daemon=True) for i in range(count)]
+    for process in processes:
+        process.start()
+    ready.wait(timeout=REQUEST_TIMEOUT_S)
+    recorder = Recorder(time.monotonic() + args.duration)
+    for _ in processes:
+        latency, errors, cpu_s = results.get(timeout=args.duration + 2 * REQUEST_TIMEOUT_S)
+        recorder.client_cpu_s += cpu_s
+        for endpoint, seconds in latency.items():
+            recorder.latency.setdefault(endpoint, []).extend(seconds)
+        for endpoint, messages in errors.items():
+            recorder.errors.setdefault(endpoint, []).extend(messages)
+    for process in processes:
+        process.join(timeout=30)
+    return recorder
+
+
+def _client_process(url: str, users: list[int], settings: dict, ready, results) -> None:
+    """One client process of ``_play_class``: its users as threads; puts (latencies, errors) on ``results``."""
+    import gradio_client  # noqa: F401 (imported before the start, not during the class)
+
+    args = argparse.Namespace(**settings)
+    ready.wait(timeout=REQUEST_TIMEOUT_S)
+    start, cpu_before = time.monotonic(), time.process_time()
+    recorder = Recorder(start + args.duration)
+    spacing = 0.05 if args.round_robin else _stagger(args)
+
+    def user(i: int) -> None:
+        time.sleep(max(0.0, start + i * spacing - time.monotonic()))
+        if args.round_robin:
+            _round_robin_client(url, recorder, i, args.round_robin)
+        else:
+            _student(url, recorder, i, args.rounds, args.think, args.distinct)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=args.duration + REQUEST_TIMEOUT_S)
+    results.put((recorder.latency, recorder.errors, time.process_time() - cpu_before))
+
+
 def measure_class(args: argparse.Namespace) -> dict:
     """One fresh app, ``args.users`` users at once (a class or the round-robin), optionally while a run trains."""
     from gradio_client import Client
@@ -268,23 +323,13 @@ def measure_class(args: argparse.Namespace) -> dict:
                 run_id = admin.predict(api_name="/launch_run")
                 while _run_state(admin, run_id)[1].startswith("0 %"):
                     time.sleep(0.2)
-            recorder = Recorder(time.monotonic() + args.duration)
-            if args.round_robin:
-                users = [threading.Thread(target=_round_robin_client, args=(url, recorder, i, args.round_robin))
-                         for i in range(args.users)]
-            else:
-                users = [threading.Thread(target=_student, args=(url, recorder, i, args.rounds, args.think,
-                                                                 args.distinct)) for i in range(args.users)]
             _clear_traces(url)  # the class's requests only
             start, cpu_before = time.perf_counter(), _cpu_seconds(process.pid)
-            for user in users:
-                user.start()
-                time.sleep(0.05 if args.round_robin else _stagger(args))
-            for user in users:
-                user.join(timeout=max(0.0, recorder.deadline - time.monotonic()) + REQUEST_TIMEOUT_S)
+            recorder = _play_class(url, args)
             wall = time.perf_counter() - start
             cpu_after = _cpu_seconds(process.pid)
             cpu = {side: cpu_after[side] - before for side, before in cpu_before.items()}
+            cpu["clients"] += recorder.client_cpu_s
             server = _server_latency(url)
             repeat = _repeated_server_time(admin, url)
             training = _run_state(admin, run_id)[0] if run_id else None
@@ -308,13 +353,12 @@ def measure_class(args: argparse.Namespace) -> dict:
 
 
 def _cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the app's process and by this one (the users' clients), from /proc: on one
-    machine both share its cores, so the clients' share says how much of the latency is the benchmark's own."""
+    """CPU seconds used so far by the app's process (from /proc) and by this one: on one machine the app and the
+    clients share its cores, so the clients' share says how much of the latency is the benchmark's own."""
     with open(f"/proc/{server_pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
-    clients = os.times()
-    return {"server": server, "clients": clients.user + clients.system}
+    return {"server": server, "clients": time.process_time()}  # the client processes report their own
 
 
 def _clear_traces(url: str) -> None:
@@ -387,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="--users: distinct gaps settings the class asks for (default 3)")
     parser.add_argument("--round-robin", type=int, metavar="R",
                         help="--users: R requests per user, round-robin over four endpoints, no think time")
+    parser.add_argument("--client-processes", type=int, default=4, metavar="P",
+                        help="--users: processes the users are spread over (default 4; see _play_class)")
     parser.add_argument("--duration", type=float, default=300.0,
                         help="--users: stop sending requests after this many seconds (default 300)")
     args = parser.parse_args(argv)
     if args.users is not None:
-        if not 1 <= args.users <= 200 or args.rounds < 1 or args.think < 0 or args.distinct < 1:
-            parser.error("--users must be 1..200, --rounds and --distinct at least 1, --think at least 0")
+        if (not 1 <= args.users <= 200 or args.rounds < 1 or args.think < 0 or args.distinct < 1
+                or not 1 <= args.client_processes <= 32):
+            parser.error("--users must be 1..200, --rounds and --distinct at least 1, --think at least 0, "
+                         "--client-processes 1..32")
         result = measure_class(args)
         print(json.dumps(result)) if args.json else print_class(result)
         return 0
