@@ -124,6 +124,10 @@ class _FakeGradio:
 
 def _get(gatekeeper, gradio, path, host=b"class:7860", cookie=None, query=b"") -> tuple[int, bytes]:
     """One GET through ``gatekeeper``: (status, body)."""
+    return asyncio.run(_async_get(gatekeeper, gradio, path, host, cookie, query))
+
+
+async def _async_get(gatekeeper, gradio, path, host=b"class:7860", cookie=None, query=b"") -> tuple[int, bytes]:
     headers = [(b"host", host)] + ([(b"cookie", cookie)] if cookie else [])
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers,
              "scheme": "http", "root_path": "", "app": gradio}
@@ -135,7 +139,7 @@ def _get(gatekeeper, gradio, path, host=b"class:7860", cookie=None, query=b"") -
     async def send(message):
         sent.append(message)
 
-    asyncio.run(gatekeeper(scope, receive, send))
+    await gatekeeper(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -172,3 +176,20 @@ def test_the_apps_descriptions_are_encoded_once_per_address_and_user():
     assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=t-bob")[1] == b"/config bob 4"
     assert _get(gatekeeper, class_app, "/config", cookie=b"access-token-x1=stolen") == (401, b"/config None 5")
     assert len(answered) == 5
+
+
+def test_a_class_asking_for_a_description_at_once_computes_it_once():
+    """30 clients arriving within a second all missed the empty cache and computed the config 30 times."""
+    answered = []
+
+    async def slow_gradio(scope, receive, send):
+        answered.append(scope["path"])
+        await asyncio.sleep(0.2)  # Gradio building and encoding the config
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": f"config {len(answered)}".encode()})
+
+    async def class_of(n: int) -> list:
+        gatekeeper = Gatekeeper(slow_gradio)
+        return await asyncio.gather(*(_async_get(gatekeeper, _FakeGradio(), "/config") for _ in range(n)))
+
+    assert asyncio.run(class_of(30)) == [(200, b"config 1")] * 30 and answered == ["/config"]

@@ -17,6 +17,7 @@ Serving a class (``--host 0.0.0.0 --auth USER:PASSWORD``) adds what a shared ser
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import sys
 import time
@@ -81,6 +82,8 @@ class Gatekeeper:
     this 2-core CPU), so a class opening the app at once held every other request up, swaps included, for
     seconds. They do not change while the app runs; an answer depends only on the request's path and query, the
     address it was asked under (Gradio writes the app's URL into it) and the logged-in user, which make the key.
+    Requests for a key whose first answer is being computed wait for it (30 clients arriving within a second
+    computed it 30 times, the same stall).
     Only answers of authorised requests are stored or served: a request before login gets Gradio's own 401.
     """
 
@@ -91,6 +94,7 @@ class Gatekeeper:
         self.app, self.attempts, self.window_s = app, attempts, window_s
         self.failures: dict[str, deque[float]] = {}
         self.descriptions: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
+        self.computing: dict[tuple, asyncio.Event] = {}  # keys whose first answer is being computed
 
     async def __call__(self, scope, receive, send) -> None:
         gradio = scope.get("app")
@@ -123,12 +127,14 @@ class Gatekeeper:
         headers = dict(scope["headers"])
         key = (scope["path"], scope["query_string"], scope.get("scheme"), scope.get("root_path"), user,
                *(headers.get(name) for name in self.ADDRESS_HEADERS))
+        if key in self.computing:  # a class arriving at once: the first request computes, the others wait for it
+            await self.computing[key].wait()
         if (stored := self.descriptions.get(key)) is not None:
             self.descriptions.move_to_end(key)
             await send(stored[0])
             await send({"type": "http.response.body", "body": stored[1]})
             return
-        start, body = None, []
+        start, body, done = None, [], self.computing.setdefault(key, asyncio.Event())
 
         async def keep(message) -> None:
             nonlocal start
@@ -142,7 +148,12 @@ class Gatekeeper:
                         self.descriptions.popitem(last=False)
             await send(message)
 
-        await self.app(scope, receive, keep)
+        try:
+            await self.app(scope, receive, keep)
+        finally:
+            if self.computing.get(key) is done:
+                del self.computing[key]
+            done.set()
 
     async def _login(self, scope, receive, send) -> None:
         client = (scope.get("client") or ("?",))[0]
