@@ -96,3 +96,17 @@ def test_gradio_refusals_of_bad_input_log_one_line_and_bugs_their_traceback(demo
     except ZeroDivisionError:
         queueing.traceback.print_exc()  # what Gradio calls for an exception of the app's code
     assert "Traceback (most recent call last)" in capfd.readouterr().err
+
+
+def test_a_session_starts_without_a_config_of_every_block(demo):
+    """Gradio built the config of all ~260 blocks for every new session on the event loop (60 ms each): a class
+    whose first requests arrived together stalled every request for seconds. Only an answer's blocks get one."""
+    from gradio.state_holder import SessionState
+
+    session = SessionState(demo)
+    assert session.config_values == {} and len(demo.blocks) > 200
+    summary = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "swap-summary")
+    session._update_value_in_config(summary._id, "a swapped pair")  # what Gradio does with an answer
+    assert list(session.config_values) == [summary._id]
+    assert session.config_values[summary._id]["props"]["value"] == "a swapped pair"
+    assert session[summary._id] is demo.blocks[summary._id]  # the session's blocks are the app's, as before

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import gradio as gr
-from gradio import exceptions, processing_utils, queueing, routes, utils
+from gradio import exceptions, processing_utils, queueing, routes, state_holder, utils
 from PIL import Image
 
 from explorer.device import resolve_device
@@ -21,8 +21,8 @@ from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "opened",
-           "save_pil_to_cache_atomically"]
+__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "lean_session_state",
+           "opened", "save_pil_to_cache_atomically"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 # Presentation mode (``body.present``, for a projector at 1024x768): what only the presenter needs is hidden
@@ -110,6 +110,34 @@ class QuietRefusals(ModuleType):
             traceback.print_exc(*args, **kwargs)
 
 
+class _NoBlockConfigs:
+    """The app's ``Blocks`` as ``SessionState.__init__`` sees it in ``lean_session_state``: no block is in
+    ``blocks``, the attribute whose only use there is to pick the blocks whose config is built up front."""
+
+    blocks: dict = {}
+
+    def __init__(self, blocks: gr.Blocks) -> None:
+        self._blocks = blocks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blocks, name)
+
+
+_GRADIO_SESSION_INIT = state_holder.SessionState.__init__
+
+
+def lean_session_state(self: state_holder.SessionState, blocks: gr.Blocks) -> None:
+    """Gradio's ``SessionState.__init__``, without building every block's config when a session starts.
+
+    Gradio 6.31 builds the config of all ~260 blocks of this app for every new session (60 ms here, 100+ ms on a
+    loaded CPU), on the event loop that serves everyone: a class of 30 whose first requests arrive within seconds
+    held every request up for 2-4 s. Those copies only serve deep links (``gr.DeepLinkButton``, which this app
+    does not offer) and are otherwise made on demand (``SessionState._update_value_in_config`` builds a missing
+    block's config when an answer changes it), so here they start empty.
+    """
+    _GRADIO_SESSION_INIT(self, _NoBlockConfigs(blocks))
+
+
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
     """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
 
@@ -119,6 +147,7 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
     processing_utils.save_pil_to_cache = save_pil_to_cache_atomically  # every component's pictures (see there)
     for module in (queueing, routes, utils):  # Gradio's refusals of bad input: one log line each (see there)
         module.traceback = QuietRefusals()
+    state_holder.SessionState.__init__ = lean_session_state  # a session starts without 260 block configs
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
