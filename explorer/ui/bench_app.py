@@ -122,6 +122,17 @@ def _run_state(client, run_id: str) -> tuple[str, str]:
     return row[table["headers"].index("status")], row[table["headers"].index("progress")]
 
 
+def _stop_run(client, run_id: str | None, timeout: float = 120.0) -> None:
+    """Cancel a run the benchmark launched and wait until its process has ended: app.py leaves runs training when
+    it stops, and a run still writing its final files into the temporary runs folder would outlive it."""
+    if run_id is None or _run_state(client, run_id)[0] not in ("queued", "running"):
+        return
+    client.predict(run_id, api_name="/cancel_run")
+    deadline = time.monotonic() + timeout
+    while _run_state(client, run_id)[0] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, list[float]]:
     """One fresh app: swaps idle, while a default run trains, idle again; and the default run's duration."""
     from gradio_client import Client
@@ -152,10 +163,7 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
             idle_after = _swaps(client, calls, SPACING_S)
         finally:
             try:
-                if run_id is not None and _run_state(client, run_id)[0] in ("queued", "running"):
-                    client.predict(run_id, api_name="/cancel_run")  # app.py leaves runs training when it stops
-                    while _run_state(client, run_id)[0] in ("queued", "running"):
-                        time.sleep(0.2)
+                _stop_run(client, run_id)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
@@ -335,8 +343,7 @@ def measure_class(args: argparse.Namespace) -> dict:
             training = _run_state(admin, run_id)[0] if run_id else None
         finally:
             try:
-                if run_id is not None and _run_state(admin, run_id)[0] in ("queued", "running"):
-                    admin.predict(run_id, api_name="/cancel_run")
+                _stop_run(admin, run_id)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
