@@ -15,7 +15,7 @@ import torch
 from explorer.checkpoints import load_checkpoint
 from explorer.training import processes, runs
 from explorer.training.runfolder import FINAL_STATES, RUN_TABLE_HEADERS
-from explorer.training.runs import RunError, RunManager
+from explorer.training.runs import TRAINING_NICENESS, RunError, RunManager
 from tests.helpers import ENDLESS, QUICK, group_gone, leader_pid, slow_start_trainer, training, wait_for
 
 
@@ -420,3 +420,13 @@ def test_a_malformed_run_folder_is_one_unreadable_row_not_a_broken_table(make_ma
     assert rows["accuracy-text"].state == "unreadable" and "Unknown format code" in rows["accuracy-text"].message
     assert all(len(info.row()) == len(RUN_TABLE_HEADERS) for info in rows.values())
     assert manager.info("progress-abc").state == "unreadable"
+
+
+def test_a_training_process_runs_nicer_than_the_app(make_manager):
+    """Beside a CPU training run the app's users waited seconds for a swap: the run now yields the CPU to them."""
+    manager = make_manager(max_concurrent=1)
+    running = manager.launch(ENDLESS)
+    wait_for(lambda: training(manager, running), 60, "the run to train")
+    pid = leader_pid(manager, running)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS
+    manager.cancel(running)

@@ -87,6 +87,10 @@ FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out",
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 POLL_S = 0.5
 GRACE_S = 10.0
+# Training processes run this much "nicer" than the app, so the CPU serves the app's users first: a class of 30
+# beside a CPU training run saw swaps take 3.8 s (p50) instead of 0.6 s. The run slows down only while users
+# actually compete for the CPU; on a GPU host it concerns the data pipeline only.
+TRAINING_NICENESS = 10
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _log = logging.getLogger(__name__)
@@ -501,6 +505,10 @@ class RunManager:
         except OSError as exc:
             self._write_state(run_dir, "failed", f"could not start the training process: {exc}")
             return
+        try:  # before it has forked its workers (they inherit it), after the start: no preexec_fn in a threaded app
+            os.setpriority(os.PRIO_PROCESS, popen.pid, os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS)
+        except OSError:  # it may have exited already (a bad argument); the watcher reports that
+            pass
         identity = process_identity(popen.pid)
         process = ProcessGroup(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
         self._active[run_id] = process
