@@ -62,7 +62,7 @@ from explorer.analysis.catalog import (
     weights_version,
 )
 from explorer.analysis.comparison import split_logits
-from explorer.checkpoints import Checkpoint, CheckpointError, load_card, load_checkpoint
+from explorer.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
 
@@ -118,18 +118,6 @@ class AppContext:
 
     def checkpoint_choices(self) -> list[tuple[str, str]]:
         return list_checkpoints(self.checkpoint_dirs)
-
-    def dataset_choices(self) -> list[str]:
-        """The offline datasets plus every dataset a listed checkpoint was trained on."""
-        names = list(OFFLINE_DATASETS)
-        for _, checkpoint in self.checkpoint_choices():
-            try:
-                name = load_card(checkpoint_folder(checkpoint, self.checkpoint_dirs))["dataset"]
-            except ValueError:
-                continue
-            if name not in names:
-                names.append(name)
-        return names
 
     def dataset(self, name: str) -> Dataset:
         if not name:
