@@ -277,7 +277,9 @@ def sendable(value: Any, folder: Path) -> Any:
     for an answer served from a cache: a repeated Compare spent 45 of its 85 ms of server time there. A plotly
     figure becomes its ``PlotData`` (which ``gr.Plot`` passes through) and a gallery, a list of (picture,
     caption), lists the pictures as PNG files in ``folder`` (named by their content; the app's own temporary
-    folder, which Gradio's hourly cleanup does not touch, so a cached answer's files stay). Everything else
+    folder, which Gradio's hourly cleanup does not touch, so a cached answer's files stay, and which ``build_app``
+    declares static, so Gradio serves them from there instead of checking and copying them on every answer;
+    a folder holds one file per distinct picture of the cached answers, a few KB each). Everything else
     (tables, JSON, ``gr.State`` values, ``gr.skip()``) is left as it is; tuples and lists are walked.
     """
     if isinstance(value, go.Figure):
