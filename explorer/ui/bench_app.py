@@ -20,8 +20,8 @@ issue's load test: N clients without think times, R requests each, round-robin s
 compare (gaps with N = 500, seed 0; Compare on the default models). Both report per endpoint p50 / p95 and errors (and,
 from Gradio's own traces, the server's share: queue wait and processing), the throughput and the CPU time of the app and
 of the clients; then, alone, a repeated identical gaps and Compare request (the cache). Every request has a time limit
-and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it while a default
-Train-tab run trains (launched first, cancelled at the end).
+and the whole benchmark a deadline (``--duration``), so it stops by itself. ``--while-training`` runs it while a
+Train-tab run with the defaults but ``CLASS_TRAINING_EPOCHS`` epochs trains (launched first, cancelled at the end).
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 # A class: many users at once
 # --------------------------------------------------------------------------------------------------
+CLASS_TRAINING_EPOCHS = 20  # --users --while-training: the Train tab's defaults, long enough to train through a class
 CLASS_GOALS_P95 = {"swap_pair": 2.0, "random_pair": 2.0, "gradcam": 2.0, "confidence_gaps": 10.0, "compare": 10.0}
 REQUEST_TIMEOUT_S = 120.0
 
@@ -329,7 +330,7 @@ def measure_class(args: argparse.Namespace) -> dict:
         try:
             admin.predict(upload_a=None, upload_b=None, api_name="/swap_pair")  # loads the models
             if args.while_training:
-                run_id = admin.predict(api_name="/launch_run")
+                run_id = admin.predict(epochs=CLASS_TRAINING_EPOCHS, api_name="/launch_run")
                 while _run_state(admin, run_id)[1].startswith("0 %"):
                     time.sleep(0.2)
             _clear_traces(url)  # the class's requests only
