@@ -51,3 +51,12 @@ def test_cpu_seconds_count_the_apps_process_and_the_clients():
         child.communicate(b"")
     assert 0.6 <= used["server"] < 0.6 + 1.5  # its busy loop and its start-up
     assert 0.3 <= clients < 1.0
+
+
+def test_the_client_processes_recorders_add_up():
+    recorder = Recorder(deadline=float("inf"))
+    recorder.record("swap_pair", seconds=0.5)
+    recorder.merge({"swap_pair": [0.25, 1.0], "gradcam": [0.5]}, {"compare": ["TimeoutError: late"]}, 3.0)
+    recorder.merge({"gradcam": [2.0]}, {}, 1.5)
+    assert recorder.latency == {"swap_pair": [0.5, 0.25, 1.0], "gradcam": [0.5, 2.0]}
+    assert recorder.errors == {"compare": ["TimeoutError: late"]} and recorder.client_cpu_s == 4.5

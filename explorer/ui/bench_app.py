@@ -39,6 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from explorer.training.runfolder import epoch_records
@@ -56,24 +58,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_app(port: int, options: list[str] | None = None, timeout: float = 120.0,
-               env: dict[str, str] | None = None) -> tuple[subprocess.Popen, float]:
-    """``python app.py`` on ``port`` (``env`` added to the environment); returns the process and the seconds
-    until it answered HTTP."""
+@contextmanager
+def _served_app(port: int, options: list[str] | None = None, timeout: float = 120.0,
+                env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, float]]:
+    """``python app.py`` on ``port`` (``env`` added to the environment) while the block runs: yields the process and
+    the seconds until it answered HTTP, and stops it at the end."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *(options or [])], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-                if response.status == 200:
-                    return process, time.perf_counter() - start
-        except OSError:
-            time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError(f"app.py did not serve within {timeout:.0f} s")
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"app.py did not serve within {timeout:.0f} s")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        yield process, time.perf_counter() - start
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def _timed(call) -> float:
@@ -97,8 +105,7 @@ def measure_once(calls: int) -> dict[str, list[float]]:
     from gradio_client import Client
 
     port = _free_port()
-    process, startup = _start_app(port)
-    try:
+    with _served_app(port) as (_, startup):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         first_swap = _timed(lambda: client.predict(upload_a=None, upload_b=None, api_name="/swap_pair"))
         first_gradcam = _timed(lambda: client.predict(upload=None, api_name="/gradcam"))
@@ -107,9 +114,6 @@ def measure_once(calls: int) -> dict[str, list[float]]:
                    for i in range(calls)]
         compare_first = _timed(lambda: client.predict(api_name="/compare"))
         compare_cached = [_timed(lambda: client.predict(api_name="/compare")) for _ in range(calls)]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     return {"startup_s": [startup], "swap_pair_s": swap, "gradcam_both_models_s": gradcam,
             "compare_first_s": [compare_first], "compare_cached_s": compare_cached,
             "first_swap_after_start_s": [first_swap], "first_gradcam_after_start_s": [first_gradcam]}
@@ -138,8 +142,8 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
     from gradio_client import Client
 
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir:
-        process, _ = _start_app(port, ["--runs-dir", runs_dir])
+    with (tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir,
+          _served_app(port, ["--runs-dir", runs_dir])):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         run_id = None
         try:
@@ -162,11 +166,7 @@ def measure_while_training(calls: int, run_timeout: float = 900.0) -> dict[str, 
             final = epoch_records(Path(runs_dir) / run_id)[-1]
             idle_after = _swaps(client, calls, SPACING_S)
         finally:
-            try:
-                _stop_run(client, run_id)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+            _stop_run(client, run_id)
     return {"swap_pair_idle_s": idle, "swap_pair_while_training_s": training, "swap_pair_idle_after_s": idle_after,
             "default_run_launch_to_finished_s": [run_wall],
             "default_run_training_s": [final["elapsed"]]}
@@ -201,6 +201,15 @@ class Recorder:
             self.record(endpoint, error=f"{type(exc).__name__}: {exc}")
             return
         self.record(endpoint, seconds=time.perf_counter() - start)
+
+    def merge(self, latency: dict[str, list[float]], errors: dict[str, list[str]], cpu_s: float) -> None:
+        """Add another recorder's latencies and errors, and its process's CPU seconds (``_play_class``)."""
+        with self._lock:
+            for endpoint, seconds in latency.items():
+                self.latency.setdefault(endpoint, []).extend(seconds)
+            for endpoint, messages in errors.items():
+                self.errors.setdefault(endpoint, []).extend(messages)
+            self.client_cpu_s += cpu_s
 
     def record(self, endpoint: str, seconds: float | None = None, error: str | None = None) -> None:
         with self._lock:
@@ -280,19 +289,15 @@ def _play_class(url: str, args: argparse.Namespace) -> Recorder:
     ready.wait(timeout=REQUEST_TIMEOUT_S)
     recorder = Recorder(time.monotonic() + args.duration)
     for _ in processes:
-        latency, errors, cpu_s = results.get(timeout=args.duration + 2 * REQUEST_TIMEOUT_S)
-        recorder.client_cpu_s += cpu_s
-        for endpoint, seconds in latency.items():
-            recorder.latency.setdefault(endpoint, []).extend(seconds)
-        for endpoint, messages in errors.items():
-            recorder.errors.setdefault(endpoint, []).extend(messages)
+        recorder.merge(*results.get(timeout=args.duration + 2 * REQUEST_TIMEOUT_S))
     for process in processes:
         process.join(timeout=30)
     return recorder
 
 
 def _client_process(url: str, users: list[int], settings: dict, ready, results) -> None:
-    """One client process of ``_play_class``: its users as threads; puts (latencies, errors) on ``results``."""
+    """One client process of ``_play_class``: its users as threads; puts (latencies, errors, CPU seconds since the
+    start) on ``results``."""
     import gradio_client  # noqa: F401 (imported before the start, not during the class)
 
     args = argparse.Namespace(**settings)
@@ -322,9 +327,9 @@ def measure_class(args: argparse.Namespace) -> dict:
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir:
-        threads = ["--training-threads", str(args.training_threads)] if args.training_threads else []
-        process, _ = _start_app(port, ["--runs-dir", runs_dir, *threads], env={"GRADIO_PROFILING": "1"})
+    threads = ["--training-threads", str(args.training_threads)] if args.training_threads else []
+    with (tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir,
+          _served_app(port, ["--runs-dir", runs_dir, *threads], env={"GRADIO_PROFILING": "1"}) as (process, _)):
         admin = Client(url, verbose=False, download_files=False)
         run_id = None
         try:
@@ -344,11 +349,7 @@ def measure_class(args: argparse.Namespace) -> dict:
             repeat = _repeated_server_time(admin, url)
             training = _run_state(admin, run_id)[0] if run_id else None
         finally:
-            try:
-                _stop_run(admin, run_id)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+            _stop_run(admin, run_id)
     done = sum(len(v) for k, v in recorder.latency.items() if k != "open")
     return {"users": args.users, "mode": f"round-robin x {args.round_robin}" if args.round_robin else
             f"class, {args.rounds} rounds, think {args.think:g} s, {args.distinct} distinct gaps settings",
