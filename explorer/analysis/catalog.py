@@ -109,15 +109,14 @@ def checkpoint_folder(name: str | Path, dirs: list[Path | str]) -> Path:
     roots = checkpoint_roots(dirs)
     root_name, _, folder_name = str(name).partition("/")
     given = roots[root_name] / folder_name if root_name in roots and folder_name else Path(name).expanduser()
-    shown = public_text(str(name), dirs)
     if given.is_symlink():
-        raise CheckpointError(f"{shown} is a symbolic link; the app does not follow links to checkpoints (copy or "
-                              f"move the folder itself there)")
+        raise CheckpointError(f"{public_text(str(name), dirs)} is a symbolic link; the app does not follow links to "
+                              f"checkpoints (copy or move the folder itself there)")
     folder = given.resolve()
     if folder.parent not in roots.values() or not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{shown} is not one of the checkpoints offered here: pick one from the list (a name "
-                              f"'<folder>/<checkpoint>', a folder with {WEIGHTS} directly under "
-                              f"{' or '.join(f'{n}/' for n in roots)})")
+        raise CheckpointError(f"{public_text(str(name), dirs)} is not one of the checkpoints offered here: pick one "
+                              f"from the list (a name '<folder>/<checkpoint>', a folder with {WEIGHTS} directly "
+                              f"under {' or '.join(f'{n}/' for n in roots)})")
     return folder
 
 

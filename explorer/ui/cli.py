@@ -107,12 +107,16 @@ class Gatekeeper:
             await self.app(scope, receive, send)
             return
         needs_login = bool(getattr(gradio, "auth", None))
-        user = self._user(scope, gradio) if needs_login else None
         if needs_login and scope["path"].rstrip("/") == "/login" and scope["method"] == "POST":
             await self._login(scope, receive, send)
-        elif needs_login and scope["method"] == "GET" and user is None:
+            return
+        if scope["method"] != "GET":  # the queue's requests: nothing to do here, not even reading the cookie
+            await self.app(scope, receive, send)
+            return
+        user = self._user(scope, gradio) if needs_login else None
+        if needs_login and user is None:
             await self._without_api_info(scope, receive, send)
-        elif scope["method"] == "GET" and scope["path"].rstrip("/") in self.DESCRIPTIONS:
+        elif scope["path"].rstrip("/") in self.DESCRIPTIONS:
             await self._description(scope, receive, send, user)
         else:
             await self.app(scope, receive, send)
@@ -224,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued,
                       training_threads=args.training_threads)
     try:
-        # Before serving, not after: the grad-cam package's import takes seconds (4.5 s here; 15 s on a loaded
-        # CPU) and holds the interpreter for most of them, so a class opening the app meanwhile had every request
+        # Before serving, not after: the grad-cam package's import takes seconds (4.5 s here, idle; longer on a
+        # loaded CPU) and holds the interpreter for most of them, so a class opening the app meanwhile had every request
         # stalled until it ended (swaps of 30 users waited up to 17 s); the first Grad-CAM then needs no import.
         preload_cam()
         try:
