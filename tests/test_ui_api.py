@@ -236,8 +236,8 @@ def test_compare_metrics_match_the_evaluate_module(client):
 
 
 def test_a_cached_compares_gallery_is_served_from_the_apps_own_pictures(client):
-    """Gradio checked and copied every gallery picture into its cache on every answer, cached or not (40 of a
-    repeated Compare's 68 ms); the cached answer's pictures are served from where the app wrote them."""
+    """Gradio checked and copied every gallery picture into its cache on every answer, cached or not (about 40 of a
+    repeated Compare's 71-78 ms); the cached answer's pictures are served from where the app wrote them."""
     fixed = client.predict(api_name="/compare")[5]
     dataset = load_dataset("mnist5k")
     first = fixed[0]["image"]

@@ -87,9 +87,9 @@ FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out",
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 POLL_S = 0.5
 GRACE_S = 10.0
-# Training processes run this much "nicer" than the app, so the CPU serves the app's users first: a class of 30
-# beside a CPU training run saw swaps take 3.8 s (p50) instead of 0.6 s. The run slows down only while users
-# actually compete for the CPU; on a GPU host it concerns the data pipeline only.
+# Training processes run this much "nicer" than the app, so the CPU serves the app's users first. It slows a run
+# only while users compete for the CPU (on a GPU host, its data pipeline only). Measured beside a class of 30 on
+# two cores it helped little (swap p50 3.8 -> 3.1 s; 0.6 s without a run): README, "Classroom server".
 TRAINING_NICENESS = 10
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -129,8 +129,8 @@ _GRADIO_SESSION_INIT = state_holder.SessionState.__init__
 def lean_session_state(self: state_holder.SessionState, blocks: gr.Blocks) -> None:
     """Gradio's ``SessionState.__init__``, without building every block's config when a session starts.
 
-    Gradio 6.31 builds the config of all ~260 blocks of this app for every new session (60 ms here, 100+ ms on a
-    loaded CPU), on the event loop that serves everyone: a class of 30 whose first requests arrive within seconds
+    Gradio 6.31 builds the config of all ~260 blocks of this app for every new session (60 ms here, idle), on the
+    event loop that serves everyone: a class of 30 whose first requests arrive within seconds
     held every request up for 2-4 s. Those copies only serve deep links (``gr.DeepLinkButton``, which this app
     does not offer) and are otherwise made on demand (``SessionState._update_value_in_config`` builds a missing
     block's config when an answer changes it), so here they start empty.
@@ -150,7 +150,7 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
     state_holder.SessionState.__init__ = lean_session_state  # a session starts without 260 block configs
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     # The cached answers' pictures (``common.sendable``) are served from where they are, not checked and copied
-    # into Gradio's cache on every answer (18 files twice per repeated Compare: 40 of its 68 ms).
+    # into Gradio's cache on every answer (18 files twice per repeated Compare: about 40 of its 71-78 ms).
     gr.set_static_paths([ctx.pictures.name])
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
