@@ -429,6 +429,10 @@ def test_a_training_process_runs_nicer_than_the_app(make_manager):
     wait_for(lambda: training(manager, running), 60, "the run to train")
     pid = leader_pid(manager, running)
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS
+    own_group = Path("/proc/self/autogroup")
+    if own_group.exists():  # the run is a session of its own: with the app's group nicer, it kept half the CPU
+        app_nice = int(own_group.read_text().split()[-1])
+        assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(min(19, app_nice + TRAINING_NICENESS))
     manager.cancel(running)
 
 
