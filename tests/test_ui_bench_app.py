@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from explorer.ui.bench_app import Recorder, _cpu_seconds, _percentile, main
+from explorer.training.runfolder import write_status
+from explorer.ui.bench_app import Recorder, _cpu_seconds, _percentile, _steps_per_s, _training_steps, main
 from tests.helpers import wait_for
 
 
@@ -60,3 +61,18 @@ def test_the_client_processes_recorders_add_up():
     recorder.merge({"gradcam": [2.0]}, {}, 1.5)
     assert recorder.latency == {"swap_pair": [0.5, 0.25, 1.0], "gradcam": [0.5, 2.0]}
     assert recorder.errors == {"compare": ["TimeoutError: late"]} and recorder.client_cpu_s == 4.5
+
+
+def test_a_training_runs_speed_comes_from_its_status(tmp_path):
+    """--while-training states the run's cost: its steps per second during the class and alone."""
+    run = tmp_path / "run-1"
+    run.mkdir()
+    assert _training_steps(str(tmp_path), None) is None
+    write_status(run, "running", step=120)
+    first = _training_steps(str(tmp_path), "run-1")
+    time.sleep(0.05)
+    write_status(run, "running", step=150)
+    second = _training_steps(str(tmp_path), "run-1")
+    assert first[0] == 120 and second[0] == 150
+    assert _steps_per_s(first, second) == pytest.approx(30 / (second[1] - first[1]))
+    assert _steps_per_s((100, 10.0), (160, 14.0)) == 15.0
