@@ -110,3 +110,36 @@ def test_a_session_starts_without_a_config_of_every_block(demo):
     assert list(session.config_values) == [summary._id]
     assert session.config_values[summary._id]["props"]["value"] == "a swapped pair"
     assert session[summary._id] is demo.blocks[summary._id]  # the session's blocks are the app's, as before
+
+
+def test_the_static_file_check_answers_as_gradios_with_one_path_resolution(demo, tmp_path, monkeypatch):
+    """Gradio resolved a file's path twice per static path for every file of every answer (70 % of a repeated
+    Compare's server time); the app's check resolves it once and must answer exactly as Gradio's does."""
+    import asyncio
+
+    from gradio import utils
+    from gradio.data_classes import FileData, _StaticFiles
+
+    from explorer.ui.app import is_static_file
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "picture.png").write_bytes(b"png")
+    (tmp_path / "outside.png").write_bytes(b"png")
+    (static / "link.png").symlink_to(tmp_path / "outside.png")  # inside by name, outside in fact
+    monkeypatch.setattr(_StaticFiles, "all_paths", [*_StaticFiles.all_paths, static.resolve()])
+    cases = [str(static / "picture.png"), static / "picture.png", FileData(path=str(static / "picture.png")),
+             str(static), str(static / ".." / "outside.png"), str(tmp_path / "outside.png"), str(static / "link.png"),
+             str(static / "missing.png"), static / "missing.png", 42, None]
+    expected = [True, True, True, True, False, False, False, False, True, False, False]
+    assert [utils._is_static_file(case, _StaticFiles.all_paths) for case in cases] == expected  # Gradio's own
+    assert [is_static_file(case) for case in cases] == expected
+
+    resolved = []
+    real_resolve = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda path, *a, **k: resolved.append(path) or real_resolve(path, *a, **k))
+    block = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "swap-image-0")
+    answer = {"path": str(static / "picture.png"), "meta": {"_type": "gradio.FileData"}}
+    sent = asyncio.run(processing_utils.async_move_files_to_cache(answer, block, postprocess=True))
+    assert sent["path"] == str(static / "picture.png")  # served from where it is, not copied into the cache
+    assert len(resolved) == 1  # build_app put the app's check where Gradio looks for it

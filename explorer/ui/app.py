@@ -21,8 +21,8 @@ from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "lean_session_state",
-           "opened", "save_pil_to_cache_atomically"]
+__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "is_static_file",
+           "lean_session_state", "opened", "save_pil_to_cache_atomically"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 # Presentation mode (``body.present``, for a projector at 1024x768): what only the presenter needs is hidden
@@ -138,6 +138,30 @@ def lean_session_state(self: state_holder.SessionState, blocks: gr.Blocks) -> No
     _GRADIO_SESSION_INIT(self, _NoBlockConfigs(blocks))
 
 
+def is_static_file(file_path: Any) -> bool:
+    """Gradio's ``utils.is_static_file`` (is this file under a ``gr.set_static_paths`` folder?), resolving the file's
+    path once instead of twice per static path.
+
+    Gradio 6.31 asks it for every file of every answer, twice (the answer and the session's copy of it), and its
+    ``is_in_or_equal`` resolves both paths anew for each of the static paths (its own two icons, then the app's
+    pictures folder): the 18 gallery pictures of a repeated Compare made 216 walks of ``os.path.realpath``, 70 % of
+    that request's server time (py-spy). The static paths are resolved already (``set_static_paths`` stores them
+    so); the answer is the same.
+    """
+    from gradio.data_classes import FileData, _StaticFiles
+
+    if isinstance(file_path, FileData):
+        file_path = file_path.path
+    if isinstance(file_path, str):
+        file_path = Path(file_path)
+        if not file_path.exists():
+            return False
+    if not isinstance(file_path, Path):
+        return False
+    resolved = utils.abspath(file_path).resolve()
+    return any(resolved == folder or folder in resolved.parents for folder in _StaticFiles.all_paths)
+
+
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
     """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
 
@@ -148,6 +172,7 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
     for module in (queueing, routes, utils):  # Gradio's refusals of bad input: one log line each (see there)
         module.traceback = QuietRefusals()
     state_holder.SessionState.__init__ = lean_session_state  # a session starts without 260 block configs
+    utils.is_static_file = is_static_file  # one path resolution per file, not six (see there)
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
     # The cached answers' pictures (``common.sendable``) are served from where they are, not checked and copied
     # into Gradio's cache on every answer (18 files twice per repeated Compare: about 40 of its 71-78 ms).
