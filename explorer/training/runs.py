@@ -87,7 +87,7 @@ FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out",
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 POLL_S = 0.5
 GRACE_S = 10.0
-# Training processes run this much "nicer" than the app (their session too: ``lower_priority``), so the CPU serves
+# Training processes run this much "nicer" than the app (their session too: ``_lower_priority``), so the CPU serves
 # the app's users first. It slows a run only while users compete for the CPU (on a GPU host, its data pipeline only).
 TRAINING_NICENESS = 10
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
@@ -95,7 +95,7 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _log = logging.getLogger(__name__)
 
 
-def lower_priority(pid: int) -> None:
+def _lower_priority(pid: int) -> None:
     """Make a just-started training process ``TRAINING_NICENESS`` nicer than the app, its session included.
 
     Called after the start, before the process has forked its workers (they inherit it): a threaded app must not
@@ -529,7 +529,7 @@ class RunManager:
         except OSError as exc:
             self._write_state(run_dir, "failed", f"could not start the training process: {exc}")
             return
-        lower_priority(popen.pid)
+        _lower_priority(popen.pid)
         identity = process_identity(popen.pid)
         process = ProcessGroup(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
         self._active[run_id] = process
