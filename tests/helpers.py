@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import TypeVar
 from explorer.checkpoints import save_checkpoint
 from explorer.data import load_dataset
 from explorer.models import build_model
+from explorer.training import loop
 from explorer.training.runs import RunManager
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +40,20 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_at_step(monkeypatch, stop_step: int) -> None:
+    """SIGTERM this process right after optimiser step ``stop_step`` of ``loop.main``, as a cancel from the run
+    manager would (``monkeypatch.undo()`` lets the next run in the test train undisturbed)."""
+    original = loop.train_step
+
+    def step_then_signal(s):
+        parts = original(s)
+        if s.step == stop_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return parts
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
 
 
 def slow_start_trainer(folder: Path) -> Path:

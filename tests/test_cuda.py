@@ -1,16 +1,15 @@
 """The core and the training CLI on a CUDA GPU (skipped where none is present; run on a lent GPU machine)."""
 
 import json
-import os
 import signal
 
 import pytest
 import torch
 
 from explorer.ips import build_class_index, ips_loss, patch_swap, same_class_partners
-from explorer.training import loop
 from explorer.training.config import parse_config
 from explorer.training.loop import main, setup, train_step
+from tests.helpers import stop_at_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -82,15 +81,7 @@ def test_a_gpu_run_resumes(tmp_path, monkeypatch):
     non-determinism (on the CPU the two are bit-identical, see test_training_state.py)."""
     base = ["--dataset", "digits", "--method", "ips", "--epochs", "3", "--out", str(tmp_path)]
     assert main([*base, "--run-id", "whole"]) == 0
-    original = loop.train_step
-
-    def step_then_signal(s):
-        parts = original(s)
-        if s.step == 18:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return parts
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    stop_at_step(monkeypatch, 18)
     assert main([*base, "--run-id", "cut"]) == 128 + signal.SIGTERM
     monkeypatch.undo()
     assert main(["--resume", str(tmp_path / "cut")]) == 0

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from explorer.training import loop
 from explorer.training.config import parse_config
 from explorer.training.loop import main, method_loss, train_step
 from explorer.training.methods import METHODS
-from tests.helpers import ROOT, slow_start_trainer, wait_for
+from tests.helpers import ROOT, slow_start_trainer, stop_at_step, wait_for
 
 
 def _read_run(run_dir: Path):
@@ -220,15 +219,7 @@ def test_sigterm_cancels_cleanly_and_keeps_the_checkpoint(tmp_path):
 
 def _cut_after_step_13(tmp_path: Path, monkeypatch) -> Path:
     """A run cancelled in its second epoch (12 steps each), so it has a training state to resume from."""
-    original = loop.train_step
-
-    def step_then_signal(s):
-        parts = original(s)
-        if s.step == 13:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return parts
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    stop_at_step(monkeypatch, 13)
     assert main(["--dataset", "digits", "--method", "ce", "--epochs", "2", "--out", str(tmp_path), "--run-id", "cut"]) \
         == 128 + signal.SIGTERM
     monkeypatch.undo()

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from explorer.training import loop
 from explorer.training.config import ConfigError, parse_config
 from explorer.training.loop import main
+from tests.helpers import stop_at_step
 
 ARGS = ["--dataset", "digits", "--method", "ips", "--epochs", "3", "--log-every", "5"]  # 12 steps per epoch
 TIMES = ("elapsed", "images_per_s")
@@ -24,19 +25,6 @@ def _records(run_dir: Path) -> list[dict]:
 
 def _without_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMES} for r in records if r["kind"] != "resume"]
-
-
-def _stop_at_step(monkeypatch, stop_step: int) -> None:
-    """SIGTERM this process right after optimiser step ``stop_step``, as a cancel from the run manager would."""
-    original = loop.train_step
-
-    def step_then_signal(s):
-        parts = original(s)
-        if s.step == stop_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return parts
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
 
 
 def _state(run_dir: Path) -> tuple[dict, dict]:
@@ -55,7 +43,7 @@ def left_alone(tmp_path_factory) -> Path:
 
 def test_a_run_stopped_mid_epoch_and_resumed_is_bit_identical_to_the_run_left_alone(tmp_path, monkeypatch,
                                                                                     left_alone):
-    _stop_at_step(monkeypatch, 29)  # in epoch 3, after 2 finished epochs (24 steps) and 5 more steps
+    stop_at_step(monkeypatch, 29)  # in epoch 3, after 2 finished epochs (24 steps) and 5 more steps
     assert main([*ARGS, "--out", str(tmp_path), "--run-id", "cut"]) == 128 + signal.SIGTERM
     run_dir = tmp_path / "cut"
     status = json.loads((run_dir / "status.json").read_text())
@@ -86,7 +74,7 @@ def test_a_run_stopped_mid_epoch_and_resumed_is_bit_identical_to_the_run_left_al
 
 
 def test_a_run_stopped_after_an_epoch_resumes_at_the_next(tmp_path, monkeypatch, left_alone):
-    _stop_at_step(monkeypatch, 12)  # the signal comes in the last step of epoch 1: epoch 1 still ends and saves
+    stop_at_step(monkeypatch, 12)  # the signal comes in the last step of epoch 1: epoch 1 still ends and saves
     assert main([*ARGS, "--out", str(tmp_path), "--run-id", "cut"]) == 128 + signal.SIGTERM
     assert _state(tmp_path / "cut")[0]["epoch"] == 1
     monkeypatch.undo()
@@ -147,7 +135,7 @@ def test_a_state_from_another_kind_of_device_is_refused(tmp_path, left_alone):
 def test_resumed_momentum_takes_the_layout_of_its_channels_last_weights(tmp_path, monkeypatch):
     """On CUDA the fused SGD kernel refuses momentum whose strides differ from the weight's (seen on an H200:
     a channels-last run could not resume); the layout is checked here on the CPU with --channels-last on."""
-    _stop_at_step(monkeypatch, 14)  # after epoch 1 (12 steps): its state holds momentum for every weight
+    stop_at_step(monkeypatch, 14)  # after epoch 1 (12 steps): its state holds momentum for every weight
     args = [*ARGS, "--channels-last", "on", "--out", str(tmp_path), "--run-id", "nhwc"]
     assert main(args) == 128 + signal.SIGTERM
     s = loop.setup(parse_config(["--resume", str(tmp_path / "nhwc")]))

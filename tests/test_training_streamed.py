@@ -3,7 +3,6 @@ each step trains on, resume, and the shards of torchrun's ranks."""
 
 import json
 import math
-import os
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ from explorer.training import loop, streamed
 from explorer.training.config import parse_config
 from explorer.training.runs import RunManager
 from explorer.training.streamed import open_streams
-from tests.helpers import ROOT
+from tests.helpers import ROOT, stop_at_step
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, BATCH = 5, 20, 4, 32
 TRAIN_IMAGES = CLASSES * TRAIN_PER_CLASS  # 100: ceil(100 / 32) = 4 steps per epoch
@@ -129,15 +128,7 @@ def test_a_streamed_run_cancelled_and_resumed_reaches_the_weights_of_the_run_lef
     batches): the stream continues from the step count, not from an epoch boundary."""
     args = ["--method", "ips", "--equal-compute", "--epochs", "2"]
     assert loop.main(_args(data_root, tmp_path, "alone", *args)) == 0
-    original = loop.train_step
-
-    def step_then_signal(s):
-        parts = original(s)
-        if s.step == 6:  # in epoch 2, after the state of epoch 1 was saved
-            os.kill(os.getpid(), signal.SIGTERM)
-        return parts
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    stop_at_step(monkeypatch, 6)  # in epoch 2, after the state of epoch 1 was saved
     assert loop.main(_args(data_root, tmp_path, "cut", *args)) == 128 + signal.SIGTERM
     monkeypatch.undo()
     assert loop.main(["--resume", str(tmp_path / "cut")]) == 0
