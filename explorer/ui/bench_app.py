@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from explorer.training.runfolder import epoch_records
+from explorer.training.runfolder import STATUS, epoch_records, read_json
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where app.py is
 GOALS = {"startup_s": 20.0, "swap_pair_s": 0.3, "gradcam_both_models_s": 1.0, "compare_first_s": 5.0,
@@ -384,7 +384,7 @@ def _training_steps(runs_dir: str, run_id: str | None) -> tuple[int, float] | No
     """(step, when it was written) from a run's status.json, or None without a run."""
     if run_id is None:
         return None
-    status = json.loads((Path(runs_dir) / run_id / "status.json").read_text())
+    status = read_json(Path(runs_dir) / run_id / STATUS)
     return int(status.get("step", 0)), float(status["updated"])
 
 
@@ -405,13 +405,17 @@ def _clear_traces(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{url}gradio_api/profiling/clear", method="POST")).close()
 
 
+def _traces(url: str) -> list[dict]:
+    """Gradio's own trace of every request since ``_clear_traces`` (the app runs with ``GRADIO_PROFILING=1``)."""
+    with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
+        return json.load(response)
+
+
 def _server_latency(url: str) -> dict[str, dict[str, float]]:
     """Per endpoint, p50 and p95 of the server's share of a request (Gradio's own trace: the queue wait, then
     pre-processing, the call and post-processing): what the latency is without the way to and from the client."""
-    with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
-        traces = json.load(response)
     seconds: dict[str, list[float]] = {}
-    for trace in traces:
+    for trace in _traces(url):
         seconds.setdefault(trace["fn_name"], []).append((trace["queue_wait_ms"] + trace["total_ms"]) / 1000)
     return {name: {"server_p50_s": _percentile(v, 0.5), "server_p95_s": _percentile(v, 0.95)}
             for name, v in seconds.items()}
@@ -426,8 +430,7 @@ def _repeated_server_time(client, url: str) -> dict[str, float]:
         _clear_traces(url)
         for _ in range(5):
             client.predict(api_name=f"/{endpoint}", **inputs)
-        with urllib.request.urlopen(f"{url}gradio_api/profiling/traces") as response:
-            traces = [t for t in json.load(response) if t["fn_name"] == endpoint]
+        traces = [t for t in _traces(url) if t["fn_name"] == endpoint]
         medians[endpoint] = statistics.median(
             (t["preprocess_ms"] + t["fn_call_ms"] + t["postprocess_ms"]) / 1000 for t in traces)
     return medians
