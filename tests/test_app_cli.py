@@ -30,13 +30,6 @@ def test_max_queued_must_not_be_negative(capsys):
     assert info.value.code == 2 and "--max-queued must be at least 0; got -1" in capsys.readouterr().err
 
 
-def test_training_threads_must_be_positive(capsys):
-    assert parse_args([]).training_threads is None and parse_args(["--training-threads", "1"]).training_threads == 1
-    with pytest.raises(SystemExit) as info:
-        parse_args(["--training-threads", "0"])
-    assert info.value.code == 2 and "--training-threads must be at least 1; got 0" in capsys.readouterr().err
-
-
 def test_max_runs_must_be_positive(capsys):
     assert parse_args(["--max-runs", "3"]).max_runs == 3
     with pytest.raises(SystemExit) as info:

@@ -434,15 +434,3 @@ def test_a_training_process_runs_nicer_than_the_app(make_manager):
         app_nice = int(own_group.read_text().split()[-1])
         assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(min(19, app_nice + TRAINING_NICENESS))
     manager.cancel(running)
-
-
-@pytest.mark.parametrize("threads", [None, 1])
-def test_a_cpu_run_gets_the_training_threads_the_app_was_given(make_manager, monkeypatch, threads):
-    """A class server on two cores stays responsive beside a CPU run of one thread (README, "Classroom server")."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    manager = make_manager(max_concurrent=1, training_threads=threads)
-    running = manager.launch({**ENDLESS, "device": "cpu"})
-    pid = wait_for(lambda: manager.info(running).state == "running" and leader_pid(manager, running), 60, "a start")
-    environment = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if item)
-    assert environment.get("OMP_NUM_THREADS") == (None if threads is None else "1")
-    manager.cancel(running)

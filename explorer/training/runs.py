@@ -204,15 +204,12 @@ class RunManager:
     ``grace_s``: how long a cancelled run may take to stop after SIGTERM before it is killed.
     ``max_queued``: runs that may wait for a slot at once (default: no limit); a further launch is refused. A
     study's runs are not counted nor refused: the study queues all of them at once by design.
-    ``training_threads``: CPU threads of a run that trains on the CPU (``OMP_NUM_THREADS``; default: torch's, every
-    core). A class server on few cores keeps cores for its users with fewer (README, "Classroom server").
     On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread. Its refusals
     name the runs folder by its name (``runs``), not by its path: the web app shows them to every visitor.
     """
 
     def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
-                 grace_s: float = GRACE_S, max_queued: int | None = None,
-                 training_threads: int | None = None) -> None:
+                 grace_s: float = GRACE_S, max_queued: int | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max(1, torch.cuda.device_count()) if max_concurrent is None else max_concurrent
@@ -221,9 +218,6 @@ class RunManager:
         if max_queued is not None and max_queued < 0:
             raise ValueError(f"max_queued must be at least 0; got {max_queued}")
         self.max_queued = max_queued
-        if training_threads is not None and training_threads < 1:
-            raise ValueError(f"training_threads must be at least 1; got {training_threads}")
-        self.training_threads = training_threads
         self.grace_s = grace_s
         self._lock = threading.RLock()
         self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
@@ -517,8 +511,6 @@ class RunManager:
         python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         gpus = self._pick_gpus(launch["processes"]) if launch["config"]["device"] in ("auto", "cuda") else []
-        if self.training_threads is not None and not gpus:
-            env["OMP_NUM_THREADS"] = str(self.training_threads)
         if gpus:  # "auto" and "cuda" mean GPU 0 of what the process sees: show it only the GPUs it was given
             visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
             env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[i] for i in gpus)

@@ -338,9 +338,8 @@ def measure_class(args: argparse.Namespace) -> dict:
     """One fresh app, ``args.users`` users at once (a class or the round-robin), optionally while a run trains."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    threads = ["--training-threads", str(args.training_threads)] if args.training_threads else []
     with (tempfile.TemporaryDirectory(prefix="bench-runs-") as runs_dir,
-          _served_app(port, ["--runs-dir", runs_dir, *threads], env={"GRADIO_PROFILING": "1"}) as (process, _)):
+          _served_app(port, ["--runs-dir", runs_dir], env={"GRADIO_PROFILING": "1"}) as (process, _)):
         admin = loopback_client(url)
         run_id = None
         try:
@@ -480,8 +479,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="--users: R requests per user, round-robin over four endpoints, no think time")
     parser.add_argument("--client-processes", type=int, default=4, metavar="P",
                         help="--users: processes the users are spread over (default 4; see _play_class)")
-    parser.add_argument("--training-threads", type=int, metavar="N",
-                        help="--users --while-training: the app's --training-threads (default: the app's default)")
     parser.add_argument("--duration", type=float, default=300.0,
                         help="--users: stop sending requests after this many seconds (default 300)")
     args = parser.parse_args(argv)

@@ -49,9 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queued", type=int, default=8, metavar="N",
                         help="runs that may wait for a free slot at once; further launches are refused (default 8; "
                              "a study's runs are not counted)")
-    parser.add_argument("--training-threads", type=int, metavar="N",
-                        help="CPU threads of a training run on the CPU (default: every core); a class server on few "
-                             "cores stays responsive with fewer, e.g. 1 on 2 cores (see the README)")
     parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
@@ -61,8 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--max-runs must be at least 1; got {args.max_runs}")
     if args.max_queued < 0:
         parser.error(f"--max-queued must be at least 0; got {args.max_queued}")
-    if args.training_threads is not None and args.training_threads < 1:
-        parser.error(f"--training-threads must be at least 1; got {args.training_threads}")
     return args
 
 
@@ -225,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if (warning := exposure_warning(args)) is not None:
         warnings.warn(warning, stacklevel=1)
     # the run manager reconciles the runs an earlier app left behind
-    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued,
-                      training_threads=args.training_threads)
+    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
     try:
         # Before serving, not after: the grad-cam package's import takes seconds (4.5 s here, idle; longer on a
         # loaded CPU) and holds the interpreter for most of them, so a class opening the app meanwhile had every request
