@@ -429,8 +429,31 @@ def test_a_training_process_runs_nicer_than_the_app(make_manager):
     wait_for(lambda: training(manager, running), 60, "the run to train")
     pid = leader_pid(manager, running)
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS
-    own_group = Path("/proc/self/autogroup")
-    if own_group.exists():  # the run is a session of its own: with the app's group nicer, it kept half the CPU
-        app_nice = int(own_group.read_text().split()[-1])
-        assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(min(19, app_nice + TRAINING_NICENESS))
+    run_group = Path(f"/proc/{pid}/autogroup")
+    if run_group.exists():  # the run is a session of its own: with only its niceness raised, it kept half the CPU
+        own = Path("/proc/self/autogroup").read_text().split()  # empty where the app is in the root group (CI)
+        app_group_nice = int(own[-1]) if own else os.getpriority(os.PRIO_PROCESS, 0)
+        assert run_group.read_text().split()[-1] == str(min(19, app_group_nice + TRAINING_NICENESS))
     manager.cancel(running)
+
+
+def test_an_app_in_the_root_group_still_makes_the_run_session_nicer(monkeypatch):
+    """An app in no autogroup of its own reads an empty /proc/self/autogroup (CI's machine): the launch must not fail
+    there, and the run's session, which competes with each of the app's threads, must still be made nicer."""
+    real_read_text = Path.read_text
+
+    def read_text(path: Path, *args, **kwargs) -> str:
+        return "" if str(path) == "/proc/self/autogroup" else real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        runs._lower_priority(child.pid)
+        expected = os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == expected
+        child_group = Path(f"/proc/{child.pid}/autogroup")
+        if child_group.exists():
+            assert real_read_text(child_group).split()[-1] == str(min(19, expected))
+    finally:
+        child.kill()
+        child.wait()

@@ -102,14 +102,19 @@ def _lower_priority(pid: int) -> None:
     use ``preexec_fn``. A run is a session of its own (``start_new_session``), and where the kernel groups
     sessions (Linux's autogroup, on by default) a session's share of the CPU is set by its autogroup's nice value,
     not by its processes': with only the process's niceness raised, the run still took half the CPU from the app
-    (README, "Classroom server"). Where there is no autogroup, the process's niceness is all there is.
+    (README, "Classroom server"). An app in no autogroup of its own (an empty ``/proc/self/autogroup``: a process
+    under PID 1 that never started a session, as on CI's machine) sits in the root group, where its threads each
+    compete at their own niceness with the run's whole session. Where there is no autogroup at all, the process's
+    niceness is all there is.
     """
+    app_nice = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS)
-        own = Path("/proc/self/autogroup").read_text()  # "/autogroup-940 nice 0"
-        Path(f"/proc/{pid}/autogroup").write_text(str(min(19, int(own.split()[-1]) + TRAINING_NICENESS)))
-    except (OSError, ValueError, IndexError):  # no autogroup, or the process has exited already (the watcher
-        pass                                   # reports that)
+        os.setpriority(os.PRIO_PROCESS, pid, app_nice + TRAINING_NICENESS)
+        own_group = Path("/proc/self/autogroup").read_text().split()  # ["/autogroup-940", "nice", "0"], or []
+        app_group_nice = int(own_group[-1]) if own_group else app_nice
+        Path(f"/proc/{pid}/autogroup").write_text(str(min(19, app_group_nice + TRAINING_NICENESS)))
+    except (OSError, ValueError):  # no autogroup, or the process has exited already (the watcher reports that)
+        pass
 
 
 class RunError(ValueError):
