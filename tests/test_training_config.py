@@ -1,16 +1,16 @@
-"""The training CLI's configuration: presets and explicit flags, schedules, the exact round trip of to_argv."""
+"""The training CLI's configuration: presets and explicit flags, schedules, the exact round trip of config_argv."""
 
 from dataclasses import asdict, replace
 
 import pytest
 
+from explorer.training.command import config_argv
 from explorer.training.config import (
     MAX_STEPS,
     ConfigError,
     TrainConfig,
     milestone_epochs,
     parse_config,
-    to_argv,
     validate_config,
 )
 from explorer.training.presets import PRESETS
@@ -48,10 +48,10 @@ def test_explicit_flags_win_over_the_preset(flags, expected):
     ["--schedule", "step", "--milestones", "3,7", "--warmup-epochs", "2", "--precision", "bf16", "--compile"],
     ["--run-id", "x", "--cskd-partner-pass", "joint", "--channels-last", "off"],
 ])
-def test_to_argv_reproduces_the_config_exactly(argv):
+def test_config_argv_reproduces_the_config_exactly(argv):
     cfg = parse_config(argv)
-    assert parse_config(to_argv(cfg)) == cfg
-    assert "--resume" not in " ".join(to_argv(cfg))
+    assert parse_config(config_argv(cfg)) == cfg
+    assert "--resume" not in " ".join(config_argv(cfg))
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from explorer import checkpoints
-from explorer.training.runfolder import METRICS, MetricsLog, epoch_records, read_metrics, training_curves, write_json
+from explorer.training.runfolder import METRICS, MetricsLog, epoch_records, read_metrics, run_curves, write_json
 
 RECORD = {"kind": "step", "epoch": 1, "step": 1, "loss": 1.234567, "ce": 1.0, "kd": 0.234567, "lr": 0.1,
           "images_per_s": 2000.0, "elapsed": 1.5}
@@ -50,7 +50,7 @@ def test_readers_skip_a_torn_last_line(tmp_path):
     (tmp_path / METRICS).write_text("\n".join(lines) + "\n" + lines[2][:17])  # killed in the middle of a write
     assert [r["step"] for r in read_metrics(tmp_path)] == [5, 10, 15]
     assert epoch_records(tmp_path) == [epoch]
-    method, curves = training_curves(tmp_path)
+    method, curves = run_curves(tmp_path)
     assert method == "ips" and curves["loss"] == ([0.5, 1.5], [RECORD["loss"]] * 2)
     assert curves["test_accuracy"] == ([1], [0.6])
 

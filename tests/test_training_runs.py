@@ -110,7 +110,7 @@ def test_cancel_stops_a_run_gracefully_and_leaves_no_process(make_manager):
 
 def test_cancel_during_start_up_ends_the_run_cancelled_by_its_own_process(make_manager, tmp_path, monkeypatch):
     """The process is still opening its dataset when the user cancels: it writes its own cancelled state at once."""
-    monkeypatch.setattr(runs.sys, "executable", str(slow_start_trainer(tmp_path)))
+    monkeypatch.setattr(sys, "executable", str(slow_start_trainer(tmp_path)))
     manager = make_manager(grace_s=30.0)
     run_id = manager.launch(QUICK)
     wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")

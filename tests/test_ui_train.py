@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 import torch
 
-from explorer.analysis.figures import CURVE_PANELS, training_curves
+from explorer.analysis.figures import CURVE_PANELS, training_curves_figure
 from explorer.analysis.payloads import runs_payload
 from explorer.analysis.schedules import (
     QUICK,
@@ -20,11 +20,11 @@ from explorer.analysis.schedules import (
     measured_speed,
     schedule_choices,
 )
+from explorer.training.command import FORM_DEFAULTS
 from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
-from explorer.training.runfolder import METRICS, RunInfo
-from explorer.training.runfolder import training_curves as run_curves
-from explorer.training.runs import FORM_DEFAULTS, RunManager
+from explorer.training.runfolder import METRICS, RunInfo, run_curves
+from explorer.training.runs import RunManager
 from explorer.training.study import STARTUP_S
 from explorer.ui.common import AppContext
 from explorer.ui.train import (
@@ -76,8 +76,8 @@ def test_reference_runs_are_the_demo_run_folders():
 
 def test_training_curves_colour_by_method_and_dash_the_references():
     one = {metric: ([1, 2], [0.5, 0.4]) for metric, _, _ in CURVE_PANELS}
-    fig = training_curves({"run 1": one, "run 2": one, "demo": one}, {"run 1": "ips", "run 2": "ips", "demo": "ips"},
-                          dashed=["demo"])
+    fig = training_curves_figure({"run 1": one, "run 2": one, "demo": one},
+                                 {"run 1": "ips", "run 2": "ips", "demo": "ips"}, dashed=["demo"])
     assert len(fig.data) == 3 * len(CURVE_PANELS)
     by_name = {t.name: t for t in fig.data if t.showlegend}
     assert by_name["run 1"].line.color == method_colour("ips")
@@ -92,10 +92,10 @@ def test_training_curves_colour_by_method_and_dash_the_references():
 def test_a_short_run_fills_the_curves_and_the_title_mentions_only_what_is_drawn():
     short = {metric: ([1, 2, 3], [0.5, 0.4, 0.3]) for metric, _, _ in CURVE_PANELS}
     reference = {metric: (list(range(1, 31)), [0.1] * 30) for metric, _, _ in CURVE_PANELS}
-    fig = training_curves({"run": short, "demo": reference}, {"run": "ips", "demo": "ips"}, dashed=["demo"],
+    fig = training_curves_figure({"run": short, "demo": reference}, {"run": "ips", "demo": "ips"}, dashed=["demo"],
                           epochs=3)
     assert all(list(fig.layout[axis].range) == [0, 3] for axis in fig.layout if axis.startswith("xaxis"))
-    alone = training_curves({"run": short}, {"run": "ips"}, dashed=["demo"])  # the reference unticked
+    alone = training_curves_figure({"run": short}, {"run": "ips"}, dashed=["demo"])  # the reference unticked
     assert "dashed" not in alone.layout.title.text and alone.layout.xaxis.range is None
 
 

@@ -20,7 +20,7 @@ from explorer.training.methods import BASELINE, FEATURED, method_colour
 
 __all__ = ["CURVE_PANELS", "MODEL_COLOURS", "TEACHER_COLOURS", "class_gap_bars",
            "confidence_histograms", "confusion_figure", "faithfulness_figure", "gap_histogram", "gap_scatter",
-           "paired_differences", "patch_evidence_maps", "reliability_diagram", "training_curves"]
+           "paired_differences", "patch_evidence_maps", "reliability_diagram", "training_curves_figure"]
 
 MODEL_COLOURS = (method_colour(BASELINE), method_colour(FEATURED))  # model A (baseline), model B (IPS)
 # who teaches a swapped pair: a tie (both views exactly as confident) makes a′ the teacher by the rule, not the model
@@ -181,8 +181,9 @@ def confusion_figure(confusions: dict[str, np.ndarray], difference: np.ndarray, 
     return fig
 
 
-def training_curves(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]], methods: dict[str, str],
-                    dashed: Collection[str] = (), epochs: float | None = None, height: int = 560) -> go.Figure:
+def training_curves_figure(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]],
+                           methods: dict[str, str], dashed: Collection[str] = (), epochs: float | None = None,
+                           height: int = 560) -> go.Figure:
     """Each run's metrics against epochs, one panel per ``CURVE_PANELS`` metric, runs overlaid.
 
     ``curves[run][metric]`` is (epochs, values); a run is drawn in the colour of its method

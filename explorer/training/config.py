@@ -31,7 +31,7 @@ from explorer.training.runfolder import CONFIG, STATUS, TRAIN_STATE, read_json
 __all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS",
            "MAX_WEIGHT_DECAY", "RUN_ID_PATTERN", "TEMPERATURE_RANGE", "ConfigError", "TrainConfig", "build_parser",
            "check_resumable", "field_types", "milestone_epochs", "parse_config", "step_anchors", "step_images",
-           "to_argv", "validate_config"]
+           "validate_config"]
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Upper bounds: settings beyond them cannot train (overflow, NaN, a batch larger than any dataset) or would hold
@@ -152,22 +152,6 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     if "milestones" in given and cfg.milestones and cfg.schedule != "step":
         raise ConfigError(f"--milestones apply to --schedule step only; got --schedule {cfg.schedule}")
     return cfg
-
-
-def to_argv(cfg: TrainConfig) -> list[str]:
-    """The CLI arguments that reproduce ``cfg`` exactly (every setting spelled out; ``--resume`` is how a process
-    continues a run, not a setting of it, and is left out)."""
-    argv: list[str] = []
-    for f in fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "resume":
-            continue
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)] if value != "" else [f"{flag}="]
-    return argv
 
 
 @functools.lru_cache(maxsize=16)

@@ -53,20 +53,20 @@ from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import ClassIndex, build_class_index, default_patch_size, same_class_partners
 from explorer.models import ModelError, build_model
 from explorer.streaming import StreamedDataset, default_workers, open_dataset
+from explorer.training.command import training_command
 from explorer.training.config import (
     ConfigError,
     TrainConfig,
     parse_config,
     step_anchors,
     step_images,
-    to_argv,
     validate_config,
 )
 from explorer.training.methods import METHODS, StepBatch, StepOutput
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 from explorer.training.recorder import Recorder
-from explorer.training.runfolder import STATUS, read_json, write_status
+from explorer.training.runfolder import update_status
 from explorer.training.state import restore_train_state
 from explorer.training.streamed import DataStreams, open_streams, streamed_method_loss, streamed_test_logits
 
@@ -170,6 +170,19 @@ def _default_run_id(cfg: TrainConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{dataset}-{cfg.model}-s{cfg.seed}-{os.getpid()}"
 
 
+def open_training_data(cfg: TrainConfig, world: int = 1, download: bool | None = None,
+                       num_workers: int | None = None) -> Dataset | StreamedDataset:
+    """The data a run trains on, in memory or streamed as ``--data-mode`` decides, its holdout split taken, checked
+    against the config (``ConfigError``, ``DatasetError``). The run manager validates a launch through this too, so
+    the app refuses exactly what the training process would (``download``: the config's unless given)."""
+    dataset = open_dataset(cfg.dataset, cfg.data_root, cfg.download if download is None else download,
+                           cfg.image_size, cfg.data_mode, num_workers=num_workers)
+    if cfg.holdout:
+        dataset = dataset.holdout()
+    validate_config(cfg, dataset.image_size, dataset.name, world, train_size=len(dataset.train_labels))
+    return dataset
+
+
 def setup(cfg: TrainConfig) -> Session:
     """Device, data, model, optimiser and the random streams of a run; a bad argument raises (one line).
 
@@ -181,11 +194,7 @@ def setup(cfg: TrainConfig) -> Session:
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dataset = open_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.data_mode,
-                           num_workers=default_workers(_local_world()))
-    if cfg.holdout:
-        dataset = dataset.holdout()
-    validate_config(cfg, dataset.image_size, dataset.name, world, train_size=len(dataset.train_labels))
+    dataset = open_training_data(cfg, world, num_workers=default_workers(_local_world()))
     s = build_session(cfg, dataset, device, rank, world)
     if cfg.resume:
         s.resumed = restore_train_state(s)
@@ -224,7 +233,7 @@ def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: 
     optimizer = build_optimizer(model.parameters(), cfg, device)
     return Session(
         cfg=cfg, run_dir=Path(cfg.out) / (cfg.run_id or _default_run_id(cfg)),
-        command=shlex.join([sys.executable.split("/")[-1], "-m", "explorer.train", *to_argv(cfg)]),
+        command=shlex.join(training_command(cfg, python=sys.executable.split("/")[-1])),
         device=device, rank=rank, world=world, dataset=dataset, model=model, bare_model=bare_model,
         forward=model_forward(model, dataset.normalize, precision, device, channels_last), precision=precision,
         optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
@@ -400,9 +409,7 @@ def _not_started(cfg: TrainConfig, state: str, message: str) -> None:
     print(f"explorer.train: {'error: ' if state == 'failed' else ''}{message}", file=sys.stderr)
     run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
     if _distributed_rank()[0] == 0 and run_dir is not None and run_dir.is_dir():
-        previous = read_json(run_dir / STATUS) if cfg.resume else {}
-        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
-        write_status(run_dir, state, message=message, **({"progress": 0.0} | kept))
+        update_status(run_dir, state, message, keep_progress=bool(cfg.resume), progress=0.0)
 
 
 def run(cfg: TrainConfig) -> int:

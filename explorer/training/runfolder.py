@@ -35,8 +35,8 @@ from explorer.checkpoints import atomic_write_text
 
 __all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "STATUS", "TRAIN_STATE",
            "MetricsLog",
-           "RunInfo", "epoch_records", "final_epoch", "read_json", "read_metrics", "read_run_info", "training_curves",
-           "write_json", "write_status"]
+           "RunInfo", "epoch_records", "final_epoch", "read_json", "read_metrics", "read_run_config", "read_run_info",
+           "run_curves", "update_status", "write_json", "write_status"]
 
 CONFIG, STATUS, METRICS, LAUNCH, LOG = "config.json", "status.json", "metrics.jsonl", "launch.json", "train.log"
 TRAIN_STATE = "train_state.safetensors"
@@ -57,6 +57,15 @@ def write_json(path: Path, obj: Any) -> None:
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     """status.json: the state of the run and its progress (read by the run manager and the app)."""
     write_json(run_dir / STATUS, {"state": state, "updated": time.time(), **fields})
+
+
+def update_status(run_dir: Path, state: str, message: str, keep_progress: bool = True, **fields: Any) -> None:
+    """A new state for a run, written by whoever outlives its process (the manager, a start-up that failed): the
+    progress fields of its status.json (epoch, step, device ...) are kept over ``fields`` unless
+    ``keep_progress`` is false; its pid is dropped, since the writer is not (or no longer) the training process."""
+    previous = read_json(run_dir / STATUS) if keep_progress else {}
+    kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message", "pid")}
+    write_status(run_dir, state, message=message, **(fields | kept))
 
 
 class MetricsLog:
@@ -150,7 +159,7 @@ def final_epoch(run_dir: Path) -> dict[str, Any] | None:
     return epochs[-1] if epochs else None
 
 
-def training_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
+def run_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
     """(method, {metric: (epochs, values)}) of a run folder, for the live training curves.
 
     Loss, CE and KD come from the step records, placed at fractional epochs (step / steps per epoch), so a
@@ -198,11 +207,17 @@ class RunInfo:
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))]
 
 
+def read_run_config(run_dir: Path, launch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's settings: its config.json (written by the training process, with what it resolved), or while the
+    run has not started yet, the config its launch record queued (``launch``: that record, when already read)."""
+    return read_json(run_dir / CONFIG) or (read_json(run_dir / LAUNCH) if launch is None else launch).get("config", {})
+
+
 def read_run_info(run_dir: Path) -> RunInfo:
     """What the runs table shows of one run folder (its status, launch record, config and epoch records)."""
     status = read_json(run_dir / STATUS)
     launch = read_json(run_dir / LAUNCH)
-    config = read_json(run_dir / CONFIG) or launch.get("config", {})
+    config = read_run_config(run_dir, launch)
     tests = [r["test_accuracy"] for r in epoch_records(run_dir) if "test_accuracy" in r]
     started = launch.get("queued_at") or (run_dir / STATUS).stat().st_ctime
     return RunInfo(run_id=run_dir.name, method=config.get("method", "?"), dataset=config.get("dataset", "?"),

@@ -41,33 +41,25 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from explorer.data import Dataset, DatasetError, load_dataset
+from explorer.data import Dataset, DatasetError
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
-from explorer.training.config import (
-    RUN_ID_PATTERN,
-    ConfigError,
-    TrainConfig,
-    check_resumable,
-    field_types,
-    parse_config,
-    to_argv,
-    validate_config,
-)
+from explorer.streaming import StreamedDataset
+from explorer.training.command import FORM_FIELDS, config_from_settings, resume_command, training_command
+from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
+from explorer.training.loop import open_training_data
 from explorer.training.processes import ProcessGroup, process_identity, training_process_alive
 from explorer.training.runfolder import (
-    CONFIG,
     FINAL_STATES,
     LAUNCH,
     LOG,
@@ -75,16 +67,15 @@ from explorer.training.runfolder import (
     RunInfo,
     read_json,
     read_metrics,
+    read_run_config,
     read_run_info,
+    update_status,
     write_json,
     write_status,
 )
 
-__all__ = ["FORM_DEFAULTS", "FORM_FIELDS", "POLL_S", "RunError", "RunManager"]
+__all__ = ["POLL_S", "RunError", "RunManager"]
 
-FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out", "run_id", "download", "resume"))
-# The Train tab's defaults: the CLI's (IPS, small_cnn on mnist5k), 5 epochs: about a minute on a laptop CPU
-FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 POLL_S = 0.5
 GRACE_S = 10.0
 # Training processes run this much "nicer" than the app (their session too: ``_lower_priority``), so the CPU serves
@@ -144,32 +135,6 @@ def _interrupted_message(status: dict[str, Any]) -> str:
     return "interrupted: its process ended without a final state (the app or the machine stopped)"
 
 
-def _form_argv(settings: Mapping[str, Any]) -> list[str]:
-    """Form values -> CLI arguments for ``parse_config`` (``--name=value``, so no value is read as a flag)."""
-    unknown = sorted(set(settings) - set(FORM_FIELDS))
-    if unknown:
-        raise RunError(f"unknown setting(s) {', '.join(unknown)}; a run takes {', '.join(FORM_FIELDS)}")
-    kinds = field_types()
-    optional = {f.name for f in fields(TrainConfig) if f.default == ""}  # "" means "none" (--preset, --milestones)
-    argv = []
-    for name, value in settings.items():
-        flag = "--" + name.replace("_", "-")
-        if value == "" and name in optional:
-            argv.append(f"{flag}=")
-            continue
-        if value is None or value == "":
-            raise RunError(f"{flag} is empty; give it a value")
-        if kinds[name] is bool:
-            if not isinstance(value, bool):
-                raise RunError(f"{flag} must be true or false; got {value!r}")
-            argv += [flag] if value else []
-            continue
-        if kinds[name] is int and isinstance(value, float) and value.is_integer():
-            value = int(value)  # a number box gives 5.0 for 5
-        argv.append(f"{flag}={value}")
-    return argv
-
-
 def _readable_info(run_dir: Path) -> RunInfo:
     """``read_run_info``, or for a folder whose files hold values of the wrong kind (a hand-edited or foreign
     status.json, an epoch record without its numbers) a row of state "unreadable" that says why: one malformed
@@ -185,7 +150,7 @@ def _readable_info(run_dir: Path) -> RunInfo:
                        images_per_s=None, eta_s=None, started=run_dir.stat().st_mtime, path=run_dir)
 
 
-def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
+def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset | StreamedDataset) -> None:
     """``RunError`` unless ``model`` (built on the meta device) takes the dataset's images: a forward pass on the
     meta device computes shapes only, so a ViT that needs 224x224 inputs is refused at once, not after the
     dataset and the real model are loaded in the training process."""
@@ -262,9 +227,7 @@ class RunManager:
                 except FileExistsError:
                     raise RunError(f"run {run_id} already exists in {self.runs_dir.name}; choose another id") from None
             cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
-            command = [sys.executable, "-m", "explorer.train", *to_argv(cfg)]
-            if gpus > 1:
-                command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+            command = training_command(cfg, gpus)
             manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
             launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
                       "queued_at": time.time(), "manager": manager, **({"study": study} if study else {})}
@@ -296,14 +259,12 @@ class RunManager:
             if processes > self.max_concurrent:
                 raise RunError(f"run {run_id} trained on {processes} GPUs; this app runs at most "
                                f"{self.max_concurrent} training processes at once")
-            command = [sys.executable, "-m", "explorer.train", "--resume", str(run_dir)]
-            if processes > 1:
-                command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+            command = resume_command(run_dir, processes)
             launch.pop("process", None)
             launch.update(command=command, resumed_at=time.time(),
                           manager={"pid": os.getpid(), "start": self._identity[0] if self._identity else None})
             write_json(run_dir / LAUNCH, launch)
-            self._write_state(run_dir, "queued", "waiting for a free slot to resume")
+            update_status(run_dir, "queued", "waiting for a free slot to resume")
             self._queue[run_id] = launch
             self._advance()
 
@@ -335,7 +296,7 @@ class RunManager:
     def settings(self, run_id: str) -> dict[str, Any]:
         """The form values a run was launched with, e.g. to launch the same settings with another method."""
         run_dir = self.run_dir(run_id)
-        config = read_json(run_dir / LAUNCH).get("config") or read_json(run_dir / CONFIG)
+        config = read_run_config(run_dir)
         return {name: config[name] for name in FORM_FIELDS if name in config}
 
     def cancel(self, run_id: str) -> None:
@@ -346,7 +307,7 @@ class RunManager:
         with self._lock:
             if run_id in self._queue:
                 del self._queue[run_id]
-                self._write_state(run_dir, "cancelled", "cancelled before it started")
+                update_status(run_dir, "cancelled", "cancelled before it started")
                 return
             process = self._active.get(run_id)
             if process is None:
@@ -416,7 +377,7 @@ class RunManager:
                 if isinstance(owner, ProcessGroup):
                     self._active[run_id] = owner
                 elif owner is None:
-                    self._write_state(run_dir, "failed", _interrupted_message(status))
+                    update_status(run_dir, "failed", _interrupted_message(status))
                     interrupted.append(run_id)
         return interrupted
 
@@ -427,7 +388,7 @@ class RunManager:
         self._watcher.join()
         with self._lock:
             for run_id in self._queue:
-                self._write_state(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
+                update_status(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
             self._queue.clear()
 
     # ---- internals --------------------------------------------------------------------------------
@@ -438,7 +399,7 @@ class RunManager:
         if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
             raise RunError(f"the number of GPUs must be a whole number >= 1; got {gpus!r}")
         try:
-            cfg = parse_config(_form_argv(settings))
+            cfg = config_from_settings(settings)
             device = resolve_device(cfg.device)
         except (ConfigError, ValueError) as exc:
             raise RunError(str(exc)) from None
@@ -450,10 +411,7 @@ class RunManager:
                            f"{self.max_concurrent} training processes at once")
         cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
         try:
-            dataset = load_dataset(cfg.dataset, cfg.data_root, False, cfg.image_size)
-            if cfg.holdout:  # the split the run trains on, as the CLI's own check sees it
-                dataset = dataset.holdout()
-            validate_config(cfg, dataset.image_size, dataset.name, gpus, train_size=len(dataset.train_labels))
+            dataset = open_training_data(cfg, gpus, download=False)  # what the training process will open
             with torch.device("meta"):  # the size of the model, without allocating it
                 model = build_model(cfg.model, dataset.channels, dataset.num_classes)
         except (ConfigError, DatasetError, ModelError) as exc:
@@ -475,13 +433,6 @@ class RunManager:
                 return run_id, self.runs_dir / run_id
             except FileExistsError:
                 continue
-
-    def _write_state(self, run_dir: Path, state: str, message: str) -> None:
-        """Write a state for a run whose process does not (a final one, or queued / starting for a resume),
-        keeping its progress fields."""
-        previous = read_json(run_dir / STATUS)
-        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message", "pid")}  # pid: gone
-        write_status(run_dir, state, message=message, **kept)
 
     def _watch(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -508,7 +459,7 @@ class RunManager:
     def _start(self, run_id: str, launch: dict[str, Any]) -> None:
         run_dir = self.runs_dir / run_id
         if "resumed_at" in launch:  # keeps the progress it had until the training process reports
-            self._write_state(run_dir, "running", "resuming: loading Python, the data, the model and its state")
+            update_status(run_dir, "running", "resuming: loading Python, the data, the model and its state")
         else:
             write_status(run_dir, "running", message="starting: loading Python, the data and the model",
                          progress=0.0, step=0, epoch=0, epochs=launch["config"]["epochs"],
@@ -524,7 +475,7 @@ class RunManager:
                 popen = subprocess.Popen(launch["command"], stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as exc:
-            self._write_state(run_dir, "failed", f"could not start the training process: {exc}")
+            update_status(run_dir, "failed", f"could not start the training process: {exc}")
             return
         _lower_priority(popen.pid)
         identity = process_identity(popen.pid)
@@ -546,13 +497,13 @@ class RunManager:
             return  # the training process wrote its own final state
         code = process.returncode
         if cancelled:
-            self._write_state(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
+            update_status(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
                                                     "state (the checkpoint of its last finished epoch is kept)")
         elif code is None:
-            self._write_state(run_dir, "failed", "interrupted: its process ended without a final state")
+            update_status(run_dir, "failed", "interrupted: its process ended without a final state")
         elif code < 0:
-            self._write_state(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
+            update_status(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
                                                  f"memory?) before it could save its state; see the log")
         else:
-            self._write_state(run_dir, "failed", f"the training process exited with code {code} before it could "
+            update_status(run_dir, "failed", f"the training process exited with code {code} before it could "
                                                  f"save its state; see the log")

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
-from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, to_argv
+from explorer.training.command import training_command
+from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
@@ -398,7 +399,7 @@ def _train(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int = 1
             while todo and not failed and len(running) < jobs:
                 setting, seed, run_dir = todo.pop(0)
                 print(f"== {setting.label}, seed {seed} -> {run_dir}", flush=True)
-                command = [sys.executable, "-m", "explorer.train", *to_argv(spec.config(setting, seed, out))]
+                command = training_command(spec.config(setting, seed, out))
                 running[subprocess.Popen(command, stdout=quiet)] = run_dir
             process = next((p for p in running if p.poll() is not None), None)
             if process is None:

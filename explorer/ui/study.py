@@ -35,10 +35,11 @@ from explorer.analysis.payloads import (
     study_runs_table,
     study_summary_table,
 )
+from explorer.training.command import FORM_DEFAULTS, FORM_FIELDS
 from explorer.training.config import RUN_ID_PATTERN
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.runfolder import STATUS, read_json
-from explorer.training.runs import FORM_DEFAULTS, FORM_FIELDS, RunError, RunManager
+from explorer.training.runs import RunError, RunManager
 from explorer.training.study import (
     COMPARISONS,
     STUDIES,

@@ -21,13 +21,13 @@ import pandas as pd
 
 from explorer.analysis.cache import file_version
 from explorer.analysis.catalog import public_text
-from explorer.analysis.figures import training_curves
+from explorer.analysis.figures import training_curves_figure
 from explorer.analysis.payloads import runs_payload
 from explorer.analysis.schedules import QUICK, fair_schedule
+from explorer.training.command import FORM_DEFAULTS
 from explorer.training.methods import METHODS
-from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo
-from explorer.training.runfolder import training_curves as run_curves
-from explorer.training.runs import FORM_DEFAULTS, RunManager
+from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo, run_curves
+from explorer.training.runs import RunManager
 from explorer.ui.common import AppContext, handler
 from explorer.ui.header import Header, dataset_checkpoints, missing_methods
 from explorer.ui.train_form import build_form, launch_run, wire_form
@@ -78,8 +78,8 @@ def _curves(folders: dict[str, Path], references: list[str], files: list[list], 
     if files == previous.get("curves"):
         return gr.skip()
     loaded = {name: run_curves(folder) for name, folder in folders.items()}
-    return training_curves({name: c for name, (_, c) in loaded.items()}, {name: m for name, (m, _) in loaded.items()},
-                           dashed=references, epochs=epochs)
+    return training_curves_figure({name: c for name, (_, c) in loaded.items()},
+                                  {name: m for name, (m, _) in loaded.items()}, dashed=references, epochs=epochs)
 
 
 def resumable(info: RunInfo | None) -> bool:

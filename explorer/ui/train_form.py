@@ -1,15 +1,14 @@
 """The Train tab's launch form: settings, schedules by purpose with this machine's time, the CLI command.
 
 Split from ``train.py`` (the runs panel) to keep each module readable. The form's values are ``TrainConfig``
-fields; defaults come from ``explorer.training.runs.FORM_DEFAULTS`` (the CLI's, 5 epochs), never written here.
-The command line under the form is built from the settings through ``explorer.training.config.parse_config``,
-so what it shows is what the CLI accepts (or the CLI's own refusal); it lists only the flags that differ from
+fields; defaults come from ``explorer.training.command.FORM_DEFAULTS`` (the CLI's, 5 epochs), never written here.
+The command line under the form is ``explorer.training.command.preview`` of the settings, the module that builds
+every launch, so what it shows is what runs (or the CLI's own refusal); it lists only the flags that differ from
 the CLI's defaults.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,10 +17,11 @@ import torch
 
 from explorer.analysis.schedules import estimate_text, fair_schedule, schedule_choices, schedules
 from explorer.data import DATASETS
-from explorer.training.config import ConfigError, TrainConfig, field_types, parse_config
+from explorer.training.command import FORM_DEFAULTS, preview
+from explorer.training.config import TrainConfig
 from explorer.training.methods import METHODS
 from explorer.training.precision import PRECISIONS
-from explorer.training.runs import FORM_DEFAULTS, RunManager
+from explorer.training.runs import RunManager
 from explorer.ui.common import AppContext, handler
 
 __all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "launch_run", "schedule_of",
@@ -57,28 +57,10 @@ def command_line(dataset: str, model: str, method: str, epochs: float, batch_siz
                  patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
                  seed: float, equal_compute: bool, device: str, gpus: float,
                  precision: str = FORM_DEFAULTS["precision"]) -> str:
-    """The training CLI command of the form's settings (the flags that differ from the defaults), checked by
-    ``parse_config``; a value the CLI refuses gives its one-line message instead."""
+    """The training CLI command of the form's settings, as ``explorer.training.command`` builds every launch."""
     settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
                          temperature, kd_weight, seed, equal_compute, device, precision)
-    defaults, kinds, argv = TrainConfig(), field_types(), []
-    for name, value in settings.items():
-        if value is None or value == "":
-            return f"# --{name.replace('_', '-')} is empty; give it a value"
-        if kinds[name] is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if value == getattr(defaults, name):
-            continue
-        flag = "--" + name.replace("_", "-")
-        argv += [flag] if value is True else [] if value is False else [flag, str(value)]
-    try:
-        parse_config(argv)
-    except ConfigError as exc:
-        return f"# the CLI refuses these settings: {exc}"
-    launcher = ["python", "-m", "explorer.train"]
-    if gpus and int(gpus) > 1:
-        launcher[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(gpus)}"]
-    return shlex.join([*launcher, *argv])
+    return preview(settings, int(gpus) if gpus and gpus > 1 else 1)
 
 
 def apply_schedule(schedule: str, dataset: str) -> Any:
