@@ -1,6 +1,6 @@
-"""``python -m explorer.bench``, the core benchmark; the code is in ``explorer.training.bench``."""
+"""``python -m explorer.bench``, the core benchmark; the code is in ``explorer.benchmarks.training``."""
 
-from explorer.training.bench import main
+from explorer.benchmarks.training import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""``python -m explorer.bench_app``, the app latency benchmark; the code is in ``explorer.ui.bench_app``."""
+"""``python -m explorer.bench_app``, the app latency benchmark; the code is in ``explorer.benchmarks.app``."""
 
-from explorer.ui.bench_app import main
+from explorer.benchmarks.app import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,7 +5,7 @@
 #
 # bench:   python -m explorer.bench on synthetic ResNet-18 / 3x32x32 / 100-class tensors (fp32 and bf16, batch 256).
 # runs:    short ResNet-18 training runs through the training CLI on a synthetic Tiny-ImageNet in the official
-#          layout (explorer.tinyimagenet.write_miniature, 200 classes x 100 images, 64x64): IPS bf16, IPS bf16
+#          layout (explorer.data.tinyimagenet.write_miniature, 200 classes x 100 images, 64x64): IPS bf16, IPS bf16
 #          --compile, CE bf16, IPS fp32, 2 epochs each. Nothing else should use the GPU during bench and runs.
 # checks:  the CUDA tests (tests/test_cuda.py, tests/test_training_precision.py) and a torchrun run (one process per
 #          GPU; with one GPU that is world size 1, which makes no NCCL process group).
@@ -32,7 +32,7 @@ EOF
 }
 
 miniature() {
-    [[ -d $DATA/tiny-imagenet-200 ]] || python -c "from explorer.tinyimagenet import write_miniature as w
+    [[ -d $DATA/tiny-imagenet-200 ]] || python -c "from explorer.data.tinyimagenet import write_miniature as w
 w('$DATA', classes=200, train_per_class=100, val_per_class=10)"
 }
 

@@ -30,6 +30,6 @@ def ctx(tmp_path_factory):
     """The app's context on the demo checkpoints and an empty runs folder, on the CPU (the tabs' handlers take it)."""
     import torch
 
-    from explorer.ui.common import AppContext  # imports Gradio: only the tests that ask for it pay for that
+    from explorer.ui.context import AppContext
 
     return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))

@@ -104,7 +104,7 @@ def running_app(runs_dir: Path, max_runs: int = 2, checkpoints_dir: Path = DEMO)
 
     At the end every run it started is cancelled and waited for, so no training process outlives the test.
     """
-    from explorer.ui import build_app
+    from explorer.ui.app import build_app
 
     runs = RunManager(runs_dir, max_concurrent=max_runs, grace_s=5.0)
     demo = build_app(runs, checkpoints_dir=checkpoints_dir, device="cpu")

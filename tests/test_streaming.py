@@ -10,22 +10,26 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import tinyimagenet
-from explorer.data import Dataset, DatasetError, load_dataset
-from explorer.ips import build_class_index, default_patch_size
-from explorer.streaming import (
+from explorer.data import (
     LOAD_PEAK,
+    Dataset,
+    DatasetError,
+    available_memory,
+    choose_data_mode,
+    load_dataset,
+    open_dataset,
+    tinyimagenet,
+)
+from explorer.data.streaming import (
     BatchStream,
     ImageBatch,
     PairBatchSampler,
     StreamedDataset,
-    available_memory,
     channel_stats,
-    choose_data_mode,
     image_loader,
-    open_dataset,
     pair_loader,
 )
+from explorer.ips import build_class_index, default_patch_size
 
 # Tiny-ImageNet in miniature: wnids.txt deliberately unsorted; labels follow the sorted wnids
 WNIDS = ("n03000001", "n01000001", "n02000001")

@@ -12,11 +12,10 @@ import sys
 import pytest
 import torch
 
-from explorer import tinyimagenet
 from explorer.checkpoints import load_checkpoint
-from explorer.data import load_dataset
+from explorer.data import load_dataset, open_dataset, tinyimagenet
+from explorer.data.streaming import PairBatchSampler, derived_seed
 from explorer.ips import build_class_index, same_class_partners
-from explorer.streaming import PairBatchSampler, derived_seed, open_dataset
 from explorer.training import loop, streamed
 from explorer.training.config import parse_config
 from explorer.training.runs import RunManager

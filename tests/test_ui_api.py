@@ -17,13 +17,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from explorer.analysis.pairs import class_test_index, swap_pair
+from explorer.benchmarks.app import loopback_client
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.training.command import FORM_DEFAULTS
 from explorer.training.config import RUN_ID_PATTERN
 from explorer.training.runfolder import FINAL_STATES
-from explorer.ui.bench_app import loopback_client
 from tests.helpers import DEMO, running_app, save_digits_run
 
 CE, IPS = str(DEMO / "mnist5k-small_cnn-ce"), str(DEMO / "mnist5k-small_cnn-ips")

@@ -12,8 +12,8 @@ from gradio import processing_utils
 from PIL import Image
 
 from explorer.training.runs import RunManager
-from explorer.ui import build_app
-from explorer.ui.common import ANALYSIS_EVENTS, ANALYSIS_WORK, HEAVY_WORK, LIGHT_EVENTS, MODEL_WORK
+from explorer.ui.app import build_app
+from explorer.ui.context import ANALYSIS_EVENTS, ANALYSIS_WORK, HEAVY_WORK, LIGHT_EVENTS, MODEL_WORK
 from tests.helpers import DEMO
 
 
@@ -120,7 +120,7 @@ def test_the_static_file_check_answers_as_gradios_with_one_path_resolution(demo,
     from gradio import utils
     from gradio.data_classes import FileData, _StaticFiles
 
-    from explorer.ui.app import is_static_file
+    from explorer.ui.gradio_patches import is_static_file
 
     static = tmp_path / "static"
     static.mkdir()
@@ -143,3 +143,26 @@ def test_the_static_file_check_answers_as_gradios_with_one_path_resolution(demo,
     sent = asyncio.run(processing_utils.async_move_files_to_cache(answer, block, postprocess=True))
     assert sent["path"] == str(static / "picture.png")  # served from where it is, not copied into the cache
     assert len(resolved) == 1  # build_app put the app's check where Gradio looks for it
+
+
+def test_the_gradio_workarounds_are_installed_once_and_only_on_the_release_they_were_written_for(demo):
+    """A patch of Gradio internals may not fit another release: there Gradio is left as it is, and the log says so."""
+    import subprocess
+    import sys
+
+    from gradio import processing_utils as gradio_processing
+    from gradio import utils
+
+    from explorer.ui import gradio_patches
+
+    assert gradio_patches.installed() and gradio_patches.install() is True  # build_app installed them; again: no-op
+    assert utils.is_static_file is gradio_patches.is_static_file
+    assert gradio_processing.save_pil_to_cache is gradio_patches.save_pil_to_cache_atomically
+    probe = ("from gradio import processing_utils, state_holder, utils; from explorer.ui import gradio_patches as g; "
+             "before = (utils.is_static_file, processing_utils.save_pil_to_cache, state_holder.SessionState.__init__, "
+             "utils.traceback); print(g.install('6.30.1'), before == (utils.is_static_file, "
+             "processing_utils.save_pil_to_cache, state_holder.SessionState.__init__, utils.traceback))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["False", "True"]
+    assert "Gradio 6.30.1 is not 6.31" in out.stderr

@@ -43,7 +43,7 @@ def test_train_help_states_the_run_id_default_once():
 
 
 def test_bench_docstring_states_no_repeats_other_than_the_parsers():
-    from explorer.training import bench
+    from explorer.benchmarks import training as bench
 
     parser_default = re.search(r"default=(\d+)", (ROOT / "explorer/training/bench.py").read_text().split(
         '"--repeats"')[1]).group(1)

@@ -11,7 +11,7 @@ import torch
 from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
 from explorer.analysis.pairs import class_test_index
 from explorer.ui import evidence
-from explorer.ui.common import AppContext
+from explorer.ui.context import AppContext
 from explorer.ui.evidence import EXCHANGES, evidence_agreement_view, patch_evidence_view
 from explorer.ui.gaps import ALL_CLASSES, MODEL_SETS
 from explorer.ui.swap import show_pair

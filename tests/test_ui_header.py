@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from explorer.ui.common import AppContext
+from explorer.ui.context import AppContext
 from explorer.ui.header import (
     dataset_checkpoints,
     dataset_choices,

@@ -26,7 +26,7 @@ from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo, run_curves
 from explorer.training.runs import RunManager
 from explorer.training.study import STARTUP_S
-from explorer.ui.common import AppContext
+from explorer.ui.context import AppContext
 from explorer.ui.train import (
     ask_delete,
     cancel_run,

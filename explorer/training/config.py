@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from explorer.data import DATA_MODES
 from explorer.ips import check_patch_size, dividing_patch_sizes
-from explorer.streaming import DATA_MODES
 from explorer.training.methods import METHODS
 from explorer.training.precision import LAYOUTS, PRECISIONS
 from explorer.training.presets import PRESETS

@@ -39,7 +39,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from explorer.data import Dataset, DatasetError, augment
+from explorer.data import Dataset, DatasetError, augment, open_dataset
+from explorer.data.streaming import StreamedDataset, default_workers
 from explorer.device import resolve_device
 from explorer.evaluate import classification_metrics, predict_logits
 from explorer.ips import ClassIndex, build_class_index, default_patch_size, same_class_partners
 from explorer.models import ModelError, build_model
-from explorer.streaming import StreamedDataset, default_workers, open_dataset
 from explorer.training.command import training_command
 from explorer.training.config import (
     ConfigError,
@@ -67,8 +66,9 @@ from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 from explorer.training.recorder import Recorder
 from explorer.training.runfolder import update_status
+from explorer.training.session import AnchorStream, Session
 from explorer.training.state import restore_train_state
-from explorer.training.streamed import DataStreams, open_streams, streamed_method_loss, streamed_test_logits
+from explorer.training.streamed import open_streams, streamed_method_loss, streamed_test_logits
 
 __all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
            "step_loss", "predict_test_split", "train_epoch", "train_step"]
@@ -79,21 +79,6 @@ EXIT_FAILED, EXIT_BAD_ARGS = 1, 2
 # --------------------------------------------------------------------------------------------------
 # Sampling and the step
 # --------------------------------------------------------------------------------------------------
-class AnchorStream:
-    """Endless anchors: the training indices in random order, one fresh permutation after another."""
-
-    def __init__(self, n: int, generator: torch.Generator, device: torch.device) -> None:
-        self.n, self.generator, self.device = n, generator, device
-        self.buffer = torch.empty(0, dtype=torch.long, device=device)
-
-    def next(self, count: int) -> Tensor:
-        while self.buffer.numel() < count:
-            perm = torch.randperm(self.n, generator=self.generator, device=self.device)
-            self.buffer = torch.cat([self.buffer, perm])
-        batch, self.buffer = self.buffer[:count], self.buffer[count:]
-        return batch
-
-
 def method_loss(cfg: TrainConfig, forward: Callable[[Tensor], Tensor], dataset: Dataset, anchors: Tensor,
                 class_index: ClassIndex, patch_size: int, generator: torch.Generator, shard: slice) -> StepOutput:
     """One step of ``cfg``'s method on the global batch ``anchors``: augment, draw partners, call the method.
@@ -117,43 +102,6 @@ def method_loss(cfg: TrainConfig, forward: Callable[[Tensor], Tensor], dataset: 
 # --------------------------------------------------------------------------------------------------
 # Setup
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class Session:
-    """Everything a run trains with, built once by ``setup``."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    command: str
-    device: torch.device
-    rank: int
-    world: int
-    dataset: Dataset | StreamedDataset
-    model: nn.Module  # DistributedDataParallel-wrapped under torchrun
-    bare_model: nn.Module  # the model itself, for evaluation and checkpoints
-    forward: Callable[[Tensor], Tensor]  # uint8 images -> fp32 logits, in the run's precision and layout
-    precision: str  # fp32, bf16 or fp16 (--precision resolved on the device)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler  # fp16 loss scaling; a pass-through in other precisions
-    class_index: ClassIndex
-    generator: torch.Generator
-    anchors: AnchorStream  # in-memory anchors (a streamed run draws none from it)
-    patch_size: int
-    shard: slice
-    steps_per_epoch: int
-    streams: DataStreams | None = None  # the batches of a streamed dataset; None: the dataset is in memory
-    step: int = 0  # optimiser steps done so far
-    resumed: dict[str, Any] | None = None  # the training state's JSON part when resumed (epoch, elapsed, ...)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.epochs * self.steps_per_epoch
-
-
 def _distributed_rank() -> tuple[int, int]:
     """(rank, world size) under torchrun, (0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -23,10 +23,8 @@ from explorer.checkpoints import save_checkpoint
 from explorer.training.config import step_anchors, step_images
 from explorer.training.processes import process_identity
 from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
+from explorer.training.session import Session
 from explorer.training.state import save_train_state
-
-if TYPE_CHECKING:
-    from explorer.training.loop import Session
 
 __all__ = ["Recorder"]
 

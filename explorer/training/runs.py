@@ -52,9 +52,9 @@ from typing import Any
 import torch
 
 from explorer.data import Dataset, DatasetError
+from explorer.data.streaming import StreamedDataset
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
-from explorer.streaming import StreamedDataset
 from explorer.training.command import FORM_FIELDS, config_from_settings, resume_command, training_command
 from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
 from explorer.training.loop import open_training_data

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,9 +26,7 @@ from safetensors.torch import safe_open
 
 from explorer.checkpoints import atomic_save_tensors
 from explorer.training.runfolder import TRAIN_STATE
-
-if TYPE_CHECKING:
-    from explorer.training.loop import Session
+from explorer.training.session import Session
 
 __all__ = ["restore_train_state", "save_train_state"]
 

@@ -1,6 +1,6 @@
 """The training loop's data when it is streamed from disk: each step's pairs and the test split, batch by batch.
 
-A ``StreamedDataset`` (``explorer.streaming``; ``--data-mode stream``, or ``auto`` when the images would not fit
+A ``StreamedDataset`` (``explorer.data.streaming``; ``--data-mode stream``, or ``auto`` when the images would not fit
 the memory budget) gives the loop what an in-memory ``Dataset`` gives it, read by DataLoader workers:
 
 - **A step**: the next batch of ``BatchStream(pair_loader(...))``, this rank's shard of one global batch of
@@ -37,8 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from explorer.data import augment
-from explorer.evaluate import predict_logits
-from explorer.streaming import (
+from explorer.data.streaming import (
     BatchStream,
     ImageBatch,
     PairBatch,
@@ -48,6 +47,7 @@ from explorer.streaming import (
     image_loader,
     pair_loader,
 )
+from explorer.evaluate import predict_logits
 from explorer.training.config import TrainConfig, step_anchors, step_images
 from explorer.training.methods import METHODS, StepBatch, StepOutput
 

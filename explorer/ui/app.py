@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import textwrap
-import traceback
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import gradio as gr
-from gradio import exceptions, processing_utils, queueing, routes, state_holder, utils
-from PIL import Image
 
 from explorer.device import resolve_device
 from explorer.training.runs import RunManager
-from explorer.ui import compare, gaps, gradcam, guide, study, swap, train
-from explorer.ui.common import AppContext, handler
+from explorer.ui import compare, gaps, gradcam, gradio_patches, guide, study, swap, train
+from explorer.ui.binding import handler
+from explorer.ui.context import AppContext
 from explorer.ui.header import build_header
 
-__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "QuietRefusals", "build_app", "is_static_file",
-           "lean_session_state", "opened", "save_pil_to_cache_atomically"]
+__all__ = ["CSS", "PRESENT_ON_LOAD_JS", "PRESENT_TOGGLE_JS", "build_app", "opened"]
 
 # Pixel images stay pixel-sharp when the browser scales them; captions read as captions.
 # Presentation mode (``body.present``, for a projector at 1024x768): what only the presenter needs is hidden
@@ -54,128 +45,16 @@ def opened(tab_id: str) -> str:
     return tab_id
 
 
-def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    """Gradio's ``processing_utils.save_pil_to_cache``, written atomically and only once per content.
-
-    Gradio 6.31 names a picture's cache file by the hash of its bytes and rewrites that file in place on every
-    answer (truncate, then write): when two users get the same picture at once (a class on the defaults), one of
-    them may download it while the other's answer truncates it, and receives 0 bytes ("Too little data for
-    declared Content-Length"). That is Gradio's race (its ``save_file_to_cache`` already writes under a temporary
-    name and skips existing copies; this one does not). Here the bytes go to a temporary file renamed into
-    place, and an existing copy (same hash, same bytes) is only touched, as Gradio does for files, so that
-    ``delete_cache`` ages it from its latest use.
-    """
-    data = processing_utils.encode_pil_to_bytes(img, format)
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(exist_ok=True, parents=True)
-    target = (folder / f"{name}.{format}").resolve()
-    if target.exists():
-        os.utime(target)
-        return str(target)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-")
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.replace(temporary, target)
-    return str(target)
-
-
-class QuietRefusals(ModuleType):
-    """The ``traceback`` module as Gradio's request handling sees it, with ``print_exc`` one line for a refusal.
-
-    Gradio checks every input against its component (a patch size not among a dropdown's choices, a slider value
-    out of range, text for a number) and refuses the request with an error the user sees; it also prints the
-    refusal's whole traceback into the server's log (``queueing.py``, ``routes.py``, ``utils.py`` call
-    ``traceback.print_exc()`` for any ``gradio.Error`` raised with its default ``print_exception=True``, which is
-    how Gradio raises its own). On a shared server a client sending bad values would fill the log with
-    tracebacks of nothing wrong. A refusal (``gradio.Error``, ``ComponentProcessingError``) is logged as one line
-    of at most 300 characters; any other exception, a bug, keeps its full traceback. The app's own refusals print
-    nothing (``common.handler`` raises them with ``print_exception=False``).
-    """
-
-    REFUSALS = (exceptions.Error, exceptions.ComponentProcessingError)
-
-    def __init__(self) -> None:
-        super().__init__("traceback")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(traceback, name)
-
-    @classmethod
-    def print_exc(cls, *args: Any, **kwargs: Any) -> None:
-        exc = sys.exception()
-        if isinstance(exc, cls.REFUSALS):
-            message = " ".join(str(getattr(exc, "message", None) or exc).split()) or type(exc).__name__
-            print(f"IPS Explorer: refused a request: {textwrap.shorten(message, 300)}", file=sys.stderr)
-        else:
-            traceback.print_exc(*args, **kwargs)
-
-
-class _NoBlockConfigs:
-    """The app's ``Blocks`` as ``SessionState.__init__`` sees it in ``lean_session_state``: no block is in
-    ``blocks``, the attribute whose only use there is to pick the blocks whose config is built up front."""
-
-    blocks: dict = {}
-
-    def __init__(self, blocks: gr.Blocks) -> None:
-        self._blocks = blocks
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blocks, name)
-
-
-_GRADIO_SESSION_INIT = state_holder.SessionState.__init__
-
-
-def lean_session_state(self: state_holder.SessionState, blocks: gr.Blocks) -> None:
-    """Gradio's ``SessionState.__init__``, without building every block's config when a session starts.
-
-    Gradio 6.31 builds the config of all ~260 blocks of this app for every new session (60 ms here, idle), on the
-    event loop that serves everyone: a class of 30 whose first requests arrive within seconds
-    held every request up for 2-4 s. Those copies only serve deep links (``gr.DeepLinkButton``, which this app
-    does not offer) and are otherwise made on demand (``SessionState._update_value_in_config`` builds a missing
-    block's config when an answer changes it), so here they start empty.
-    """
-    _GRADIO_SESSION_INIT(self, _NoBlockConfigs(blocks))
-
-
-def is_static_file(file_path: Any) -> bool:
-    """Gradio's ``utils.is_static_file`` (is this file under a ``gr.set_static_paths`` folder?), resolving the file's
-    path once instead of twice per static path.
-
-    Gradio 6.31 asks it for every file of every answer, twice (the answer and the session's copy of it), and its
-    ``is_in_or_equal`` resolves both paths anew for each of the static paths (its own two icons, then the app's
-    pictures folder): the 18 gallery pictures of a repeated Compare made 216 walks of ``os.path.realpath``, 70 % of
-    that request's server time (py-spy). The static paths are resolved already (``set_static_paths`` stores them
-    so); the answer is the same.
-    """
-    from gradio.data_classes import FileData, _StaticFiles
-
-    if isinstance(file_path, FileData):
-        file_path = file_path.path
-    if isinstance(file_path, str):
-        file_path = Path(file_path)
-        if not file_path.exists():
-            return False
-    if not isinstance(file_path, Path):
-        return False
-    resolved = utils.abspath(file_path).resolve()
-    return any(resolved == folder or folder in resolved.parents for folder in _StaticFiles.all_paths)
-
-
 def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", device: str = "auto") -> gr.Blocks:
     """The Blocks of the app: checkpoints from ``checkpoints_dir`` and every run folder of ``runs``.
 
     The caller owns the run manager (it starts and watches training processes): it creates one per app and
     closes it when the app stops, which a ``gr.Blocks`` has no hook for.
     """
-    processing_utils.save_pil_to_cache = save_pil_to_cache_atomically  # every component's pictures (see there)
-    for module in (queueing, routes, utils):  # Gradio's refusals of bad input: one log line each (see there)
-        module.traceback = QuietRefusals()
-    state_holder.SessionState.__init__ = lean_session_state  # a session starts without 260 block configs
-    utils.is_static_file = is_static_file  # one path resolution per file, not six (see there)
+    gradio_patches.install()
     ctx = AppContext(runs.runs_dir, Path(checkpoints_dir), resolve_device(device))
-    # The cached answers' pictures (``common.sendable``) are served from where they are, not checked and copied
-    # into Gradio's cache on every answer (18 files twice per repeated Compare: about 40 of its 71-78 ms).
+    # The cached answers' pictures (``binding.sendable``) are served from where they are, not checked and copied
+    # into Gradio's cache on every answer.
     gr.set_static_paths([ctx.pictures.name])
     with gr.Blocks(title="IPS Explorer", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)

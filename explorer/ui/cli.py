@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from explorer.analysis.cam import preload_cam  # after parsing, so --help is instant
     from explorer.checkpoints import CheckpointError
     from explorer.training.runs import RunManager
-    from explorer.ui import build_app
+    from explorer.ui.app import build_app
 
     if (warning := exposure_warning(args)) is not None:
         warnings.warn(warning, stacklevel=1)

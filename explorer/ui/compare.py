@@ -15,7 +15,8 @@ from explorer.analysis.payloads import compare_payload, compare_table
 from explorer.analysis.render import display_scale, render_image
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
-from explorer.ui.common import ANALYSIS_EVENTS, AppContext, analysis_handler, handler
+from explorer.ui.binding import analysis_handler, handler
+from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.gradcam import SOURCES, GradCamTab
 from explorer.ui.header import Header
 

@@ -31,7 +31,10 @@ from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import swap_patches
-from explorer.ui.common import HEAVY_WORK, LIGHT_EVENTS, AppContext, Header, handler, model_handler, result_views
+from explorer.ui.binding import handler, model_handler
+from explorer.ui.components import result_views
+from explorer.ui.context import HEAVY_WORK, LIGHT_EVENTS, AppContext
+from explorer.ui.header import Header
 
 __all__ = ["EXCHANGES", "build_gaps_section", "build_swap_section", "evidence_agreement_view", "patch_evidence_view"]
 

@@ -34,7 +34,10 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.stats import comparison_sentence
-from explorer.ui.common import HEAVY_WORK, AppContext, Header, handler, result_views
+from explorer.ui.binding import handler
+from explorer.ui.components import result_views
+from explorer.ui.context import HEAVY_WORK, AppContext
+from explorer.ui.header import Header
 
 __all__ = ["DEFAULT_IMAGES", "SWAP_RATIO", "build_section", "cam_faithfulness_view"]
 

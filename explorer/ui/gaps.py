@@ -16,7 +16,9 @@ from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import ANALYSIS_EVENTS, AppContext, analysis_handler, handler, integer_dropdown
+from explorer.ui.binding import analysis_handler, handler
+from explorer.ui.components import integer_dropdown
+from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import SwapTab, typed_values_js
 

@@ -21,7 +21,8 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.common import LIGHT_EVENTS, AppContext, handler, model_handler
+from explorer.ui.binding import handler, model_handler
+from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab, typed_values_js
 

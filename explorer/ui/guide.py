@@ -12,8 +12,9 @@ from explorer.analysis.render import render_image
 from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
-from explorer.ui.common import LIGHT_EVENTS, AppContext, model_handler
+from explorer.ui.binding import model_handler
 from explorer.ui.compare import model_claims, split_reports
+from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
 __all__ = ["CLAIM_PAIRS", "TAB_ID", "another_example", "build", "example", "first_example", "guide_claims",

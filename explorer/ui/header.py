@@ -20,20 +20,23 @@ import gradio as gr
 from explorer.analysis.catalog import checkpoint_folder
 from explorer.analysis.schedules import estimate_text, fair_schedule
 from explorer.checkpoints import CheckpointError, load_card
-from explorer.data import DatasetError
+from explorer.data import OFFLINE_DATASETS, DatasetError
 from explorer.training.methods import BASELINE, FEATURED
-from explorer.ui import common
-from explorer.ui.common import OFFLINE_DATASETS, AppContext, handler
+from explorer.ui.binding import handler
+from explorer.ui.context import AppContext
 
 __all__ = ["Header", "build_header", "dataset_checkpoints", "dataset_choices", "missing_methods", "notice_text",
            "pick_models", "refresh_datasets", "refresh_models", "switch_dataset", "train_label"]
 
 
 @dataclass
-class Header(common.Header):
-    """The pickers above the tabs (``common.Header``, which the shared sections take), the line about the
+class Header:
+    """The pickers above the tabs (one dataset and the two models every tab looks at), the line about the
     dataset's checkpoints, and the dataset switch's event."""
 
+    dataset: gr.Dropdown
+    model_a: gr.Dropdown
+    model_b: gr.Dropdown
     notice: gr.Markdown
     train_pair: gr.Button  # trains the baseline and IPS on the dataset (wired by the Train tab)
     switched: Any  # the dataset switch's Dependency: a tab chains its update to it with ``.then``

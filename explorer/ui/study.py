@@ -52,7 +52,7 @@ from explorer.training.study import (
     read_results,
     save_spec,
 )
-from explorer.ui.common import handler
+from explorer.ui.binding import handler
 from explorer.ui.train_form import TRAIN_DATASETS
 
 __all__ = ["TAB_ID", "TICK_S", "build", "cancel_study", "estimate_study", "export_study", "launch_study",

@@ -22,7 +22,9 @@ from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.common import LIGHT_EVENTS, AppContext, integer_dropdown, model_handler
+from explorer.ui.binding import model_handler
+from explorer.ui.components import integer_dropdown
+from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair",

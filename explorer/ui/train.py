@@ -28,7 +28,8 @@ from explorer.training.command import FORM_DEFAULTS
 from explorer.training.methods import METHODS
 from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo, run_curves
 from explorer.training.runs import RunManager
-from explorer.ui.common import AppContext, handler
+from explorer.ui.binding import handler
+from explorer.ui.context import AppContext
 from explorer.ui.header import Header, dataset_checkpoints, missing_methods
 from explorer.ui.train_form import build_form, launch_run, wire_form
 

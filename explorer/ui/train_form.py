@@ -22,7 +22,8 @@ from explorer.training.config import TrainConfig
 from explorer.training.methods import METHODS
 from explorer.training.precision import PRECISIONS
 from explorer.training.runs import RunManager
-from explorer.ui.common import AppContext, handler
+from explorer.ui.binding import handler
+from explorer.ui.context import AppContext
 
 __all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "launch_run", "schedule_of",
            "show_schedules"]

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from explorer.benchmarks.app import Recorder, _cpu_seconds, _percentile, _steps_per_s, _training_steps, main
 from explorer.training.runfolder import write_status
-from explorer.ui.bench_app import Recorder, _cpu_seconds, _percentile, _steps_per_s, _training_steps, main
 from tests.helpers import wait_for
 
 

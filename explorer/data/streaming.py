@@ -1,6 +1,6 @@
 """Image-file datasets bigger than memory: streamed from disk, batch by batch, with same-class pairs.
 
-**When.** ``open_dataset(..., data_mode=)`` returns an in-memory ``Dataset`` (``load_dataset``, unchanged) or a
+**When.** ``explorer.data.open_dataset(..., data_mode=)`` returns an in-memory ``Dataset`` (``load_dataset``) or a
 ``StreamedDataset``. ``"memory"`` and ``"stream"`` force the choice; ``"auto"`` (default) streams when loading in
 memory would exceed the memory budget: ``MEMORY_FRACTION`` of the memory still available (``/proc/meminfo``
 MemAvailable, lowered by a cgroup limit), or ``memory_budget`` bytes when given. Loading needs the decoded uint8
@@ -42,7 +42,6 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -50,38 +49,24 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from explorer.data import (
+from explorer.data.base import (
     MIN_STD,
     SPLIT_SEED,
     UNREADABLE_ERRORS,
-    Dataset,
-    DatasetError,
     ImageFiles,
-    check_class_sizes,
-    imagefolder_files,
-    load_dataset,
-    natural_crop_padding,
     normalize_images,
     read_image,
     stratified_split,
 )
 from explorer.ips import ClassIndex, build_class_index, same_class_partners
-from explorer.tinyimagenet import IMAGE_SIZE as TINYIMAGENET_SIZE
-from explorer.tinyimagenet import tinyimagenet_files
 
-__all__ = ["DATA_MODES", "LOAD_PEAK", "MEMORY_FRACTION", "STATS_IMAGES", "BatchStream", "ImageBatch", "PairBatch",
-           "PairBatchSampler", "StreamedDataset", "available_memory", "channel_stats", "choose_data_mode",
-           "default_workers", "derived_seed", "image_loader", "load_tinyimagenet", "open_dataset", "pair_loader"]
+__all__ = ["STATS_IMAGES", "BatchStream", "ImageBatch", "PairBatch", "PairBatchSampler", "StreamedDataset",
+           "channel_stats", "decode_all", "default_workers", "derived_seed", "image_loader", "pair_loader",
+           "sampled_stats"]
 
-DATA_MODES = ("auto", "memory", "stream")
-MEMORY_FRACTION = 0.5  # the other half stays for the model, the optimiser, activations and everything else
-LOAD_PEAK = {"imagefolder": 9.0, "tinyimagenet": 1.5}  # peak memory of load_dataset / its final uint8 tensors
 STATS_IMAGES = 10_000
 
 
-# --------------------------------------------------------------------------------------------------
-# Streamed datasets and the in-memory / streamed decision
-# --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamedDataset:
     """An image-file dataset read batch by batch: a ``Dataset``'s description with file lists for its tensors.
@@ -123,85 +108,9 @@ class StreamedDataset:
         ``Dataset.holdout``; the statistics are those of the remaining training images."""
         keep, held = stratified_split(self.train.labels.numpy(), fraction)
         train = self.train.subset(keep)
-        mean, std = _sampled_stats(train, self.image_size, num_workers)
+        mean, std = sampled_stats(train, self.image_size, num_workers)
         return replace(self, name=f"{self.name}[holdout]", train=train, test=self.train.subset(held), mean=mean,
                        std=std)
-
-
-def available_memory() -> int:
-    """Bytes this process can still take: MemAvailable, or less when a cgroup (container) limit leaves less."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    else:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
-    if limit.is_file() and used.is_file() and limit.read_text().strip() != "max":
-        available = min(available, int(limit.read_text()) - int(used.read_text()))
-    return available
-
-
-def choose_data_mode(data_mode: str, needed_bytes: int, memory_budget: int | None = None) -> str:
-    """``"memory"`` or ``"stream"``: ``data_mode`` itself unless it is ``"auto"``, then whether loading in memory,
-    ``needed_bytes`` at its peak, fits ``memory_budget`` (default ``MEMORY_FRACTION`` of ``available_memory()``)."""
-    if _checked_mode(data_mode) != "auto":
-        return data_mode
-    budget = int(MEMORY_FRACTION * available_memory()) if memory_budget is None else memory_budget
-    return "memory" if needed_bytes <= budget else "stream"
-
-
-def _checked_mode(data_mode: str) -> str:
-    if data_mode not in DATA_MODES:
-        raise ValueError(f"unknown data mode {data_mode!r}; use one of {', '.join(DATA_MODES)}")
-    return data_mode
-
-
-def open_dataset(name: str, data_root: str | Path = "data", download: bool = False, image_size: int = 32,
-                 data_mode: str = "auto", memory_budget: int | None = None,
-                 num_workers: int | None = None) -> Dataset | StreamedDataset:
-    """The dataset ``name`` in memory (``load_dataset``, cached) or streamed, as ``data_mode`` decides.
-
-    Arguments as for ``load_dataset``; ``memory_budget`` (bytes) replaces the automatic budget; ``num_workers``
-    decode the statistics sample of a streamed dataset. Streaming anything but an image-file dataset, or an image
-    folder with a class of fewer than 2 training images, raises ``DatasetError``.
-    """
-    if name == "tinyimagenet":
-        train, test, class_names = tinyimagenet_files(data_root, download)  # checks the class folders itself
-        size, class_folders = (TINYIMAGENET_SIZE, TINYIMAGENET_SIZE), None
-        display_name = name
-    elif name.startswith("imagefolder:"):
-        path = name.split(":", 1)[1]
-        train_samples, test_samples, class_folders = imagefolder_files(path)
-        train, test = ImageFiles.from_samples(train_samples), ImageFiles.from_samples(test_samples)
-        class_names, size = tuple(folder.name for folder in class_folders), (image_size, image_size)
-        display_name = f"imagefolder:{Path(path).expanduser()}"  # as load_dataset names it
-    else:
-        if _checked_mode(data_mode) == "stream":
-            raise DatasetError(f"{name} cannot be streamed: only image-file datasets (imagefolder:PATH, tinyimagenet) "
-                               f"are read file by file; use --data-mode memory or auto")
-        return load_dataset(name, data_root, download, image_size)
-    needed = (len(train) + len(test)) * 3 * size[0] * size[1] * LOAD_PEAK[name.split(":", 1)[0]]
-    if choose_data_mode(data_mode, int(needed), memory_budget) == "memory":
-        return load_dataset(name, data_root, download, image_size)
-    if class_folders is not None:
-        check_class_sizes(train.labels, class_folders)
-    mean, std = _sampled_stats(train, size, num_workers)
-    return StreamedDataset(display_name, train, test, class_names, size, mean, std,
-                           crop_padding=natural_crop_padding(size[0]), flip=True)
-
-
-def load_tinyimagenet(data_root: str | Path = "data", download: bool = False,
-                      num_workers: int | None = None) -> Dataset:
-    """Tiny-ImageNet whole in memory (``load_dataset("tinyimagenet")``): decoded by DataLoader workers into
-    preallocated tensors, the statistics counted batch by batch, so the peak stays near the final 1.4 GB."""
-    train, test, class_names = tinyimagenet_files(data_root, download)
-    size = (TINYIMAGENET_SIZE, TINYIMAGENET_SIZE)
-    train_images, train_labels = _decode_all(train, size, num_workers)
-    test_images, test_labels = _decode_all(test, size, num_workers)
-    mean, std = channel_stats(train_images.split(256))
-    return Dataset("tinyimagenet", train_images, train_labels, test_images, test_labels, class_names, mean, std,
-                   crop_padding=natural_crop_padding(TINYIMAGENET_SIZE), flip=True)
 
 
 def channel_stats(batches: Iterable[Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -232,7 +141,7 @@ def default_workers(processes: int = 1) -> int:
     return max(1, min(8, cpus // max(1, processes)))
 
 
-def _sampled_stats(files: ImageFiles, image_size: tuple[int, int],
+def sampled_stats(files: ImageFiles, image_size: tuple[int, int],
                    num_workers: int | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``channel_stats`` of ``STATS_IMAGES`` training images drawn with ``SPLIT_SEED`` (all, when fewer)."""
     sample = files
@@ -243,7 +152,7 @@ def _sampled_stats(files: ImageFiles, image_size: tuple[int, int],
     return channel_stats(batch.images for batch in image_loader(sample, image_size, 256, num_workers))
 
 
-def _decode_all(files: ImageFiles, image_size: tuple[int, int], num_workers: int | None) -> tuple[Tensor, Tensor]:
+def decode_all(files: ImageFiles, image_size: tuple[int, int], num_workers: int | None) -> tuple[Tensor, Tensor]:
     """Every readable image of ``files`` as one uint8 tensor, and their labels (unreadable files left out)."""
     images = torch.empty((len(files), 3, *image_size), dtype=torch.uint8)
     labels = torch.empty(len(files), dtype=torch.long)
@@ -257,9 +166,6 @@ def _decode_all(files: ImageFiles, image_size: tuple[int, int], num_workers: int
     return images[:filled].clone(), labels[:filled].clone()
 
 
-# --------------------------------------------------------------------------------------------------
-# Batches: what the workers read
-# --------------------------------------------------------------------------------------------------
 class ImageBatch(NamedTuple):
     """Readable images of one batch, in order (test split, CE training, statistics)."""
 
@@ -330,9 +236,6 @@ class _Collate:
                 torch.tensor([index for index, _, _ in items], dtype=torch.long))
 
 
-# --------------------------------------------------------------------------------------------------
-# The pair sampler
-# --------------------------------------------------------------------------------------------------
 class PairBatchSampler(Sampler[list[int]]):
     """Batches of anchors + same-class partners for a DataLoader, one permutation of the training set per epoch.
 
@@ -388,9 +291,6 @@ def derived_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, key]).generate_state(1, np.uint64)[0])
 
 
-# --------------------------------------------------------------------------------------------------
-# Loaders and the device stream
-# --------------------------------------------------------------------------------------------------
 def pair_loader(data: StreamedDataset, batch_size: int, seed: int = 0, *, with_partners: bool = True, rank: int = 0,
                 world_size: int = 1, num_workers: int | None = None, device: torch.device | str = "cpu",
                 prefetch_factor: int = 4) -> DataLoader:

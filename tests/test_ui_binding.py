@@ -16,15 +16,8 @@ import pytest
 import torch
 from gradio.helpers import special_args
 
-from explorer.ui.common import (
-    ANALYSIS_WORK,
-    HEAVY_WORK,
-    MODEL_WORK,
-    AppContext,
-    analysis_handler,
-    handler,
-    model_handler,
-)
+from explorer.ui.binding import analysis_handler, handler, model_handler
+from explorer.ui.context import ANALYSIS_WORK, HEAVY_WORK, MODEL_WORK, AppContext
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from explorer.training.bench import main, synthetic_dataset
+from explorer.benchmarks.training import main, synthetic_dataset
 
 
 def test_synthetic_tensors_have_the_asked_shape_and_balanced_classes():

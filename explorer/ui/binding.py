@@ -1,0 +1,136 @@
+"""Binding handlers to events: what the app holds bound first, ``ValueError`` -> ``gr.Error``, answers in the form
+Gradio sends.
+
+Handlers are module-level functions whose first parameters are what the app holds (the ``AppContext``, the
+``RunManager``, a tab's fixed values) and whose other parameters are the components' values, in the order of
+the event's inputs. ``handler`` binds the first ones for Gradio and keeps the rest of the signature, which Gradio
+reads: parameter names become the API's parameter names, a ``gr.Progress`` default and a ``gr.SelectData``
+annotation are injected. A ``ValueError`` (what the plain functions raise for anything a user can get wrong)
+becomes a ``gr.Error`` with the plain message.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from gradio import processing_utils
+from gradio.components.plot import PlotData
+from PIL import Image
+
+from explorer.ui.context import ANALYSIS_WORK, AppContext
+
+__all__ = ["analysis_handler", "handler", "model_handler", "sendable"]
+
+
+def handler(fn: Callable[..., Any], *bound: Any,
+            work: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Callable[..., Any]:
+    """``fn`` with its first parameters bound to ``bound``, run inside ``work()``, ValueError -> gr.Error.
+
+    The result shows Gradio ``fn``'s signature and annotations without the bound parameters (see the module
+    docstring); ``functools.partial`` would hide the annotations Gradio needs to inject a ``gr.SelectData``.
+    """
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())
+    if len(bound) > len(parameters):
+        raise TypeError(f"{fn.__name__} takes {len(parameters)} parameters; {len(bound)} were bound")
+    bound_names = {p.name for p in parameters[:len(bound)]}
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with work():
+                return fn(*bound, *args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    run.__signature__ = signature.replace(parameters=parameters[len(bound):])  # type: ignore[attr-defined]
+    run.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k not in bound_names}
+    return run
+
+
+def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:
+    """``handler(fn, ctx, *bound)`` run as light-lane model work (``AppContext.model_work``)."""
+    return handler(fn, ctx, *bound, work=functools.partial(ctx.model_work, small))
+
+
+def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
+    """``handler(fn, ctx, *bound)`` run in ``ANALYSIS_WORK`` (single-threaded on the CPU), its answer cached.
+
+    The cache key is ``fn``'s name, its arguments (Gradio's ``progress`` left out) and the identity (folder and
+    weights-file version) of the checkpoints named by its ``model_a`` and ``model_b`` parameters, so a run that
+    saved a newer epoch is computed again. A cached answer is returned at once, without the lane's lock; a miss
+    takes the lock and looks again, so a class asking the same question at once computes it once. Refusals
+    (``ValueError``) are not cached: ``BoundedCache`` stores only what was computed. The answer is kept in the form
+    Gradio sends (``sendable``), so a cached answer is not encoded again. Bind it with ``ANALYSIS_EVENTS``.
+    """
+    signature = inspect.signature(fn)
+    model_parameters = [name for name in signature.parameters if name in ("model_a", "model_b")]
+
+    def cached(context: AppContext, *args: Any, **kwargs: Any) -> Any:
+        given = signature.bind_partial(context, *args, **kwargs).arguments
+        inputs = tuple((name, _hashable(value)) for name, value in given.items() if name not in ("ctx", "progress"))
+        identity = tuple(context.checkpoint_identity(given.get(name)) for name in model_parameters)
+
+        def compute() -> Any:
+            return sendable(fn(context, *args, **kwargs), Path(context.pictures.name))
+
+        key = (fn.__name__, inputs, identity)
+        if key in context.analyses:
+            return context.analyses.get(key, compute)
+        with context.lane_work(ANALYSIS_WORK, small=True):
+            return context.analyses.get(key, compute)
+
+    functools.update_wrapper(cached, fn)
+    return handler(cached, ctx, *bound)
+
+
+def sendable(value: Any, folder: Path) -> Any:
+    """``value`` (a handler's answer) with its figures and gallery pictures in the form Gradio sends them.
+
+    Gradio encodes a figure (plotly's ``to_json``) and every gallery picture (an image file each) on every answer,
+    also for an answer served from a cache: about half of a repeated Compare's 85 ms of server time. A plotly
+    figure becomes its ``PlotData`` (which ``gr.Plot`` passes through) and a gallery, a list of (picture,
+    caption), lists the pictures as PNG files in ``folder`` (named by their content; the app's own temporary
+    folder, which Gradio's hourly cleanup does not touch, so a cached answer's files stay, and which ``build_app``
+    declares static, so Gradio serves them from there instead of checking and copying them on every answer;
+    a folder holds one file per distinct picture of the cached answers, a few KB each). Everything else
+    (tables, JSON, ``gr.State`` values, ``gr.skip()``) is left as it is; tuples and lists are walked.
+    """
+    if isinstance(value, go.Figure):
+        return PlotData(type="plotly", plot=value.to_json())
+    if isinstance(value, list) and value and all(_gallery_item(item) for item in value):
+        return [(processing_utils.save_pil_to_cache(_picture(image), str(folder), format="png"), caption)
+                for image, caption in value]
+    if isinstance(value, tuple | list):
+        return type(value)(sendable(item, folder) for item in value)
+    return value
+
+
+def _gallery_item(item: Any) -> bool:
+    return (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray | Image.Image)
+            and isinstance(item[1], str))
+
+
+def _picture(image: np.ndarray | Image.Image) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(image)
+
+
+def _hashable(value: Any) -> Any:
+    """A cache-key form of a component's value (lists and dicts become tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
