@@ -24,16 +24,15 @@ Choices we made where the paper is not specific (all are arguments, these are th
   the pair together keeps every pixel of the original pair (``mask`` says where).
 - Exactly ``round(ratio * number_of_patches)`` positions are swapped (Python's ``round``, half to even),
   default ratio 0.5; each pair is swapped with probability ``p``, otherwise left unchanged. The training default
-  is p = 0.5 (``--swap-prob``), our choice: on the holdout split of both offline datasets it was the only
-  single change that did not lose to CE (swapping every pair lost 2.7 points on digits), and the test split then
-  confirmed it (the README's results). ``patch_swap`` itself defaults to p = 1, the plain operation.
+  is p = 0.5 (``--swap-prob``), our choice, made on the holdout split of both offline datasets and confirmed once
+  on the test split (docs/results.md). ``patch_swap`` itself defaults to p = 1, the plain operation.
 - KD term: KL(softmax(teacher / T) || softmax(student / T)) x T^2, mean over pairs, teacher detached;
   T = 4, weight 1 (the CS-KD and RepDistiller conventions). Cross-entropy is the mean over both views.
 - Partners are drawn uniformly from the whole training set, never the anchor itself unless its class
   has a single sample.
 
 Two variants of the teacher rule, ours and not the paper's (it admits them without new parameters), for the
-question why IPS's errors are confident (the README's evidence section measures them):
+question why IPS's errors are confident (docs/results.md measures them):
 
 - ``teacher_by="margin"``: the teacher is the view with the larger true-class *margin* (true-class logit minus
   the largest other logit), not the larger true-class probability. The two agree whenever one view is right and
@@ -208,7 +207,7 @@ def _patch_bits(batch: int, grid: tuple[int, int], ratio: float, p: float, gener
     scores = torch.rand(batch, gh * gw, generator=generator, device=device)
     pair_draw = torch.rand(batch, 1, generator=generator, device=device)
     patch_bits = torch.zeros(batch, gh * gw, dtype=bits, device=device)
-    if k > 0:  # unsorted: the same k positions (one nth_element selects them either way), 2.5x faster on the CPU
+    if k > 0:  # unsorted: the same k positions (one nth_element selects them either way), faster on the CPU
         patch_bits.scatter_(1, scores.topk(k, dim=1, sorted=False).indices, -1)
     if p < 1.0:
         patch_bits.masked_fill_(pair_draw >= p, 0)  # the pairs that are not swapped at all
@@ -227,7 +226,7 @@ def _select_patches(a: Tensor, b: Tensor, patch_bits: Tensor) -> tuple[Tensor, T
     Branch-free exact select on the raw bits: with m all ones where swapped, a ^ ((a ^ b) & m) is b there and
     a elsewhere, for any dtype (floats, NaNs included). Four vectorised passes over the batch, two of them in
     place (half the cost of a pass that allocates); the pixel mask is two ``index_select`` of the patch bits
-    (columns, then rows: 4x faster on the CPU than one over the flattened grid, or than expanding the patches).
+    (columns, then rows: faster on the CPU than one over the flattened grid, or than expanding the patches).
     torch.where is an order of magnitude slower on the CPU (it does not vectorise).
     """
     batch, _, h, w = a.shape

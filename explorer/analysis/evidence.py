@@ -23,7 +23,7 @@ the prediction towards a', the k lowest towards b'; with k = half the grid and a
 predicted gaps sum to 0, so one predicts a' and the other b'.
 
 Confidences here are softmax probabilities computed in float64: a confident model reaches exactly 1.0 in
-float32 (77 % of the mnist5k test images for the IPS demo checkpoint) and every delta would be 0. Every
+float32 (most mnist5k test images, for a well-trained model) and every delta would be 0. Every
 variant of every pair goes through one batched forward; no Python loop over samples or positions.
 """
 

@@ -1,12 +1,10 @@
 """Training schedules offered by purpose, each with how long it takes on this machine, and what the project measured.
 
-Why: IPS needs a long enough schedule. The project's studies (``python -m explorer.study``; small_cnn, paired
-difference IPS − CE in test-accuracy points with 95 % intervals over seeds, ``MEASURED``; every pair swapped,
-the default before they chose swap probability 0.5) found IPS behind CE after 15 epochs on mnist5k and level or
-ahead from 30 epochs on; on digits it trailed CE at 30 epochs, and was level with swap probability 0.5 (on
-mnist5k's test split that setting led by +0.65 points; README, "Results"). A
-Train tab whose only default is a one-minute run invites exactly the comparison that misleads, so the tab offers
-schedules named by what they are for, each quoting what was measured, and says how long each takes here.
+Why: IPS needs a long enough schedule: the project's studies found it behind CE after a short schedule and level
+or ahead after a longer one (``explorer/measured.json``, recorded by ``python -m explorer.study --record``; the
+numbers are quoted from there, never typed here). A Train tab whose only default is a one-minute run invites exactly
+the comparison that misleads, so the tab offers schedules named by what they are for, each quoting what was
+measured, and says how long each takes here.
 
 The time: ``estimate_run_seconds`` (``explorer.training.study.estimate_seconds`` of a study of one run), from
 the images/s of earlier finished runs of the same dataset, model and method in the runs folder; without one,
@@ -29,54 +27,19 @@ from explorer.data import DatasetError, load_dataset
 from explorer.device import resolve_device
 from explorer.training.config import TrainConfig, step_images
 from explorer.training.loop import build_session, train_step
+from explorer.training.measured import recorded
 from explorer.training.study import Setting, StudySpec, estimate_seconds
 
-__all__ = ["MEASURED", "QUICK", "TIMED_STEPS", "Measured", "Schedule", "duration_text", "estimate_run_seconds",
-           "estimate_text",
+__all__ = ["QUICK", "TIMED_STEPS", "Schedule", "duration_text", "estimate_run_seconds", "estimate_text",
            "evidence_markdown", "fair_schedule", "measured_speed", "schedule_choices", "schedules"]
 
 TIMED_STEPS = 4  # training steps timed (after one warm-up step) when no earlier run tells the speed
 
 
-@dataclass(frozen=True)
-class Measured:
-    """One comparison of the project's studies: IPS − CE in test-accuracy points, mean over paired seeds, 95 % CI."""
-
-    dataset: str
-    epochs: int
-    split: str  # "holdout" (80/20 of the training split) or "test"
-    seeds: int
-    swap_prob: float  # the studies pin it: 1.0 (every pair swapped) was the default before they chose 0.5
-    difference: float
-    low: float
-    high: float
-
-    def text(self) -> str:
-        return (f"{self.dataset}, {self.epochs} epochs, {self.split} split, {self.seeds} seeds, swap probability "
-                f"{self.swap_prob:g}: IPS − CE {_signed(self.difference)} points (95 % CI {_signed(self.low)} to "
-                f"{_signed(self.high)})")
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.2f}".replace("-", "−")
-
-
-MEASURED = (
-    Measured("mnist5k", 15, "holdout", 3, 1.0, -1.37, -1.69, -1.06),
-    Measured("mnist5k", 30, "holdout", 3, 1.0, +0.08, -1.17, +1.34),
-    Measured("mnist5k", 60, "holdout", 3, 1.0, +0.42, -0.06, +0.89),
-    Measured("mnist5k", 30, "test", 6, 1.0, +0.27, +0.02, +0.51),
-    Measured("mnist5k", 30, "test", 6, 0.5, +0.65, +0.38, +0.92),
-    Measured("digits", 30, "test", 6, 1.0, -1.58, -2.42, -0.74),
-    Measured("digits", 30, "test", 6, 0.5, +0.32, -0.64, +1.29),
-)
-MNIST_NLL = ("on mnist5k's test split (30 epochs, 6 seeds) IPS's NLL was worse than CE's with either swap "
-             "probability: 0.070 → 0.116 (1) / 0.098 (0.5)")
-
-
 def _measured(dataset: str, epochs: int, split: str, swap_prob: float = 1.0) -> str:
-    key = (dataset, epochs, split, swap_prob)
-    return next(m for m in MEASURED if (m.dataset, m.epochs, m.split, m.swap_prob) == key).text()
+    """The recorded IPS-against-CE comparison of the same epochs on ``dataset``, as text."""
+    return next(r for r in recorded() if (r.method, r.baseline, r.dataset, r.split, r.swap_prob)
+                == ("ips", f"ce {epochs} ep", dataset, split, swap_prob) and r.epochs == epochs).text()
 
 
 @dataclass(frozen=True)
@@ -114,8 +77,13 @@ def schedules(dataset: str) -> tuple[Schedule, Schedule]:
 
 
 def evidence_markdown() -> str:
-    """What the project's studies measured, one bullet per comparison (the Guide quotes it)."""
-    return "\n".join([*(f"- {m.text()}" for m in MEASURED), f"- and {MNIST_NLL} (lower is better)"])
+    """What the project's studies measured of IPS against CE at equal epochs, one bullet per comparison, and the
+    NLL of the test-split comparisons (the Guide quotes it)."""
+    rows = [r for r in recorded() if r.method == "ips" and r.baseline == f"ce {r.epochs} ep"]
+    bullets = [f"- {r.text()}" for r in rows]
+    nll = [f"{r.dataset} (swap probability {r.swap_prob:g}) {r.nll_baseline:.3f} → {r.nll_setting:.3f}"
+           for r in rows if r.split == "test" and r.nll_baseline is not None]
+    return "\n".join([*bullets, f"- test-split NLL, CE → IPS (lower is better): {'; '.join(nll)}"])
 
 
 def duration_text(seconds: float) -> str:

@@ -166,7 +166,7 @@ def augment(images: Tensor, padding: int, flip: bool, generator: torch.Generator
     """Random crop (zero padding of ``padding`` pixels) and optional horizontal flip, batched.
 
     Every crop is a window of the padded image at a random offset: one ``gather`` over the flattened pixels
-    builds them all (2.7x faster on the CPU than 4-D advanced indexing). ``generator`` must live on the
+    builds them all (faster on the CPU than 4-D advanced indexing). ``generator`` must live on the
     images' device.
     """
     batch, channels, h, w = images.shape

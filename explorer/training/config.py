@@ -71,9 +71,8 @@ class TrainConfig:
     patch_size: int = _arg(0, "IPS patch side in pixels, must divide the image size (0: auto, the largest divisor "
                               "of the side <= side / 4, a 4x4 grid or finer)")
     swap_ratio: float = _arg(0.5, "IPS: fraction of patch positions exchanged per pair, in [0, 1]")
-    swap_prob: float = _arg(0.5, "IPS: probability that a pair is swapped at all, in [0, 1] (0.5: our choice, the "
-                                 "only setting that did not lose to CE on either offline dataset's holdout; see the "
-                                 "README's results)")
+    swap_prob: float = _arg(0.5, "IPS: probability that a pair is swapped at all, in [0, 1] (0.5: our choice, made "
+                                 "on a holdout split; docs/results.md)")
     temperature: float = _arg(4.0, "distillation temperature T (CS-KD and IPS)")
     kd_weight: float = _arg(1.0, "weight of the KL term (CS-KD and IPS)")
     equal_compute: bool = _arg(False, "CS-KD and IPS process B images per step (B/2 pairs), the same compute as CE")

@@ -93,8 +93,8 @@ def _lower_priority(pid: int) -> None:
     use ``preexec_fn``. A run is a session of its own (``start_new_session``), and where the kernel groups
     sessions (Linux's autogroup, on by default) a session's share of the CPU is set by its autogroup's nice value,
     not by its processes': with only the process's niceness raised, the run still took half the CPU from the app
-    (README, "Classroom server"). An app in no autogroup of its own (an empty ``/proc/self/autogroup``: a process
-    under PID 1 that never started a session, as on CI's machine) sits in the root group, where its threads each
+    (docs/classroom.md). An app in no autogroup of its own (an empty ``/proc/self/autogroup``: a process under PID 1
+    that never started a session) sits in the root group, where its threads each
     compete at their own niceness with the run's whole session. Where there is no autogroup at all, the process's
     niceness is all there is.
     """

@@ -1,7 +1,7 @@
-"""Fair comparisons over several seeds: the study behind the README's results, the CLI and the Study tab.
+"""Fair comparisons over several seeds: the studies behind docs/results.md, the CLI and the Study tab.
 
     python -m explorer.study --dataset digits --methods ce ips --epochs 30 --seeds 0 1 2 3 4 5   # train + table
-    python -m explorer.study --preset mnist5k --out runs/evidence                # the README's results table
+    python -m explorer.study --preset mnist5k --out runs/evidence                # docs/results.md's table
     python -m explorer.study --preset mnist5k --out runs/evidence --table-only   # reprint it, train nothing
 
 A study is a ``StudySpec``: settings (a label and the training arguments that differ from the shared ones),
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
 from explorer.training.command import training_command
 from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types
+from explorer.training.measured import MEASURED_FILE, Recorded, record_study
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
@@ -47,7 +49,7 @@ METRICS = {"accuracy": ("test_accuracy", 100.0, "%"), "nll": ("test_nll", 1.0, "
            "ece": ("test_ece", 100.0, "%"), "brier": ("test_brier", 1.0, "")}  # name: (record key, scale, unit)
 COMPARISONS = {"equal-epochs": "equal epochs", "equal-compute": "equal compute (baseline at twice the epochs)",
                "equal-compute-step": "equal compute per step (--equal-compute)"}
-STARTUP_S = 6.0  # Python, torch and the data, before the first step (measured on the project's 2-core CPU)
+STARTUP_S = 6.0  # Python, torch and the data, before the first step, on a small CPU
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def comparison_spec(study_id: str, dataset: str, model: str, methods: Sequence[s
 
 
 # --------------------------------------------------------------------------------------------------
-# The studies behind the README (the evidence study: ``--preset``)
+# The studies behind docs/results.md (the evidence studies: ``--preset``)
 # --------------------------------------------------------------------------------------------------
 def _sensitivity(study_id: str, dataset: str, patch_sizes: Sequence[int]) -> StudySpec:
     """One knob at a time around the defaults, on --holdout (80/20 of the training split; test split untouched)."""
@@ -294,6 +296,24 @@ class StudyResults:
                 out.append(comparison_sentence(diff, c.setting, c.baseline, f"({c.name}, test accuracy)"))
         return out
 
+    def recorded(self, command: str) -> list[Recorded]:
+        """The comparisons with an interval as ``explorer.training.measured`` records them (test accuracy
+        difference, the arms' NLL), each with the setting's method, epochs and swap probability."""
+        rows = []
+        for c in self.spec.comparisons:
+            accuracy = self.difference("accuracy", c)
+            if accuracy is None or not accuracy.has_interval:
+                continue
+            cfg = self.spec.config(self.spec.setting(c.setting), self.spec.seeds[0], Path("."))
+            nll = [self.summary("nll", label) for label in (c.baseline, c.setting)]
+            rows.append(Recorded(
+                study=self.spec.study_id, command=command, dataset=self.spec.dataset,
+                split="holdout" if cfg.holdout else "test", comparison=c.name, setting=c.setting,
+                baseline=c.baseline, method=cfg.method, epochs=cfg.epochs, swap_prob=cfg.swap_prob, seeds=accuracy.n,
+                difference=round(accuracy.mean, 2), low=round(accuracy.low, 2), high=round(accuracy.high, 2),
+                nll_baseline=round(nll[0].mean, 3), nll_setting=round(nll[1].mean, 3)))
+        return rows
+
     def to_json(self) -> dict[str, Any]:
         comparisons = []
         for c in self.spec.comparisons:
@@ -418,14 +438,26 @@ def _train(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int = 1
     return 1 if failed else 0
 
 
+def _without_record(argv: Sequence[str], record: str) -> list[str]:
+    """The study command's arguments without ``--record [FILE]``: the command that makes the numbers, not where
+    they were written."""
+    given = list(argv)
+    for i, arg in enumerate(given):
+        if arg.startswith("--record"):
+            del given[i:i + (2 if arg == "--record" and given[i + 1:i + 2] == [record] else 1)]
+            break
+    return given
+
+
 def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
     if args.preset:
         spec = PRESETS[args.preset]()
     elif args.id and (out / STUDIES / f"{args.id}.json").is_file() and not args.methods:
         return load_spec(out, args.id)
     else:
-        spec = comparison_spec(args.id or f"{args.dataset}-{'-'.join(args.methods)}", args.dataset, args.model,
-                               args.methods, args.epochs, args.comparisons, args.seeds or range(3))
+        methods = args.methods or ["ce", "ips"]
+        spec = comparison_spec(args.id or f"{args.dataset}-{'-'.join(methods)}", args.dataset, args.model,
+                               methods, args.epochs, args.comparisons, args.seeds or range(3))
     if args.seeds:
         spec.seeds = list(args.seeds)
     return spec
@@ -434,7 +466,7 @@ def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs", help="the runs folder (run folders and studies/<id>.json)")
-    parser.add_argument("--preset", choices=list(PRESETS), help="a study behind the README's results")
+    parser.add_argument("--preset", choices=list(PRESETS), help="a study behind docs/results.md")
     parser.add_argument("--id", help="the study id (default: dataset and methods); an existing id reloads its spec")
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--model", default="small_cnn")
@@ -451,9 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence", action="store_true",
                         help="also evaluate every finished run's checkpoint: how confident its errors are, the share "
                              "of NLL they carry, the KD/CE ratio and the teacher's confidence")
+    parser.add_argument("--record", nargs="?", const=str(MEASURED_FILE), metavar="FILE",
+                        help="write the study's comparisons, with this command, into the project's measured numbers "
+                             "(default file: %(const)s), which the Guide, the Train tab and the docs read")
     args = parser.parse_args(argv)
-    if args.methods is None:
-        args.methods = ["ce", "ips"]
     out = Path(args.out)
     try:
         spec = _spec_from_args(args, out)
@@ -478,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explorer.study: no finished run of study {spec.study_id} under {out}", file=sys.stderr)
         return 1
     print(results.csv() if args.csv else "\n".join([results.markdown(), "", *results.sentences()]))
+    if args.record:
+        command = shlex.join(["python", "-m", "explorer.study", *_without_record(sys.argv[1:] if argv is None else argv,
+                                                                                   args.record)])
+        rows = results.recorded(command)
+        record_study(spec.study_id, rows, Path(args.record))
+        print(f"recorded {len(rows)} comparisons of study {spec.study_id} in {args.record}")
     if args.confidence:
         print("\n" + confidence_markdown(spec, out))
     return 0

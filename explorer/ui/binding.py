@@ -98,7 +98,7 @@ def sendable(value: Any, folder: Path) -> Any:
     """``value`` (a handler's answer) with its figures and gallery pictures in the form Gradio sends them.
 
     Gradio encodes a figure (plotly's ``to_json``) and every gallery picture (an image file each) on every answer,
-    also for an answer served from a cache: about half of a repeated Compare's 85 ms of server time. A plotly
+    also for an answer served from a cache: much of a repeated Compare's server time. A plotly
     figure becomes its ``PlotData`` (which ``gr.Plot`` passes through) and a gallery, a list of (picture,
     caption), lists the pictures as PNG files in ``folder`` (named by their content; the app's own temporary
     folder, which Gradio's hourly cleanup does not touch, so a cached answer's files stay, and which ``build_app``

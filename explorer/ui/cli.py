@@ -77,13 +77,12 @@ class Gatekeeper:
     ``scope["app"]`` is Gradio's FastAPI app, which holds the login tokens (``tokens``) and the cookie name
     (``cookie_id``); without ``auth`` only the descriptions' cache applies.
 
-    Why the cache: Gradio builds these two answers anew for every request and FastAPI encodes them on the server's
-    only event loop (``jsonable_encoder``: 107 ms for the 430 KB API description, 69 ms for the 310 KB config on
-    this 2-core CPU), so a class opening the app at once held every other request up, swaps included, for
-    seconds. They do not change while the app runs; an answer depends only on the request's path and query, the
-    address it was asked under (Gradio writes the app's URL into it) and the logged-in user, which make the key.
-    Requests for a key whose first answer is being computed wait for it (30 clients arriving within a second
-    computed it 30 times, the same stall).
+    Why the cache: Gradio builds these two answers anew for every request and FastAPI encodes them on the server's only
+    event loop (``jsonable_encoder`` of a few hundred KB each), so a class opening the app at once would hold every
+    other request up, swaps included. They do not change while the app runs; an answer depends only on the request's
+    path and query, the address it was asked under (Gradio writes the app's URL into it) and the logged-in user, which
+    make the key. Requests for a key whose first answer is being computed wait for it (else clients arriving together
+    would each compute it: the same stall).
     Only answers of authorised requests are stored or served: a request before login gets Gradio's own 401.
     """
 
@@ -222,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     # the run manager reconciles the runs an earlier app left behind
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
     try:
-        # Before serving, not after: the grad-cam package's import takes seconds (4.5 s here, idle; longer on a
-        # loaded CPU) and holds the interpreter for most of them, so a class opening the app meanwhile had every request
-        # stalled until it ended (swaps of 30 users waited up to 17 s); the first Grad-CAM then needs no import.
+        # Before serving, not after: the grad-cam package's import takes seconds and holds the interpreter for most
+        # of them, so a class opening the app meanwhile would have every request stalled until it ended; the first
+        # Grad-CAM then needs no import.
         preload_cam()
         try:
             demo = build_app(runs, checkpoints_dir=args.checkpoints_dir, device=args.device)

@@ -122,7 +122,7 @@ def build(ctx: AppContext, header: Header, gradcam: GradCamTab, tabs: gr.Tabs, t
         reliability = gr.Plot(label="reliability diagram", show_label=False)
     confidence = gr.Plot(label="confidence histograms", show_label=False)
     confusion = gr.Plot(label="confusion matrices", show_label=False)
-    with gr.Row():  # PNG: pixels stay exact, and encoding is 4x faster than WebP (a cached Compare answers sooner)
+    with gr.Row():  # PNG: pixels stay exact, and encoding is faster than WebP (a cached Compare answers sooner)
         galleries = [gr.Gallery(label=f"{title} (true class · A's prediction · B's prediction)", columns=4,
                                 height=380, object_fit="contain", allow_preview=False, elem_id=f"compare-{which}",
                                 format="png")

@@ -169,8 +169,8 @@ class AppContext:
     def lane_work(self, lane: str, small: bool = False) -> Iterator[None]:
         """Run a model call alone in ``lane``; ``small`` work on the CPU runs single-threaded (module docstring).
 
-        A forward pass over a handful of 28x28 images takes 2 ms on one core but 100+ ms on two when the other
-        core is busy (threads wait for each other), so lane work skips intra-op parallelism.
+        A forward pass over a handful of small images is much slower on two threads than on one when the other core
+        is busy (the threads wait for each other), so lane work skips intra-op parallelism.
         """
         with self._lane_locks[lane]:
             outer = getattr(self._current, "lane", None)

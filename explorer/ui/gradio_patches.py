@@ -33,7 +33,7 @@ _installed: list[bool] = []
 def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
     """Gradio's ``processing_utils.save_pil_to_cache``, written atomically and only once per content.
 
-    Gradio 6.31 names a picture's cache file by the hash of its bytes and rewrites that file in place on every
+    Gradio names a picture's cache file by the hash of its bytes and rewrites that file in place on every
     answer (truncate, then write): when two users get the same picture at once (a class on the defaults), one of
     them may download it while the other's answer truncates it, and receives 0 bytes ("Too little data for
     declared Content-Length"). That is Gradio's race (its ``save_file_to_cache`` already writes under a temporary
@@ -105,11 +105,11 @@ _GRADIO_SESSION_INIT = state_holder.SessionState.__init__
 def lean_session_state(self: state_holder.SessionState, blocks: gr.Blocks) -> None:
     """Gradio's ``SessionState.__init__``, without building every block's config when a session starts.
 
-    Gradio 6.31 builds the config of all ~260 blocks of this app for every new session (60 ms here, idle), on the
-    event loop that serves everyone: a class of 30 whose first requests arrive within seconds
-    held every request up for 2-4 s. Those copies only serve deep links (``gr.DeepLinkButton``, which this app
-    does not offer) and are otherwise made on demand (``SessionState._update_value_in_config`` builds a missing
-    block's config when an answer changes it), so here they start empty.
+    Gradio builds the config of every block of this app (a few hundred) for every new session, on the event loop that
+    serves everyone: a class whose first requests arrive within seconds would hold every request up. Those copies only
+    serve deep links (``gr.DeepLinkButton``, which this app does not offer) and are otherwise made on demand
+    (``SessionState._update_value_in_config`` builds a missing block's config when an answer changes it), so here they
+    start empty.
     """
     _GRADIO_SESSION_INIT(self, _NoBlockConfigs(blocks))
 
@@ -118,11 +118,11 @@ def is_static_file(file_path: Any) -> bool:
     """Gradio's ``utils.is_static_file`` (is this file under a ``gr.set_static_paths`` folder?), resolving the file's
     path once instead of twice per static path.
 
-    Gradio 6.31 asks it for every file of every answer, twice (the answer and the session's copy of it), and its
+    Gradio asks it for every file of every answer, twice (the answer and the session's copy of it), and its
     ``is_in_or_equal`` resolves both paths anew for each of the static paths (its own two icons, then the app's
-    pictures folder): the 18 gallery pictures of a repeated Compare made 216 walks of ``os.path.realpath``, 70 % of
-    that request's server time (py-spy). The static paths are resolved already (``set_static_paths`` stores them
-    so); the answer is the same.
+    pictures folder): a repeated Compare's gallery pictures made hundreds of walks of ``os.path.realpath``, most of
+    that request's server time (docs/classroom.md). The static paths are resolved already (``set_static_paths`` stores
+    them so); the answer is the same.
     """
     from gradio.data_classes import FileData, _StaticFiles
 

@@ -12,6 +12,7 @@ from explorer.analysis.render import render_image
 from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
+from explorer.training.measured import published
 from explorer.ui.binding import model_handler
 from explorer.ui.compare import model_claims, split_reports
 from explorer.ui.context import LIGHT_EVENTS, AppContext
@@ -84,15 +85,20 @@ TABS = """
 Everything here runs the same `patch_swap` and `ips_loss` functions that training uses (`explorer/ips.py`).
 """
 
-PEERS = """
-### Peers, for orientation: published CIFAR-100 top-1 accuracy (%), ResNet-18
+GUIDE_PEERS = ("cross-entropy", "CS-KD", "PS-KD", "BYOT", "label smoothing", "CutMix", "MixSKD")
 
-| cross-entropy | CS-KD | PS-KD | BYOT | label smoothing | CutMix | MixSKD |
-|---|---|---|---|---|---|---|
-| 76.24 | 78.66 | 79.31 | 77.88 | 78.72 | 80.17 | 80.32 |
 
-Self-KD-Lib's benchmark (200 epochs); the IPS paper reports beating these self-distillation baselines.
-"""
+def peers_markdown(names: tuple[str, ...] = GUIDE_PEERS) -> str:
+    """Self-KD-Lib's published CIFAR-100 figures for ``names``, as the measured-numbers file records them."""
+    peers = published()["self-kd-lib"]
+    return "\n".join([
+        "### Peers, for orientation: published CIFAR-100 top-1 accuracy (%), ResNet-18", "",
+        "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+        "| " + " | ".join(f"{peers['top1'][name]:.2f}" for name in names) + " |", "",
+        f"{peers['source']} ({peers['protocol']}); the IPS paper reports beating these self-distillation baselines."])
+
+
+PEERS = peers_markdown()
 
 
 def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
