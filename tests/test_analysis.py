@@ -17,11 +17,11 @@ from explorer.analysis.catalog import (
     public_text,
 )
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
-from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, patch_sizes, swap_pair
+from explorer.analysis.pairs import anchor_masks, confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.render import GRID_COLOUR, OUTLINE_COLOUR, display_scale, render_image
 from explorer.checkpoints import CheckpointError, load_checkpoint
 from explorer.evaluate import calibration_bins, predict_logits
-from explorer.ips import ips_loss, random_patch_mask
+from explorer.ips import dividing_patch_sizes, ips_loss, random_patch_mask
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, ROOT
 
 CE, IPS = CE_DEMO, IPS_DEMO
@@ -66,9 +66,9 @@ def test_render_refuses_a_patch_size_that_does_not_divide():
 
 def test_display_scale_and_patch_sizes():
     assert display_scale(28, 28) * 28 >= 280 and display_scale(8, 8) * 8 >= 280 and display_scale(32, 32) == 9
-    assert patch_sizes((28, 28)) == [1, 2, 4, 7, 14, 28]  # what the training CLI accepts
-    assert patch_sizes((8, 8)) == [1, 2, 4, 8]
-    assert patch_sizes((32, 32)) == [1, 2, 4, 8, 16, 32]
+    assert dividing_patch_sizes(28, 28) == [1, 2, 4, 7, 14, 28]  # what the training CLI accepts
+    assert dividing_patch_sizes(8, 8) == [1, 2, 4, 8]
+    assert dividing_patch_sizes(32, 32) == [1, 2, 4, 8, 16, 32]
 
 
 # ------------------------------------------------------------------ pairs

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from explorer.benchmarks.app import Recorder, _cpu_seconds, _percentile, _steps_per_s, _training_steps, main
+from explorer.benchmarks.app import main
+from explorer.benchmarks.classroom import Recorder, _cpu_seconds, _percentile, _steps_per_s, _training_steps
 from explorer.training.runfolder import write_status
 from tests.helpers import wait_for
 

@@ -17,7 +17,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from explorer.analysis.pairs import class_test_index, swap_pair
-from explorer.benchmarks.app import loopback_client
+from explorer.benchmarks.served import loopback_client
 from explorer.checkpoints import load_checkpoint
 from explorer.data import load_dataset
 from explorer.evaluate import classification_metrics, predict_logits

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from explorer.analysis.pairs import class_test_index, patch_sizes
+from explorer.analysis.pairs import class_test_index
 from explorer.data import Dataset
-from explorer.ips import default_patch_size
+from explorer.ips import default_patch_size, dividing_patch_sizes
 
 __all__ = ["class_label", "class_size", "patch_size_choices", "random_class_pair", "whole_number"]
 
@@ -32,7 +32,7 @@ def class_size(dataset: Dataset, label: int) -> int:
 def patch_size_choices(image_size: tuple[int, int]) -> list[tuple[str, int]]:
     """(label, size) of every patch size training accepts for ``image_size``, the default one marked."""
     default = default_patch_size(image_size)
-    return [(f"{size} (default)" if size == default else str(size), size) for size in patch_sizes(image_size)]
+    return [(f"{size} (default)" if size == default else str(size), size) for size in dividing_patch_sizes(*image_size)]
 
 
 def whole_number(value: Any, what: str) -> int:

@@ -21,7 +21,6 @@ from explorer.evaluate import predict_logits
 from explorer.ips import (
     build_class_index,
     check_patch_size,
-    dividing_patch_sizes,
     ips_loss,
     random_patch_mask,
     same_class_partners,
@@ -29,15 +28,7 @@ from explorer.ips import (
 )
 
 __all__ = ["GapStatistics", "PairGaps", "PairScores", "SwappedPair", "SwappedTestPairs", "anchor_masks",
-           "class_test_index", "confidence_gaps", "gap_statistics", "patch_sizes", "swap_pair", "swapped_test_pairs"]
-
-
-def patch_sizes(image_size: tuple[int, int]) -> list[int]:
-    """The patch sizes the app offers: exactly what the training CLI accepts (``ips.dividing_patch_sizes``).
-
-    1-pixel patches and the whole image are offered too: a model trained with them can be looked at.
-    """
-    return dividing_patch_sizes(*image_size)
+           "class_test_index", "confidence_gaps", "gap_statistics", "swap_pair", "swapped_test_pairs"]
 
 
 def anchor_masks(dataset: Dataset, patch_size: int, ratio: float, seed: int) -> Tensor:
