@@ -158,6 +158,9 @@ def test_the_gradio_workarounds_are_installed_once_and_only_on_the_release_they_
     assert gradio_patches.installed() and gradio_patches.install() is True  # build_app installed them; again: no-op
     assert utils.is_static_file is gradio_patches.is_static_file
     assert gradio_processing.save_pil_to_cache is gradio_patches.save_pil_to_cache_atomically
+    from gradio import networking
+
+    assert networking.url_ok is gradio_patches.patient_url_ok
     probe = ("from gradio import processing_utils, state_holder, utils; from explorer.ui import gradio_patches as g; "
              "before = (utils.is_static_file, processing_utils.save_pil_to_cache, state_holder.SessionState.__init__, "
              "utils.traceback); print(g.install('6.30.1'), before == (utils.is_static_file, "
@@ -166,3 +169,26 @@ def test_the_gradio_workarounds_are_installed_once_and_only_on_the_release_they_
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "True"]
     assert "Gradio 6.30.1 is not 6.31" in out.stderr
+
+
+def test_launch_waits_for_its_server_on_a_loaded_machine(monkeypatch):
+    """Gradio's check gave up at the first HEAD slower than 3 s, and launch then refused to serve at all."""
+    import httpx
+
+    from explorer.ui import gradio_patches
+
+    answers = iter([httpx.TimeoutException("slow"), httpx.ConnectError("not yet"), httpx.TimeoutException("slow"),
+                    httpx.Response(200)])
+
+    def head(url, **kwargs):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(httpx, "head", head)
+    monkeypatch.setattr(gradio_patches.time, "sleep", lambda s: None)
+    assert gradio_patches.patient_url_ok("http://127.0.0.1:1/") is True
+    answers = iter([httpx.TimeoutException("slow")] * 3)
+    monkeypatch.setattr(gradio_patches.time, "monotonic", iter([0.0, 1.0, 100.0, 200.0]).__next__)
+    assert gradio_patches.patient_url_ok("http://127.0.0.1:1/", patience_s=50) is False

@@ -45,7 +45,7 @@ def test_train_help_states_the_run_id_default_once():
 def test_bench_docstring_states_no_repeats_other_than_the_parsers():
     from explorer.benchmarks import training as bench
 
-    parser_default = re.search(r"default=(\d+)", (ROOT / "explorer/training/bench.py").read_text().split(
+    parser_default = re.search(r"default=(\d+)", (ROOT / "explorer/benchmarks/training.py").read_text().split(
         '"--repeats"')[1]).group(1)
     assert set(re.findall(r"--repeats (\d+)", bench.__doc__)) <= {parser_default}  # it once said 30 beside 40
     assert "--repeats REPEATS" in " ".join(_run(["-m", "explorer.bench", "--help"]).stdout.split())

@@ -13,17 +13,19 @@ import os
 import sys
 import tempfile
 import textwrap
+import time
 import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import gradio as gr
-from gradio import exceptions, processing_utils, queueing, routes, state_holder, utils
+import httpx
+from gradio import exceptions, networking, processing_utils, queueing, routes, state_holder, utils
 from PIL import Image
 
-__all__ = ["GRADIO_CHECKED", "QuietRefusals", "install", "installed", "is_static_file", "lean_session_state",
-           "save_pil_to_cache_atomically"]
+__all__ = ["GRADIO_CHECKED", "PATIENCE_S", "QuietRefusals", "install", "installed", "is_static_file",
+           "lean_session_state", "patient_url_ok", "save_pil_to_cache_atomically"]
 
 GRADIO_CHECKED = "6.31"  # the Gradio minor version these workarounds were written and tested against
 _log = logging.getLogger(__name__)
@@ -138,6 +140,30 @@ def is_static_file(file_path: Any) -> bool:
     return any(resolved == folder or folder in resolved.parents for folder in _StaticFiles.all_paths)
 
 
+PATIENCE_S = 60.0  # how long ``launch`` waits for its own just-started server to answer
+
+
+def patient_url_ok(url: str, patience_s: float = PATIENCE_S) -> bool:
+    """Gradio's ``networking.url_ok``, which ``launch`` asks whether the server it has just started answers, asking
+    again until ``patience_s`` have passed.
+
+    Gradio's gives up at the first ``HEAD`` that takes over 3 s (a timeout is not retried), and ``launch`` then
+    refuses to serve ("When localhost is not accessible, a shareable link must be created"): on a loaded machine the
+    app did not start at all.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            answer = httpx.head(url, timeout=3, verify=False)
+            if answer.status_code in (200, 401, 301, 302, 303, 307, 308):  # Gradio's own list (auth, redirects)
+                return True
+        except (httpx.ConnectError, httpx.TimeoutException):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
 def installed() -> bool:
     """Whether ``install`` applied the workarounds in this process."""
     return bool(_installed and _installed[0])
@@ -155,6 +181,7 @@ def install(version: str = gr.__version__) -> bool:
             module.traceback = QuietRefusals()
         state_holder.SessionState.__init__ = lean_session_state  # a session starts without every block's config
         utils.is_static_file = is_static_file  # one path resolution per file
+        networking.url_ok = patient_url_ok  # launch waits for its server on a loaded machine
     else:
         _log.warning("Gradio %s is not %s, the release IPS Explorer's Gradio workarounds were written for; they are "
                      "left out (the app works without them, with Gradio's own behaviour)", version, GRADIO_CHECKED)
