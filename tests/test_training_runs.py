@@ -457,3 +457,12 @@ def test_an_app_in_the_root_group_still_makes_the_run_session_nicer(monkeypatch)
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_launch_is_checked_on_the_data_path_the_training_process_takes(make_manager):
+    """The app once checked a launch on the in-memory dataset whatever --data-mode said: digits with --data-mode
+    stream was accepted, and the training process then failed. It is refused before anything is written."""
+    manager = make_manager()
+    with pytest.raises(RunError, match="digits cannot be streamed"):
+        manager.launch({"dataset": "digits", "data_mode": "stream", "epochs": 1})
+    assert not any(manager.runs_dir.iterdir())
