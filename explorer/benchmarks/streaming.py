@@ -28,13 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
-from explorer.data import augment, load_dataset, open_dataset
+from explorer.data import Dataset, augment, load_dataset, open_dataset
 from explorer.data.streaming import BatchStream, PairBatchSampler, StreamedDataset, pair_loader
 from explorer.ips import build_class_index, default_patch_size, ips_loss, patch_swap
 from explorer.models import build_model
@@ -95,31 +97,37 @@ def measure(folder: Path, mode: str, image_size: int, batch_size: int, workers: 
     result = {"train_images": len(labels), "setup_s": setup_s, "read_images_per_s": read / read_s,
               "read_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF)}
     if train_batches:
-        torch.manual_seed(0)
-        model = build_model("small_cnn", data.channels, data.num_classes)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        generator = torch.Generator().manual_seed(0)
-        patch_size = default_patch_size(data.image_size)
-        start, trained = time.perf_counter(), 0
-        for step, (anchor_images, partner_images, targets) in enumerate(pairs()):
-            if step == train_batches:
-                break
-            x_a = augment(anchor_images, data.crop_padding, data.flip, generator)
-            x_b = augment(partner_images, data.crop_padding, data.flip, generator)
-            x_a, x_b, _ = patch_swap(x_a, x_b, patch_size, generator=generator)
-            logits_a, logits_b = model(data.normalize(torch.cat([x_a, x_b]))).chunk(2)
-            loss = ips_loss(logits_a, logits_b, targets).total
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            trained += 2 * len(targets)
-        result["train_images_per_s"] = trained / (time.perf_counter() - start)
+        result["train_images_per_s"] = _train_images_per_s(data, pairs(), train_batches)
     if isinstance(data, StreamedDataset):
         del stream  # shuts the persistent workers down, so that RUSAGE_CHILDREN includes them
         gc.collect()
     result["peak_rss_mb"] = _peak_rss_mb(resource.RUSAGE_SELF)
     result["worker_peak_rss_mb"] = _peak_rss_mb(resource.RUSAGE_CHILDREN)
     return result
+
+
+def _train_images_per_s(data: Dataset | StreamedDataset, pairs: Iterator[tuple[Tensor, Tensor, Tensor]],
+                        batches: int) -> float:
+    """Training images per second of ``batches`` IPS steps of small_cnn on ``pairs`` (one epoch's batches)."""
+    torch.manual_seed(0)
+    model = build_model("small_cnn", data.channels, data.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    patch_size = default_patch_size(data.image_size)
+    start, trained = time.perf_counter(), 0
+    for step, (anchor_images, partner_images, targets) in enumerate(pairs):
+        if step == batches:
+            break
+        x_a = augment(anchor_images, data.crop_padding, data.flip, generator)
+        x_b = augment(partner_images, data.crop_padding, data.flip, generator)
+        x_a, x_b, _ = patch_swap(x_a, x_b, patch_size, generator=generator)
+        logits_a, logits_b = model(data.normalize(torch.cat([x_a, x_b]))).chunk(2)
+        loss = ips_loss(logits_a, logits_b, targets).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        trained += 2 * len(targets)
+    return trained / (time.perf_counter() - start)
 
 
 def _measure_in_subprocess(folder: Path, mode: str, args: argparse.Namespace) -> dict[str, float]:
