@@ -42,6 +42,10 @@ MAX_LR, MAX_WEIGHT_DECAY, MAX_KD_WEIGHT = 10.0, 1.0, 1000.0
 TEMPERATURE_RANGE = (0.1, 100.0)  # T below 0.1 makes softmax(z / T) overflow to NaN; above 100 it is flat
 
 
+_KD_FLAG_METHODS = tuple(m.name for m in METHODS.values() if m.uses_kd_flags)
+_TWO_VIEW_METHODS = tuple(m.name for m in METHODS.values() if m.two_views)
+
+
 class ConfigError(ValueError):
     """A training argument that cannot work; the message says what is allowed."""
 
@@ -73,9 +77,13 @@ class TrainConfig:
     swap_ratio: float = _arg(0.5, "IPS: fraction of patch positions exchanged per pair, in [0, 1]")
     swap_prob: float = _arg(0.5, "IPS: probability that a pair is swapped at all, in [0, 1] (0.5: our choice, made "
                                  "on a holdout split; docs/results.md)")
-    temperature: float = _arg(4.0, "distillation temperature T (CS-KD and IPS)")
-    kd_weight: float = _arg(1.0, "weight of the KL term (CS-KD and IPS)")
-    equal_compute: bool = _arg(False, "CS-KD and IPS process B images per step (B/2 pairs), the same compute as CE")
+    temperature: float = _arg(4.0, "distillation temperature T of " + ", ".join(_KD_FLAG_METHODS) + " (the other "
+                                   "methods use their official values, given in --method's help)")
+    kd_weight: float = _arg(1.0, "weight of the KL term of " + ", ".join(_KD_FLAG_METHODS))
+    equal_compute: bool = _arg(False, "the two-view methods (" + ", ".join(_TWO_VIEW_METHODS) + ") process B images "
+                                      "per step (B/2 anchors), the same compute as CE")
+    teacher: str = _arg("", "--method kd: the folder of a finished run whose model teaches (any model, trained on the "
+                            "same classes and image size)")
     cskd_partner_pass: str = _arg("separate", "CS-KD: forward the partners in a separate no-grad pass after the "
                                               "anchors (as the official code and Self-KD-Lib do), or joint: one pass "
                                               "over anchors and partners (BatchNorm then sees both at once)",
@@ -122,7 +130,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The training CLI's parser: one flag per ``TrainConfig`` field (``defaults=False``: a flag not given is
     absent from the result, which tells the flags given from the defaults)."""
     parser = _Parser(prog="python -m explorer.train", description="Train a classifier with plain cross-entropy, "
-                     "CS-KD or IPS: one loop, three methods.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                     "IPS or a method of the self-distillation field: one loop, every method.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                      argument_default=None if defaults else argparse.SUPPRESS)
     types = field_types()
     for f in fields(TrainConfig):
@@ -225,6 +234,12 @@ def _check_ranges(cfg: TrainConfig) -> None:
          f"--kd-weight must be between 0 and {MAX_KD_WEIGHT:g}; got {cfg.kd_weight}"),
         (cfg.image_size >= 4, f"--image-size must be at least 4; got {cfg.image_size}"),
         (cfg.log_every >= 1, f"--log-every must be at least 1; got {cfg.log_every}"),
+        (not METHODS[cfg.method].needs_teacher or cfg.teacher != "",
+         f"--method {cfg.method} needs --teacher RUN_DIR, the folder of a finished run to distil from"),
+        (METHODS[cfg.method].needs_teacher or cfg.teacher == "", "--teacher applies to --method kd only"),
+        (not METHODS[cfg.method].batch_counts_images or cfg.batch_size >= METHODS[cfg.method].images_per_anchor,
+         f"--method {cfg.method} needs --batch-size >= {METHODS[cfg.method].images_per_anchor} (it counts images, "
+         f"{METHODS[cfg.method].images_per_anchor} per anchor); got {cfg.batch_size}"),
         (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
          f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
     ]
@@ -238,13 +253,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
 
 
 def step_anchors(cfg: TrainConfig) -> int:
-    """Anchors drawn per optimiser step: B, or B/2 pairs for the pair methods with ``--equal-compute``."""
-    pairs = METHODS[cfg.method].images_per_anchor == 2
-    return cfg.batch_size // 2 if (pairs and cfg.equal_compute) else cfg.batch_size
+    """Anchors drawn per optimiser step: B; B/2 for the two-view methods with ``--equal-compute``; B / images per
+    anchor for a method whose batch counts images (BAKE)."""
+    method = METHODS[cfg.method]
+    if method.batch_counts_images:
+        return cfg.batch_size // method.images_per_anchor
+    return cfg.batch_size // 2 if (method.two_views and cfg.equal_compute) else cfg.batch_size
 
 
 def step_images(cfg: TrainConfig) -> int:
-    """Images forwarded per optimiser step: the anchors, and their partners for the pair methods."""
+    """Images forwarded per optimiser step: the anchors times the method's images per anchor (the first step of
+    DLB, which has no last batch yet, forwards half as many)."""
     return step_anchors(cfg) * METHODS[cfg.method].images_per_anchor
 
 

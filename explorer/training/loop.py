@@ -39,6 +39,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ from explorer.training.config import (
     step_images,
     validate_config,
 )
-from explorer.training.methods import METHODS, StepBatch, StepOutput
+from explorer.training.method_losses import distinct_partners
+from explorer.training.methods import METHODS, MethodContext, StepBatch, StepOutput
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 from explorer.training.recorder import Recorder
@@ -69,6 +71,7 @@ from explorer.training.runfolder import update_status
 from explorer.training.session import AnchorStream, Session
 from explorer.training.state import restore_train_state
 from explorer.training.streamed import open_streams, streamed_method_loss, streamed_test_logits
+from explorer.training.teacher import load_teacher, teacher_forward
 
 __all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
            "step_loss", "predict_test_split", "train_epoch", "train_step"]
@@ -80,22 +83,31 @@ EXIT_FAILED, EXIT_BAD_ARGS = 1, 2
 # Sampling and the step
 # --------------------------------------------------------------------------------------------------
 def method_loss(cfg: TrainConfig, forward: Callable[[Tensor], Tensor], dataset: Dataset, anchors: Tensor,
-                class_index: ClassIndex, patch_size: int, generator: torch.Generator, shard: slice) -> StepOutput:
+                class_index: ClassIndex, patch_size: int, generator: torch.Generator, shard: slice,
+                context: MethodContext | None = None) -> StepOutput:
     """One step of ``cfg``'s method on the global batch ``anchors``: augment, draw partners, call the method.
 
     ``forward`` maps uint8 images to fp32 logits (``precision.model_forward``). The draws happen in a fixed order
     (anchor crops, partners, partner crops, then the method's own), all for the whole global batch, and ``shard``
-    picks this process's part.
+    picks this process's part. ``context`` holds what the method keeps across steps (the session's).
     """
     method = METHODS[cfg.method]
     images, labels = dataset.train_images, dataset.train_labels  # index_select: faster than images[i] on CPU
-    x_a = augment(images.index_select(0, anchors), dataset.crop_padding, dataset.flip, generator)
+    raw = images.index_select(0, anchors)
+    x_a = augment(raw, dataset.crop_padding, dataset.flip, generator)
     x_b = None
-    if method.images_per_anchor == 2:
+    if method.partners == 1:
         partners = same_class_partners(anchors, class_index, generator)
         x_b = augment(images.index_select(0, partners), dataset.crop_padding, dataset.flip, generator)
-    batch = StepBatch(anchors=x_a, partners=x_b, targets=labels.index_select(0, anchors)[shard], shard=shard,
-                      forward=forward, cfg=cfg, patch_size=patch_size, generator=generator)
+    elif method.partners > 1:
+        partners = distinct_partners(anchors, class_index, method.partners, generator).flatten()
+        x_b = augment(images.index_select(0, partners), dataset.crop_padding, dataset.flip, generator)
+    anchor_labels = labels.index_select(0, anchors)
+    batch = StepBatch(anchors=x_a, partners=x_b, targets=anchor_labels[shard], shard=shard,
+                      forward=forward, cfg=cfg, patch_size=patch_size, generator=generator, labels=anchor_labels,
+                      raw=raw, indices=anchors,
+                      augment=partial(augment, padding=dataset.crop_padding, flip=dataset.flip, generator=generator),
+                      context=context or MethodContext())
     return method.step(batch)
 
 
@@ -128,6 +140,10 @@ def open_training_data(cfg: TrainConfig, world: int = 1, download: bool | None =
     if cfg.holdout:
         dataset = dataset.holdout()
     validate_config(cfg, dataset.image_size, dataset.name, world, train_size=len(dataset.train_labels))
+    partners = METHODS[cfg.method].partners
+    if isinstance(dataset, StreamedDataset) and partners > 1:
+        raise ConfigError(f"--method {cfg.method} draws {partners} same-class images per anchor, which streamed data "
+                          f"does not offer; use --data-mode memory")
     return dataset
 
 
@@ -143,7 +159,8 @@ def setup(cfg: TrainConfig) -> Session:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     dataset = open_training_data(cfg, world, num_workers=default_workers(_local_world()))
-    s = build_session(cfg, dataset, device, rank, world)
+    teacher = load_teacher(cfg, dataset, device) if METHODS[cfg.method].needs_teacher else None
+    s = build_session(cfg, dataset, device, rank, world, teacher)
     if cfg.resume:
         s.resumed = restore_train_state(s)
         if s.streams is not None:  # the batches follow from (seed, epoch): the step count is the position
@@ -152,9 +169,10 @@ def setup(cfg: TrainConfig) -> Session:
 
 
 def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: torch.device, rank: int = 0,
-                  world: int = 1) -> Session:
-    """The model (in its precision, layout, DDP wrapper, compiled or not), optimiser, scheduler and random streams
-    of a run on ``dataset``; the benchmark times steps of sessions built here."""
+                  world: int = 1, teacher: nn.Module | None = None) -> Session:
+    """The model (in its precision, layout, DDP wrapper, compiled or not), optimiser, scheduler, random streams and
+    method state of a run on ``dataset``; the benchmark times steps of sessions built here. ``teacher``: the trained
+    model ``--method kd`` distils from (on ``device``, in eval mode)."""
     precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, dataset.channels, dataset.num_classes).to(device)
@@ -179,6 +197,11 @@ def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: 
     shard_size = step_anchors(cfg) // world
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
     optimizer = build_optimizer(model.parameters(), cfg, device)
+    method = METHODS[cfg.method]
+    labels = dataset.train_labels.to(device)
+    context = MethodContext(
+        state=method.initial_state(labels, dataset.num_classes) if method.initial_state else {},
+        teacher=None if teacher is None else teacher_forward(teacher, dataset.normalize, device), model=bare_model)
     return Session(
         cfg=cfg, run_dir=Path(cfg.out) / (cfg.run_id or _default_run_id(cfg)),
         command=shlex.join(training_command(cfg, python=sys.executable.split("/")[-1])),
@@ -190,7 +213,7 @@ def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: 
         anchors=AnchorStream(len(dataset.train_labels), generator, device),
         patch_size=cfg.patch_size or default_patch_size(dataset.image_size),
         shard=slice(rank * shard_size, (rank + 1) * shard_size) if world > 1 else slice(None),
-        steps_per_epoch=steps_per_epoch, streams=streams)
+        steps_per_epoch=steps_per_epoch, streams=streams, context=context)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,9 +286,10 @@ def step_loss(s: Session) -> tuple[StepOutput, int]:
     process trained on."""
     if s.streams is not None:
         batch = s.streams.train.next()
-        return streamed_method_loss(s.cfg, s.forward, s.dataset, batch, s.patch_size, s.generator), len(batch.labels)
+        return (streamed_method_loss(s.cfg, s.forward, s.dataset, batch, s.patch_size, s.generator, s.context),
+                len(batch.labels))
     out = method_loss(s.cfg, s.forward, s.dataset, s.anchors.next(step_anchors(s.cfg)), s.class_index, s.patch_size,
-                      s.generator, s.shard)
+                      s.generator, s.shard, s.context)
     return out, step_anchors(s.cfg) // s.world
 
 
@@ -293,6 +317,7 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     """
     cfg = s.cfg
     s.model.train()
+    s.context.epoch = epoch
     sums = torch.zeros(7, device=s.device)
     window = torch.zeros(3, device=s.device)
     window_start, window_steps = time.perf_counter(), 0

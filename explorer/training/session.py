@@ -5,7 +5,7 @@ which the loop calls, need not import the loop."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from explorer.data import Dataset, StreamedDataset
 from explorer.ips import ClassIndex
 from explorer.training.config import TrainConfig
+from explorer.training.methods import MethodContext
 from explorer.training.streamed import DataStreams
 
 __all__ = ["AnchorStream", "Session"]
@@ -60,6 +61,7 @@ class Session:
     shard: slice
     steps_per_epoch: int
     streams: DataStreams | None = None  # the batches of a streamed dataset; None: the dataset is in memory
+    context: MethodContext = field(default_factory=MethodContext)  # the method's state, epoch, teacher
     step: int = 0  # optimiser steps done so far
     resumed: dict[str, Any] | None = None  # the training state's JSON part when resumed (epoch, elapsed, ...)
 

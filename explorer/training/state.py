@@ -2,9 +2,11 @@
 
 ``train_state.safetensors`` (``runfolder.TRAIN_STATE``) holds every tensor the next epoch depends on: the model's
 weights and buffers (BatchNorm statistics), the optimiser's momentum buffers, the states of the run's generator
-and of torch's default CPU and CUDA generators (dropout in torchvision models draws from those), and the anchor
-stream's undrawn indices. Everything else is JSON in the file's metadata: the epoch and step, the training time
-so far, the precision, the optimiser's param groups, the scheduler's and the fp16 loss scaler's state dicts.
+and of torch's default CPU and CUDA generators (dropout in torchvision models draws from those), the anchor
+stream's undrawn indices, and the method's state under ``method.`` (``MethodContext.state``: PS-KD's buffer of
+last predictions, DLB's stashed last batch and its logits). Everything else is JSON in the file's metadata: the
+epoch and step, the training time so far, the precision, the optimiser's param groups, the scheduler's and the
+fp16 loss scaler's state dicts.
 One file, replaced atomically after the epoch's metrics record and checkpoint are written: a kill at any moment
 leaves the state of one finished epoch, never a mix. Nothing is pickled, so loading it runs no code.
 
@@ -31,7 +33,7 @@ from explorer.training.session import Session
 __all__ = ["restore_train_state", "save_train_state"]
 
 FORMAT = 1
-_MODEL, _OPTIMIZER, _ANCHORS = "model.", "optimizer.", "anchors.buffer"
+_MODEL, _OPTIMIZER, _ANCHORS, _METHOD = "model.", "optimizer.", "anchors.buffer", "method."
 _RUN_RNG, _CPU_RNG, _CUDA_RNG = "rng.run", "rng.torch_cpu", "rng.torch_cuda"
 
 
@@ -48,6 +50,7 @@ def save_train_state(s: Session, elapsed: float, last_test_accuracy: float | Non
                 plain_state.setdefault(str(index), {})[name] = value
     tensors.update({_RUN_RNG: s.generator.get_state(), _CPU_RNG: torch.get_rng_state(),
                     _ANCHORS: s.anchors.buffer.clone()})
+    tensors.update({_METHOD + name: value.contiguous() for name, value in s.context.state.items()})
     if s.device.type == "cuda":
         tensors[_CUDA_RNG] = torch.cuda.get_rng_state(s.device)
     meta = {"format": FORMAT, "epoch": s.step // s.steps_per_epoch, "step": s.step, "elapsed": elapsed,
@@ -101,5 +104,6 @@ def restore_train_state(s: Session) -> dict[str, Any]:
     if s.device.type == "cuda":
         torch.cuda.set_rng_state(tensors[_CUDA_RNG], s.device)
     s.anchors.buffer = tensors[_ANCHORS].to(s.device)
+    s.context.state = {k.removeprefix(_METHOD): v.to(s.device) for k, v in tensors.items() if k.startswith(_METHOD)}
     s.step = meta["step"]
     return meta

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +50,7 @@ from explorer.data.streaming import (
 )
 from explorer.evaluate import predict_logits
 from explorer.training.config import TrainConfig, step_anchors, step_images
-from explorer.training.methods import METHODS, StepBatch, StepOutput
+from explorer.training.methods import METHODS, MethodContext, StepBatch, StepOutput
 
 __all__ = ["DataStreams", "open_streams", "streamed_method_loss", "streamed_test_logits"]
 
@@ -73,7 +74,7 @@ def open_streams(cfg: TrainConfig, dataset: StreamedDataset, device: torch.devic
     """The loaders of ``cfg``'s run on rank ``rank`` of ``world``; ``local_world`` processes of this machine share
     its CPUs for their DataLoader workers. Workers start at the first batch, not here."""
     workers = default_workers(local_world)
-    pairs = METHODS[cfg.method].images_per_anchor == 2
+    pairs = METHODS[cfg.method].partners == 1
     train = pair_loader(dataset, step_anchors(cfg), cfg.seed, with_partners=pairs, rank=rank, world_size=world,
                         num_workers=workers, device=device)
     test = image_loader(dataset.test, dataset.image_size, step_images(cfg), num_workers=workers, device=device)
@@ -81,17 +82,22 @@ def open_streams(cfg: TrainConfig, dataset: StreamedDataset, device: torch.devic
 
 
 def streamed_method_loss(cfg: TrainConfig, forward: Callable[[Tensor], Tensor], dataset: StreamedDataset,
-                         batch: PairBatch | ImageBatch, patch_size: int, generator: torch.Generator) -> StepOutput:
+                         batch: PairBatch | ImageBatch, patch_size: int, generator: torch.Generator,
+                         context: MethodContext | None = None) -> StepOutput:
     """One step of ``cfg``'s method on a streamed batch (this rank's shard, its pairs drawn by the sampler): augment
     the anchors, then the partners, then the method's own draws, all on ``generator``, as ``loop.method_loss``."""
     method = METHODS[cfg.method]
     anchors = batch.anchor_images if isinstance(batch, PairBatch) else batch.images
     x_a = augment(anchors, dataset.crop_padding, dataset.flip, generator)
     x_b = None
-    if method.images_per_anchor == 2:
+    if method.partners == 1:
         x_b = augment(batch.partner_images, dataset.crop_padding, dataset.flip, generator)
+    indices = batch.anchors if isinstance(batch, PairBatch) else batch.indices
     return method.step(StepBatch(anchors=x_a, partners=x_b, targets=batch.labels, shard=slice(None), forward=forward,
-                                 cfg=cfg, patch_size=patch_size, generator=generator))
+                                 cfg=cfg, patch_size=patch_size, generator=generator, raw=anchors, indices=indices,
+                                 augment=partial(augment, padding=dataset.crop_padding, flip=dataset.flip,
+                                                 generator=generator),
+                                 context=context or MethodContext()))
 
 
 def streamed_test_logits(model: nn.Module, dataset: StreamedDataset, test: BatchStream) -> tuple[Tensor, Tensor]:
