@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import signal
 import subprocess
@@ -34,9 +35,9 @@ from typing import Any
 
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
 from explorer.training.command import training_command
-from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types
+from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, step_images
 from explorer.training.measured import MEASURED_FILE, Recorded, record_study
-from explorer.training.methods import BASELINE, METHODS
+from explorer.training.methods import BASELINE, FEATURED, METHODS
 from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
 
@@ -49,6 +50,7 @@ METRICS = {"accuracy": ("test_accuracy", 100.0, "%"), "nll": ("test_nll", 1.0, "
            "ece": ("test_ece", 100.0, "%"), "brier": ("test_brier", 1.0, "")}  # name: (record key, scale, unit)
 COMPARISONS = {"equal-epochs": "equal epochs", "equal-compute": "equal compute (baseline at twice the epochs)",
                "equal-compute-step": "equal compute per step (--equal-compute)"}
+AGAINST_FEATURED = "equal epochs, against IPS"
 STARTUP_S = 6.0  # Python, torch and the data, before the first step, on a small CPU
 
 
@@ -133,8 +135,10 @@ class StudySpec:
 
 def comparison_spec(study_id: str, dataset: str, model: str, methods: Sequence[str], epochs: int,
                     comparisons: Sequence[str], seeds: Sequence[int],
-                    shared: dict[str, Any] | None = None) -> StudySpec:
-    """The study of ``methods`` against the baseline (CE) under the named ``comparisons`` (``COMPARISONS``)."""
+                    shared: dict[str, Any] | None = None, teacher: str = "") -> StudySpec:
+    """The study of ``methods`` against the baseline (CE) under the named ``comparisons`` (``COMPARISONS``); when
+    IPS is among them, every other method is also compared with IPS at equal epochs (same seeds, paired).
+    ``teacher``: the finished run a ``kd`` arm distils from."""
     unknown = [c for c in comparisons if c not in COMPARISONS]
     if unknown:
         raise ValueError(f"unknown comparison(s) {unknown}; choose from {list(COMPARISONS)}")
@@ -148,12 +152,15 @@ def comparison_spec(study_id: str, dataset: str, model: str, methods: Sequence[s
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     base = Setting(f"{BASELINE} {epochs} ep", {"method": BASELINE, "epochs": epochs})
     settings, compared = [base], []
+    if any(METHODS[m].needs_teacher for m in others) and not teacher:
+        raise ValueError("a kd arm needs a teacher: give the folder of a finished run (--teacher RUN_DIR)")
     for method in others:
-        arm = Setting(f"{method} {epochs} ep", {"method": method, "epochs": epochs})
+        arm = Setting(f"{method} {epochs} ep", {"method": method, "epochs": epochs,
+                                               **({"teacher": teacher} if METHODS[method].needs_teacher else {})})
         settings.append(arm)
         if "equal-epochs" in comparisons:
             compared.append(Comparison(COMPARISONS["equal-epochs"], arm.label, base.label))
-        pairs = METHODS[method].images_per_anchor == 2
+        pairs = METHODS[method].two_views
         if "equal-compute" in comparisons and pairs:
             long_base = Setting(f"{BASELINE} {2 * epochs} ep", {"method": BASELINE, "epochs": 2 * epochs})
             if long_base not in settings:
@@ -164,6 +171,10 @@ def comparison_spec(study_id: str, dataset: str, model: str, methods: Sequence[s
                                                                        "equal_compute": True})
             settings.append(halved)
             compared.append(Comparison(COMPARISONS["equal-compute-step"], halved.label, base.label))
+    if FEATURED in others:
+        compared += [Comparison(AGAINST_FEATURED, arm.label, f"{FEATURED} {epochs} ep") for arm in settings
+                     if arm.overrides["method"] not in (BASELINE, FEATURED) and arm.overrides["epochs"] == epochs
+                     and not arm.overrides.get("equal_compute")]
     return StudySpec(study_id, dataset, model, list(seeds), settings, compared, dict(shared or {}))
 
 
@@ -261,7 +272,7 @@ def estimate_seconds(spec: StudySpec, runs_dir: Path, default_images_per_s: floa
         if final_epoch(Path(runs_dir) / spec.run_id(setting, seed)) is not None:
             continue
         cfg = spec.config(setting, seed, Path(runs_dir))
-        images = cfg.epochs * n_train * METHODS[cfg.method].images_per_anchor / (2 if cfg.equal_compute else 1)
+        images = cfg.epochs * math.ceil(n_train / cfg.batch_size) * step_images(cfg)
         known = sorted(speeds.get(cfg.method, []))
         if known:
             measured.add(cfg.method)
@@ -457,7 +468,7 @@ def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
     else:
         methods = args.methods or ["ce", "ips"]
         spec = comparison_spec(args.id or f"{args.dataset}-{'-'.join(methods)}", args.dataset, args.model,
-                               methods, args.epochs, args.comparisons, args.seeds or range(3))
+                               methods, args.epochs, args.comparisons, args.seeds or range(3), teacher=args.teacher)
     if args.seeds:
         spec.seeds = list(args.seeds)
     return spec
@@ -473,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None,
                         help=f"methods to compare with the baseline {BASELINE} (default: ce ips)")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--teacher", default="", metavar="RUN_DIR",
+                        help="the finished run the kd arm distils from (needed when --methods has kd)")
     parser.add_argument("--comparisons", nargs="+", choices=list(COMPARISONS), default=["equal-epochs"])
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's, else 0 1 2")
     parser.add_argument("--only", nargs="+", metavar="LABEL", help="train only these settings (labels)")
