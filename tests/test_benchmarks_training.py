@@ -24,7 +24,9 @@ def test_the_benchmark_reports_every_setting_on_synthetic_tensors(capsys):
     assert [(dtype, px) for dtype, px, _ in swaps] == [("uint8", "4"), ("uint8", "8"), ("float32", "4"),
                                                        ("float32", "8")]
     rows = re.findall(r"^  (\S+(?: --equal-compute)?) +(fp32) +([\d.]+) +(\d+) +([\d.]+) +([\d.]+)$", out, re.M)
-    assert [r[0] for r in rows] == ["ce", "cskd", "ips", "cskd --equal-compute", "ips --equal-compute"]
+    assert [r[0] for r in rows] == ["ce", "cskd", "ips", "ips-margin", "ips-correct", "ls", "mixup", "cutmix", "tfkd",
+                                    "pskd", "dlb", "zipf", "bake", "kd", "cskd --equal-compute", "ips --equal-compute",
+                                    "ips-margin --equal-compute", "ips-correct --equal-compute", "dlb --equal-compute"]
     assert float(rows[0][4]) == 1.0 and all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
 
 

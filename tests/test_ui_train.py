@@ -43,7 +43,16 @@ from explorer.ui.train import (
     run_buttons,
     select_run,
 )
-from explorer.ui.train_form import CUSTOM, apply_schedule, command_line, launch_run, schedule_of, show_schedules
+from explorer.ui.train_form import (
+    CUSTOM,
+    apply_schedule,
+    command_line,
+    launch_run,
+    schedule_of,
+    show_method,
+    show_schedules,
+    teacher_choices,
+)
 from tests.helpers import DEMO, IPS_DEMO, wait_for
 
 IPS = IPS_DEMO
@@ -305,3 +314,39 @@ def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(run
     wait_for(lambda: not runs.has_active_runs(), 30, "the resumed run to stop")
     with pytest.raises(ValueError, match="select a run in the table first"):
         resume_run(runs, "")
+
+
+def _finished_run(runs_dir, run_id, state="finished", method="ce"):
+    shutil.copytree(IPS_DEMO, runs_dir / run_id)
+    (runs_dir / run_id / "status.json").write_text(json.dumps({"state": state}))
+    (runs_dir / run_id / "config.json").write_text(json.dumps({"method": method, "model": "small_cnn",
+                                                                "dataset": "mnist5k"}))
+
+
+def test_the_teacher_picker_lists_finished_runs_and_shows_for_kd_only(tmp_path):
+    _finished_run(tmp_path, "a-done")
+    _finished_run(tmp_path, "b-cancelled", state="cancelled")
+    _finished_run(tmp_path, "c-done", method="ips")
+    assert teacher_choices(tmp_path) == [("c-done (ips, small_cnn on mnist5k)", f"{tmp_path.name}/c-done"),
+                                         ("a-done (ce, small_cnn on mnist5k)", f"{tmp_path.name}/a-done")]
+    ctx = AppContext(tmp_path, DEMO, torch.device("cpu"))
+    method, teacher = show_method(ctx, "kd")
+    assert teacher.visible is True and len(teacher.choices) == 2 and method.info == METHODS["kd"].help
+    assert show_method(ctx, "ls")[1].visible is False
+
+
+def test_the_command_line_of_kd_names_its_teacher_and_other_methods_drop_it():
+    assert command_line(*_form(method="kd"), teacher="runs/t1") == ("python -m explorer.train --method kd --epochs "
+                                                                    f"{FORM_DEFAULTS['epochs']} --teacher runs/t1")
+    assert "--teacher" not in command_line(*_form(method="ce"), teacher="runs/t1")
+    assert command_line(*_form(method="kd")) == ("# the CLI refuses these settings: --method kd needs --teacher "
+                                                 "RUN_DIR, the folder of a finished run to distil from")
+
+
+def test_launching_kd_refuses_a_teacher_the_runs_folder_does_not_hold(tmp_path):
+    runs = RunManager(tmp_path / "runs")
+    try:
+        with pytest.raises(ValueError, match="is not one of the checkpoints offered here"):
+            launch_run(runs, *_form(method="kd"), teacher=str(IPS_DEMO))
+    finally:
+        runs.close()

@@ -38,12 +38,14 @@ from explorer.ips import build_class_index, check_patch_size, default_patch_size
 from explorer.models import build_model
 from explorer.training.config import TrainConfig, step_images
 from explorer.training.loop import build_session, train_step
+from explorer.training.methods import METHODS
 from explorer.training.optimizer import build_optimizer
 from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 
 __all__ = ["interleaved_medians", "main", "steady_allocator", "synthetic_dataset"]
 
-SETTINGS = [("ce", False), ("cskd", False), ("ips", False), ("cskd", True), ("ips", True)]
+# Every method of the registry at its own images per step, then the two-view ones at B images (--equal-compute)
+SETTINGS = [(name, False) for name in METHODS] + [(m.name, True) for m in METHODS.values() if m.two_views]
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, block: int = 1,
@@ -155,7 +157,9 @@ def _training_steps(base: TrainConfig, dataset: Dataset, device: torch.device, p
         pure = dict.fromkeys(sizes, float("inf"))
         for _ in range(args.rounds):
             for cfg in cfgs:
-                session = build_session(cfg, dataset, device)
+                teacher = (build_model(cfg.model, dataset.channels, dataset.num_classes).to(device).eval()
+                           if METHODS[cfg.method].needs_teacher else None)  # kd: an untrained teacher, same model
+                session = build_session(cfg, dataset, device, teacher=teacher)
                 seconds[id(cfg)] = min(seconds[id(cfg)], _median(lambda s=session: train_step(s), device, args))
                 del session  # before the next setting builds its model
             for size in sizes:

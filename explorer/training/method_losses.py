@@ -59,7 +59,7 @@ def tfkd_reg_loss(logits: Tensor, targets: Tensor, alpha: float = 0.1, temperatu
     k = logits.shape[1]
     teacher = torch.full_like(logits, (1 - correct_prob) / (k - 1)).scatter_(1, targets[:, None], correct_prob)
     teacher = F.softmax(teacher / temperature, dim=1)
-    kl = F.kl_div(F.log_softmax(logits, dim=1), teacher, reduction="mean")
+    kl = F.kl_div(F.log_softmax(logits, dim=1), teacher, reduction="sum") / logits.numel()  # KLDivLoss()'s mean
     ce = F.cross_entropy(logits, targets)
     kd = multiplier * kl
     return LossParts((1 - alpha) * ce + alpha * kd, ce, kd)

@@ -319,13 +319,15 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            initial_state=_pskd_state),
     Method("dlb", "DLB", f"self-distillation from the last mini-batch: the last step's images again, re-augmented, "
            f"taught by the logits they had then (KL x T^2, T = {DLB_TEMPERATURE:g}, weight {DLB_WEIGHT:g}; our "
-           f"choice, the code has no default)", "#7f7f7f", 2, _dlb_step, "ips"),
+           f"choice, the code has no default)", "#5254a3", 2, _dlb_step, "ips"),
     Method("zipf", "Zipf's LS", f"Zipf's label smoothing: CE + {ZIPF_WEIGHT} x KL from a Zipf distribution over the "
-           f"other classes ranked by the model's own logits", "#aec7e8", 1,
+           f"other classes ranked by the image's own logits (our choice; their CIFAR command ranks dense votes)",
+           "#aec7e8", 1,
            partial(_single_view_step, loss=partial(zipf_loss, weight=ZIPF_WEIGHT)), "ips"),
     Method("bake", "BAKE", f"batch knowledge ensembling: each anchor with {BAKE_IMAGES} same-class images; KL to the "
            f"batch's feature-affinity ensemble (omega {BAKE_OMEGA}, --temperature, --kd-weight); --batch-size counts "
-           f"images", "#ff9896", BAKE_IMAGES + 1, _bake_step, "ips", partners=BAKE_IMAGES, batch_counts_images=True,
+           f"images, so an epoch has N/4 anchors", "#ff9896", BAKE_IMAGES + 1, _bake_step, "ips", partners=BAKE_IMAGES,
+           batch_counts_images=True,
            uses_kd_flags=True),
     Method("kd", "KD (teacher)", "knowledge distillation (Hinton) from the finished run --teacher RUN_DIR: CE + "
            "KL(teacher || student) x T^2 (--temperature, --kd-weight)", "#006d5b", 1, _kd_step, "ips",

@@ -58,6 +58,7 @@ from explorer.models import ModelError, build_model
 from explorer.training.command import FORM_FIELDS, config_from_settings, resume_command, training_command
 from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
 from explorer.training.loop import open_training_data
+from explorer.training.methods import METHODS
 from explorer.training.processes import ProcessGroup, process_identity, training_process_alive
 from explorer.training.runfolder import (
     FINAL_STATES,
@@ -73,6 +74,7 @@ from explorer.training.runfolder import (
     write_json,
     write_status,
 )
+from explorer.training.teacher import load_teacher
 
 __all__ = ["POLL_S", "RunError", "RunManager"]
 
@@ -412,6 +414,8 @@ class RunManager:
         cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
         try:
             dataset = open_training_data(cfg, gpus, download=False)  # what the training process will open
+            if METHODS[cfg.method].needs_teacher:  # a teacher that cannot teach: refused here, not after queueing
+                load_teacher(cfg, dataset, torch.device("cpu"))
             with torch.device("meta"):  # the size of the model, without allocating it
                 model = build_model(cfg.model, dataset.channels, dataset.num_classes)
         except (ConfigError, DatasetError, ModelError) as exc:

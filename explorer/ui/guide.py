@@ -16,6 +16,7 @@ from explorer.training.measured import published
 from explorer.ui.binding import model_handler
 from explorer.ui.compare import model_claims, split_reports
 from explorer.ui.context import LIGHT_EVENTS, AppContext
+from explorer.ui.guide_field import FIELD
 from explorer.ui.header import Header
 
 __all__ = ["CLAIM_PAIRS", "TAB_ID", "another_example", "build", "example", "first_example", "guide_claims",
@@ -166,6 +167,8 @@ def another_example(ctx: AppContext, dataset_name: str, model_a: str | None, mod
 def build(ctx: AppContext, header: Header, demo: gr.Blocks, tab: gr.Tab, active: gr.State) -> None:
     """The tab; its sentences about the models are computed when it opens (and when the header changes then)."""
     gr.Markdown(METHOD, latex_delimiters=LATEX)
+    with gr.Accordion("How IPS differs from label smoothing, CutMix, CS-KD and the rest of the field", open=False):
+        gr.Markdown(FIELD, latex_delimiters=LATEX, elem_id="guide-field")
     gr.Markdown("## What it did here")
     claims = gr.Markdown("Open this tab to measure the models picked above.", elem_id="guide-claims")
     gr.Markdown(MEASURED_TEXT, elem_id="guide-measured")

@@ -10,27 +10,31 @@ the CLI's defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import torch
 
+from explorer.analysis.catalog import checkpoint_folder, checkpoint_name
 from explorer.analysis.schedules import estimate_text, fair_schedule, schedule_choices, schedules
 from explorer.data import DATASETS
 from explorer.training.command import FORM_DEFAULTS, preview
 from explorer.training.config import TrainConfig
 from explorer.training.methods import METHODS
 from explorer.training.precision import PRECISIONS
+from explorer.training.runfolder import CONFIG, STATUS, read_json
 from explorer.training.runs import RunManager
 from explorer.ui.binding import handler
 from explorer.ui.context import AppContext
 
 __all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "launch_run", "schedule_of",
-           "show_schedules"]
+           "show_method", "show_schedules", "teacher_choices"]
 
 CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
 TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
+_KD_FLAG_USERS = ", ".join(m.label for m in METHODS.values() if m.uses_kd_flags) + " (the others: official values)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -38,30 +42,60 @@ TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 # --------------------------------------------------------------------------------------------------
 def _settings(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float, patch_size: float,
               swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float, seed: float,
-              equal_compute: bool, device: str, precision: str) -> dict[str, Any]:
+              equal_compute: bool, device: str, precision: str, teacher: str = "") -> dict[str, Any]:
     return dict(dataset=dataset, model=model, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                 patch_size=patch_size, swap_ratio=swap_ratio, swap_prob=swap_prob, temperature=temperature,
-                kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device, precision=precision)
+                kd_weight=kd_weight, seed=seed, equal_compute=equal_compute, device=device, precision=precision,
+                teacher=teacher or "")
 
 
 def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
                patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
                seed: float, equal_compute: bool, device: str, gpus: float,
-               precision: str = FORM_DEFAULTS["precision"]) -> str:
-    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error)."""
+               precision: str = FORM_DEFAULTS["precision"], teacher: str = "") -> str:
+    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error). ``teacher`` is
+    a finished run's public name (``<runs folder>/<run id>``), from the teacher picker."""
+    if teacher and METHODS[method].needs_teacher:
+        teacher = str(checkpoint_folder(teacher, [runs.runs_dir]))
     settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
-                         temperature, kd_weight, seed, equal_compute, device, precision)
+                         temperature, kd_weight, seed, equal_compute, device, precision,
+                         teacher if METHODS[method].needs_teacher else "")
     return runs.launch(settings, gpus)
 
 
 def command_line(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
                  patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
                  seed: float, equal_compute: bool, device: str, gpus: float,
-                 precision: str = FORM_DEFAULTS["precision"]) -> str:
+                 precision: str = FORM_DEFAULTS["precision"], teacher: str = "") -> str:
     """The training CLI command of the form's settings, as ``explorer.training.command`` builds every launch."""
     settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
-                         temperature, kd_weight, seed, equal_compute, device, precision)
+                         temperature, kd_weight, seed, equal_compute, device, precision,
+                         teacher if METHODS[method].needs_teacher else "")
     return preview(settings, int(gpus) if gpus and gpus > 1 else 1)
+
+
+def teacher_choices(runs_dir: Path) -> list[tuple[str, str]]:
+    """The finished runs of ``runs_dir``, newest first, as (label, public name): the kd teacher picker's choices."""
+    choices = []
+    folders = [d for d in Path(runs_dir).iterdir() if d.is_dir() and not d.is_symlink()] if runs_dir.is_dir() else []
+    for run_dir in sorted(folders, key=lambda d: d.name, reverse=True):
+        if read_json(run_dir / STATUS).get("state") == "finished":
+            config = read_json(run_dir / CONFIG)
+            label = f"{run_dir.name} ({config.get('method', '?')}, {config.get('model', '?')} on " \
+                    f"{config.get('dataset', '?')})"
+            choices.append((label, checkpoint_name(run_dir)))
+    return choices
+
+
+def show_method(ctx: AppContext, method: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The method picker's description of the chosen method; the teacher picker, listing the finished runs, shown
+    for a method that distils from a teacher (kd)."""
+    chosen = METHODS.get(method)
+    if chosen is None:
+        return gr.skip(), gr.skip()
+    needs = chosen.needs_teacher
+    return (gr.Dropdown(info=chosen.help),
+            gr.Dropdown(choices=teacher_choices(ctx.runs_dir) if needs else [], visible=needs))
 
 
 def apply_schedule(schedule: str, dataset: str) -> Any:
@@ -124,8 +158,8 @@ def build_form(ctx: AppContext) -> Form:
                               info="cifar10/100 need their files under data/", elem_id="train-dataset")
         model = gr.Dropdown(["small_cnn", "resnet18"], value=d["model"], label="Model", allow_custom_value=True,
                             info="or a torchvision classification model's name")
-        method = gr.Radio([(m.label, m.name) for m in METHODS.values()], value=d["method"], label="Method",
-                          info=" · ".join(f"{m.label}: {m.help}" for m in METHODS.values()))
+        method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value=d["method"], label="Method",
+                             info=METHODS[d["method"]].help, elem_id="train-method")
         device = gr.Dropdown(_device_choices(), value=d["device"], label="Device",
                              info="auto: CUDA when present, else CPU")
         precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision", elem_id="train-precision",
@@ -140,21 +174,24 @@ def build_form(ctx: AppContext) -> Form:
         lr = gr.Number(d["lr"], label="Learning rate", info="peak; cosine decay to 0")
         seed = gr.Number(d["seed"], precision=0, label="Seed")
         equal_compute = gr.Checkbox(d["equal_compute"], label="Equal compute",
-                                    info="CS-KD and IPS: B images per step, as CE")
+                                    info=_help("equal_compute"))
+        teacher = gr.Dropdown([], value=None, label="Teacher (kd)", visible=METHODS[d["method"]].needs_teacher,
+                              info="a finished run whose model teaches: any model, same classes and image size",
+                              elem_id="train-teacher")
     with gr.Row(equal_height=True):
         patch_size = gr.Number(d["patch_size"], precision=0, label="Patch size (pixels)",
                                info="IPS; 0: auto; must divide the image size")
         swap_ratio = gr.Slider(0, 1, value=d["swap_ratio"], step=0.05, label="Swap ratio", info=_help("swap_ratio"))
         swap_prob = gr.Slider(0, 1, value=d["swap_prob"], step=0.05, label="Swap probability",
                               info=_help("swap_prob"))
-        temperature = gr.Number(d["temperature"], label="Temperature T", info="CS-KD and IPS")
-        kd_weight = gr.Number(d["kd_weight"], label="KD weight λ", info="CS-KD and IPS")
+        temperature = gr.Number(d["temperature"], label="Temperature T", info=_KD_FLAG_USERS)
+        kd_weight = gr.Number(d["kd_weight"], label="KD weight λ", info=_KD_FLAG_USERS)
     with gr.Row(equal_height=True):
         gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
                          visible=gpu_count > 1)
         launch = gr.Button("Launch run", variant="primary")
     form_fields = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                   kd_weight, seed, equal_compute, device, gpus, precision]
+                   kd_weight, seed, equal_compute, device, gpus, precision, teacher]
     command = gr.Code(command_line(*(f.value for f in form_fields)), language="shell", interactive=False,
                       label="The same run from a terminal", elem_id="train-command")
     return Form(form_fields, launch, schedule, command)
@@ -164,6 +201,9 @@ def wire_form(ctx: AppContext, form: Form, tab: gr.Tab) -> None:
     """Schedule and epochs follow each other; the schedules' times follow the dataset, model and method (timed
     when the tab opens); the command line follows every field."""
     dataset, model, method, epochs, equal_compute = (form.fields[i] for i in (0, 1, 2, 3, 12))
+    teacher = form.fields[16]
+    gr.on([tab.select, method.input], handler(show_method, ctx), [method], [method, teacher],
+          api_name="train_method", show_progress="hidden")
     instant = dict(queue=False, show_progress="hidden")
     form.schedule.input(apply_schedule, [form.schedule, dataset], epochs, api_name="train_schedule", **instant)
     epochs.input(schedule_of, [epochs, dataset], form.schedule, api_name="train_epochs", **instant)
