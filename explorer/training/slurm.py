@@ -20,19 +20,22 @@ rendezvous submitit's distributed environment exports (the variables torchrun se
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from explorer.training.config import TrainConfig, to_argv
+from explorer.training.command import config_argv
+from explorer.training.config import TrainConfig
 from explorer.training.runfolder import FINAL_STATES, SLURM, STATUS, read_json, write_json, write_status
 
-__all__ = ["JobState", "SlurmError", "SlurmOptions", "cancel", "job_record", "job_states",
-           "describe_jobs", "refresh", "settle", "submit", "train_job"]
+__all__ = ["JobState", "SlurmError", "SlurmOptions", "add_arguments", "cancel", "job_record",
+           "job_states", "options_from_args", "refresh", "settle", "submit", "train_job", "train_on_slurm", "wait"]
 
 LOGS = "slurm-logs"  # submitit's files (the pickled call, the jobs' stdout and stderr) inside the runs folder
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -274,7 +277,7 @@ def submit(configs: Sequence[TrainConfig], options: SlurmOptions) -> list[str]:
     executor = _executor(runs_dir, options)
     try:
         with executor.batch():
-            jobs = [executor.submit(train_job, to_argv(cfg)) for cfg in configs]
+            jobs = [executor.submit(train_job, config_argv(cfg)) for cfg in configs]
     except Exception as exc:  # submitit raises its own error types and RuntimeError for sbatch's refusals
         for cfg in configs:
             write_status(Path(cfg.out) / cfg.run_id, "failed", message=f"SLURM refused the job: {exc}", progress=0.0)
@@ -286,6 +289,80 @@ def submit(configs: Sequence[TrainConfig], options: SlurmOptions) -> list[str]:
     return [job.job_id for job in jobs]
 
 
-def describe_jobs(states: dict[str, JobState]) -> str:
-    """One line per run: its id and SLURM's state (for the CLIs)."""
-    return "\n".join(f"  {run_id}: SLURM job {job.job_id} {job.describe()}" for run_id, job in sorted(states.items()))
+def wait(run_dirs: Sequence[Path], poll_s: float = 2.0) -> dict[str, JobState]:
+    """Watch the runs' jobs until every one has ended, printing each run's state and SLURM's whenever they change;
+    returns the last SLURM states. Stopped (Ctrl-C, SIGTERM), it cancels the jobs still pending or running, as a
+    stopped local study stops its runs."""
+    seen: dict[str, str] = {}
+    states: dict[str, JobState] = {}
+    try:
+        while True:
+            states = refresh(run_dirs)
+            for run_dir in run_dirs:
+                job = states.get(run_dir.name)
+                line = f"{read_json(run_dir / STATUS).get('state', '?')} · SLURM job " + \
+                    (f"{job.job_id} {job.describe()}" if job else "?")
+                if seen.get(run_dir.name) != line:
+                    print(f"  {run_dir.name}: {line}", flush=True)
+                    seen[run_dir.name] = line
+            if all(job.ended for job in states.values()):
+                return states
+            time.sleep(poll_s)
+    except BaseException:
+        for run_dir in run_dirs:
+            job = states.get(run_dir.name)
+            if job is None or not job.ended:
+                try:
+                    print(f"  {run_dir.name}: cancelling SLURM job {cancel(run_dir)}", flush=True)
+                except SlurmError as exc:
+                    print(f"  {run_dir.name}: {exc}", flush=True)
+        raise
+
+
+def add_arguments(parser: argparse.ArgumentParser, one_run: bool = False) -> None:
+    """``--executor`` and the ``--slurm-*`` options (``one_run``: also ``--nodes``, ``--gpus-per-node`` and
+    ``--tasks-per-node``, for one run across several processes)."""
+    group = parser.add_argument_group("executor", "where runs train: here, or as SLURM jobs (docs/cluster.md)")
+    group.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local: processes on this machine; slurm: SLURM jobs through submitit")
+    group.add_argument("--slurm-partition", default="", help="the partition (default: the cluster's default)")
+    group.add_argument("--slurm-gpus-per-run", type=int, default=0, help="GPUs per run (per node)")
+    group.add_argument("--slurm-cpus-per-run", type=int, default=1, help="CPUs per run (per task)")
+    group.add_argument("--slurm-time", default="60", help="time limit per run: minutes, MM:SS, HH:MM:SS, D-HH:MM")
+    group.add_argument("--slurm-array-parallelism", type=int, default=16,
+                       help="runs of one submission (a job array) running at once")
+    group.add_argument("--slurm-sbatch", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="a further sbatch option, e.g. account=lab or constraint=a100 (repeat for more)")
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line each job runs before training, e.g. 'source ~/venv/bin/activate'")
+    if one_run:
+        group.add_argument("--nodes", type=int, default=1, help="nodes of one run (DistributedDataParallel)")
+        group.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; one process each")
+        group.add_argument("--tasks-per-node", type=int, default=0,
+                           help="training processes per node (default: --gpus-per-node, at least 1)")
+
+
+def options_from_args(args: argparse.Namespace) -> SlurmOptions:
+    """The options ``add_arguments`` parsed; SlurmError for a bad value."""
+    gpus = getattr(args, "gpus_per_node", 0) or args.slurm_gpus_per_run
+    return SlurmOptions(partition=args.slurm_partition, gpus_per_run=gpus, cpus_per_run=args.slurm_cpus_per_run,
+                        time=args.slurm_time, array_parallelism=args.slurm_array_parallelism,
+                        nodes=getattr(args, "nodes", 1), tasks_per_node=getattr(args, "tasks_per_node", 0) or gpus or 1,
+                        sbatch=tuple(args.slurm_sbatch), setup=tuple(args.slurm_setup))
+
+
+def train_on_slurm(cfg: TrainConfig, options: SlurmOptions) -> int:
+    """``python -m explorer.train --executor slurm``: submit the run, watch it to its end; the exit code is 0 when
+    it finished, 1 otherwise."""
+    if cfg.resume:
+        raise SlurmError("--resume continues a run on this machine; resume a SLURM run with --executor local, "
+                         "or train it again under a new --run-id")
+    if not cfg.run_id:
+        cfg = replace(cfg, run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-slurm-{os.getpid()}")
+    run_dir = Path(cfg.out) / cfg.run_id
+    (job_id,) = submit([cfg], options)
+    print(f"run {run_dir}  |  SLURM job {job_id} ({options.tasks} process{'es' * (options.tasks > 1)})", flush=True)
+    wait([run_dir])
+    status = read_json(run_dir / STATUS)
+    print(f"run {run_dir.name}: {status.get('state')}: {status.get('message', '')}", flush=True)
+    return 0 if status.get("state") == "finished" else 1
