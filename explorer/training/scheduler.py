@@ -48,16 +48,16 @@ def remaining_runs(spec: StudySpec, runs_dir: Path, only: Sequence[str] | None =
 
 def slurm_lines(spec: StudySpec, runs_dir: Path) -> list[str]:
     """One line per run of ``spec`` sent to SLURM: its state and its job's SLURM state (as last seen)."""
-    return [f"{run_id}: {read_json(Path(runs_dir) / run_id / STATUS).get('state', '?')} · SLURM {job}"
-            for run_id, job in slurm_states(spec, runs_dir).items()]
+    return [f"{run_id}: {read_json(Path(runs_dir) / run_id / STATUS).get('state', '?')} · SLURM job {job.job_id} "
+            f"{job.describe()}" for run_id, job in slurm_states(spec, runs_dir).items()]
 
 
-def slurm_states(spec: StudySpec, runs_dir: Path) -> dict[str, str]:
+def slurm_states(spec: StudySpec, runs_dir: Path) -> dict[str, slurm.JobState]:
     """SLURM's state of the job of every run of ``spec`` sent to SLURM (as last seen), by run id."""
     states = {}
     for setting, seed in spec.runs():
         record = slurm.job_record(Path(runs_dir) / spec.run_id(setting, seed))
         if record:
-            job = slurm.JobState(str(record["job_id"]), record.get("state", "UNKNOWN"), record.get("reason", ""))
-            states[spec.run_id(setting, seed)] = f"job {job.job_id} {job.describe()}"
+            states[spec.run_id(setting, seed)] = slurm.JobState(str(record["job_id"]), record.get("state", "UNKNOWN"),
+                                                                record.get("reason", ""))
     return states

@@ -21,6 +21,8 @@ rendezvous submitit's distributed environment exports (the variables torchrun se
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -276,12 +278,14 @@ def submit(configs: Sequence[TrainConfig], options: SlurmOptions) -> list[str]:
         write_status(run_dir, "queued", message="submitting to SLURM", progress=0.0, epochs=cfg.epochs)
     executor = _executor(runs_dir, options)
     try:
-        with executor.batch():
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # submitit echoes sbatch's stderr
             jobs = [executor.submit(train_job, config_argv(cfg)) for cfg in configs]
     except Exception as exc:  # submitit raises its own error types and RuntimeError for sbatch's refusals
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = lines[-1].removeprefix("sbatch: error: ") if lines else type(exc).__name__
         for cfg in configs:
-            write_status(Path(cfg.out) / cfg.run_id, "failed", message=f"SLURM refused the job: {exc}", progress=0.0)
-        raise SlurmError(f"SLURM refused the job(s): {exc}") from None
+            write_status(Path(cfg.out) / cfg.run_id, "failed", message=f"SLURM refused the job: {why}", progress=0.0)
+        raise SlurmError(f"SLURM refused the job(s): {why}") from None
     for cfg, job in zip(configs, jobs, strict=True):
         write_json(Path(cfg.out) / cfg.run_id / SLURM, {
             "job_id": job.job_id, "submitted": time.time(), "options": asdict(options), "logs": str(job.paths.folder),

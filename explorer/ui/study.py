@@ -217,8 +217,9 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
         return ("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
                 gr.Timer(active=False))
     results, states = _results(runs, study_id)
-    jobs = slurm_states(results.spec, runs.runs_dir)
-    active = any(state in ACTIVE for state in states.values())
+    slurm_jobs = slurm_states(results.spec, runs.runs_dir)
+    jobs = {run_id: f"job {job.job_id} {job.describe()}" for run_id, job in slurm_jobs.items()}
+    active = any(state in ACTIVE for state in states.values()) or any(not job.ended for job in slurm_jobs.values())
     now = {"study": study_id, "metric": metric, "states": states, "jobs": jobs, "values": results.values}
     if now == previous:
         return (*(gr.skip(),) * 7, gr.Timer(active=active))
