@@ -34,7 +34,7 @@ from typing import Any
 
 from explorer.training.command import config_argv
 from explorer.training.config import TrainConfig
-from explorer.training.runfolder import FINAL_STATES, SLURM, STATUS, read_json, write_json, write_status
+from explorer.training.runfolder import FINAL_STATES, SLURM, STATUS, read_json, update_status, write_json, write_status
 
 __all__ = ["JobState", "SlurmError", "SlurmOptions", "add_arguments", "cancel", "job_record",
            "job_states", "options_from_args", "refresh", "settle", "submit", "train_job", "train_on_slurm", "wait"]
@@ -192,13 +192,12 @@ def settle(run_dir: Path, job: JobState) -> None:
     target = "cancelled" if job.run_state == "cancelled" else "failed"
     if job.run_state == "finished":  # the job ended well, but the run never said so: its process died first
         target = "failed"
-    kept = {k: v for k, v in status.items() if k not in ("state", "updated", "message")}
     message = f"SLURM job {job.job_id} ended {job.describe()}"
     if state in ("running", "cancelled") and job.state == "TIMEOUT":
         message += f": past its time limit (--slurm-time {record.get('options', {}).get('time', '?')})"
     if status.get("epoch"):
         message += "; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
-    write_status(run_dir, target, message=message, **({"progress": 0.0} | kept))
+    update_status(run_dir, target, message, progress=0.0)
 
 
 def refresh(run_dirs: Iterable[Path]) -> dict[str, JobState]:
