@@ -193,3 +193,18 @@ def test_the_study_tab_launches_on_slurm_and_shows_the_slurm_states(tmp_path, sl
     assert list(runs_table["state"]) == ["finished", "finished"]
     assert all(job.startswith("job ") and job.endswith(" COMPLETED") for job in runs_table["SLURM"])
     assert runs_table["test acc (%)"].notna().all()
+
+
+def test_the_study_cli_cancels_a_studys_slurm_jobs(tmp_path, slurm_cluster, capsys):
+    spec = study.comparison_spec("cx", "digits", "small_cnn", ["ce", "ips"], 500, ["equal-epochs"], [0])
+    study.save_spec(spec, tmp_path)
+    slurm.submit([spec.config(s, seed, tmp_path) for s, seed in spec.runs()], slurm.SlurmOptions(time="10"))
+    run_dirs = [tmp_path / spec.run_id(s, seed) for s, seed in spec.runs()]
+    wait_for(lambda: all(read_json(d / STATUS).get("state") == "running" for d in run_dirs), 120, "both runs to train")
+    assert study.main(["--id", "cx", "--out", str(tmp_path), "--cancel"]) == 0
+    printed = capsys.readouterr().out
+    for run_dir in run_dirs:
+        assert f"{run_dir.name}: cancelled SLURM job {read_json(run_dir / SLURM)['job_id']}" in printed
+    ended = slurm.wait(run_dirs, poll_s=0.5)
+    assert {job.state for job in ended.values()} == {"CANCELLED"}
+    assert {read_json(d / STATUS)["state"] for d in run_dirs} == {"cancelled"}

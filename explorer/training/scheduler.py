@@ -16,7 +16,7 @@ from explorer.training.runfolder import STATUS, read_json
 if TYPE_CHECKING:
     from explorer.training.study import Setting, StudySpec
 
-__all__ = ["remaining_runs", "run_states", "slurm_lines", "slurm_states"]
+__all__ = ["cancel_slurm_runs", "remaining_runs", "run_states", "slurm_lines", "slurm_states"]
 
 
 def run_states(spec: StudySpec, runs_dir: Path) -> dict[str, str]:
@@ -61,3 +61,10 @@ def slurm_states(spec: StudySpec, runs_dir: Path) -> dict[str, slurm.JobState]:
             states[spec.run_id(setting, seed)] = slurm.JobState(str(record["job_id"]), record.get("state", "UNKNOWN"),
                                                                 record.get("reason", ""))
     return states
+
+
+def cancel_slurm_runs(spec: StudySpec, runs_dir: Path) -> list[str]:
+    """``scancel`` the jobs of ``spec``'s runs that are queued or running on SLURM; returns one line per job."""
+    states = run_states(spec, runs_dir)
+    return [f"{run_id}: cancelled SLURM job {slurm.cancel(Path(runs_dir) / run_id)}"
+            for run_id in slurm_states(spec, runs_dir) if states[run_id] in ("queued", "running")]

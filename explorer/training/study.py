@@ -40,7 +40,7 @@ from explorer.training.measured import MEASURED_FILE, Recorded, record_study
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
-from explorer.training.scheduler import remaining_runs, slurm_lines
+from explorer.training.scheduler import cancel_slurm_runs, remaining_runs, slurm_lines
 
 __all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
            "comparison_spec", "confidence_markdown", "estimate_seconds", "list_studies", "load_spec", "main",
@@ -492,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once (default 1; several small runs share one GPU well)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    parser.add_argument("--cancel", action="store_true", help="scancel the study's SLURM jobs, train nothing")
     parser.add_argument("--csv", action="store_true", help="print CSV (one row per run) instead of Markdown")
     slurm.add_arguments(parser)
     parser.add_argument("--confidence", action="store_true",
@@ -514,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         options = slurm.options_from_args(args) if args.executor == "slurm" else None
     except slurm.SlurmError as exc:
         parser.error(str(exc))
+    if args.cancel:
+        print("\n".join(cancel_slurm_runs(spec, out)) or f"study {spec.study_id}: no job queued or running on SLURM")
+        return 0
     if not args.table_only:
         save_spec(spec, out)
         seconds, how = estimate_seconds(spec, out)

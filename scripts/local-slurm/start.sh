@@ -28,8 +28,9 @@ if [ ! -s "$DIR/munge/munge.key" ]; then
   dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1 count=1024 status=none
   chmod 400 "$DIR/munge/munge.key"
 fi
-memory_mb=$(free -m | awk '/^Mem:/ {print int($2 * 0.9)}')
-sed -e "s|@DIR@|$DIR|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@NODE@|$NODE|g" -e "s|@CPUS@|$(nproc)|g" \
+memory_mb=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)  # as free -m, without procps
+host=$(uname -n); host=${host%%.*}  # slurmctld must run on SlurmctldHost (the short host name)
+sed -e "s|@DIR@|$DIR|g" -e "s|@HOST@|$host|g" -e "s|@NODE@|$NODE|g" -e "s|@CPUS@|$(nproc)|g" \
     -e "s|@MEMORY_MB@|$memory_mb|g" -e "s|@CTLD_PORT@|${EXPLORER_SLURMCTLD_PORT:-6817}|g" \
     -e "s|@SLURMD_PORT@|${EXPLORER_SLURMD_PORT:-6818}|g" "$HERE/slurm.conf.in" > "$DIR/slurm.conf.new"
 mv "$DIR/slurm.conf.new" "$SLURM_CONF"
