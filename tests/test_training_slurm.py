@@ -72,7 +72,8 @@ def test_options_become_submitit_parameters_and_bad_ones_are_refused():
     params = options.parameters()
     assert params["slurm_partition"] == "gpu" and params["slurm_gpus_per_node"] == 2
     assert params["slurm_cpus_per_task"] == 4 and params["slurm_nodes"] == 2 and params["slurm_ntasks_per_node"] == 2
-    assert params["slurm_additional_parameters"] == {"time": "0:30", "account": "lab", "exclusive": True}
+    assert params["slurm_additional_parameters"] == {"time": "0:30", "signal": "URG@1", "account": "lab",
+                                                     "exclusive": True}
     assert params["slurm_setup"][-1] == "module load x" and options.tasks == 4
     assert "slurm_partition" not in slurm.SlurmOptions().parameters()  # the cluster's default partition
     with pytest.raises(slurm.SlurmError, match="--slurm-cpus-per-run must be a whole number >= 1; got 0"):

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import io
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -39,6 +38,10 @@ from explorer.training.runfolder import FINAL_STATES, SLURM, STATUS, read_json, 
 __all__ = ["JobState", "SlurmError", "SlurmOptions", "add_arguments", "cancel", "job_record",
            "job_states", "options_from_args", "refresh", "settle", "submit", "train_job", "train_on_slurm", "wait"]
 
+# submitit asks SLURM for SIGUSR2 90 s before the time limit (SLURM may send it up to a minute earlier still) and
+# answers it by failing the job or requeueing it: a short job died of it during start-up. A run is continued with
+# --resume instead, so SLURM is asked for SIGURG, which every process ignores unless it asks for it.
+_NO_WARNING_SIGNAL = "URG@1"
 LOGS = "slurm-logs"  # submitit's files (the pickled call, the jobs' stdout and stderr) inside the runs folder
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # SLURM's job states (``man squeue``) as the states of a run
@@ -81,7 +84,7 @@ class SlurmOptions:
 
     def parameters(self) -> dict[str, Any]:
         """submitit's ``slurm_*`` parameters for these options."""
-        extra = {"time": self.time}
+        extra = {"time": self.time, "signal": _NO_WARNING_SIGNAL}
         for option in self.sbatch:
             name, _, value = option.lstrip("-").partition("=")
             extra[name] = value if value else True
@@ -238,13 +241,11 @@ def cancel(run_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 def train_job(argv: list[str]) -> None:
     """What every task of a job runs: the training CLI in the job's Python, under torchrun's variables when the
-    job has several tasks. submitit's own SIGUSR2 handling (requeue on preemption) is switched off: a stopped run
-    is continued with ``--resume``, not requeued behind the user's back."""
+    job has several tasks."""
     import submitit
 
     from explorer.training.loop import main
 
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     if submitit.JobEnvironment().num_tasks > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ... as torchrun
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     code = main(argv)
