@@ -6,7 +6,7 @@ import pytest
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import Dataset, load_dataset
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, local_slurm
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,10 @@ def ctx(tmp_path_factory):
     from explorer.ui.context import AppContext
 
     return AppContext(tmp_path_factory.mktemp("runs"), DEMO, torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A running SLURM cluster (scripts/local-slurm on this machine unless SLURM_CONF names another); skips the
+    test with the reason where none can run."""
+    return local_slurm()

@@ -147,3 +147,27 @@ def training(manager: RunManager, run_id: str) -> bool:
     """The run's own training loop has reported a step (its SIGTERM handler is installed by then)."""
     info = manager.info(run_id)
     return info.state == "running" and info.progress > 0
+
+
+def local_slurm() -> str:
+    """The SLURM_CONF of a running SLURM cluster for the tests: the one the environment names, else the one-node
+    cluster of scripts/local-slurm (started here when it is not running: the script is idempotent). Skips the
+    test with the reason when none can run (no submitit, no SLURM packages, not root)."""
+    import subprocess
+
+    import pytest
+
+    pytest.importorskip("submitit", reason="the slurm executor needs submitit (requirements.txt)")
+    conf = os.environ.get("SLURM_CONF") or "/tmp/explorer-local-slurm/slurm.conf"
+    env = {**os.environ, "SLURM_CONF": conf}
+    try:
+        up = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, timeout=20)
+        if up.returncode or not up.stdout.strip():
+            start = subprocess.run([str(ROOT / "scripts/local-slurm/start.sh")], capture_output=True, text=True,
+                                   timeout=120)
+            if start.returncode:
+                pytest.skip(f"no SLURM cluster: {start.stderr.strip()}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"no SLURM cluster: {exc}")
+    os.environ["SLURM_CONF"] = conf  # the tests' SLURM commands and submitit's sbatch read it
+    return conf

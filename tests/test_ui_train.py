@@ -24,7 +24,7 @@ from explorer.training.command import FORM_DEFAULTS
 from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
 from explorer.training.runfolder import METRICS, RunInfo, run_curves
-from explorer.training.runs import RunManager
+from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STARTUP_S
 from explorer.ui.context import AppContext
 from explorer.ui.train import (
@@ -174,6 +174,20 @@ def test_the_command_line_is_the_forms_settings_as_the_cli_takes_them():
     assert command_line(*_form(lr=None)) == "# --lr is empty; give it a value"
     assert command_line(*_form(gpus=2)).startswith("python -m torch.distributed.run --standalone --nproc_per_node=2 "
                                                    "-m explorer.train --epochs")
+
+
+def test_a_run_for_slurm_shows_the_slurm_command_and_is_refused_by_an_app_without_slurm(tmp_path):
+    command = command_line(*_form(dataset="digits"), executor="slurm")
+    assert command == f"python -m explorer.train --dataset digits --epochs {FORM_DEFAULTS['epochs']} --executor slurm"
+    assert command_line(*_form(gpus=2), executor="slurm").endswith(" --executor slurm --gpus-per-node 2")
+    runs = RunManager(tmp_path)
+    try:
+        with pytest.raises(RunError, match="executor 'slurm' is not available here; this app trains with local "
+                                           r"\(start it with --executor slurm to add slurm\)"):
+            launch_run(runs, *_form(dataset="digits"), executor="slurm")
+    finally:
+        runs.close()
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_other_method_is_the_baseline_for_distillation_and_ips_for_the_baseline():

@@ -205,11 +205,12 @@ def _mean_std(summary: MeanInterval | None, digits: int) -> str:
     return f"{summary.mean:.{digits}f}" + ("" if summary.std is None else f" ± {summary.std:.{digits}f}")
 
 
-def study_runs_table(results: StudyResults, states: Mapping[str, str]) -> dict[str, list]:
-    """One row per (setting, seed), setting by setting: its run id, its state (``states`` by run id) and, once
-    finished, its final test metrics."""
+def study_runs_table(results: StudyResults, states: Mapping[str, str],
+                     jobs: Mapping[str, str] | None = None) -> dict[str, list]:
+    """One row per (setting, seed), setting by setting: its run id, its state (``states`` by run id), its SLURM
+    job's state when the study has runs on SLURM (``jobs`` by run id) and, once finished, its final test metrics."""
     spec = results.spec
-    table: dict[str, list] = {"setting": [], "seed": [], "run": [], "state": [],
+    table: dict[str, list] = {"setting": [], "seed": [], "run": [], "state": [], **({"SLURM": []} if jobs else {}),
                               **{title: [] for _, title, _ in STUDY_COLUMNS}}
     for setting in spec.settings:
         for seed in spec.seeds:
@@ -218,6 +219,8 @@ def study_runs_table(results: StudyResults, states: Mapping[str, str]) -> dict[s
             table["seed"].append(seed)
             table["run"].append(run_id)
             table["state"].append(states.get(run_id, "not started"))
+            if jobs:
+                table["SLURM"].append(jobs.get(run_id, ""))
             for metric, title, digits in STUDY_COLUMNS:
                 value = results.values[metric].get(setting.label, {}).get(seed)
                 table[title].append(None if value is None else round(value, digits))

@@ -110,13 +110,17 @@ def resume_command(run_dir: Path, processes: int = 1, python: str | None = None)
     return [*_launcher(processes, python), "--resume", str(run_dir)]
 
 
-def preview(settings: Mapping[str, Any], processes: int = 1) -> str:
+def preview(settings: Mapping[str, Any], processes: int = 1, executor: str = "local") -> str:
     """The command a person would type for these settings (the flags that differ from the defaults), or a
-    ``# ...`` line with the CLI's refusal: what the Train tab shows under its form."""
+    ``# ...`` line with the CLI's refusal: what the Train tab shows under its form. ``executor="slurm"``: the
+    same run sent to SLURM as one job of ``processes`` processes, one per GPU (``explorer.training.slurm``)."""
     try:
         cfg = config_from_settings(settings)
     except SettingsError as exc:
         return f"# {exc}"
     except ConfigError as exc:
         return f"# the CLI refuses these settings: {exc}"
+    if executor == "slurm":
+        gpus = ["--gpus-per-node", str(processes)] if processes > 1 else []
+        return shlex.join([*training_command(cfg, python="python", changed_only=True), "--executor", "slurm", *gpus])
     return shlex.join(training_command(cfg, processes, python="python", changed_only=True))

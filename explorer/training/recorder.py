@@ -1,4 +1,5 @@
-"""What a run writes and prints: config, status, metrics, checkpoints and training state, the progress bar.
+"""What a run writes and prints: config, status, metrics (and their TensorBoard copy), checkpoints and training
+state, the progress bar.
 
 The loop (``explorer.training.loop``) calls a ``Recorder`` at its start, at log boundaries and at epoch ends;
 the file formats belong to ``explorer.training.runfolder``, the training state to ``explorer.training.state``.
@@ -21,6 +22,7 @@ import torch
 from explorer import __version__
 from explorer.checkpoints import save_checkpoint
 from explorer.training.config import step_anchors, step_images
+from explorer.training.events import EventLog
 from explorer.training.processes import process_identity
 from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
 from explorer.training.session import Session
@@ -82,6 +84,7 @@ class Recorder:
         resumed = s.resumed or {}
         self.last_test_accuracy: float | None = resumed.get("last_test_accuracy")
         self.metrics: MetricsLog | None = None
+        self.events: EventLog | None = None  # the TensorBoard copy of the metrics
         self.progress = _progress_bar(s.total_steps, s.step, disable=not self.enabled)
         self.start_time = time.perf_counter() - resumed.get("elapsed", 0.0)
         identity = process_identity(os.getpid())  # with the pid in status.json: tells a reused pid from this process
@@ -96,6 +99,7 @@ class Recorder:
         if s.resumed:
             epoch = s.resumed["epoch"]
             self.metrics = MetricsLog(s.run_dir, resume_after_epoch=epoch)
+            self.events = EventLog(s.run_dir, resume_step=s.step)
             self.metrics.append({"kind": "resume", "epoch": epoch, "step": s.step, "elapsed": self.elapsed,
                                  "time": time.time(), "environment": _environment(s.device, s.world)})
             print(f"run {s.run_dir}  |  resumed after epoch {epoch}/{s.cfg.epochs} (step {s.step})  |  "
@@ -108,6 +112,7 @@ class Recorder:
             "steps_per_epoch": s.steps_per_epoch, "command": s.command,
             "environment": _environment(s.device, s.world)})
         self.metrics = MetricsLog(s.run_dir)
+        self.events = EventLog(s.run_dir)
         print(f"run {s.run_dir}  |  {s.cfg.method} on {s.dataset.name} with {s.cfg.model}  |  device {s.device}, "
               f"{s.precision}  |  {s.steps_per_epoch} steps x {s.cfg.epochs} epochs, {step_images(s.cfg)} images "
               f"per step", flush=True)
@@ -130,7 +135,7 @@ class Recorder:
         if not self.enabled:
             return
         speed = window_steps * step_images(s.cfg) / seconds
-        self.metrics.append({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
+        self._append({"kind": "step", "epoch": epoch, "step": step, "loss": mean[0], "ce": mean[1],
                              "kd": mean[2], "lr": s.scheduler.get_last_lr()[0], "images_per_s": speed,
                              "elapsed": self.elapsed})
         self.status("running", step, f"epoch {epoch}/{s.cfg.epochs}", images_per_s=speed,
@@ -144,8 +149,9 @@ class Recorder:
         s = self.s
         if not self.enabled:
             return
-        self.metrics.append(record)
+        self._append(record)
         self.metrics.sync()
+        self.events.flush()
         save_checkpoint(s.run_dir, s.bare_model, _card(s, record["epoch"], test))
         self.last_test_accuracy = test["accuracy"]
         save_train_state(s, record["elapsed"], self.last_test_accuracy)
@@ -158,7 +164,13 @@ class Recorder:
                             f"train {100 * record['train_accuracy']:.2f}%  test {100 * test['accuracy']:.2f}%  "
                             f"nll {test['nll']:.4f}  ece {100 * test['ece']:.2f}%  {record['images_per_s']:.0f} img/s")
 
+    def _append(self, record: dict[str, Any]) -> None:
+        self.metrics.append(record)
+        self.events.append(record)
+
     def close(self) -> None:
         self.progress.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.events is not None:
+            self.events.close()

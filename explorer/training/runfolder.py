@@ -13,6 +13,9 @@ read it through this module only, so the on-disk format lives in one place:
                     trains again, and any torn line), writes one ``"kind": "resume"`` record and appends from there;
 - ``launch.json``   written by the run manager: settings, command, processes, queue time, process identity;
 - ``train.log``     the training process's stdout and stderr, when the run manager started it;
+- ``slurm.json``    a run sent to SLURM (``explorer.training.slurm``): its job id, the options, the config it was
+                    submitted with, and the last SLURM state and reason seen;
+- ``events.out.tfevents.*``: the scalars of metrics.jsonl for TensorBoard (``explorer.training.events``);
 - ``model.safetensors`` + ``card.json``: the checkpoint of the last finished epoch (``explorer.checkpoints``),
                     so a run folder is itself a checkpoint folder;
 - ``train_state.safetensors``: everything ``--resume`` needs to continue after the last finished epoch (model,
@@ -33,12 +36,13 @@ from typing import IO, Any
 
 from explorer.checkpoints import atomic_write_text
 
-__all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "STATUS", "TRAIN_STATE",
-           "MetricsLog",
+__all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "SLURM", "STATUS",
+           "TRAIN_STATE", "MetricsLog",
            "RunInfo", "epoch_records", "final_epoch", "read_json", "read_metrics", "read_run_config", "read_run_info",
            "run_curves", "update_status", "write_json", "write_status"]
 
 CONFIG, STATUS, METRICS, LAUNCH, LOG = "config.json", "status.json", "metrics.jsonl", "launch.json", "train.log"
+SLURM = "slurm.json"
 TRAIN_STATE = "train_state.safetensors"
 FINAL_STATES = ("finished", "failed", "cancelled")
 RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
@@ -209,8 +213,10 @@ class RunInfo:
 
 def read_run_config(run_dir: Path, launch: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run's settings: its config.json (written by the training process, with what it resolved), or while the
-    run has not started yet, the config its launch record queued (``launch``: that record, when already read)."""
-    return read_json(run_dir / CONFIG) or (read_json(run_dir / LAUNCH) if launch is None else launch).get("config", {})
+    run has not started yet, the config its launch record queued (``launch``: that record, when already read) or
+    the one it was submitted to SLURM with."""
+    return (read_json(run_dir / CONFIG) or (read_json(run_dir / LAUNCH) if launch is None else launch).get("config")
+            or read_json(run_dir / SLURM).get("config", {}))
 
 
 def read_run_info(run_dir: Path) -> RunInfo:

@@ -55,6 +55,7 @@ from explorer.data import Dataset, DatasetError
 from explorer.data.streaming import StreamedDataset
 from explorer.device import resolve_device
 from explorer.models import ModelError, build_model
+from explorer.training import slurm
 from explorer.training.command import FORM_FIELDS, config_from_settings, resume_command, training_command
 from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
 from explorer.training.loop import open_training_data
@@ -181,8 +182,10 @@ class RunManager:
     """
 
     def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
-                 grace_s: float = GRACE_S, max_queued: int | None = None) -> None:
+                 grace_s: float = GRACE_S, max_queued: int | None = None,
+                 slurm_options: slurm.SlurmOptions | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.slurm = slurm_options  # given: launches may go to SLURM (executor "slurm")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max(1, torch.cuda.device_count()) if max_concurrent is None else max_concurrent
         if self.max_concurrent < 1:
@@ -195,6 +198,7 @@ class RunManager:
         self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
         self._active: dict[str, ProcessGroup] = {}
         self._cancel_deadlines: dict[str, float] = {}  # run id -> time.monotonic() at which SIGKILL follows
+        self._slurm_runs: set[str] = set()  # SLURM jobs submitted or found here that had not ended when last seen
         self._identity = process_identity(os.getpid())
         self.reconcile()
         self._stop = threading.Event()
@@ -203,15 +207,20 @@ class RunManager:
 
     # ---- the public API ---------------------------------------------------------------------------
     def launch(self, settings: Mapping[str, Any], gpus: int = 1, run_id: str | None = None,
-               study: str | None = None) -> str:
+               study: str | None = None, executor: str = "local") -> str:
         """Check the form values, create the run folder as ``queued`` and start the run when a slot is free.
 
         ``settings`` maps ``FORM_FIELDS`` names to values (missing ones take the CLI defaults); ``gpus`` > 1
         trains with DistributedDataParallel under torchrun on that many GPUs. ``run_id`` names the run folder
         instead of a generated id (a study's runs are named after the study); it must be a plain folder name
-        that does not exist yet. ``study`` (a study id) is recorded in launch.json. Returns the run id; any value
-        that cannot work raises ``RunError`` with a message for the user, before anything is written.
+        that does not exist yet. ``study`` (a study id) is recorded in launch.json. ``executor="slurm"`` submits
+        the run as a SLURM job with the manager's ``slurm_options`` instead (``gpus`` processes, one per GPU).
+        Returns the run id; any value that cannot work raises ``RunError`` with a message for the user, before
+        anything is written.
         """
+        if executor not in ("local", "slurm") or (executor == "slurm" and self.slurm is None):
+            offered = "local or slurm" if self.slurm else "local (start it with --executor slurm to add slurm)"
+            raise RunError(f"executor {executor!r} is not available here; this app trains with {offered}")
         if run_id is not None and (not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id):
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         cfg = self._checked_config(settings, gpus)
@@ -229,6 +238,8 @@ class RunManager:
                 except FileExistsError:
                     raise RunError(f"run {run_id} already exists in {self.runs_dir.name}; choose another id") from None
             cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
+            if executor == "slurm":
+                return self._submit(cfg, gpus, study)
             command = training_command(cfg, gpus)
             manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
             launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
@@ -271,9 +282,11 @@ class RunManager:
             self._advance()
 
     def runs(self) -> list[RunInfo]:
-        """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too)."""
-        infos = [_readable_info(path) for path in self.runs_dir.iterdir()
-                 if not path.is_symlink() and (path / STATUS).is_file()]
+        """Every run under the runs folder, newest first (runs of earlier app sessions and of the CLI too); the
+        runs sent to SLURM are first brought up to date with SLURM's word on their jobs."""
+        folders = [path for path in self.runs_dir.iterdir() if not path.is_symlink() and (path / STATUS).is_file()]
+        self.refresh_slurm(folders)
+        infos = [_readable_info(path) for path in folders]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
@@ -314,6 +327,12 @@ class RunManager:
             process = self._active.get(run_id)
             if process is None:
                 state = read_json(run_dir / STATUS).get("state", "unknown")
+                if state in ("queued", "running") and slurm.job_record(run_dir):
+                    try:
+                        slurm.cancel(run_dir)
+                    except slurm.SlurmError as exc:
+                        raise RunError(str(exc)) from None
+                    return
                 if state in ("queued", "running"):
                     raise RunError(f"run {run_id} was not started by this app (e.g. from the command line); "
                                    f"stop it where it was started")
@@ -353,9 +372,39 @@ class RunManager:
         return run_dir
 
     def has_active_runs(self) -> bool:
-        """True while a run of this manager is queued or running (the UI refreshes only then)."""
+        """True while a run of this manager is queued or running, or a SLURM job of its runs folder had not ended
+        when last seen (the UI refreshes only then)."""
         with self._lock:
-            return bool(self._queue or self._active)
+            return bool(self._queue or self._active or self._slurm_runs)
+
+    def refresh_slurm(self, folders: list[Path] | None = None) -> dict[str, slurm.JobState]:
+        """SLURM's state of the jobs of these run folders (default: those not ended when last seen), settling the
+        runs whose jobs SLURM ended (``slurm.refresh``); by run id."""
+        if folders is None:
+            folders = [self.runs_dir / run_id for run_id in self._slurm_runs]
+        try:
+            states = slurm.refresh(folders)
+        except slurm.SlurmError as exc:  # SLURM unreachable for a moment: the runs keep their last known state
+            _log.warning("could not ask SLURM about its jobs: %s", exc)
+            return {}
+        with self._lock:
+            self._slurm_runs |= {run_id for run_id, job in states.items() if not job.ended}
+            self._slurm_runs -= {run_id for run_id, job in states.items() if job.ended}
+        return states
+
+    def _submit(self, cfg: TrainConfig, gpus: int, study: str | None) -> str:
+        """Send a run whose folder exists to SLURM; returns its run id (RunError when SLURM refuses it)."""
+        options = self.slurm if gpus <= 1 else replace(self.slurm, gpus_per_run=gpus, tasks_per_node=gpus)
+        run_dir = self.runs_dir / cfg.run_id
+        write_json(run_dir / LAUNCH, {"run_id": cfg.run_id, "config": asdict(cfg), "processes": gpus,
+                                      "executor": "slurm", "queued_at": time.time(),
+                                      **({"study": study} if study else {})})
+        try:
+            slurm.submit([cfg], options)
+        except slurm.SlurmError as exc:
+            raise RunError(str(exc)) from None
+        self._slurm_runs.add(cfg.run_id)
+        return cfg.run_id
 
     def reconcile(self) -> list[str]:
         """Mark runs left ``queued`` or ``running`` whose process is gone as ``failed`` ("interrupted").
@@ -371,6 +420,9 @@ class RunManager:
                     continue
                 run_id, status = run_dir.name, read_json(run_dir / STATUS)
                 if status.get("state") not in ("queued", "running") or run_id in self._queue or run_id in self._active:
+                    continue
+                if slurm.job_record(run_dir):  # a SLURM job: SLURM owns it (``runs`` asks SLURM about it)
+                    self._slurm_runs.add(run_id)
                     continue
                 try:
                     owner = _live_owner(status, read_json(run_dir / LAUNCH))

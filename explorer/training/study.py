@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
+from explorer.training import slurm
 from explorer.training.command import training_command
 from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, step_images
 from explorer.training.measured import MEASURED_FILE, Recorded, record_study
 from explorer.training.methods import BASELINE, FEATURED, METHODS
 from explorer.training.overconfidence import confidence_profile
 from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
+from explorer.training.scheduler import cancel_slurm_runs, remaining_runs, slurm_lines
 
 __all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
            "comparison_spec", "confidence_markdown", "estimate_seconds", "list_studies", "load_spec", "main",
@@ -420,8 +422,8 @@ def _train(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int = 1
     """Train every unfinished run of ``spec`` (or of the ``only`` settings) through the training CLI, ``jobs`` at
     a time (several small runs share one GPU well; on a 2-core CPU keep 1). After a failed run no new run starts:
     a setting that fails usually fails on every seed."""
-    todo = [(setting, seed, out / spec.run_id(setting, seed)) for setting, seed in spec.runs()
-            if not (only and setting.label not in only) and final_epoch(out / spec.run_id(setting, seed)) is None]
+    todo = [(setting, seed, out / spec.run_id(setting, seed))
+            for setting, seed in remaining_runs(spec, out, only, skip_active=False)]
     quiet = subprocess.DEVNULL if jobs > 1 else None  # interleaved progress bars help nobody; each run has its log
     failed: list[Path] = []
     running: dict[subprocess.Popen, Path] = {}
@@ -460,6 +462,17 @@ def _without_record(argv: Sequence[str], record: str) -> list[str]:
     return given
 
 
+def _train_with_executor(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int,
+                         options: slurm.SlurmOptions | None) -> int:
+    """Train the remaining runs here (``jobs`` at a time) or, given SLURM options, as one SLURM job array."""
+    if options is None:
+        return _train(spec, out, only, jobs)
+    from explorer.training.executors import train_study_on_slurm
+
+    return train_study_on_slurm([spec.config(s, seed, out) for s, seed in
+                                 remaining_runs(spec, out, only, skip_active=False)], options)
+
+
 def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
     if args.preset:
         spec = PRESETS[args.preset]()
@@ -492,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once (default 1; several small runs share one GPU well)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    parser.add_argument("--cancel", action="store_true", help="scancel the study's SLURM jobs, train nothing")
     parser.add_argument("--csv", action="store_true", help="print CSV (one row per run) instead of Markdown")
+    slurm.add_arguments(parser)
     parser.add_argument("--confidence", action="store_true",
                         help="also evaluate every finished run's checkpoint: how confident its errors are, the share "
                              "of NLL they carry, the KD/CE ratio and the teacher's confidence")
@@ -509,13 +524,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be at least 1; got {args.jobs}")
     if args.only and not set(args.only) <= {s.label for s in spec.settings}:
         parser.error(f"--only names unknown settings; the study has: {[s.label for s in spec.settings]}")
+    try:
+        options = slurm.options_from_args(args) if args.executor == "slurm" else None
+    except slurm.SlurmError as exc:
+        parser.error(str(exc))
+    if args.cancel:
+        print("\n".join(cancel_slurm_runs(spec, out)) or f"study {spec.study_id}: no job queued or running on SLURM")
+        return 0
     if not args.table_only:
         save_spec(spec, out)
         seconds, how = estimate_seconds(spec, out)
         print(f"study {spec.study_id}: {len(spec.runs())} runs, about {seconds / 60:.0f} min left ({how})", flush=True)
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # _train's cleanup runs
         try:
-            if _train(spec, out, args.only, args.jobs):
+            if _train_with_executor(spec, out, args.only, args.jobs, options):
                 return 1
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -530,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = results.recorded(command)
         record_study(spec.study_id, rows, Path(args.record))
         print(f"recorded {len(rows)} comparisons of study {spec.study_id} in {args.record}")
+    if not args.csv and (jobs := slurm_lines(spec, out)):
+        print("\nSLURM jobs:\n" + "\n".join(f"  {line}" for line in jobs))
     if args.confidence:
         print("\n" + confidence_markdown(spec, out))
     return 0

@@ -24,6 +24,8 @@ import time
 import warnings
 from collections import OrderedDict, deque
 
+from explorer.training import slurm  # the executor options (submitit is imported only to submit)
+
 __all__ = ["CACHE_CLEANUP", "LOGIN_ATTEMPTS", "LOGIN_WINDOW_S", "MAX_UPLOAD", "Gatekeeper", "exposure_warning",
            "main", "parse_args"]
 
@@ -51,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "a study's runs are not counted)")
     parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    slurm.add_arguments(parser)  # --executor slurm: the Train and Study tabs may send runs to SLURM too
     args = parser.parse_args(argv)
+    try:
+        args.slurm_options = slurm.options_from_args(args) if args.executor == "slurm" else None
+    except slurm.SlurmError as exc:
+        parser.error(str(exc))
     if args.auth is not None and (":" not in args.auth or not all(args.auth.split(":", 1))):
         parser.error("--auth needs USER:PASSWORD, both non-empty")
     if args.max_runs is not None and args.max_runs < 1:
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if (warning := exposure_warning(args)) is not None:
         warnings.warn(warning, stacklevel=1)
     # the run manager reconciles the runs an earlier app left behind
-    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued)
+    runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued,
+                      slurm_options=args.slurm_options)
     try:
         # Before serving, not after: the grad-cam package's import takes seconds and holds the interpreter for most
         # of them, so a class opening the app meanwhile would have every request stalled until it ended; the first

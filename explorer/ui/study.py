@@ -38,8 +38,9 @@ from explorer.analysis.payloads import (
 from explorer.training.command import FORM_DEFAULTS, FORM_FIELDS
 from explorer.training.config import RUN_ID_PATTERN
 from explorer.training.methods import BASELINE, METHODS
-from explorer.training.runfolder import STATUS, read_json
+from explorer.training.runfolder import STATUS
 from explorer.training.runs import RunError, RunManager
+from explorer.training.scheduler import remaining_runs, run_states, slurm_states
 from explorer.training.study import (
     COMPARISONS,
     STUDIES,
@@ -84,30 +85,22 @@ def form_spec(study_id: str | None, dataset: str, model: str, methods: list[str]
                            range(int(seeds)), {"batch_size": int(batch_size), "lr": float(lr)})
 
 
-def run_states(spec: StudySpec, runs_dir: Path) -> dict[str, str]:
-    """The state of every run of ``spec`` by run id ("not started" where it has no folder yet)."""
-    return {spec.run_id(s, seed): read_json(runs_dir / spec.run_id(s, seed) / STATUS).get("state", "not started")
-            for s, seed in spec.runs()}
-
-
-def queue_runs(runs: RunManager, spec: StudySpec) -> list[str]:
-    """Queue every run of ``spec`` that is not finished, queued or running; returns the ids queued.
+def queue_runs(runs: RunManager, spec: StudySpec, executor: str = "local") -> list[str]:
+    """Queue every run of ``spec`` that is not finished, queued or running (``remaining_runs``) with the
+    ``executor`` (local or slurm); returns the ids queued.
 
     A failed or cancelled run is deleted and queued again under its id. When the run manager refuses a run,
     the runs queued so far are cancelled and the refusal is raised.
     """
-    states = run_states(spec, runs.runs_dir)
     queued: list[str] = []
     try:
-        for setting, seed in spec.runs():
+        for setting, seed in remaining_runs(spec, runs.runs_dir):
             run_id = spec.run_id(setting, seed)
-            if states[run_id] in ("finished", *ACTIVE):
-                continue
-            if states[run_id] != "not started":
+            if (runs.runs_dir / run_id / STATUS).is_file():
                 runs.delete(run_id)
             config = asdict(spec.config(setting, seed, runs.runs_dir))
             queued.append(runs.launch({k: v for k, v in config.items() if k in FORM_FIELDS}, run_id=run_id,
-                                      study=spec.study_id))
+                                      study=spec.study_id, executor=executor))
     except RunError as exc:
         for run_id in queued:
             runs.cancel(run_id)
@@ -138,7 +131,8 @@ def _results(runs: RunManager, study_id: str | None) -> tuple[StudyResults, dict
 # Handlers: the RunManager is bound; the rest are the components' values
 # --------------------------------------------------------------------------------------------------
 def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
-                   comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float) -> str:
+                   comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float,
+                   executor: str = "local") -> str:
     """Markdown: the runs the form would train and how long they would take here (or why it cannot be launched)."""
     try:
         spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
@@ -147,6 +141,8 @@ def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, me
         return f"⚠ {exc}"
     slots = runs.max_concurrent
     at_once = f" This app trains {slots} at once: about **{_duration(seconds / slots)}**." if slots > 1 else ""
+    if executor == "slurm":
+        at_once = " On SLURM they run as one job array, as many at once as the cluster grants."
     settings = ", ".join(s.label for s in spec.settings)
     compared = f"{len(spec.comparisons)} comparison" + ("s" if len(spec.comparisons) != 1 else "")
     return (f"**{len(spec.runs())} runs**: {len(spec.settings)} settings ({settings}) × {len(spec.seeds)} seeds; "
@@ -154,8 +150,10 @@ def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, me
 
 
 def launch_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
-                 comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float) -> gr.Dropdown:
-    """Save the study's spec and queue its runs; returns the study picker showing it (/launch_study)."""
+                 comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float,
+                 executor: str = "local") -> gr.Dropdown:
+    """Save the study's spec and queue its runs with the executor (local, or slurm when the app has it); returns
+    the study picker showing it (/launch_study)."""
     spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
     path = runs.runs_dir / STUDIES / f"{spec.study_id}.json"
     if path.exists():
@@ -163,7 +161,7 @@ def launch_study(runs: RunManager, study_id: str, dataset: str, model: str, meth
                          f"and train its unfinished runs")
     save_spec(spec, runs.runs_dir)
     try:
-        queued = queue_runs(runs, spec)
+        queued = queue_runs(runs, spec, executor)
     except RunError:
         if all(state == "not started" for state in run_states(spec, runs.runs_dir).values()):
             path.unlink()  # nothing was queued: the study never started
@@ -219,8 +217,10 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
         return ("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
                 gr.Timer(active=False))
     results, states = _results(runs, study_id)
-    active = any(state in ACTIVE for state in states.values())
-    now = {"study": study_id, "metric": metric, "states": states, "values": results.values}
+    slurm_jobs = slurm_states(results.spec, runs.runs_dir)
+    jobs = {run_id: f"job {job.job_id} {job.describe()}" for run_id, job in slurm_jobs.items()}
+    active = any(state in ACTIVE for state in states.values()) or any(not job.ended for job in slurm_jobs.values())
+    now = {"study": study_id, "metric": metric, "states": states, "jobs": jobs, "values": results.values}
     if now == previous:
         return (*(gr.skip(),) * 7, gr.Timer(active=active))
     total = len(states)
@@ -233,7 +233,7 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
     differences = {f"{c.setting} − {c.baseline} ({c.name})": d for c in spec.comparisons
                    if (d := results.difference(metric, c)) is not None}
     sentences = results.sentences() or ["No comparison has a seed with both runs finished yet."]
-    return (progress, pd.DataFrame(study_runs_table(results, states)), pd.DataFrame(study_summary_table(results)),
+    return (progress, pd.DataFrame(study_runs_table(results, states, jobs)), pd.DataFrame(study_summary_table(results)),
             pd.DataFrame(study_comparison_table(results)), "\n\n".join(f"- {s}" for s in sentences),
             paired_differences(differences, PLOT_METRICS[metric]) if differences else None, now,
             gr.Timer(active=active))
@@ -256,8 +256,9 @@ def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------------
 # Layout and wiring
 # --------------------------------------------------------------------------------------------------
-def _form() -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
-    """The new-study form (in ``launch_study``'s parameter order), its button and the estimate."""
+def _form(slurm: bool) -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
+    """The new-study form (in ``launch_study``'s parameter order), its button and the estimate; the executor
+    choice is shown when the app was started with a SLURM executor (``slurm``)."""
     with gr.Row(equal_height=True):
         study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2,
                               elem_id="study-id")
@@ -276,16 +277,19 @@ def _form() -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
         epochs = gr.Number(10, precision=0, label="Epochs", minimum=1, elem_id="study-epochs")
         batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size", minimum=1)
         lr = gr.Number(FORM_DEFAULTS["lr"], label="Learning rate", info="peak; cosine decay to 0")
+    executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",
+                        info="local: this machine's training slots; slurm: SLURM jobs (a job array)", visible=slurm,
+                        elem_id="study-executor")
     estimate = gr.Markdown(elem_id="study-estimate")
     launch = gr.Button("Launch study", variant="primary")
-    return [study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr], launch, estimate
+    return [study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr, executor], launch, estimate
 
 
 def build(runs: RunManager, tab: gr.Tab) -> None:
     gr.Markdown("Compare methods fairly: every setting is trained with the same seeds, and each comparison reports "
                 "the paired per-seed difference with its 95 % t-interval. The runs train in the background (they "
                 "also appear in the Train tab); studies started with `python -m explorer.study` appear in the list.")
-    fields, launch, estimate = _form()
+    fields, launch, estimate = _form(runs.slurm is not None)
     gr.Markdown("### Results")
     with gr.Row(equal_height=True):
         picker = gr.Dropdown([], label="Study", scale=3, elem_id="study-picker")

@@ -293,7 +293,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
                 "behind CE after 15 epochs on mnist5k and level or ahead from 30 on; so compare methods with the "
                 f"*{fair_schedule('mnist5k').purpose}* schedule (its note says what was measured on the dataset); "
                 f"the *{QUICK.purpose}* shows the curves move, not which method is better.")
-    form = build_form(ctx)
+    form = build_form(ctx, runs.slurm is not None)
     p = _runs_panel(references)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what this page shows (table rows, run ids, curve files), so unchanged parts are skipped

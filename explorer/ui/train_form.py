@@ -52,26 +52,28 @@ def _settings(dataset: str, model: str, method: str, epochs: float, batch_size: 
 def launch_run(runs: RunManager, dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
                patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
                seed: float, equal_compute: bool, device: str, gpus: float,
-               precision: str = FORM_DEFAULTS["precision"], teacher: str = "") -> str:
-    """Launch a run with the form's settings; returns its id (RunError, i.e. a refusal -> gr.Error). ``teacher`` is
-    a finished run's public name (``<runs folder>/<run id>``), from the teacher picker."""
+               precision: str = FORM_DEFAULTS["precision"], teacher: str = "", executor: str = "local") -> str:
+    """Launch a run with the form's settings, here or on SLURM (``executor``, when the app has a SLURM executor);
+    returns its id (RunError, i.e. a refusal -> gr.Error). ``teacher`` is a finished run's public name
+    (``<runs folder>/<run id>``), from the teacher picker."""
     if teacher and METHODS[method].needs_teacher:
         teacher = str(checkpoint_folder(teacher, [runs.runs_dir]))
     settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
                          temperature, kd_weight, seed, equal_compute, device, precision,
                          teacher if METHODS[method].needs_teacher else "")
-    return runs.launch(settings, gpus)
+    return runs.launch(settings, gpus, executor=executor)
 
 
 def command_line(dataset: str, model: str, method: str, epochs: float, batch_size: float, lr: float,
                  patch_size: float, swap_ratio: float, swap_prob: float, temperature: float, kd_weight: float,
                  seed: float, equal_compute: bool, device: str, gpus: float,
-                 precision: str = FORM_DEFAULTS["precision"], teacher: str = "") -> str:
-    """The training CLI command of the form's settings, as ``explorer.training.command`` builds every launch."""
+                 precision: str = FORM_DEFAULTS["precision"], teacher: str = "", executor: str = "local") -> str:
+    """The training CLI command of the form's settings, as ``explorer.training.command`` builds every launch
+    (``executor``: here, or sent to SLURM with the app's --slurm-* options)."""
     settings = _settings(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
                          temperature, kd_weight, seed, equal_compute, device, precision,
                          teacher if METHODS[method].needs_teacher else "")
-    return preview(settings, int(gpus) if gpus and gpus > 1 else 1)
+    return preview(settings, int(gpus) if gpus and gpus > 1 else 1, executor)
 
 
 def teacher_choices(runs_dir: Path) -> list[tuple[str, str]]:
@@ -149,8 +151,9 @@ def _help(name: str) -> str:
     return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
 
 
-def build_form(ctx: AppContext) -> Form:
-    """The form's components (the schedules' times are filled in when the tab opens)."""
+def build_form(ctx: AppContext, slurm: bool = False) -> Form:
+    """The form's components (the schedules' times are filled in when the tab opens); ``slurm``: the app has a
+    SLURM executor, and the form offers to send the run there."""
     d = FORM_DEFAULTS
     gpu_count = torch.cuda.device_count()
     with gr.Row(equal_height=True):
@@ -189,9 +192,11 @@ def build_form(ctx: AppContext) -> Form:
     with gr.Row(equal_height=True):
         gpus = gr.Slider(1, max(gpu_count, 2), value=1, step=1, label="GPUs (DistributedDataParallel)",
                          visible=gpu_count > 1)
+        executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",
+                            info="local: this machine; slurm: a SLURM job", visible=slurm, elem_id="train-executor")
         launch = gr.Button("Launch run", variant="primary")
     form_fields = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                   kd_weight, seed, equal_compute, device, gpus, precision, teacher]
+                   kd_weight, seed, equal_compute, device, gpus, precision, teacher, executor]
     command = gr.Code(command_line(*(f.value for f in form_fields)), language="shell", interactive=False,
                       label="The same run from a terminal", elem_id="train-command")
     return Form(form_fields, launch, schedule, command)
