@@ -1,7 +1,7 @@
-"""Every training argument in one dataclass, its command-line parser and its checks.
+"""The training CLI's parser and checks, over ``TrainConfig`` (``explorer.training.settings``: its fields are the
+flags).
 
-``TrainConfig``'s fields *are* the CLI: each becomes ``--name-with-dashes`` with the field's type, default and
-help text, so a new argument is one new field. ``parse_config`` raises ``ConfigError`` with a one-line message
+``parse_config`` raises ``ConfigError`` with a one-line message
 (the run manager shows it verbatim); ``validate_config`` adds the checks that need the dataset.
 
 Two flags are not settings of their own: ``--preset NAME`` fills in the values of a published protocol
@@ -16,22 +16,21 @@ import functools
 import math
 import re
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from explorer.data import DATA_MODES
 from explorer.ips import check_patch_size, dividing_patch_sizes
 from explorer.training.methods import METHODS
-from explorer.training.precision import LAYOUTS, PRECISIONS
 from explorer.training.presets import PRESETS
 from explorer.training.processes import training_process_alive
 from explorer.training.runfolder import CONFIG, STATUS, TRAIN_STATE, read_json
+from explorer.training.settings import TrainConfig, field_types
 
-__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS",
-           "MAX_WEIGHT_DECAY", "RUN_ID_PATTERN", "TEMPERATURE_RANGE", "ConfigError", "TrainConfig", "build_parser",
-           "check_resumable", "field_types", "milestone_epochs", "parse_config", "step_anchors", "step_images",
-           "validate_config"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS", "MAX_WEIGHT_DECAY",
+           "RUN_ID_PATTERN", "TEMPERATURE_RANGE", "ConfigError", "TrainConfig", "build_parser", "check_resumable",
+           "field_choices", "field_help", "field_types", "milestone_epochs", "parse_config", "step_anchors",
+           "step_images", "validate_config"]
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Upper bounds: settings beyond them cannot train (overflow, NaN, a batch larger than any dataset) or would hold
@@ -42,81 +41,35 @@ MAX_LR, MAX_WEIGHT_DECAY, MAX_KD_WEIGHT = 10.0, 1.0, 1000.0
 TEMPERATURE_RANGE = (0.1, 100.0)  # T below 0.1 makes softmax(z / T) overflow to NaN; above 100 it is flat
 
 
-_KD_FLAG_METHODS = tuple(m.name for m in METHODS.values() if m.uses_kd_flags)
-_TWO_VIEW_METHODS = tuple(m.name for m in METHODS.values() if m.two_views)
+_KD_FLAG_METHODS = ", ".join(m.name for m in METHODS.values() if m.uses_kd_flags)
+_TWO_VIEW_METHODS = ", ".join(m.name for m in METHODS.values() if m.two_views)
+# The flags whose help names the methods, and --method's choices: from the registry, which reads TrainConfig
+_REGISTRY_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "method": ("; ".join(f"{m.name}: {m.help}" for m in METHODS.values()), tuple(METHODS)),
+    "temperature": (f"distillation temperature T of {_KD_FLAG_METHODS} (the other methods use their official "
+                    f"values, given in --method's help)", None),
+    "kd_weight": (f"weight of the KL term of {_KD_FLAG_METHODS}", None),
+    "equal_compute": (f"the two-view methods ({_TWO_VIEW_METHODS}) process B images per step (B/2 anchors), the same "
+                      f"compute as CE", None),
+}
 
 
 class ConfigError(ValueError):
     """A training argument that cannot work; the message says what is allowed."""
 
 
-def _arg(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def field_help(name: str) -> str:
+    """The ``--help`` text of a ``TrainConfig`` field (the Train tab shows it too)."""
+    return _REGISTRY_FLAGS[name][0] if name in _REGISTRY_FLAGS else _field(name).metadata["help"]
 
 
-@dataclass
-class TrainConfig:
-    """Every training argument; the CLI flags are these names with dashes."""
-
-    dataset: str = _arg("mnist5k", "mnist5k (offline), digits, cifar10, cifar100, tinyimagenet or imagefolder:PATH")
-    model: str = _arg("small_cnn", "small_cnn, resnet18 (CIFAR stem) or any torchvision classification model name")
-    method: str = _arg("ips", "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()), tuple(METHODS))
-    epochs: int = _arg(30, "training epochs")
-    batch_size: int = _arg(128, "anchors per step (images per step for CE and with --equal-compute)")
-    lr: float = _arg(0.1, "peak learning rate of SGD (Nesterov momentum 0.9)")
-    weight_decay: float = _arg(5e-4, "SGD weight decay")
-    schedule: str = _arg("cosine", "learning rate per step after the warm-up: cosine (to 0 at the last step) or step "
-                                   "(x --gamma at each of --milestones)", ("cosine", "step"))
-    milestones: str = _arg("", "--schedule step: epochs after which the learning rate is multiplied by --gamma, "
-                               "comma-separated, counted from the start of training (e.g. 100,150)")
-    gamma: float = _arg(0.1, "--schedule step: factor applied to the learning rate at each milestone")
-    warmup_epochs: int = _arg(0, "epochs of linear warm-up, per step, from --lr / warm-up steps to --lr")
-    seed: int = _arg(0, "seed of the model initialisation and of every random draw")
-    patch_size: int = _arg(0, "IPS patch side in pixels, must divide the image size (0: auto, the largest divisor "
-                              "of the side <= side / 4, a 4x4 grid or finer)")
-    swap_ratio: float = _arg(0.5, "IPS: fraction of patch positions exchanged per pair, in [0, 1]")
-    swap_prob: float = _arg(0.5, "IPS: probability that a pair is swapped at all, in [0, 1] (0.5: our choice, made "
-                                 "on a holdout split; docs/results.md)")
-    temperature: float = _arg(4.0, "distillation temperature T of " + ", ".join(_KD_FLAG_METHODS) + " (the other "
-                                   "methods use their official values, given in --method's help)")
-    kd_weight: float = _arg(1.0, "weight of the KL term of " + ", ".join(_KD_FLAG_METHODS))
-    equal_compute: bool = _arg(False, "the two-view methods (" + ", ".join(_TWO_VIEW_METHODS) + ") process B images "
-                                      "per step (B/2 anchors), the same compute as CE")
-    teacher: str = _arg("", "--method kd: the folder of a finished run whose model teaches (any model, trained on the "
-                            "same classes and image size)")
-    cskd_partner_pass: str = _arg("separate", "CS-KD: forward the partners in a separate no-grad pass after the "
-                                              "anchors (as the official code and Self-KD-Lib do), or joint: one pass "
-                                              "over anchors and partners (BatchNorm then sees both at once)",
-                                  ("separate", "joint"))
-    device: str = _arg("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
-    precision: str = _arg("auto", "autocast precision of the forward pass (losses stay fp32): auto (bf16 on a CUDA GPU "
-                                  "that supports it, else fp32), fp32, bf16 or fp16 (with loss scaling)", PRECISIONS)
-    channels_last: str = _arg("auto", "NHWC memory layout for the model and its inputs: auto (on for conv nets on "
-                                      "CUDA), on or off", LAYOUTS)
-    compile: bool = _arg(False, "torch.compile the model (a slow first epoch, faster steps on a GPU)")
-    data_root: str = _arg("data", "folder holding CIFAR (cifar-10-batches-py, cifar-100-python) or Tiny-ImageNet "
-                                  "(tiny-imagenet-200)")
-    download: bool = _arg(False, "download CIFAR or Tiny-ImageNet into --data-root when missing (needs internet)")
-    image_size: int = _arg(32, "imagefolder: images are resized to this square size")
-    data_mode: str = _arg("auto", "image folders and tinyimagenet: memory (decode every image up front), stream (read "
-                                  "batches from disk with DataLoader workers) or auto (stream when the decoded images "
-                                  "would not fit half the available memory); other datasets are always in memory",
-                          DATA_MODES)
-    holdout: bool = _arg(False, "train on 80%% of the training split and report the metrics on the other 20%% "
-                                "(per class), to choose hyper-parameters without looking at the test split")
-    out: str = _arg("runs", "folder that receives the run folder")
-    run_id: str = _arg("", "name of the run folder (default %(default)r: a name made of the time, method, dataset, "
-                           "model and seed)")
-    log_every: int = _arg(10, "write a step record to metrics.jsonl every this many steps")
-    preset: str = _arg("", "a published protocol whose values fill every flag not given: "
-                           + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()), ("", *PRESETS))
-    resume: str = _arg("", "continue the cancelled, failed or interrupted run in this run folder from its last "
-                           "finished epoch, with the settings in its config.json (give no other flag)")
+def field_choices(name: str) -> tuple[str, ...] | None:
+    """The values a ``TrainConfig`` field accepts on the CLI (None: any value of its type)."""
+    return _REGISTRY_FLAGS[name][1] if name in _REGISTRY_FLAGS else _field(name).metadata["choices"]
 
 
-def field_types() -> dict[str, type]:
-    """The type of every ``TrainConfig`` field (resolved annotations, not their strings)."""
-    return typing.get_type_hints(TrainConfig)
+def _field(name: str) -> Field:
+    return next(f for f in fields(TrainConfig) if f.name == name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,9 +91,9 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = {"default": f.default} if defaults else {}
         if types[f.name] is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"], **default)
+            parser.add_argument(flag, action="store_true", help=field_help(f.name), **default)
         else:
-            parser.add_argument(flag, type=types[f.name], choices=f.metadata["choices"], help=f.metadata["help"],
+            parser.add_argument(flag, type=types[f.name], choices=field_choices(f.name), help=field_help(f.name),
                                 **default)
     return parser
 

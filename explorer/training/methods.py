@@ -24,7 +24,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -44,9 +43,7 @@ from explorer.training.method_losses import (
     tfkd_reg_loss,
     zipf_loss,
 )
-
-if TYPE_CHECKING:
-    from explorer.training.config import TrainConfig
+from explorer.training.settings import TrainConfig
 
 __all__ = ["BASELINE", "FEATURED", "METHODS", "Method", "MethodContext", "StepBatch", "StepOutput", "method_colour"]
 

@@ -9,7 +9,7 @@ the CLI's defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from explorer.analysis.catalog import checkpoint_folder, checkpoint_name
 from explorer.analysis.schedules import estimate_text, fair_schedule, schedule_choices, schedules
 from explorer.data import DATASETS
 from explorer.training.command import FORM_DEFAULTS, preview
-from explorer.training.config import TrainConfig
+from explorer.training.config import field_help
 from explorer.training.methods import METHODS
 from explorer.training.precision import PRECISIONS
 from explorer.training.runfolder import CONFIG, STATUS, read_json
@@ -147,10 +147,6 @@ def _device_choices() -> list[str]:
     return choices
 
 
-def _help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
-
-
 def build_form(ctx: AppContext, slurm: bool = False) -> Form:
     """The form's components (the schedules' times are filled in when the tab opens); ``slurm``: the app has a
     SLURM executor, and the form offers to send the run there."""
@@ -177,16 +173,17 @@ def build_form(ctx: AppContext, slurm: bool = False) -> Form:
         lr = gr.Number(d["lr"], label="Learning rate", info="peak; cosine decay to 0")
         seed = gr.Number(d["seed"], precision=0, label="Seed")
         equal_compute = gr.Checkbox(d["equal_compute"], label="Equal compute",
-                                    info=_help("equal_compute"))
+                                    info=field_help("equal_compute"))
         teacher = gr.Dropdown([], value=None, label="Teacher (kd)", visible=METHODS[d["method"]].needs_teacher,
                               info="a finished run whose model teaches: any model, same classes and image size",
                               elem_id="train-teacher")
     with gr.Row(equal_height=True):
         patch_size = gr.Number(d["patch_size"], precision=0, label="Patch size (pixels)",
                                info="IPS; 0: auto; must divide the image size")
-        swap_ratio = gr.Slider(0, 1, value=d["swap_ratio"], step=0.05, label="Swap ratio", info=_help("swap_ratio"))
+        swap_ratio = gr.Slider(0, 1, value=d["swap_ratio"], step=0.05, label="Swap ratio",
+                               info=field_help("swap_ratio"))
         swap_prob = gr.Slider(0, 1, value=d["swap_prob"], step=0.05, label="Swap probability",
-                              info=_help("swap_prob"))
+                              info=field_help("swap_prob"))
         temperature = gr.Number(d["temperature"], label="Temperature T", info=_KD_FLAG_USERS)
         kd_weight = gr.Number(d["kd_weight"], label="KD weight λ", info=_KD_FLAG_USERS)
     with gr.Row(equal_height=True):
