@@ -45,7 +45,9 @@ def test_comparison_spec_builds_the_arms_each_comparison_needs():
                                                 "cskd 10 ep", "cskd 10 ep --equal-compute"]
     assert [(c.setting, c.baseline) for c in spec.comparisons] == [
         ("ips 10 ep", "ce 10 ep"), ("ips 10 ep", "ce 20 ep"), ("ips 10 ep --equal-compute", "ce 10 ep"),
-        ("cskd 10 ep", "ce 10 ep"), ("cskd 10 ep", "ce 20 ep"), ("cskd 10 ep --equal-compute", "ce 10 ep")]
+        ("cskd 10 ep", "ce 10 ep"), ("cskd 10 ep", "ce 20 ep"), ("cskd 10 ep --equal-compute", "ce 10 ep"),
+        ("cskd 10 ep", "ips 10 ep")]  # with IPS in the study, every other method is also compared with it
+    assert spec.comparisons[-1].name == "equal epochs, against IPS"
     cfg = spec.config(spec.setting("ips 10 ep --equal-compute"), 1, "/tmp/out")
     assert (cfg.method, cfg.epochs, cfg.equal_compute, cfg.seed, cfg.dataset) == ("ips", 10, True, 1, "digits")
     assert cfg.run_id == "s-ips-10-ep-equal-compute-s1" and spec.run_id(spec.settings[0], 0) == "s-ce-10-ep-s0"
@@ -56,6 +58,7 @@ def test_comparison_spec_builds_the_arms_each_comparison_needs():
     ({"methods": ["ce", "nope"]}, "unknown method 'nope'"),
     ({"comparisons": ["fair"]}, "unknown comparison"),
     ({"epochs": 0}, "epochs must be at least 1"),
+    ({"methods": ["ce", "kd"]}, "a kd arm needs a teacher"),
 ])
 def test_comparison_spec_refuses_what_cannot_work(kwargs, message):
     args = {"methods": ["ce", "ips"], "epochs": 5, "comparisons": ["equal-epochs"], **kwargs}
