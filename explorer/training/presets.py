@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from explorer.training.measured import published
+
 __all__ = ["PRESETS", "Preset"]
 
 
@@ -21,8 +23,15 @@ class Preset:
     name: str
     summary: str  # one line for --help and the app
     values: dict[str, Any]  # TrainConfig field -> value
-    published: dict[str, float]  # method -> top-1 test accuracy (%) in the source
+    table: str  # the source's table in explorer/measured.json ("published")
+    names: dict[str, str]  # method -> its name in that table
     source: str
+
+    @property
+    def published(self) -> dict[str, float]:
+        """method -> top-1 test accuracy (%) in the source, read from the measured-numbers file."""
+        top1 = published()[self.table]["top1"]
+        return {method: top1[name] for method, name in self.names.items()}
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -34,8 +43,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         values={"dataset": "cifar100", "model": "resnet18", "epochs": 200, "batch_size": 128, "lr": 0.1,
                 "weight_decay": 5e-4, "schedule": "step", "milestones": "105,155", "gamma": 0.1, "warmup_epochs": 5,
                 "temperature": 4.0, "kd_weight": 1.0},
-        published={"ce": 76.24, "ls": 78.72, "mixup": 78.68, "cutmix": 80.17, "tfkd": 76.61, "cskd": 78.66,
-                   "pskd": 79.31, "bake": 76.93},
+        table="self-kd-lib",
+        names={"ce": "cross-entropy", "ls": "label smoothing", "mixup": "Mixup", "cutmix": "CutMix",
+               "tfkd": "Tf-KD-reg", "cskd": "CS-KD", "pskd": "PS-KD", "bake": "BAKE"},
         source="github.com/winycg/Self-KD-Lib (README table, ResNet-18 on CIFAR-100; main.py and utils.adjust_lr: "
                "warm-up 5, milestones [100, 150] counted after the warm-up, SGD nesterov=True)"),
 )}
