@@ -6,7 +6,7 @@ import pytest
 
 from explorer.checkpoints import load_checkpoint
 from explorer.data import Dataset, load_dataset
-from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, local_slurm
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, local_slurm, run_startup_seconds
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,10 @@ def slurm_cluster() -> str:
     """A running SLURM cluster (scripts/local-slurm on this machine unless SLURM_CONF names another); skips the
     test with the reason where none can run."""
     return local_slurm()
+
+
+@pytest.fixture
+def stall_s() -> float:
+    """How long a test waiting for a training run may see no progress: scaled to this machine's speed now (measured
+    by starting a run's imports), so a loaded machine makes the test slower but not fail."""
+    return 30.0 + 6 * run_startup_seconds()

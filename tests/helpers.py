@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from explorer.checkpoints import save_checkpoint
 from explorer.data import load_dataset
 from explorer.models import build_model
 from explorer.training import loop
-from explorer.training.runs import RunManager
+from explorer.training.runs import RunManager, _lower_priority
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints"
@@ -40,6 +41,51 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_while_progressing(predicate: Callable[[], T], progress: Callable[[], object], stall_s: float,
+                           what: str) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail only when ``progress()`` (a fingerprint of the
+    work waited for, e.g. the run folders' files) has not changed for ``stall_s`` seconds.
+
+    A loaded machine makes the work slower, not stuck: the bound is on a stretch without any progress, scaled by
+    the caller to the work's measured cost (``run_startup_seconds``), never on the whole wait.
+    """
+    last, deadline = progress(), time.monotonic() + stall_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        now = progress()
+        if now != last:
+            last, deadline = now, time.monotonic() + stall_s
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"no progress for {stall_s:.0f} s while waiting for {what}")
+        time.sleep(0.02)
+
+
+def run_startup_seconds() -> float:
+    """Seconds a training process's start-up work (Python, torch and the training loop imported) takes on this
+    machine now, in a process as nice as the run manager makes its runs: the longest stretch in which a run
+    writes nothing, so the unit of the bounds of ``wait_while_progressing``."""
+    start = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-c", "import explorer.training.loop"], cwd=ROOT,
+                             start_new_session=True)
+    _lower_priority(child.pid)
+    child.wait()
+    return time.monotonic() - start
+
+
+def files_written(*folders: Path) -> list:
+    """A fingerprint of what is written in ``folders``: each file's name, size and modification time."""
+    seen = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            try:
+                seen.append((path.name, path.stat().st_size, path.stat().st_mtime_ns))
+            except FileNotFoundError:  # replaced (written atomically) while we looked: that is progress too
+                seen.append((path.name, None, None))
+    return seen
 
 
 def stop_at_step(monkeypatch, stop_step: int) -> None:

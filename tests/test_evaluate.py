@@ -1,11 +1,15 @@
-"""The metrics every part of the tool reports: ECE's bin edges and NLL, against independent computations."""
+"""The metrics every part of the tool reports (ECE's bin edges and NLL, against independent computations) and the
+helper that computes logits for them, which must leave the model as it found it."""
 
 import math
 
 import pytest
 import torch
 
-from explorer.evaluate import calibration_bins, classification_metrics
+from explorer.evaluate import calibration_bins, classification_metrics, predict_logits
+from explorer.models import build_model
+from explorer.training.config import parse_config
+from explorer.training.loop import predict_test_split, setup, train_step
 
 
 def test_a_confidence_on_an_interior_bin_edge_belongs_to_the_bin_below():
@@ -25,3 +29,27 @@ def test_nll_against_an_independent_computation():
     by_hand = math.fsum(math.log(math.fsum(math.exp(v) for v in row)) - row[y]
                         for row, y in zip(logits.double().tolist(), labels.tolist(), strict=True)) / 50
     assert classification_metrics(logits, labels)["nll"] == pytest.approx(by_hand, rel=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_predict_logits_leaves_the_model_in_the_mode_it_found(digits, training):
+    model = build_model("small_cnn", 1, 10).train(training)
+    logits = predict_logits(model, digits, digits.test_images[:50])
+    assert logits.shape == (50, 10) and model.training == training
+    assert all(m.training == training for m in model.modules())
+
+
+def test_a_test_evaluation_between_two_steps_changes_nothing_the_next_step_computes():
+    """BatchNorm normalises a training step with the batch's statistics and an evaluation with its running ones: a
+    model left in eval mode after a mid-epoch evaluation (a log-boundary test, the study's confidence pass) would
+    train on other activations."""
+    argv = ["--dataset", "digits", "--device", "cpu", "--method", "ips", "--seed", "4"]
+    plain, evaluated = setup(parse_config(argv)), setup(parse_config(argv))
+    for s in (plain, evaluated):
+        s.model.train()
+        train_step(s)
+    logits, _ = predict_test_split(evaluated)
+    assert logits.shape == (len(evaluated.dataset.test_labels), 10)
+    assert torch.equal(train_step(plain), train_step(evaluated))
+    for a, b in zip(plain.bare_model.state_dict().values(), evaluated.bare_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

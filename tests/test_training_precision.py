@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from explorer.ips import ips_loss
 from explorer.models import build_model
 from explorer.training.config import parse_config
 from explorer.training.loop import main, setup, train_step
-from explorer.training.precision import model_forward, resolve_precision, uses_channels_last
+from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 
 CPU = torch.device("cpu")
 
@@ -60,12 +61,19 @@ def test_a_low_precision_run_on_the_cpu_trains_and_records_its_precision(tmp_pat
     assert config["precision"] == precision and config["precision_used"] == precision
     assert card["hyperparameters"]["precision"] == precision
     assert card["test_metrics"]["accuracy"] > 0.3  # one epoch on digits, well above chance (0.1)
+    with safe_open(str(tmp_path / "p" / "train_state.safetensors"), framework="pt") as f:
+        scaler = json.loads(f.metadata()["train_state"])["scaler"]
+    assert (scaler == {}) == (precision == "bf16")  # bf16 needs no loss scaling: no scaler state to resume
+    if precision == "fp16":
+        assert scaler["scale"] > 0
 
 
 def test_the_fp16_loss_scaler_is_active_only_in_fp16(digits):
     base = ["--dataset", "digits", "--device", "cpu"]
     fp16, fp32 = setup(parse_config([*base, "--precision", "fp16"])), setup(parse_config(base))
     assert fp16.scaler.is_enabled() and not fp32.scaler.is_enabled() and fp32.precision == "fp32"
+    assert {p: grad_scaler(p, CPU).is_enabled() for p in ("fp32", "bf16", "fp16")} == \
+        {"fp32": False, "bf16": False, "fp16": True}
     scale = fp16.scaler.get_scale()
     train_step(fp16)
     assert fp16.scaler.get_scale() in (scale, scale / 2)  # unchanged, or halved after an overflow

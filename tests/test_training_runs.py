@@ -16,7 +16,17 @@ from explorer.checkpoints import load_checkpoint
 from explorer.training import processes, runs
 from explorer.training.runfolder import FINAL_STATES, RUN_TABLE_HEADERS
 from explorer.training.runs import TRAINING_NICENESS, RunError, RunManager
-from tests.helpers import ENDLESS, QUICK, group_gone, leader_pid, slow_start_trainer, training, wait_for
+from tests.helpers import (
+    ENDLESS,
+    QUICK,
+    files_written,
+    group_gone,
+    leader_pid,
+    slow_start_trainer,
+    training,
+    wait_for,
+    wait_while_progressing,
+)
 
 
 @pytest.fixture
@@ -35,10 +45,10 @@ def make_manager(tmp_path):
             process.signal_group(signal.SIGKILL)
 
 
-def test_two_launches_with_a_limit_of_one_run_one_after_the_other(make_manager):
+def test_two_launches_with_a_limit_of_one_run_one_after_the_other(make_manager, stall_s):
     manager = make_manager(max_concurrent=1)
-    first = manager.launch({**QUICK, "method": "ce", "epochs": 1.0})  # a number box sends floats
-    second = manager.launch({**QUICK, "method": "ips"})
+    first = manager.launch({**QUICK, "method": "ce", "epochs": 1.0, "log_every": 1})  # a number box sends floats
+    second = manager.launch({**QUICK, "method": "ips", "log_every": 1})
     with pytest.raises(RunError, match="is queued; only finished, failed or cancelled runs can be deleted"):
         manager.delete(second)
     states: dict[str, list[str]] = {first: [], second: []}
@@ -52,7 +62,8 @@ def test_two_launches_with_a_limit_of_one_run_one_after_the_other(make_manager):
         pairs.add((now[first], now[second]))
         return all(state in FINAL_STATES for state in now.values()) and not manager.has_active_runs()
 
-    wait_for(both_final, 120, "both runs to finish")
+    wait_while_progressing(both_final, lambda: files_written(*(manager.runs_dir / r for r in states)), stall_s,
+                           "both runs to finish")
     assert states[first] == ["running", "finished"]  # a free slot: it started inside launch()
     assert states[second] == ["queued", "running", "finished"]
     assert ("running", "queued") in pairs and ("running", "running") not in pairs
@@ -121,6 +132,23 @@ def test_cancel_during_start_up_ends_the_run_cancelled_by_its_own_process(make_m
     info = manager.info(run_id)
     assert (info.state, info.message) == ("cancelled", "cancelled by signal 15 during start-up, before the first step")
     assert manager.log_tail(run_id) == f"explorer.train: {info.message}"  # one line, no traceback
+
+
+def test_a_run_whose_status_is_final_is_not_deleted_while_its_process_is_active(make_manager, tmp_path, monkeypatch):
+    """A start-up failure writes "failed" before its process has exited: the folder must outlive the process."""
+    monkeypatch.setattr(runs.sys, "executable", str(slow_start_trainer(tmp_path)))
+    manager = make_manager(grace_s=30.0)
+    run_id = manager.launch(QUICK)
+    wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")
+    run_dir = manager.run_dir(run_id)
+    (run_dir / "status.json").write_text(json.dumps({"state": "failed", "message": "the dataset is unreadable"}))
+    with pytest.raises(RunError, match=f"run {run_id} is failed, but its process has not ended yet"):
+        manager.delete(run_id)
+    assert run_dir.is_dir() and manager.has_active_runs()
+    os.killpg(leader_pid(manager, run_id), signal.SIGKILL)
+    wait_for(lambda: not manager.has_active_runs(), 10, "the watcher to let go of the ended run")
+    manager.delete(run_id)
+    assert not run_dir.exists()
 
 
 def test_kill_9_fails_the_run_and_reconciliation_marks_an_orphaned_run_interrupted(make_manager):
@@ -205,6 +233,31 @@ def test_reconcile_fails_a_cli_run_whose_pid_now_belongs_to_another_process(make
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_status_without_pid_start_whose_pid_is_another_live_program_has_no_live_process(make_manager, tmp_path):
+    """A folder written before ``pid_start`` was recorded: its pid now names a live process that is not a training
+    run (its command line says so), which neither keeps the run "running" nor blocks its deletion."""
+    runs_dir = tmp_path / "runs"
+    child, _ = _sleeper()  # a live Python process, not a training run
+    trainer, _ = _sleeper("explorer.train")  # a live training CLI, as far as its command line tells
+    try:
+        assert not processes.training_process_alive({"pid": child.pid})
+        assert processes.training_process_alive({"pid": trainer.pid})
+        for run_id, state, pid in (("old-running", "running", child.pid), ("old-finished", "finished", child.pid),
+                                   ("old-live", "running", trainer.pid)):
+            _fake_run(runs_dir, run_id, state, {})
+            (runs_dir / run_id / "status.json").write_text(json.dumps({"state": state, "pid": pid}))
+        manager = make_manager()
+        old = manager.info("old-running")
+        assert old.state == "failed" and f"its pid {child.pid} now belongs to another process" in old.message
+        assert manager.info("old-live").state == "running"  # the fallback: a training command line is a live run
+        manager.delete("old-finished")
+        assert not (runs_dir / "old-finished").exists()
+    finally:
+        for process in (child, trainer):
+            process.kill()
+            process.wait()
 
 
 def test_delete_refuses_a_final_run_whose_process_has_not_exited(make_manager, tmp_path):

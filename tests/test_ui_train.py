@@ -53,7 +53,7 @@ from explorer.ui.train_form import (
     show_schedules,
     teacher_choices,
 )
-from tests.helpers import DEMO, IPS_DEMO, wait_for
+from tests.helpers import DEMO, IPS_DEMO, files_written, wait_for, wait_while_progressing
 
 IPS = IPS_DEMO
 SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
@@ -310,13 +310,16 @@ def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
     assert tabs.selected == "train"
 
 
-def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys):
+def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys, stall_s):
     run_id = launch_run(runs, *_form(dataset="digits", method="ce", epochs=40, precision="fp32"))
     assert runs.settings(run_id)["precision"] == "fp32"
     assert not run_buttons(runs.info(run_id))[3].interactive  # running: nothing to resume
-    wait_for(lambda: (runs.run_dir(run_id) / "train_state.safetensors").is_file(), 120, "the first epoch's state")
-    cancel_run(runs, run_id)
-    wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), 30, "the run to stop")
+    run_dir = runs.run_dir(run_id)
+    wait_while_progressing(lambda: (run_dir / "train_state.safetensors").is_file(), lambda: files_written(run_dir),
+                           stall_s, "the first epoch's state")
+    cancel_run(runs, run_id)  # the run stops at its next step, or is killed grace_s later
+    wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), runs.grace_s + stall_s,
+             "the run to stop")
     info = runs.info(run_id)
     assert run_buttons(info)[3].interactive and info.epoch >= 1
     details = resume_run(runs, run_id)
@@ -325,7 +328,7 @@ def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(run
     with pytest.raises(ValueError, match="only a cancelled, failed or interrupted run can be resumed"):
         resume_run(runs, run_id)
     runs.cancel(run_id)
-    wait_for(lambda: not runs.has_active_runs(), 30, "the resumed run to stop")
+    wait_for(lambda: not runs.has_active_runs(), runs.grace_s + stall_s, "the resumed run to stop")
     with pytest.raises(ValueError, match="select a run in the table first"):
         resume_run(runs, "")
 

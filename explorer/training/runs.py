@@ -350,9 +350,11 @@ class RunManager:
         with self._lock:
             status = read_json(run_dir / STATUS)
             state = status.get("state", "unknown")
-            if run_id in self._active or run_id in self._queue or state not in FINAL_STATES:
+            if state not in FINAL_STATES:
                 raise RunError(f"run {run_id} is {state}; only finished, failed or cancelled runs can be deleted "
                                f"(cancel it first)")
+            if run_id in self._active or run_id in self._queue:  # e.g. a start-up failure, still exiting
+                raise RunError(f"run {run_id} is {state}, but its process has not ended yet; try again in a moment")
             if training_process_alive(status):
                 raise RunError(f"run {run_id} is {state}, but its process (pid {status['pid']}) has not exited yet; "
                                f"try again in a moment")
