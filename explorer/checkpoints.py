@@ -5,9 +5,9 @@ hyper-parameters, test metrics, the command that made it) is also stored as the 
 the single ``model.safetensors`` file is the source of truth and is replaced atomically: a kill at any
 moment leaves either the previous checkpoint or the new one, never a mix. ``card.json`` is a readable copy.
 
-A card is checked before any model is built: the fields a model is built from have their types and ranges
-(``_check_card``), and the model the card names is built on the meta device (no memory) and its parameter
-shapes compared with the weights file's header, so a crafted card (a billion classes, a ViT over small
+A card is checked before any model is built: the fields a model is built from, and those the app shows, have
+their types and ranges (``_check_card``), and the model the card names is built on the meta device (no memory) and
+its parameter shapes compared with the weights file's header, so a crafted card (a billion classes, a ViT over small
 weights) is refused in milliseconds with the file and field named. Refusals are remembered per weights-file
 version (``_refusal``), so a client asking again does not cost the check again.
 """
@@ -135,7 +135,8 @@ def _numbers(value: Any, length: int) -> bool:
 
 
 def _check_card(card: dict[str, Any]) -> str | None:
-    """What is wrong with the fields a model is built from and its inputs prepared with, or None."""
+    """What is wrong with the fields a model is built from and its inputs prepared with, or with those the app shows
+    of it (its test metrics and method), or None."""
     channels, classes = card["in_channels"], card["num_classes"]
     checks = [
         (isinstance(card["model"], str) and card["model"] != "", "model", "a model name"),
@@ -150,6 +151,12 @@ def _check_card(card: dict[str, Any]) -> str | None:
         (isinstance(card["image_size"], list) and len(card["image_size"]) == 2
          and all(_whole(v, 1, MAX_SIDE) for v in card["image_size"]), "image_size",
          f"[height, width] up to {MAX_SIDE}"),
+    ]
+    metrics, method = card.get("test_metrics", {}), card.get("method", "")  # what the pickers and tables show
+    checks += [
+        (isinstance(metrics, dict) and all(isinstance(k, str) and _numbers([v], 1) for k, v in metrics.items()),
+         "test_metrics", "metric names with numbers"),
+        (isinstance(method, str), "method", "a method name"),
     ]
     for ok, name, expected in checks:
         if not ok:

@@ -60,6 +60,9 @@ def test_missing_and_mismatched_checkpoints_are_refused(tmp_path):
     ("std", [0.0], r"std must be one positive number per channel"),
     ("image_size", [8], r"image_size must be \[height, width\] up to 4096"),
     ("model", 7, r"model must be a model name; got '7'"),
+    ("test_metrics", {"accuracy": "high"}, r"test_metrics must be metric names with numbers; got .*'high'"),
+    ("test_metrics", [0.9], r"test_metrics must be metric names with numbers"),
+    ("method", ["ips"], r"method must be a method name; got \"\['ips'\]\""),
 ])
 def test_crafted_cards_are_refused_naming_the_file_and_field(tmp_path, field, value, message):
     folder = save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), CARD)

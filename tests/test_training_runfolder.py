@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from explorer import checkpoints
-from explorer.training.runfolder import METRICS, MetricsLog, epoch_records, read_metrics, run_curves, write_json
+from explorer.training.runfolder import (
+    METRICS,
+    MetricsLog,
+    epoch_records,
+    read_metrics,
+    read_run_info,
+    run_curves,
+    write_json,
+)
+from explorer.training.study import comparison_spec, list_studies, save_spec
 
 RECORD = {"kind": "step", "epoch": 1, "step": 1, "loss": 1.234567, "ce": 1.0, "kd": 0.234567, "lr": 0.1,
           "images_per_s": 2000.0, "elapsed": 1.5}
@@ -84,3 +93,56 @@ def test_json_files_are_replaced_atomically(tmp_path, monkeypatch):
         write_json(path, {"state": "finished", "step": 3})
     assert json.loads(path.read_text()) == {"state": "running", "step": 2}  # a failed write leaves the old file
     assert os.listdir(tmp_path) == ["status.json"]  # and no temporary file behind
+
+
+GOOD_STATUS = '{"state": "finished", "progress": 1.0, "epoch": 1, "epochs": 1}'
+GOOD_STEP = '{"kind": "step", "step": 3, "loss": 1.5, "ce": 1.2, "kd": 0.3}'
+
+
+@pytest.mark.parametrize("status,launch,config,metrics,why", [
+    ('{"state": "running", "epoch": 1e999}', "{}", "{}", "",
+     "status.json: epoch must be a whole number from 0 to inf; got 'inf'"),
+    (GOOD_STATUS, '{"queued_at": 1e20}', "{}", "", "launch.json: queued_at must be a number from 0 to 2.53402e+11"),
+    (GOOD_STATUS, '{"queued_at": Infinity}', "{}", "", "launch.json: queued_at must be a number from 0 to "),
+    (GOOD_STATUS, "{}", "{}", '{"kind": "step", "loss": 1.0}',
+     "metrics.jsonl line 1: the step record's step must be a whole number from 0 to inf; got 'None'"),
+    (GOOD_STATUS, "{}", '{"steps_per_epoch": "thirty"}', GOOD_STEP,
+     "config.json: steps_per_epoch must be a whole number from 1 to inf; got 'thirty'"),
+    (GOOD_STATUS, '{"processes": 2, "process": {"gpus": "0; rm"}}', "{}", "",
+     "launch.json: process gpus must be a whole number from 0 to inf; got '0; rm'"),
+    ('{"state": ["running"]}', "{}", "{}", "", "status.json: state must be text; got \"['running']\""),
+])
+def test_a_malformed_run_folder_reads_as_unreadable_saying_why_and_draws_no_curves(tmp_path, status, launch, config,
+                                                                                     metrics, why):
+    run_dir = tmp_path / "crafted"
+    run_dir.mkdir()
+    for name, text in (("status.json", status), ("launch.json", launch), ("config.json", config),
+                       ("metrics.jsonl", metrics + "\n")):
+        (run_dir / name).write_text(text)
+    info = read_run_info(run_dir)
+    assert info.state == "unreadable" and info.message.startswith(f"unreadable: {why}")
+    assert info.row()[4] == "unreadable"
+    assert run_curves(run_dir)[1] in ({}, {m: ([], []) for m in ("loss", "ce", "kd", "train_accuracy",
+                                                                      "test_accuracy", "test_ece")})
+
+
+def test_a_well_formed_run_folder_still_reads_and_draws(tmp_path):
+    run_dir = tmp_path / "good"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(GOOD_STATUS)
+    (run_dir / "config.json").write_text('{"method": "ips", "steps_per_epoch": 12}')
+    (run_dir / "metrics.jsonl").write_text(GOOD_STEP + "\n" + json.dumps(
+        {"kind": "epoch", "epoch": 1, "step": 12, "test_accuracy": 0.8, "test_nll": float("nan")}) + "\n")
+    info = read_run_info(run_dir)
+    assert (info.state, info.method, info.best_test_accuracy, info.epoch) == ("finished", "ips", 0.8, 1)
+    method, curves = run_curves(run_dir)
+    assert method == "ips" and curves["kd"] == ([0.25], [0.3]) and curves["test_accuracy"] == ([1], [0.8])
+
+
+def test_a_study_spec_with_a_malformed_field_is_skipped_not_the_whole_list(tmp_path):
+    good = comparison_spec("good", "digits", "small_cnn", ["ce", "ips"], 1, ["equal-epochs"], [0])
+    save_spec(good, tmp_path)
+    bad = save_spec(comparison_spec("bad", "digits", "small_cnn", ["ce", "ips"], 1, ["equal-epochs"], [0]), tmp_path)
+    bad.write_text(bad.read_text().replace(f'"created": {json.loads(bad.read_text())["created"]}', '"created": "now"'))
+    assert json.loads(bad.read_text())["created"] == "now"
+    assert [spec.study_id for spec in list_studies(tmp_path)] == ["good"]

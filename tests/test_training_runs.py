@@ -468,9 +468,10 @@ def test_a_malformed_run_folder_is_one_unreadable_row_not_a_broken_table(make_ma
             (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     rows = {info.run_id: info for info in manager.runs()}
     assert rows["good"].state == "finished" and rows["good"].best_test_accuracy == 0.5
-    assert rows["progress-abc"].state == "unreadable" and "could not convert string to float: 'abc'" in \
-        rows["progress-abc"].message
-    assert rows["accuracy-text"].state == "unreadable" and "Unknown format code" in rows["accuracy-text"].message
+    assert rows["progress-abc"].state == "unreadable" and rows["progress-abc"].message == \
+        "unreadable: status.json: progress must be a number from 0 to 1; got 'abc'"
+    assert rows["accuracy-text"].state == "unreadable" and rows["accuracy-text"].message == \
+        "unreadable: metrics.jsonl line 1: test_accuracy must be a number; got 'x'"
     assert all(len(info.row()) == len(RUN_TABLE_HEADERS) for info in rows.values())
     assert manager.info("progress-abc").state == "unreadable"
 

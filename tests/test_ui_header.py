@@ -5,6 +5,9 @@ import shutil
 import pytest
 import torch
 
+from explorer.analysis.catalog import list_checkpoints
+from explorer.checkpoints import load_card, save_checkpoint
+from explorer.models import build_model
 from explorer.ui.context import AppContext
 from explorer.ui.header import (
     dataset_checkpoints,
@@ -12,6 +15,7 @@ from explorer.ui.header import (
     missing_methods,
     notice_text,
     pick_models,
+    refresh_datasets,
     refresh_models,
     switch_dataset,
     train_label,
@@ -85,3 +89,14 @@ def test_a_picker_rescans_the_disk_for_the_datasets_checkpoints(ctx):
     shutil.copytree(IPS_DEMO, ctx.runs_dir / "new-ips")  # a run that finished since
     refreshed = refresh_models(ctx, "mnist5k", CE)
     assert f"{ctx.runs_dir.name}/new-ips" in _values(refreshed) and refreshed.value == CE
+
+
+def test_a_checkpoint_with_a_malformed_card_is_listed_as_unreadable_and_breaks_no_picker(ctx):
+    """Added while the app runs: a run folder whose card says its test accuracy is "high"."""
+    card = {**load_card(CE_DEMO), "test_metrics": {"accuracy": "high"}}
+    save_checkpoint(ctx.runs_dir / "bad-card", build_model("small_cnn", 1, 10), card)
+    bad = f"{ctx.runs_dir.name}/bad-card"
+    assert (f"{bad} (unreadable card)", bad) in list_checkpoints(ctx.checkpoint_dirs)
+    assert bad not in _values(refresh_models(ctx, "mnist5k", CE))  # not offered: picking it could only fail
+    assert ("mnist5k · 3 checkpoints", "mnist5k") in refresh_datasets(ctx, "mnist5k").choices
+    assert switch_dataset(ctx, "digits", CE, IPS, "mnist5k")[1].value == f"{ctx.runs_dir.name}/digits-run"

@@ -67,7 +67,7 @@ from explorer.training.methods import METHODS, MethodContext, StepBatch, StepOut
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, model_forward, resolve_precision, uses_channels_last
 from explorer.training.recorder import Recorder
-from explorer.training.runfolder import update_status
+from explorer.training.runfolder import RunFolderBusy, sole_writer, update_status
 from explorer.training.session import AnchorStream, Session
 from explorer.training.state import restore_train_state
 from explorer.training.streamed import open_streams, streamed_method_loss, streamed_test_logits
@@ -376,28 +376,40 @@ def end_epoch(s: Session, epoch: int, sums: Tensor, recorder: Recorder) -> None:
 # --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
-def _not_started(cfg: TrainConfig, state: str, message: str) -> None:
-    """A run that ended during start-up (failed or cancelled): one line on stderr, and status.json says so when the
-    run's folder exists (the run manager made it, or ``--resume`` continues it: a resume keeps its progress)."""
+def _not_started(cfg: TrainConfig, run_dir: Path | None, state: str, message: str) -> None:
+    """A run that ended during start-up (failed or cancelled): one line on stderr, and status.json says so in
+    ``run_dir``, the folder that existed before (the run manager made it, or ``--resume`` continues it: a resume
+    keeps its progress); None: the folder was made by this run, and is removed."""
     print(f"explorer.train: {'error: ' if state == 'failed' else ''}{message}", file=sys.stderr)
-    run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
-    if _distributed_rank()[0] == 0 and run_dir is not None and run_dir.is_dir():
+    if _distributed_rank()[0] == 0 and run_dir is not None:
         update_status(run_dir, state, message, keep_progress=bool(cfg.resume), progress=0.0)
 
 
 def run(cfg: TrainConfig) -> int:
-    """Train as ``cfg`` says, writing the run folder; returns the process exit code."""
+    """Train as ``cfg`` says, writing the run folder as its one writer; returns the process exit code. A folder
+    that another process writes, or that holds a trained run a fresh start would overwrite, is refused at once."""
+    run_dir = Path(cfg.out) / (cfg.run_id or _default_run_id(cfg))
+    try:
+        with sole_writer(run_dir, resuming=bool(cfg.resume), enabled=_distributed_rank()[0] == 0) as created:
+            return _train_into(cfg, run_dir, None if created else run_dir)
+    except RunFolderBusy as exc:
+        print(f"explorer.train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGS
+
+
+def _train_into(cfg: TrainConfig, run_dir: Path, existing: Path | None) -> int:
     with _StopRequested() as stop:
         try:
             with stop.raising():
                 s = setup(cfg)
+            s.run_dir = run_dir
         except _Cancelled:
             kept = ("; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
                     if cfg.resume else ", before the first step")
-            _not_started(cfg, "cancelled", f"cancelled by signal {stop.signal} during start-up{kept}")
+            _not_started(cfg, existing, "cancelled", f"cancelled by signal {stop.signal} during start-up{kept}")
             return stop.exit_code
         except (ConfigError, DatasetError, ModelError, ValueError) as exc:
-            _not_started(cfg, "failed", str(exc))
+            _not_started(cfg, existing, "failed", str(exc))
             return EXIT_BAD_ARGS
         recorder = Recorder(s)
         recorder.start()

@@ -16,6 +16,8 @@ read it through this module only, so the on-disk format lives in one place:
 - ``slurm.json``    a run sent to SLURM (``explorer.training.slurm``): its job id, the options, the config it was
                     submitted with, and the last SLURM state and reason seen;
 - ``events.out.tfevents.*``: the scalars of metrics.jsonl for TensorBoard (``explorer.training.events``);
+- ``run.lock``      held (``flock``) by the one training process that writes the folder, for its whole life
+                    (``sole_writer``); it holds that process's pid;
 - ``model.safetensors`` + ``card.json``: the checkpoint of the last finished epoch (``explorer.checkpoints``),
                     so a run folder is itself a checkpoint folder;
 - ``train_state.safetensors``: everything ``--resume`` needs to continue after the last finished epoch (model,
@@ -27,22 +29,27 @@ JSON files are replaced atomically, so a kill at any moment leaves a readable ru
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from explorer.checkpoints import atomic_write_text
+from explorer.checkpoints import WEIGHTS, atomic_write_text
 
-__all__ = ["CONFIG", "FINAL_STATES", "LAUNCH", "LOG", "METRICS", "RUN_TABLE_HEADERS", "SLURM", "STATUS",
-           "TRAIN_STATE", "MetricsLog",
-           "RunInfo", "epoch_records", "final_epoch", "read_json", "read_metrics", "read_run_config", "read_run_info",
-           "run_curves", "update_status", "write_json", "write_status"]
+__all__ = ["CONFIG", "FINAL_STATES", "LATEST_TIME", "LAUNCH", "LOCK", "LOG", "METRICS", "RUN_TABLE_HEADERS", "SLURM",
+           "STATUS", "TRAIN_STATE", "MetricsLog", "RunFolderBusy", "RunFolderError", "RunInfo", "check_number",
+           "epoch_records", "final_epoch", "holds_training", "read_json", "read_metrics", "read_run_config",
+           "read_run_info", "run_curves", "sole_writer", "update_status", "write_json", "write_status", "writer_pid"]
 
 CONFIG, STATUS, METRICS, LAUNCH, LOG = "config.json", "status.json", "metrics.jsonl", "launch.json", "train.log"
 SLURM = "slurm.json"
+LOCK = "run.lock"
 TRAIN_STATE = "train_state.safetensors"
 FINAL_STATES = ("finished", "failed", "cancelled")
 RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
@@ -119,6 +126,72 @@ def _end_of_epoch_record(path: Path, epoch: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# One writer per run folder
+# --------------------------------------------------------------------------------------------------
+class RunFolderBusy(Exception):
+    """A run folder that a fresh training run must not write: another process writes it, or it holds a trained
+    run (its checkpoint or training state) that only ``--resume`` may continue. The message is one line."""
+
+
+def holds_training(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds the result of a finished epoch (a checkpoint or a training state)."""
+    return (run_dir / WEIGHTS).exists() or (run_dir / TRAIN_STATE).exists()
+
+
+def writer_pid(run_dir: Path) -> int | None:
+    """The pid of the process that holds ``run_dir``'s writer lock now (0 when it did not say); None when none does."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def sole_writer(run_dir: Path, resuming: bool, enabled: bool = True) -> Iterator[bool]:
+    """Be the one writer of ``run_dir`` while the block runs: an exclusive ``flock`` on its lock file, so a second
+    training process into the same folder fails at once (``RunFolderBusy``) instead of interleaving its files, and
+    a fresh run (not ``resuming``) is refused a folder that holds a trained run. The lock goes with the process,
+    however it ends (kill -9 too). Yields whether this call created the folder; a folder created here that holds
+    only the lock file when the block ends (the run never started) is removed. ``enabled=False`` (DDP ranks
+    other than 0, which write nothing) does nothing."""
+    if not enabled:
+        yield False
+        return
+    created = not run_dir.is_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, held = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644), False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise RunFolderBusy(f"run {run_dir.name} is being trained by another process{f' (pid {pid})' * bool(pid)}"
+                                f"; wait for it to end, or choose another --run-id") from None
+        if not resuming and holds_training(run_dir):
+            finished = read_json(run_dir / STATUS).get("state") == "finished"
+            raise RunFolderBusy(f"run folder {run_dir} already holds a {'finished' if finished else 'trained'} run; "
+                                + ("" if finished else f"continue it with --resume {run_dir}, or ")
+                                + "choose another --run-id (or --out)")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield created
+    finally:
+        if held and created and [p.name for p in run_dir.iterdir()] == [LOCK]:
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
 # Readers
 # --------------------------------------------------------------------------------------------------
 def read_json(path: Path) -> dict[str, Any]:
@@ -130,54 +203,104 @@ def read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class RunFolderError(ValueError):
+    """A run folder file that holds a value of the wrong kind (hand-edited, foreign, crafted): the message names the
+    file and the field. The readers below raise it; the runs table shows the run as "unreadable: <why>"."""
+
+
+LATEST_TIME = 253402300799.0  # 9999-12-31: the last second a date can be shown for
+
+
+def check_number(value: Any, where: str, low: float = 0.0, high: float = float("inf"), whole: bool = False) -> float:
+    """``value`` checked to be a (whole) number in [low, high]; RunFolderError naming ``where`` otherwise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and low <= value <= high and (not whole or float(value).is_integer())
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        raise RunFolderError(f"{where} must be {kind} from {low:g} to {high:g}; got {str(value)[:40]!r}")
+    return int(value) if whole else float(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RunFolderError(f"{where} must be text; got {str(value)[:40]!r}")
+    return value
+
+
+def _check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """A metrics record checked: a step record has its whole step, an epoch record its whole epoch and step; every
+    metric it holds is a number (a non-finite one too: a diverging run logs one)."""
+    kind = record.get("kind")
+    if kind in ("step", "epoch"):
+        check_number(record.get("step"), f"{where}: the {kind} record's step", whole=True)
+    if kind == "epoch":
+        check_number(record.get("epoch"), f"{where}: the epoch record's epoch", whole=True)
+    for key in (*STEP_METRICS, *EPOCH_METRICS, "test_accuracy", "images_per_s"):
+        value = record.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise RunFolderError(f"{where}: {key} must be a number; got {str(value)[:40]!r}")
+    return record
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of a run folder's metrics.jsonl (any run folder, the demo checkpoints' too); [] when none.
 
-    Lines that are not a JSON object (a torn last line while the run writes) are skipped.
+    Lines that are not a JSON object (a torn last line while the run writes) are skipped; a record with a value of
+    the wrong kind raises RunFolderError.
     """
     try:
         lines = (run_dir / METRICS).read_text().splitlines()
     except (OSError, UnicodeDecodeError):
         return []
     records = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict):
-            records.append(record)
+            records.append(_check_record(record, f"{METRICS} line {number}"))
     return records
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The end-of-epoch records of a run, in order."""
+    """The end-of-epoch records of a run, in order (RunFolderError: a malformed record)."""
     return [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
 
 
 def final_epoch(run_dir: Path) -> dict[str, Any] | None:
-    """The last epoch record of a *finished* run; None while it is unfinished, failed or missing."""
+    """The last epoch record of a *finished* run; None while it is unfinished, failed, missing or unreadable."""
     if read_json(run_dir / STATUS).get("state") != "finished":
         return None
-    epochs = epoch_records(run_dir)
+    try:
+        epochs = epoch_records(run_dir)
+    except RunFolderError:
+        return None
     return epochs[-1] if epochs else None
 
 
 def run_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
-    """(method, {metric: (epochs, values)}) of a run folder, for the live training curves.
+    """(method, {metric: (epochs, values)}) of a run folder, for the live training curves; no curves for a folder
+    that cannot be read (its row in the runs table says why).
 
     Loss, CE and KD come from the step records, placed at fractional epochs (step / steps per epoch), so a
     run has a curve before its first epoch ends; accuracies and ECE come from the epoch records.
     """
     config = read_json(run_dir / CONFIG)
-    steps_per_epoch = config.get("steps_per_epoch")
-    records = read_metrics(run_dir)
+    method = config.get("method") if isinstance(config.get("method"), str) else "?"
+    try:
+        steps_per_epoch = config.get("steps_per_epoch")
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_number(steps_per_epoch, f"{CONFIG}: steps_per_epoch", 1, whole=True)
+        records = read_metrics(run_dir)
+    except RunFolderError:
+        return method, {}
     steps = [r for r in records if r.get("kind") == "step"] if steps_per_epoch else []
     epochs = [r for r in records if r.get("kind") == "epoch"]
     curves = {metric: ([r["step"] / steps_per_epoch for r in steps], [r.get(metric) for r in steps])
               for metric in STEP_METRICS}
     curves.update({metric: ([r["epoch"] for r in epochs], [r.get(metric) for r in epochs]) for metric in EPOCH_METRICS})
-    return config.get("method", "?"), curves
+    return method, curves
 
 
 @dataclass(frozen=True)
@@ -220,18 +343,43 @@ def read_run_config(run_dir: Path, launch: dict[str, Any] | None = None) -> dict
 
 
 def read_run_info(run_dir: Path) -> RunInfo:
-    """What the runs table shows of one run folder (its status, launch record, config and epoch records)."""
-    status = read_json(run_dir / STATUS)
-    launch = read_json(run_dir / LAUNCH)
-    config = read_run_config(run_dir, launch)
-    tests = [r["test_accuracy"] for r in epoch_records(run_dir) if "test_accuracy" in r]
+    """What the runs table shows of one run folder (its status, launch record, config and epoch records), every
+    value checked. A folder holding a value of the wrong kind (a hand-edited or foreign status.json, an epoch record
+    without its numbers, a date beyond 9999) is a row of state "unreadable" whose message says why: one malformed
+    folder must not break the runs table for everybody."""
+    try:
+        return _checked_run_info(run_dir)
+    except (RunFolderError, OSError) as exc:
+        return RunInfo(run_id=run_dir.name, method="?", dataset="?", model="?", state="unreadable",
+                       message=f"unreadable: {exc}"[:300], progress=0.0, epoch=0, epochs=0, device="?", processes=1,
+                       gpus=(), best_test_accuracy=None, images_per_s=None, eta_s=None,
+                       started=run_dir.stat().st_mtime, path=run_dir)
+
+
+def _checked_run_info(run_dir: Path) -> RunInfo:
+    status, launch = read_json(run_dir / STATUS), read_json(run_dir / LAUNCH)
+    config = read_run_config(run_dir, launch) or {}
+    process = launch.get("process") or {}
+    if not isinstance(config, dict) or not isinstance(process, dict):
+        raise RunFolderError(f"{LAUNCH}: config and process must be objects")
+    if config.get("steps_per_epoch") is not None:  # the live curves place the step records with it
+        check_number(config["steps_per_epoch"], f"{CONFIG}: steps_per_epoch", 1, whole=True)
+    tests = [r["test_accuracy"] for r in epoch_records(run_dir) if r.get("test_accuracy") is not None]
     started = launch.get("queued_at") or (run_dir / STATUS).stat().st_ctime
-    return RunInfo(run_id=run_dir.name, method=config.get("method", "?"), dataset=config.get("dataset", "?"),
-                   model=config.get("model", "?"), state=status.get("state", "unknown"),
-                   message=status.get("message", ""), progress=float(status.get("progress") or 0.0),
-                   epoch=int(status.get("epoch") or 0), epochs=int(status.get("epochs") or config.get("epochs", 0)),
-                   device=status.get("device") or config.get("device", "?"),
-                   processes=int(launch.get("processes", 1)), gpus=tuple(launch.get("process", {}).get("gpus", ())),
-                   best_test_accuracy=max(tests) if tests else None,
-                   images_per_s=status.get("images_per_s"), eta_s=status.get("eta_s"), started=float(started),
-                   path=run_dir)
+    optional = {name: None if status.get(name) is None else check_number(status[name], f"{STATUS}: {name}")
+                for name in ("images_per_s", "eta_s")}
+    gpus = process.get("gpus") or []
+    return RunInfo(
+        run_id=run_dir.name, **{name: _text(config.get(name, "?"), f"{CONFIG}: {name}")
+                                for name in ("method", "dataset", "model")},
+        state=_text(status.get("state", "unknown"), f"{STATUS}: state"),
+        message=_text(status.get("message", ""), f"{STATUS}: message"),
+        progress=check_number(status.get("progress") or 0.0, f"{STATUS}: progress", high=1.0),
+        epoch=check_number(status.get("epoch") or 0, f"{STATUS}: epoch", whole=True),
+        epochs=check_number(status.get("epochs") or config.get("epochs", 0), f"{STATUS}: epochs", whole=True),
+        device=_text(status.get("device") or config.get("device", "?"), f"{STATUS}: device"),
+        processes=check_number(launch.get("processes", 1), f"{LAUNCH}: processes", 1, whole=True),
+        gpus=tuple(check_number(g, f"{LAUNCH}: process gpus", whole=True) for g in (gpus if isinstance(gpus, list) else
+                                                                             [gpus])),
+        best_test_accuracy=max(tests) if tests else None, **optional,
+        started=check_number(started, f"{LAUNCH}: queued_at", high=LATEST_TIME), path=run_dir)

@@ -74,6 +74,7 @@ from explorer.training.runfolder import (
     update_status,
     write_json,
     write_status,
+    writer_pid,
 )
 from explorer.training.teacher import load_teacher
 
@@ -136,21 +137,6 @@ def _interrupted_message(status: dict[str, Any]) -> str:
         return (f"interrupted: its process ended without a final state; its pid {pid} now belongs to another "
                 f"process (the OS reused it)")
     return "interrupted: its process ended without a final state (the app or the machine stopped)"
-
-
-def _readable_info(run_dir: Path) -> RunInfo:
-    """``read_run_info``, or for a folder whose files hold values of the wrong kind (a hand-edited or foreign
-    status.json, an epoch record without its numbers) a row of state "unreadable" that says why: one malformed
-    folder must not break the runs table for everybody. Its table row is formatted here too, to be sure."""
-    try:
-        info = read_run_info(run_dir)
-        info.row()
-        return info
-    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
-        return RunInfo(run_id=run_dir.name, method="?", dataset="?", model="?", state="unreadable",
-                       message=f"this run folder could not be read ({type(exc).__name__}: {exc})"[:300],
-                       progress=0.0, epoch=0, epochs=0, device="?", processes=1, gpus=(), best_test_accuracy=None,
-                       images_per_s=None, eta_s=None, started=run_dir.stat().st_mtime, path=run_dir)
 
 
 def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset | StreamedDataset) -> None:
@@ -286,12 +272,12 @@ class RunManager:
         runs sent to SLURM are first brought up to date with SLURM's word on their jobs."""
         folders = [path for path in self.runs_dir.iterdir() if not path.is_symlink() and (path / STATUS).is_file()]
         self.refresh_slurm(folders)
-        infos = [_readable_info(path) for path in folders]
+        infos = [read_run_info(path) for path in folders]
         return sorted(infos, key=lambda info: (info.started, info.run_id), reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
         """The state, progress and best test accuracy of one run."""
-        return _readable_info(self.run_dir(run_id))
+        return read_run_info(self.run_dir(run_id))
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The records of metrics.jsonl so far, for live curves: ``kind`` "step" (loss, ce, kd, lr) every few
@@ -355,9 +341,10 @@ class RunManager:
                                f"(cancel it first)")
             if run_id in self._active or run_id in self._queue:  # e.g. a start-up failure, still exiting
                 raise RunError(f"run {run_id} is {state}, but its process has not ended yet; try again in a moment")
-            if training_process_alive(status):
-                raise RunError(f"run {run_id} is {state}, but its process (pid {status['pid']}) has not exited yet; "
-                               f"try again in a moment")
+            writer = writer_pid(run_dir)  # a training process holds the folder: it may not have written its pid
+            if training_process_alive(status) or writer is not None:
+                raise RunError(f"run {run_id} is {state}, but its process (pid {writer or status.get('pid')}) has not "
+                               f"exited yet; try again in a moment")
             shutil.rmtree(run_dir)
 
     def run_dir(self, run_id: str) -> Path:

@@ -35,12 +35,21 @@ from typing import Any
 
 from explorer.stats import MeanInterval, PairedDifference, comparison_sentence, mean_interval, paired_difference
 from explorer.training import slurm
-from explorer.training.command import training_command
+from explorer.training.command import resume_command, training_command
 from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, step_images
 from explorer.training.measured import MEASURED_FILE, Recorded, record_study
 from explorer.training.methods import BASELINE, FEATURED, METHODS
 from explorer.training.overconfidence import confidence_profile
-from explorer.training.runfolder import CONFIG, final_epoch, read_json, write_json
+from explorer.training.runfolder import (
+    CONFIG,
+    LATEST_TIME,
+    check_number,
+    final_epoch,
+    holds_training,
+    read_json,
+    write_json,
+    writer_pid,
+)
 from explorer.training.scheduler import cancel_slurm_runs, remaining_runs, slurm_lines
 
 __all__ = ["COMPARISONS", "METRICS", "PRESETS", "Comparison", "Setting", "StudyResults", "StudySpec",
@@ -97,6 +106,9 @@ class StudySpec:
             raise ValueError(f"a study id may hold letters, digits, '.', '_' and '-' only; got {self.study_id!r}")
         if not self.seeds or not self.settings:
             raise ValueError("a study needs at least one seed and one setting")
+        check_number(self.created, "a study's created", high=LATEST_TIME)  # the picker sorts by it
+        for seed in self.seeds:
+            check_number(seed, "a study's seed", high=2**63 - 1, whole=True)
         labels = [s.label for s in self.settings]
         if len(set(labels)) != len(labels) or len({s.slug for s in self.settings}) != len(labels):
             raise ValueError(f"setting labels must differ (also as run ids): {labels}")
@@ -418,21 +430,48 @@ def confidence_markdown(spec: StudySpec, runs_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # The CLI
 # --------------------------------------------------------------------------------------------------
+class _LiveRun:
+    """A run of the study that another process trains (e.g. the child of a study killed before this one): watched
+    through its folder's writer lock until it ends, never signalled, as it is not this study's child."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.returncode = run_dir, None
+
+    def poll(self) -> int | None:
+        if writer_pid(self.run_dir) is None:
+            self.returncode = 0 if final_epoch(self.run_dir) is not None else 1
+        return self.returncode
+
+    def terminate(self) -> None:
+        pass
+
+    def wait(self) -> int | None:
+        return self.returncode
+
+
 def _train(spec: StudySpec, out: Path, only: Sequence[str] | None, jobs: int = 1) -> int:
     """Train every unfinished run of ``spec`` (or of the ``only`` settings) through the training CLI, ``jobs`` at
     a time (several small runs share one GPU well; on a 2-core CPU keep 1). After a failed run no new run starts:
-    a setting that fails usually fails on every seed."""
+    a setting that fails usually fails on every seed. A run that another process still trains is waited for, and
+    one stopped after a finished epoch is resumed (``--resume``), never started again over its files."""
     todo = [(setting, seed, out / spec.run_id(setting, seed))
             for setting, seed in remaining_runs(spec, out, only, skip_active=False)]
     quiet = subprocess.DEVNULL if jobs > 1 else None  # interleaved progress bars help nobody; each run has its log
     failed: list[Path] = []
-    running: dict[subprocess.Popen, Path] = {}
+    running: dict[subprocess.Popen | _LiveRun, Path] = {}
     try:
         while (todo and not failed) or running:
             while todo and not failed and len(running) < jobs:
                 setting, seed, run_dir = todo.pop(0)
-                print(f"== {setting.label}, seed {seed} -> {run_dir}", flush=True)
-                command = training_command(spec.config(setting, seed, out))
+                writer = writer_pid(run_dir)
+                if writer is not None:
+                    print(f"== {setting.label}, seed {seed}: {run_dir} is being trained by process {writer} (an "
+                          f"earlier study's?); waiting for it", flush=True)
+                    running[_LiveRun(run_dir)] = run_dir
+                    continue
+                resumed = holds_training(run_dir)  # an earlier study stopped it after an epoch: it goes on from there
+                print(f"== {setting.label}, seed {seed} -> {run_dir}{' (resumed)' * resumed}", flush=True)
+                command = resume_command(run_dir) if resumed else training_command(spec.config(setting, seed, out))
                 running[subprocess.Popen(command, stdout=quiet)] = run_dir
             process = next((p for p in running if p.poll() is not None), None)
             if process is None:
