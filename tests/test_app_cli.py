@@ -20,14 +20,15 @@ def test_defaults_bind_this_machine_only():
     assert args.host == "127.0.0.1" and args.port == 7860 and not args.share and args.auth is None
     assert args.runs_dir == "runs" and args.checkpoints_dir == "checkpoints"
     assert args.max_runs is None  # the run manager's default: 1 per GPU, 1 on CPU
-    assert args.max_queued == 8
+    assert args.max_queued == 8 and args.max_queued_studies == 1
 
 
-def test_max_queued_must_not_be_negative(capsys):
-    assert parse_args(["--max-queued", "0"]).max_queued == 0
+@pytest.mark.parametrize("flag", ["--max-queued", "--max-queued-studies"])
+def test_max_queued_must_not_be_negative(capsys, flag):
+    assert getattr(parse_args([flag, "0"]), flag[2:].replace("-", "_")) == 0
     with pytest.raises(SystemExit) as info:
-        parse_args(["--max-queued", "-1"])
-    assert info.value.code == 2 and "--max-queued must be at least 0; got -1" in capsys.readouterr().err
+        parse_args([flag, "-1"])
+    assert info.value.code == 2 and f"{flag} must be at least 0; got -1" in capsys.readouterr().err
 
 
 def test_max_runs_must_be_positive(capsys):

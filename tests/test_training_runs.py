@@ -372,18 +372,21 @@ def test_invalid_settings_are_refused_with_a_message_and_write_nothing(make_mana
     assert list(manager.runs_dir.iterdir()) == []
 
 
-def test_launches_beyond_max_queued_are_refused_but_a_studys_runs_are_not(make_manager):
-    manager = make_manager(max_concurrent=1, max_queued=1)
+def test_launches_beyond_max_queued_are_refused_and_studies_beyond_max_queued_studies(make_manager):
+    manager = make_manager(max_concurrent=1, max_queued=1, max_queued_studies=1)
     running = manager.launch(ENDLESS)
     waiting = manager.launch(QUICK)
     assert manager.info(waiting).state == "queued"
     with pytest.raises(RunError, match=r"^1 runs are already waiting for a free training slot \(at most 1 here\)"):
         manager.launch(QUICK)
-    study_run = manager.launch(QUICK, study="s1")
-    assert {running, waiting, study_run} <= {info.run_id for info in manager.runs()}
-    assert len(list(manager.runs_dir.iterdir())) == 3
-    with pytest.raises(ValueError, match="max_queued must be at least 0"):
-        RunManager(manager.runs_dir, max_queued=-1)
+    study_runs = [manager.launch(QUICK, study="s1") for _ in range(3)]  # a study queues all its runs at once
+    with pytest.raises(RunError, match=r"^1 studies already have runs waiting for a free training slot \(at most 1 "):
+        manager.launch(QUICK, study="s2")
+    assert {running, waiting, *study_runs} == {info.run_id for info in manager.runs()}
+    assert len(list(manager.runs_dir.iterdir())) == 5
+    for limit in ("max_queued", "max_queued_studies"):
+        with pytest.raises(ValueError, match=f"{limit} must be at least 0"):
+            RunManager(manager.runs_dir, **{limit: -1})
 
 
 def test_gpu_counts_that_cannot_work_are_refused(make_manager):

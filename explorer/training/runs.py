@@ -162,13 +162,16 @@ class RunManager:
     ``max_concurrent``: training processes at once (default: one per visible GPU, one on a CPU-only host).
     ``grace_s``: how long a cancelled run may take to stop after SIGTERM before it is killed.
     ``max_queued``: runs that may wait for a slot at once (default: no limit); a further launch is refused. A
-    study's runs are not counted nor refused: the study queues all of them at once by design.
+    study's runs are not counted: the study queues all of them at once by design; ``max_queued_studies`` bounds
+    instead how many studies may have runs waiting at once (default: no limit), so launching studies cannot queue
+    runs without end.
     On creation the manager reconciles the runs folder (``reconcile``) and starts its watcher thread. Its refusals
     name the runs folder by its name (``runs``), not by its path: the web app shows them to every visitor.
     """
 
     def __init__(self, runs_dir: Path | str = "runs", max_concurrent: int | None = None,
                  grace_s: float = GRACE_S, max_queued: int | None = None,
+                 max_queued_studies: int | None = None,
                  slurm_options: slurm.SlurmOptions | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.slurm = slurm_options  # given: launches may go to SLURM (executor "slurm")
@@ -176,9 +179,10 @@ class RunManager:
         self.max_concurrent = max(1, torch.cuda.device_count()) if max_concurrent is None else max_concurrent
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1; got {max_concurrent}")
-        if max_queued is not None and max_queued < 0:
-            raise ValueError(f"max_queued must be at least 0; got {max_queued}")
-        self.max_queued = max_queued
+        for name, limit in (("max_queued", max_queued), ("max_queued_studies", max_queued_studies)):
+            if limit is not None and limit < 0:
+                raise ValueError(f"{name} must be at least 0; got {limit}")
+        self.max_queued, self.max_queued_studies = max_queued, max_queued_studies
         self.grace_s = grace_s
         self._lock = threading.RLock()
         self._queue: dict[str, dict[str, Any]] = {}  # run id -> its launch.json record, in launch order
@@ -211,10 +215,7 @@ class RunManager:
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         cfg = self._checked_config(settings, gpus)
         with self._lock:
-            waiting = sum("study" not in launch for launch in self._queue.values())
-            if study is None and self.max_queued is not None and waiting >= self.max_queued:
-                raise RunError(f"{waiting} runs are already waiting for a free training slot (at most "
-                               f"{self.max_queued} here); launch this one when one of them has started")
+            self._check_queue_room(study)
             if run_id is None:
                 run_id, run_dir = self._new_run_folder(cfg)
             else:
@@ -435,6 +436,18 @@ class RunManager:
             self._queue.clear()
 
     # ---- internals --------------------------------------------------------------------------------
+    def _check_queue_room(self, study: str | None) -> None:
+        """RunError when one more run (of ``study``, when given) would pass the queue's limits."""
+        waiting = sum("study" not in launch for launch in self._queue.values())
+        if study is None and self.max_queued is not None and waiting >= self.max_queued:
+            raise RunError(f"{waiting} runs are already waiting for a free training slot (at most "
+                           f"{self.max_queued} here); launch this one when one of them has started")
+        studies = {launch["study"] for launch in self._queue.values() if "study" in launch}
+        if study is not None and study not in studies and self.max_queued_studies is not None \
+                and len(studies) >= self.max_queued_studies:
+            raise RunError(f"{len(studies)} studies already have runs waiting for a free training slot (at most "
+                           f"{self.max_queued_studies} here); launch this study when their runs have started")
+
     def _checked_config(self, settings: Mapping[str, Any], gpus: Any) -> TrainConfig:
         """Every check the training CLI would make, made here with the CLI's own messages, plus GPUs and disk."""
         if isinstance(gpus, float) and gpus.is_integer():

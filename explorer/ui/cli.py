@@ -50,7 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                   "wait in a queue (default: 1 per GPU, 1 on CPU)")
     parser.add_argument("--max-queued", type=int, default=8, metavar="N",
                         help="runs that may wait for a free slot at once; further launches are refused (default 8; "
-                             "a study's runs are not counted)")
+                             "a study's runs are counted by --max-queued-studies)")
+    parser.add_argument("--max-queued-studies", type=int, default=1, metavar="N",
+                        help="studies that may have runs waiting for a slot at once; a further study is refused "
+                             "(default 1)")
     parser.add_argument("--checkpoints-dir", default="checkpoints", help="demo checkpoints (default checkpoints)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     slurm.add_arguments(parser)  # --executor slurm: the Train and Study tabs may send runs to SLURM too
@@ -63,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--auth needs USER:PASSWORD, both non-empty")
     if args.max_runs is not None and args.max_runs < 1:
         parser.error(f"--max-runs must be at least 1; got {args.max_runs}")
-    if args.max_queued < 0:
-        parser.error(f"--max-queued must be at least 0; got {args.max_queued}")
+    for flag, value in (("--max-queued", args.max_queued), ("--max-queued-studies", args.max_queued_studies)):
+        if value < 0:
+            parser.error(f"{flag} must be at least 0; got {value}")
     return args
 
 
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.warn(warning, stacklevel=1)
     # the run manager reconciles the runs an earlier app left behind
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued,
-                      slurm_options=args.slurm_options)
+                      max_queued_studies=args.max_queued_studies, slurm_options=args.slurm_options)
     try:
         # Before serving, not after: the grad-cam package's import takes seconds and holds the interpreter for most
         # of them, so a class opening the app meanwhile would have every request stalled until it ended; the first
