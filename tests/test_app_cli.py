@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from explorer.ui.cli import LOGIN_ATTEMPTS, Gatekeeper, exposure_warning, parse_args
+from explorer.ui.cli import LOGIN_FREE_ATTEMPTS, Gatekeeper, LoginThrottle, exposure_warning, parse_args
 from tests.helpers import ROOT, free_port
 
 
@@ -96,11 +96,12 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
         assert _upload_status(port, cookies, 21 * 2**20) == 413  # max_file_size: refused before it is on disk
         wrong = urllib.parse.urlencode({"username": "ada", "password": "wrong"}).encode()
         codes = []
-        for _ in range(LOGIN_ATTEMPTS + 2):
+        for i in range(LOGIN_FREE_ATTEMPTS + 2):  # each claiming another address: the header is not trusted
+            forged = urllib.request.Request(f"{base}/login", data=wrong, headers={"X-Forwarded-For": f"10.0.0.{i}"})
             with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(f"{base}/login", data=wrong, timeout=10)
+                urllib.request.urlopen(forged, timeout=10)
             codes.append(info.value.code)
-        assert codes == [400] * LOGIN_ATTEMPTS + [429, 429]  # wrong passwords are throttled
+        assert codes == [400] * LOGIN_FREE_ATTEMPTS + [429, 429]  # wrong passwords are throttled
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -194,3 +195,58 @@ def test_a_class_asking_for_a_description_at_once_computes_it_once():
         return await asyncio.gather(*(_async_get(gatekeeper, _FakeGradio(), "/config") for _ in range(n)))
 
     assert asyncio.run(class_of(30)) == [(200, b"config 1")] * 30 and answered == ["/config"]
+
+
+def _login(gatekeeper, address, user, password, multipart=False) -> tuple[int, bytes]:
+    """One login POST from ``address`` through ``gatekeeper`` to a Gradio whose only password is "right"."""
+    if multipart:
+        body = (f'--b\r\nContent-Disposition: form-data; name="username"\r\n\r\n{user}\r\n--b\r\n'
+                f'Content-Disposition: form-data; name="password"\r\n\r\n{password}\r\n--b--\r\n').encode()
+        content_type = b"multipart/form-data; boundary=b"
+    else:
+        body, content_type = urllib.parse.urlencode({"username": user, "password": password}).encode(), \
+            b"application/x-www-form-urlencoded"
+    scope = {"type": "http", "method": "POST", "path": "/login", "query_string": b"", "client": (address, 5000),
+             "headers": [(b"content-type", content_type), (b"x-forwarded-for", b"10.9.9.9")],
+             "app": _FakeGradio(auth=[(user, "right")])}
+    parts = [body[:7], body[7:]]  # the body in two messages, as a server may deliver it
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+    async def send(message):
+        sent.append(message)
+
+    async def gradio_login(scope, receive, send):
+        form, more = b"", True
+        while more:
+            message = await receive()
+            form, more = form + message["body"], message.get("more_body", False)
+        status = 200 if b"right" in form else 400
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok" if status == 200 else b"wrong"})
+
+    asyncio.run(Gatekeeper(gradio_login, gatekeeper)(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_wrong_passwords_delay_only_their_address_and_user_and_the_delay_grows(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    throttle = LoginThrottle(free=3, first_delay_s=5.0, max_delay_s=30.0)
+    for _ in range(3):
+        assert _login(throttle, "1.2.3.4", "ada", "wrong") == (400, b"wrong")
+    assert _login(throttle, "1.2.3.4", "ada", "right") == (429, b"Too many wrong passwords for this user; try again "
+                                                                 b"in 5 s.")  # the right password waits too
+    assert _login(throttle, "1.2.3.4", "bob", "right", multipart=True)[0] == 200  # another user at that address
+    assert _login(throttle, "5.6.7.8", "ada", "wrong")[0] == 400  # ada at another address
+    waits = []
+    for _ in range(4):  # each failure after the free ones doubles the wait, up to the ceiling
+        waits.append(throttle.wait_s(("1.2.3.4", "ada"), now[0]))
+        now[0] += waits[-1]
+        assert _login(throttle, "1.2.3.4", "ada", "wrong", multipart=True)[0] == 400
+    assert waits == [5.0, 10.0, 20.0, 30.0]
+    now[0] += 30.0
+    assert _login(throttle, "1.2.3.4", "ada", "right")[0] == 200  # a success clears the pair
+    assert _login(throttle, "1.2.3.4", "ada", "wrong")[0] == 400 and throttle.wait_s(("1.2.3.4", "ada"), now[0]) == 0

@@ -4,8 +4,12 @@ Serving a class (``--host 0.0.0.0 --auth USER:PASSWORD``) adds what a shared ser
 
 - ``Gatekeeper`` (an ASGI middleware given to Gradio's FastAPI app): before login, the HTML page carries no API
   description (Gradio 6 embeds ``window.gradio_api_info`` in the login page although ``/gradio_api/info``
-  answers 401); and wrong passwords are throttled per client address (``LOGIN_ATTEMPTS`` per
-  ``LOGIN_WINDOW_S``, then 429 until the window has passed).
+  answers 401); and wrong passwords are throttled per (client address, user name) (``LoginThrottle``: after
+  ``LOGIN_FREE_ATTEMPTS`` failures each further try waits a delay that doubles per failure, up to
+  ``LOGIN_MAX_DELAY_S``, answered 429 meanwhile; a success clears it). The address is the connection's: the app does
+  not trust X-Forwarded-For (``FORWARDED_ALLOW_IPS`` empty unless the operator sets it), so no header lets a client
+  choose its identity; behind ``--share`` or NAT, where a class shares one address, one person's typos delay only
+  the tries of that user name, by seconds, not everybody's for a minute.
 - a warning at start when the app is reachable from the network (``--share`` or a host other than loopback)
   without ``--auth``: any visitor can then start, cancel and delete training runs.
 - ``max_file_size`` (``MAX_UPLOAD``: Gradio refuses larger uploads before writing them to disk) and cache
@@ -18,18 +22,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from urllib.parse import parse_qs
 
 from explorer.training import slurm  # the executor options (submitit is imported only to submit)
 
-__all__ = ["CACHE_CLEANUP", "LOGIN_ATTEMPTS", "LOGIN_WINDOW_S", "MAX_UPLOAD", "Gatekeeper", "exposure_warning",
-           "main", "parse_args"]
+__all__ = ["CACHE_CLEANUP", "LOGIN_FIRST_DELAY_S", "LOGIN_FREE_ATTEMPTS", "LOGIN_MAX_DELAY_S", "MAX_UPLOAD",
+           "Gatekeeper", "LoginThrottle", "exposure_warning", "main", "parse_args"]
 
-LOGIN_ATTEMPTS, LOGIN_WINDOW_S = 10, 60.0  # wrong passwords per client address and window
+LOGIN_FREE_ATTEMPTS, LOGIN_FIRST_DELAY_S, LOGIN_MAX_DELAY_S = 5, 5.0, 60.0  # per (address, user name)
+LOGIN_KEYS_KEPT, LOGIN_BODY_MAX = 10_000, 64 * 1024  # throttled (address, user) pairs remembered; a login form's size
 MAX_UPLOAD = "20mb"  # the uploads' own check (explorer.analysis.uploads) refuses more than 20 MB as well
 CACHE_CLEANUP = (3600, 86400)  # every hour, delete generated files older than a day
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -81,6 +88,43 @@ def exposure_warning(args: argparse.Namespace) -> str | None:
             "delete training runs. Add --auth USER:PASSWORD.")
 
 
+class LoginThrottle:
+    """Wrong passwords per (client address, user name): ``free`` failures pass; after them each try must wait
+    ``first_delay_s`` x 2^(failures - free) seconds (at most ``max_delay_s``) after the last failure. A success
+    clears its pair; the oldest pairs are forgotten beyond ``LOGIN_KEYS_KEPT`` (an attacker varying user names
+    cannot fill the memory)."""
+
+    def __init__(self, free: int = LOGIN_FREE_ATTEMPTS, first_delay_s: float = LOGIN_FIRST_DELAY_S,
+                 max_delay_s: float = LOGIN_MAX_DELAY_S) -> None:
+        self.free, self.first_delay_s, self.max_delay_s = free, first_delay_s, max_delay_s
+        self.failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()  # key -> (count, last time)
+
+    def wait_s(self, key: tuple[str, str], now: float) -> float:
+        """Seconds the pair ``key`` must still wait before its next try (0: it may try now)."""
+        count, last = self.failures.get(key, (0, now))
+        if count < self.free:
+            return 0.0
+        delay = min(self.max_delay_s, self.first_delay_s * 2 ** (count - self.free))
+        return max(0.0, last + delay - now)
+
+    def failed(self, key: tuple[str, str], now: float) -> None:
+        self.failures[key] = (self.failures.get(key, (0, now))[0] + 1, now)
+        self.failures.move_to_end(key)
+        while len(self.failures) > LOGIN_KEYS_KEPT:
+            self.failures.popitem(last=False)
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        self.failures.pop(key, None)
+
+
+def _login_user(body: bytes, content_type: bytes) -> str:
+    """The user name a login form posts (urlencoded or multipart), "" when it names none."""
+    if content_type.startswith(b"multipart/"):
+        found = re.search(rb'name="username"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r]*)\r\n', body)
+        return found.group(1).decode("utf-8", "replace")[:200] if found else ""
+    return (parse_qs(body.decode("latin-1")).get("username") or [""])[0][:200]
+
+
 class Gatekeeper:
     """ASGI middleware: no API description in pages served before login; wrong passwords throttled per address;
     the app's descriptions (``/config``, ``/gradio_api/info``) answered from memory after their first answer.
@@ -100,9 +144,8 @@ class Gatekeeper:
     DESCRIPTIONS = ("/config", "/gradio_api/info")
     ADDRESS_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-gradio-server")
 
-    def __init__(self, app, attempts: int = LOGIN_ATTEMPTS, window_s: float = LOGIN_WINDOW_S) -> None:
-        self.app, self.attempts, self.window_s = app, attempts, window_s
-        self.failures: dict[str, deque[float]] = {}
+    def __init__(self, app, throttle: LoginThrottle | None = None) -> None:
+        self.app, self.throttle = app, throttle or LoginThrottle()
         self.descriptions: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
         self.computing: dict[tuple, asyncio.Event] = {}  # keys whose first answer is being computed
 
@@ -170,22 +213,35 @@ class Gatekeeper:
             done.set()
 
     async def _login(self, scope, receive, send) -> None:
-        client = (scope.get("client") or ("?",))[0]
-        now = time.monotonic()
-        recent = self.failures.setdefault(client, deque())
-        while recent and now - recent[0] > self.window_s:
-            recent.popleft()
-        if len(recent) >= self.attempts:
-            wait = int(self.window_s - (now - recent[0])) + 1
-            await _plain(send, 429, f"Too many wrong passwords; try again in {wait} s.".encode())
+        """A login: 429 while its (address, user name) must wait, else Gradio's answer, which is counted."""
+        body, more = b"", True
+        while more and len(body) <= LOGIN_BODY_MAX:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        key = ((scope.get("client") or ("?",))[0], _login_user(body, content_type))
+        wait = self.throttle.wait_s(key, time.monotonic())
+        if wait > 0:
+            await _plain(send, 429, f"Too many wrong passwords for this user; try again in {wait:.0f} s.".encode())
             return
+        replayed = False
+
+        async def replay():  # Gradio reads the body this middleware has read
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def record(message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (400, 401):
-                recent.append(time.monotonic())
+            if message["type"] == "http.response.start":
+                if message["status"] in (400, 401):
+                    self.throttle.failed(key, time.monotonic())
+                elif message["status"] < 400:
+                    self.throttle.succeeded(key)
             await send(message)
 
-        await self.app(scope, receive, record)
+        await self.app(scope, replay, record)
 
     async def _without_api_info(self, scope, receive, send) -> None:
         """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page)."""
@@ -229,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if (warning := exposure_warning(args)) is not None:
         warnings.warn(warning, stacklevel=1)
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")  # uvicorn: trust no X-Forwarded-For (the login throttle's key)
     # the run manager reconciles the runs an earlier app left behind
     runs = RunManager(args.runs_dir, max_concurrent=args.max_runs, max_queued=args.max_queued,
                       max_queued_studies=args.max_queued_studies, slurm_options=args.slurm_options)
