@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from explorer.analysis.inputs import class_label, class_size, patch_size_choices, random_class_pair, whole_number
+from explorer.analysis.inputs import (
+    class_label,
+    class_size,
+    patch_size_choices,
+    random_class_pair,
+    seed_number,
+    whole_number,
+)
 from explorer.analysis.pairs import class_test_index
 
 
@@ -24,10 +31,18 @@ def test_whole_number_accepts_whole_values(value, expected):
     assert whole_number(value, "seed") == expected and isinstance(whole_number(value, "seed"), int)
 
 
-@pytest.mark.parametrize("value", [2.5, None, "1.5"])
+@pytest.mark.parametrize("value", [2.5, None, "1.5", float("inf"), float("nan"), "1e999", "ten"])
 def test_whole_number_refuses_fractions_and_nothing_naming_the_field(value):
-    with pytest.raises(ValueError, match=f"sample a must be a whole number; got {value!r}"):
+    with pytest.raises(ValueError, match=f"sample a must be a whole number; got {str(value)!r}"):
         whole_number(value, "sample a")
+
+
+@pytest.mark.parametrize("value", [2**64, 2.0**64, -1, "18446744073709551616"])
+def test_a_seed_beyond_what_the_generators_take_is_refused_saying_the_range(value):
+    """A seed >= 2^64 reached torch.Generator.manual_seed: "Overflow when unpacking long long"."""
+    with pytest.raises(ValueError, match=r"^seed must be a whole number from 0 to 2\^63 - 1; got "):
+        seed_number(value)
+    assert seed_number(2**63 - 1) == 2**63 - 1 and seed_number(7.0) == 7
 
 
 def test_random_class_pair_draws_two_different_members_of_one_class(digits):

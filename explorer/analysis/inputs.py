@@ -6,6 +6,7 @@ it as it is. The tabs share these, so a class name or a sample index means the s
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,9 @@ import numpy as np
 from explorer.analysis.pairs import class_test_index
 from explorer.data import Dataset
 from explorer.ips import default_patch_size, dividing_patch_sizes
+from explorer.training.config import MAX_SEED
 
-__all__ = ["class_label", "class_size", "patch_size_choices", "random_class_pair", "whole_number"]
+__all__ = ["class_label", "class_size", "patch_size_choices", "random_class_pair", "seed_number", "whole_number"]
 
 
 def class_label(dataset: Dataset, class_name: str) -> int:
@@ -36,10 +38,25 @@ def patch_size_choices(image_size: tuple[int, int]) -> list[tuple[str, int]]:
 
 
 def whole_number(value: Any, what: str) -> int:
-    """``value`` (a number field's float, or a string) as an int; a ValueError naming ``what`` if it has a fraction."""
-    if value is None or float(value) != int(float(value)):
-        raise ValueError(f"{what} must be a whole number; got {value!r}")
-    return int(float(value))
+    """``value`` (a number field's float, or a string) as an int; a ValueError naming ``what`` if it has a fraction
+    or is no number at all (None, text, infinity, NaN)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{what} must be a whole number; got {str(value)[:40]!r}")
+    return int(number)
+
+
+def seed_number(value: Any) -> int:
+    """A seed field's value as a seed the random generators take (0 to 2^63 - 1); ValueError saying so."""
+    seed = whole_number(value, "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to 2^63 - 1; got {value!r}"[:200])
+    return seed
 
 
 def random_class_pair(dataset: Dataset, rng: np.random.Generator) -> tuple[int, int, int, int, int]:

@@ -25,7 +25,7 @@ import torch
 from explorer.analysis.catalog import checkpoint_name
 from explorer.analysis.evidence import check_teacher, evidence_agreement, evident_mask, patch_evidence
 from explorer.analysis.figures import patch_evidence_maps
-from explorer.analysis.inputs import class_label, whole_number
+from explorer.analysis.inputs import class_label, seed_number, whole_number
 from explorer.analysis.payloads import evidence_agreement_summary, evidence_table, patch_evidence_payload
 from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
@@ -108,7 +108,7 @@ def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], a
         raise ValueError("choose a checkpoint for the model(s) to look at")
     label = None if class_name == all_classes else class_label(dataset, class_name)
     settings = (dataset.name, whole_number(n_pairs, "number of pairs"), whole_number(patch_size, "patch size"),
-                float(swap_ratio), whole_number(seed, "seed"), label)
+                float(swap_ratio), seed_number(seed), label)
     results = {}
     for i, (name, checkpoint) in enumerate(checkpoints.items()):
         progress(i / len(checkpoints), desc=f"{name}: every patch position of {settings[1]} pairs")

@@ -28,7 +28,7 @@ from explorer.analysis.faithfulness import (
     foreign_cam_mass,
 )
 from explorer.analysis.figures import faithfulness_figure
-from explorer.analysis.inputs import whole_number
+from explorer.analysis.inputs import seed_number, whole_number
 from explorer.analysis.payloads import faithfulness_payload, faithfulness_table, foreign_share_difference
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
@@ -82,7 +82,7 @@ def cam_faithfulness_view(ctx: AppContext, default_layer: str, dataset_name: str
         raise ValueError("choose two checkpoints, model A and model B, to compare their maps")
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-    count, seed_int = whole_number(n_images, "number of images"), whole_number(seed, "seed")
+    count, seed_int = whole_number(n_images, "number of images"), seed_number(seed)
     if not 2 <= count <= len(dataset.test_labels):
         raise ValueError(f"the number of images must be between 2 and the {len(dataset.test_labels)} test images of "
                          f"{dataset.name}; got {count}")

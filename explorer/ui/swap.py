@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from explorer.analysis.claims import distinct, teacher_phrase
-from explorer.analysis.inputs import class_label, class_size, patch_size_choices, random_class_pair, whole_number
+from explorer.analysis.inputs import (
+    class_label,
+    class_size,
+    patch_size_choices,
+    random_class_pair,
+    seed_number,
+    whole_number,
+)
 from explorer.analysis.pairs import SwappedPair, class_test_index, swap_pair
 from explorer.analysis.payloads import swap_pair_payload
 from explorer.analysis.render import render_image
@@ -137,7 +144,7 @@ def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     for note in notes:
         gr.Info(note)
     checkpoints = ctx.models(dataset, model_a, model_b)
-    seed_int = whole_number(seed, "seed")
+    seed_int = seed_number(seed)
     pair = swap_pair(dataset, image_a, image_b, label, whole_number(patch_size, "patch size"), float(swap_ratio),
                      seed_int, {name: checkpoint.model for name, checkpoint in checkpoints.items()},
                      anchor=source_a.get("test_index"))
