@@ -2,7 +2,9 @@
 
 import io
 import math
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from explorer.data import (
     choose_data_mode,
     load_dataset,
     open_dataset,
+    read_image,
     tinyimagenet,
 )
 from explorer.data.streaming import (
@@ -177,12 +180,36 @@ def test_each_bad_tinyimagenet_layout_names_what_is_wrong(tmp_path, case):
     assert "\n" not in str(err.value)
 
 
-def test_streamed_image_folder_needs_two_images_per_class_but_memory_keeps_its_old_rule(tmp_path):
+def bomb_png(path, side):
+    """A 60-byte PNG whose header claims ``side`` x ``side`` pixels (its pixel data is empty)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["stream", "memory"])
+def test_an_image_folder_needs_two_images_per_class_in_both_data_modes(tmp_path, mode):
     _noise_folder(tmp_path / "f", {"cat": 1, "dog": 6})
-    with pytest.raises(DatasetError, match=r"class folder .*f/cat holds only one image"):
-        open_dataset(f"imagefolder:{tmp_path / 'f'}", data_mode="stream", num_workers=0)
-    in_memory = open_dataset(f"imagefolder:{tmp_path / 'f'}", data_mode="memory")
-    assert isinstance(in_memory, Dataset) and torch.bincount(in_memory.train_labels).tolist() == [1, 5]
+    with pytest.raises(DatasetError, match=r"class folder .*f/cat holds only one image for training"):
+        open_dataset(f"imagefolder:{tmp_path / 'f'}", data_mode=mode, num_workers=0)
+
+
+def test_a_training_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    with pytest.raises(ValueError, match=r"is 10000x10000 pixels; training images up to 40 megapixels are read"):
+        read_image(str(bomb_png(tmp_path / "large.png", 10_000)), (8, 8))
+
+
+def test_in_memory_a_class_left_without_two_readable_images_is_refused(tmp_path):
+    """Every file is decoded up front in memory, so a class whose images are all unreadable is known at once."""
+    folder = _noise_folder(tmp_path / "f", {"dog": 6})
+    (folder / "cat").mkdir()
+    for i in range(6):
+        bomb_png(folder / "cat" / f"{i}.png", 20_000)
+    with pytest.raises(DatasetError, match=r"class folder .*f/cat holds no readable images for training"):
+        load_dataset.__wrapped__(f"imagefolder:{folder}", image_size=8)
 
 
 def test_streamed_image_folder_with_an_empty_class_folder_names_it(tmp_path):

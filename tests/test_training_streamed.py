@@ -21,6 +21,7 @@ from explorer.training.config import parse_config
 from explorer.training.runs import RunManager
 from explorer.training.streamed import open_streams
 from tests.helpers import ROOT, stop_at_step
+from tests.test_streaming import _noise_folder, bomb_png
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, BATCH = 5, 20, 4, 32
 TRAIN_IMAGES = CLASSES * TRAIN_PER_CLASS  # 100: ceil(100 / 32) = 4 steps per epoch
@@ -191,3 +192,17 @@ def test_an_empty_image_folder_ends_the_run_with_one_line_naming_it(tmp_path, ca
                       "--out", str(tmp_path / "runs")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert re.search(r"cannot read .*/empty as an image folder: Couldn't find any class folder", line), line
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_a_decompression_bomb_in_an_image_folder_is_skipped_and_the_run_trains(tmp_path, mode, capsys):
+    """A PNG whose header claims 400 megapixels (PIL's DecompressionBombError), one of 100 (above the pixel limit,
+    refused before decoding) and one of junk: skipped as unreadable in both modes, the run finishes."""
+    folder = _noise_folder(tmp_path / "f", {"a": 10, "b": 10})
+    bomb_png(folder / "a" / "bomb.png", 20_000)
+    bomb_png(folder / "b" / "large.png", 10_000)
+    (folder / "b" / "junk.png").write_bytes(b"not an image")
+    assert loop.main(["--dataset", f"imagefolder:{folder}", "--image-size", "8", "--data-mode", mode, "--epochs", "1",
+                      "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "runs"), "--run-id", "r"]) == 0
+    assert json.loads((tmp_path / "runs" / "r" / "status.json").read_text())["state"] == "finished"
+    assert "DecompressionBomb" not in capsys.readouterr().err

@@ -11,10 +11,10 @@ import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 __all__ = ["IMAGE_SUFFIXES", "MIN_STD", "SPLIT_SEED", "UNREADABLE_ERRORS", "Dataset", "DatasetError", "ImageFiles",
@@ -24,7 +24,9 @@ __all__ = ["IMAGE_SUFFIXES", "MIN_STD", "SPLIT_SEED", "UNREADABLE_ERRORS", "Data
 SPLIT_SEED = 0
 MIN_STD = 1e-3  # normalisation never divides by less: a constant channel stays finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for a truncated, corrupt or foreign file
+# what PIL raises for a truncated, corrupt or foreign file, or one whose header claims too many pixels
+UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+MAX_IMAGE_PIXELS = 40_000_000  # a training image with more is refused before its pixels are decoded
 
 
 class DatasetError(ValueError):
@@ -135,12 +137,15 @@ class ImageFiles:
         return ImageFiles(self.paths[indices], self.labels[torch.as_tensor(indices, dtype=torch.long)])
 
 
-def check_class_sizes(labels: Tensor, class_folders: list[Path]) -> None:
-    """Every class of a training split needs 2 images: an IPS pair is two different images of one class."""
+def check_class_sizes(labels: Tensor, class_folders: list[Path], readable: bool = False) -> None:
+    """Every class of a training split needs 2 images: an IPS pair is two different images of one class. The rule
+    of both data modes, on the files listed before any is decoded; ``readable``: on the images that could be
+    decoded (an in-memory dataset, which decodes every file up front, checks both)."""
     counts = torch.bincount(labels, minlength=len(class_folders))
+    kind = "readable image" if readable else "image"
     for folder, count in zip(class_folders, counts.tolist(), strict=True):
         if count < 2:
-            held = "no images" if count == 0 else "only one image"
+            held = f"no {kind}s" if count == 0 else f"only one {kind}"
             raise DatasetError(f"class folder {folder} holds {held} for training; every class needs at least 2 "
                                f"(an IPS pair is two different images of one class)")
 
@@ -207,8 +212,10 @@ def make_dataset(name: str, train_images: Tensor, train_labels: Tensor, test_ima
                           class_names, mean, std, crop_padding, flip)
 
 
-def _rgb_loader(path: str) -> Any:
-    from PIL import Image
-
+def _rgb_loader(path: str) -> Image.Image:
+    """The file decoded to RGB; ValueError, before decoding, for more than ``MAX_IMAGE_PIXELS`` pixels."""
     with Image.open(path) as img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{path} is {img.width}x{img.height} pixels; training images up to "
+                             f"{MAX_IMAGE_PIXELS // 10**6} megapixels are read")
         return img.convert("RGB")

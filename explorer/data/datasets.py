@@ -149,6 +149,7 @@ def _imagefolder(path: str, image_size: int) -> Dataset:
     """Every image decoded up front; files that cannot be decoded are left out, counted and the first named in one
     warning (as the streamed path does), so one bad file does not stop the loading."""
     train, test, class_folders = imagefolder_files(path)
+    check_class_sizes(torch.tensor([label for _, label in train]), class_folders)
     unreadable: list[str] = []
 
     def decode(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
@@ -165,6 +166,7 @@ def _imagefolder(path: str, image_size: int) -> Dataset:
         return torch.stack(images), torch.tensor(labels).long()
 
     splits = (*decode(train), *decode(test))
+    check_class_sizes(splits[1], class_folders, readable=True)
     if unreadable:
         warnings.warn(f"skipped {len(unreadable)} unreadable image(s) of {path}, the first {unreadable[0]}",
                       RuntimeWarning, stacklevel=2)
