@@ -228,17 +228,15 @@ def _text(value: Any, where: str) -> str:
 
 
 def _check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """A metrics record checked: a step record has its whole step, an epoch record its whole epoch and step; every
-    metric it holds is a number (a non-finite one too: a diverging run logs one)."""
-    kind = record.get("kind")
-    if kind in ("step", "epoch"):
-        check_number(record.get("step"), f"{where}: the {kind} record's step", whole=True)
-    if kind == "epoch":
-        check_number(record.get("epoch"), f"{where}: the epoch record's epoch", whole=True)
+    """A metrics record checked: every metric it holds is a number (a non-finite one too: a diverging run logs one),
+    a step record has its whole step and an epoch record its whole epoch (where the curves place them)."""
     for key in (*STEP_METRICS, *EPOCH_METRICS, "test_accuracy", "images_per_s"):
         value = record.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise RunFolderError(f"{where}: {key} must be a number; got {str(value)[:40]!r}")
+    kind = record.get("kind")
+    if kind in ("step", "epoch"):
+        check_number(record.get(kind), f"{where}: the {kind} record's {kind}", whole=True)
     return record
 
 
