@@ -5,7 +5,10 @@ run folders written by hand with known metrics. The end-to-end study (real runs 
 test_ui_api.py.
 """
 
+import glob
 import json
+import os
+import tempfile
 
 import gradio as gr
 import pytest
@@ -206,7 +209,13 @@ def test_study_results_and_export_match_the_run_folders(held, finished_study):
     mean, low, high = _expected_difference("ips 1 ep", "ce 1 ep", 0, 100)
     accuracy = data["comparisons"][0]["differences"]["accuracy"]
     assert (accuracy["mean"], accuracy["low"], accuracy["high"]) == pytest.approx((mean, low, high))
+    def exports() -> set:
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), "ips-study-*")))
+
+    before = exports()
     markdown, csv = export_study(held, "s")
+    assert export_study(held, "s") == (markdown, csv)  # exporting again replaces the files
+    assert exports() <= before | {os.path.dirname(markdown)}  # no folder left behind per export
     assert markdown.endswith("s.md") and csv.endswith("s.csv")
     text = open(markdown).read()
     assert text.startswith("# Study s\n") and "| ips 1 ep | 2 | 95.00 | 0.2200 | 1.50 | 0.1000 |" in text

@@ -62,6 +62,9 @@ __all__ = ["TAB_ID", "TICK_S", "build", "cancel_study", "estimate_study", "expor
 TAB_ID = "study"
 TICK_S = 2.0
 ACTIVE = ("queued", "running")
+# One folder of exports per app, removed when it exits: an export replaces the study's files there, so exporting
+# again and again leaves nothing behind (Gradio serves a copy of each file from its own cache).
+_EXPORTS = tempfile.TemporaryDirectory(prefix="ips-study-exports-")
 PLOT_METRICS = {"accuracy": "test accuracy (points)", "nll": "test NLL", "ece": "test ECE (points)",
                 "brier": "test Brier score"}
 
@@ -240,10 +243,10 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
 
 
 def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
-    """The study's tables as a Markdown file and a CSV file (one row per finished run), in a temporary folder."""
+    """The study's tables as a Markdown file and a CSV file (one row per finished run), in the app's export folder."""
     results, _ = _results(runs, study_id)
     spec = results.spec
-    folder = Path(tempfile.mkdtemp(prefix="ips-study-"))
+    folder = Path(_EXPORTS.name)
     markdown = folder / f"{spec.study_id}.md"
     markdown.write_text(f"# Study {spec.study_id}\n\n{spec.model} on {spec.dataset}; seeds "
                         f"{', '.join(map(str, spec.seeds))}; {results.pending} run(s) not finished.\n\n"
