@@ -102,6 +102,8 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
                 urllib.request.urlopen(forged, timeout=10)
             codes.append(info.value.code)
         assert codes == [400] * LOGIN_FREE_ATTEMPTS + [429, 429]  # wrong passwords are throttled
+        process.terminate()  # SIGTERM, as a service manager stops it: the app closes its run manager and exits 0
+        assert process.wait(timeout=60) == 0, process.stdout.read()
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -268,6 +269,12 @@ class Gatekeeper:
         await self.app(scope, receive, buffer)
 
 
+def _stop_serving(_signum: int, _frame: object) -> None:
+    """SIGTERM as Ctrl-C: Gradio's ``block_thread`` closes the server on KeyboardInterrupt, and ``main`` then closes
+    the run manager, which the default SIGTERM (an immediate exit) skipped."""
+    raise KeyboardInterrupt
+
+
 async def _plain(send, status: int, text: bytes) -> None:
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -312,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"is not this machine's); choose another port, e.g. python app.py --port {args.port + 1}",
                   file=sys.stderr)
             return 1
+        signal.signal(signal.SIGTERM, _stop_serving)  # a service manager's stop, like Ctrl-C, ends in the finally
         demo.block_thread()
     finally:
-        runs.close()  # running trainings go on; the next app adopts them
+        runs.close()  # running trainings go on; the next app adopts them; queued runs end "interrupted"
     return 0
