@@ -134,17 +134,22 @@ def _numbers(value: Any, length: int) -> bool:
             and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
 
 
+def _plain_text(value: Any) -> bool:
+    """A name the app may show in its Markdown: 1 to 200 characters, no '<' or '>' (card text is data, never HTML)."""
+    return isinstance(value, str) and 0 < len(value) <= 200 and "<" not in value and ">" not in value
+
+
 def _check_card(card: dict[str, Any]) -> str | None:
     """What is wrong with the fields a model is built from and its inputs prepared with, or with those the app shows
     of it (its test metrics and method), or None."""
     channels, classes = card["in_channels"], card["num_classes"]
     checks = [
-        (isinstance(card["model"], str) and card["model"] != "", "model", "a model name"),
-        (isinstance(card["dataset"], str) and card["dataset"] != "", "dataset", "a dataset name"),
+        (_plain_text(card["model"]), "model", "a model name"),
+        (_plain_text(card["dataset"]), "dataset", "a dataset name"),
         (_whole(channels, 1, MAX_CHANNELS), "in_channels", f"a whole number from 1 to {MAX_CHANNELS}"),
         (_whole(classes, 2, MAX_CLASSES), "num_classes", f"a whole number from 2 to {MAX_CLASSES}"),
         (isinstance(card["class_names"], list) and len(card["class_names"]) == classes
-         and all(isinstance(n, str) for n in card["class_names"]), "class_names", "num_classes names"),
+         and all(_plain_text(n) for n in card["class_names"]), "class_names", "num_classes names"),
         (_numbers(card["mean"], channels if isinstance(channels, int) else -1), "mean", "one number per channel"),
         (_numbers(card["std"], channels if isinstance(channels, int) else -1)
          and all(v > 0 for v in card["std"]), "std", "one positive number per channel"),
@@ -156,7 +161,7 @@ def _check_card(card: dict[str, Any]) -> str | None:
     checks += [
         (isinstance(metrics, dict) and all(isinstance(k, str) and _numbers([v], 1) for k, v in metrics.items()),
          "test_metrics", "metric names with numbers"),
-        (isinstance(method, str), "method", "a method name"),
+        (method == "" or _plain_text(method), "method", "a method name"),
     ]
     for ok, name, expected in checks:
         if not ok:

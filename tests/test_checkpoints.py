@@ -63,6 +63,9 @@ def test_missing_and_mismatched_checkpoints_are_refused(tmp_path):
     ("test_metrics", {"accuracy": "high"}, r"test_metrics must be metric names with numbers; got .*'high'"),
     ("test_metrics", [0.9], r"test_metrics must be metric names with numbers"),
     ("method", ["ips"], r"method must be a method name; got \"\['ips'\]\""),
+    ("method", "<img src=x onerror=alert(1)>", r"method must be a method name; got '<img src=x"),
+    ("dataset", "<b>digits</b>", r"dataset must be a dataset name"),
+    ("class_names", [f"<i>{i}</i>" for i in range(10)], r"class_names must be num_classes names"),
 ])
 def test_crafted_cards_are_refused_naming_the_file_and_field(tmp_path, field, value, message):
     folder = save_checkpoint(tmp_path / "c", build_model("small_cnn", 1, 10), CARD)
