@@ -159,7 +159,7 @@ def test_a_batch_beyond_the_training_split_fails_the_run_folder_the_manager_made
     assert main(["--dataset", "digits", "--batch-size", "2000", "--out", str(tmp_path), "--run-id", "made"]) == 2
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "more than the 1438 training images of digits" in status["message"]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["status.json"]  # no config, metrics or checkpoint
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock", "status.json"]  # no config, metrics, checkpoint
     assert capsys.readouterr().err.count("\n") == 1
 
 

@@ -136,7 +136,7 @@ def test_cancel_during_start_up_ends_the_run_cancelled_by_its_own_process(make_m
 
 def test_a_run_whose_status_is_final_is_not_deleted_while_its_process_is_active(make_manager, tmp_path, monkeypatch):
     """A start-up failure writes "failed" before its process has exited: the folder must outlive the process."""
-    monkeypatch.setattr(runs.sys, "executable", str(slow_start_trainer(tmp_path)))
+    monkeypatch.setattr(sys, "executable", str(slow_start_trainer(tmp_path)))
     manager = make_manager(grace_s=30.0)
     run_id = manager.launch(QUICK)
     wait_for(lambda: (tmp_path / "in_setup").exists(), 90, "the run to open its dataset")

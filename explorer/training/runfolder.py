@@ -133,6 +133,21 @@ class RunFolderBusy(Exception):
     run (its checkpoint or training state) that only ``--resume`` may continue. The message is one line."""
 
 
+_HELD_LOCKS: set[int] = set()  # the lock files this process holds (``sole_writer``)
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close the parent's lock files, so that a worker outliving its run
+    (the run ended in-process, e.g. a resume in the same Python) never keeps the folder locked. The parent's lock
+    stays: a flock goes only when every copy of its file descriptor is closed."""
+    for fd in _HELD_LOCKS:
+        os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 def holds_training(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds the result of a finished epoch (a checkpoint or a training state)."""
     return (run_dir / WEIGHTS).exists() or (run_dir / TRAIN_STATE).exists()
@@ -172,6 +187,7 @@ def sole_writer(run_dir: Path, resuming: bool, enabled: bool = True) -> Iterator
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             held = True
+            _HELD_LOCKS.add(fd)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise RunFolderBusy(f"run {run_dir.name} is being trained by another process{f' (pid {pid})' * bool(pid)}"
@@ -188,6 +204,7 @@ def sole_writer(run_dir: Path, resuming: bool, enabled: bool = True) -> Iterator
         if held and created and [p.name for p in run_dir.iterdir()] == [LOCK]:
             (run_dir / LOCK).unlink()
             run_dir.rmdir()
+        _HELD_LOCKS.discard(fd)
         os.close(fd)
 
 
