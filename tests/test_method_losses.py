@@ -103,7 +103,7 @@ def test_pskd_matches_the_official_loss_and_never_trains_the_buffer():
     previous = torch.softmax(_logits(4), dim=1).requires_grad_()
     out = pskd_loss(z, y, previous, alpha_t=0.45)
     assert float(out.total.detach()) == pytest.approx(_official_pskd(_np(z), y.numpy(), _np(previous), 0.45), rel=1e-10)
-    assert float(out.total.detach()) == pytest.approx(float(0.55 * out.ce + 0.45 * out.kd.detach()), rel=1e-10)
+    assert float(out.total.detach()) == pytest.approx(float((0.55 * out.ce + 0.45 * out.kd).detach()), rel=1e-10)
     out.total.backward()
     assert previous.grad is None and z.grad.abs().sum() > 0
 

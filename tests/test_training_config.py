@@ -13,6 +13,7 @@ from explorer.training.config import (
     parse_config,
     validate_config,
 )
+from explorer.training.methods import METHODS
 from explorer.training.presets import PRESETS
 
 
@@ -24,6 +25,10 @@ def test_the_cifar100_preset_is_self_kd_libs_protocol():
     assert (cfg.schedule, cfg.milestones, cfg.gamma, cfg.warmup_epochs) == ("step", "105,155", 0.1, 5)
     assert PRESETS["cifar100-resnet18"].published == {"ce": 76.24, "ls": 78.72, "mixup": 78.68, "cutmix": 80.17,
                                                       "tfkd": 76.61, "cskd": 78.66, "pskd": 79.31, "bake": 76.93}
+    for method in METHODS:  # the protocol applies to every method (kd: with its teacher)
+        teacher = ["--teacher", "runs/t"] if METHODS[method].needs_teacher else []
+        cfg = parse_config(["--preset", "cifar100-resnet18", "--method", method, *teacher])
+        assert (cfg.method, cfg.model, cfg.epochs, cfg.milestones) == (method, "resnet18", 200, "105,155")
 
 
 @pytest.mark.parametrize("flags,expected", [
