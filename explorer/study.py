@@ -1,6 +1,6 @@
-"""``python -m explorer.study``: the multi-seed study: an entry point; the code is ``explorer.training.study``."""
+"""``python -m explorer.study``: the multi-seed study: an entry point; the code is ``explorer.training.study_cli``."""
 
-from explorer.training.study import main
+from explorer.training.study_cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

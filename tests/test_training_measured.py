@@ -6,7 +6,8 @@ import shutil
 
 from explorer.analysis.schedules import QUICK, evidence_markdown, fair_schedule
 from explorer.training.measured import MEASURED_FILE, published, record_study, recorded
-from explorer.training.study import comparison_spec, main, save_spec
+from explorer.training.study import comparison_spec, save_spec
+from explorer.training.study_cli import main
 from explorer.ui.guide import PEERS
 from tests.helpers import ROOT
 from tests.test_training_study import _fake_run

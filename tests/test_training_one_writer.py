@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from explorer.training import study
+from explorer.training import study_cli
 from explorer.training.loop import main
 from explorer.training.runfolder import LOCK, sole_writer, writer_pid
 from explorer.training.runs import RunError, RunManager
@@ -105,7 +105,7 @@ def _finish(run_dir):
 def test_a_rerun_study_waits_for_the_run_an_earlier_study_left_training(tmp_path, monkeypatch, capsys):
     spec, run_dir = _one_run_study(tmp_path)
     started = []
-    monkeypatch.setattr(study.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("started"))
+    monkeypatch.setattr(study_cli.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("started"))
     writing = threading.Event()
 
     def orphan():  # the training child of a killed study: it goes on, finishes, lets go of the folder
@@ -117,7 +117,7 @@ def test_a_rerun_study_waits_for_the_run_an_earlier_study_left_training(tmp_path
     child = threading.Thread(target=orphan)
     child.start()
     writing.wait(5)
-    assert study._train(spec, tmp_path, None) == 0
+    assert study_cli._train(spec, tmp_path, None) == 0
     child.join()
     assert started == [] and "is being trained by process" in capsys.readouterr().out
 
@@ -137,6 +137,6 @@ def test_a_rerun_study_resumes_a_run_it_stopped_after_an_epoch(tmp_path, monkeyp
         def poll(self):
             return 0
 
-    monkeypatch.setattr(study.subprocess, "Popen", Finishing)
-    assert study._train(spec, tmp_path, None) == 0
+    monkeypatch.setattr(study_cli.subprocess, "Popen", Finishing)
+    assert study_cli._train(spec, tmp_path, None) == 0
     assert commands == [[sys.executable, "-m", "explorer.train", "--resume", str(run_dir)]]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from explorer.training import slurm, study
+from explorer.training import slurm, study_cli
 from explorer.training.executors import train_main
 from explorer.training.runfolder import SLURM, STATUS, epoch_records, read_json, read_metrics, write_json, write_status
 from explorer.training.runs import RunManager
+from explorer.training.study import comparison_spec, save_spec
 from tests.helpers import ENDLESS, wait_for
 
 STUDY = ["--dataset", "digits", "--methods", "ce", "ips", "--epochs", "1", "--seeds", "0", "1", "--id", "st"]
@@ -91,9 +92,9 @@ def _final_records(runs_dir: Path) -> dict[str, dict]:
 
 def test_a_study_through_slurm_gives_the_metrics_of_the_local_executor(tmp_path, slurm_cluster, capsys):
     """2 settings x 2 seeds, one epoch on digits: the same final records, bit for bit on the CPU."""
-    assert study.main([*STUDY, "--out", str(tmp_path / "local")]) == 0
+    assert study_cli.main([*STUDY, "--out", str(tmp_path / "local")]) == 0
     capsys.readouterr()
-    assert study.main([*STUDY, "--out", str(tmp_path / "slurm"), "--executor", "slurm", "--slurm-time", "10"]) == 0
+    assert study_cli.main([*STUDY, "--out", str(tmp_path / "slurm"), "--executor", "slurm", "--slurm-time", "10"]) == 0
     printed = capsys.readouterr().out
     local, on_slurm = _final_records(tmp_path / "local"), _final_records(tmp_path / "slurm")
     assert sorted(on_slurm) == ["st-ce-1-ep-s0", "st-ce-1-ep-s1", "st-ips-1-ep-s0", "st-ips-1-ep-s1"]
@@ -104,7 +105,7 @@ def test_a_study_through_slurm_gives_the_metrics_of_the_local_executor(tmp_path,
         assert f"{run_id}: finished · SLURM job {record['job_id']} COMPLETED" in printed
         assert not (tmp_path / "local" / run_id / SLURM).exists()
     # finished runs are not submitted again
-    assert study.main([*STUDY, "--out", str(tmp_path / "slurm"), "--executor", "slurm"]) == 0
+    assert study_cli.main([*STUDY, "--out", str(tmp_path / "slurm"), "--executor", "slurm"]) == 0
     assert "->" not in capsys.readouterr().out
 
 
@@ -197,12 +198,12 @@ def test_the_study_tab_launches_on_slurm_and_shows_the_slurm_states(tmp_path, sl
 
 
 def test_the_study_cli_cancels_a_studys_slurm_jobs(tmp_path, slurm_cluster, capsys):
-    spec = study.comparison_spec("cx", "digits", "small_cnn", ["ce", "ips"], 500, ["equal-epochs"], [0])
-    study.save_spec(spec, tmp_path)
+    spec = comparison_spec("cx", "digits", "small_cnn", ["ce", "ips"], 500, ["equal-epochs"], [0])
+    save_spec(spec, tmp_path)
     slurm.submit([spec.config(s, seed, tmp_path) for s, seed in spec.runs()], slurm.SlurmOptions(time="10"))
     run_dirs = [tmp_path / spec.run_id(s, seed) for s, seed in spec.runs()]
     wait_for(lambda: all(read_json(d / STATUS).get("state") == "running" for d in run_dirs), 120, "both runs to train")
-    assert study.main(["--id", "cx", "--out", str(tmp_path), "--cancel"]) == 0
+    assert study_cli.main(["--id", "cx", "--out", str(tmp_path), "--cancel"]) == 0
     printed = capsys.readouterr().out
     for run_dir in run_dirs:
         assert f"{run_dir.name}: cancelled SLURM job {read_json(run_dir / SLURM)['job_id']}" in printed

@@ -18,10 +18,10 @@ from explorer.training.study import (
     estimate_seconds,
     list_studies,
     load_spec,
-    main,
-    read_results,
     save_spec,
 )
+from explorer.training.study_cli import main
+from explorer.training.study_results import read_results
 from tests.helpers import ROOT, wait_for
 
 

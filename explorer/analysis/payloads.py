@@ -42,7 +42,7 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.stats import MeanInterval, format_signed, mean_interval
 from explorer.training.runfolder import RUN_TABLE_HEADERS, RunInfo
-from explorer.training.study import StudyResults
+from explorer.training.study_results import StudyResults
 
 __all__ = ["COMPARE_METRICS", "GAP_TABLE_ROWS", "STUDY_COLUMNS", "compare_payload", "compare_table",
            "evidence_agreement_summary", "evidence_table", "faithfulness_payload", "faithfulness_table",

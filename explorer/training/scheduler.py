@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from explorer.training import slurm
 from explorer.training.runfolder import STATUS, read_json
-
-if TYPE_CHECKING:
-    from explorer.training.study import Setting, StudySpec
+from explorer.training.study import Setting, StudySpec
 
 __all__ = ["cancel_slurm_runs", "remaining_runs", "run_states", "slurm_lines", "slurm_states"]
 

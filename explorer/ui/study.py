@@ -44,15 +44,14 @@ from explorer.training.scheduler import remaining_runs, run_states, slurm_states
 from explorer.training.study import (
     COMPARISONS,
     STUDIES,
-    StudyResults,
     StudySpec,
     comparison_spec,
     estimate_seconds,
     list_studies,
     load_spec,
-    read_results,
     save_spec,
 )
+from explorer.training.study_results import StudyResults, read_results
 from explorer.ui.binding import handler
 from explorer.ui.train_form import TRAIN_DATASETS
 
