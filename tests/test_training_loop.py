@@ -115,7 +115,7 @@ def test_default_patch_size_is_a_divisor_giving_at_least_a_4x4_grid():
     (["--swap-ratio", "2"], r"--swap-ratio must be in \[0, 1\]; got 2.0"),
     (["--swap-prob", "-1"], r"--swap-prob must be in \[0, 1\]"),
     (["--epochs", "0"], "--epochs must be between 1 and 100000"),
-    (["--method", "mixup"], "invalid choice: 'mixup'"),
+    (["--method", "nosuch"], "invalid choice: 'nosuch'"),
     (["--epochs", "many"], "invalid int value: 'many'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--run-id", "../escape"], "--run-id may hold letters"),

@@ -354,7 +354,7 @@ def test_process_identity_without_proc_asks_ps(monkeypatch):
     ({"epochs": 2.5}, "invalid int value: '2.5'"),
     ({"epochs": None}, "^--epochs is empty; give it a value$"),
     ({"lr": float("nan")}, "--lr must be a positive number"),
-    ({"method": "mixup"}, "invalid choice: 'mixup'"),
+    ({"method": "nosuch"}, "invalid choice: 'nosuch'"),
     ({"equal_compute": "yes"}, "--equal-compute must be true or false"),
     ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
     ({"dataset": "--help"}, "unknown dataset '--help'"),  # a value is never read as a flag
