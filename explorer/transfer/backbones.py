@@ -23,7 +23,7 @@ from torch import nn
 from explorer.checkpoints import CheckpointError, load_card, load_checkpoint
 from explorer.training.runfolder import CONFIG, read_json
 
-__all__ = ["BACKBONE_LAYERS", "Backbone", "BackboneError", "backbone_of", "load_backbone"]
+__all__ = ["BACKBONE_LAYERS", "Backbone", "BackboneError", "backbone_of", "load_backbone", "wrap_backbone"]
 
 BACKBONE_LAYERS = {"small_cnn": ("block1", "block2", "block3"),
                    "resnet18": ("conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4")}
@@ -73,8 +73,13 @@ def load_backbone(run_dir: Path | str) -> Backbone:
         checkpoint = load_checkpoint(run_dir)
     except CheckpointError as exc:
         raise BackboneError(f"--backbone {run_dir}: {exc}") from None
-    features = backbone_of(checkpoint.model.train(), architecture)
-    channels, stride = _SHAPES[architecture]
     run_id = read_json(run_dir / CONFIG).get("run_id") or run_dir.resolve().name
-    return Backbone(features, channels, stride, architecture, int(card["in_channels"]), tuple(card["mean"]),
-                    tuple(card["std"]), card, run_id)
+    return wrap_backbone(checkpoint.model.train(), card, run_id)
+
+
+def wrap_backbone(model: nn.Module, card: dict[str, Any], run_id: str) -> Backbone:
+    """The ``Backbone`` of the classifier ``model`` whose model card is ``card``."""
+    architecture = card["model"]
+    channels, stride = _SHAPES[architecture]
+    return Backbone(backbone_of(model, architecture), channels, stride, architecture, int(card["in_channels"]),
+                    tuple(card["mean"]), tuple(card["std"]), card, run_id)

@@ -75,7 +75,8 @@ class TransferRecorder:
             print(f"run {s.run_dir}  |  resumed after epoch {epoch}/{s.cfg.epochs}", flush=True)
             return
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(s.run_dir / CONFIG, {**asdict(s.cfg), **_identity(s), "run_id": s.run_dir.name,
+        write_json(s.run_dir / CONFIG, {**asdict(s.cfg), **_identity(s), "cli": "explorer.transfer",
+                                        "run_id": s.run_dir.name,
                                         "precision_used": s.precision, "steps_per_epoch": s.steps_per_epoch,
                                         "command": s.command, "environment": _environment(s.device, 1)})
         self.metrics = MetricsLog(s.run_dir)
