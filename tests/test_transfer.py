@@ -1,7 +1,10 @@
 """Transfer runs end to end on a few digit scenes: the run folder, the checkpoint, resume, refusals, the manager."""
 
+import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +13,11 @@ from safetensors.torch import load_file
 from explorer.checkpoints import load_checkpoint, save_checkpoint
 from explorer.models import build_model
 from explorer.scenes import digit_scenes
-from explorer.training.runfolder import CONFIG, STATUS, epoch_records, read_json, read_metrics
+from explorer.training.runfolder import CONFIG, STATUS, epoch_records, read_json, read_metrics, write_status
 from explorer.training.runs import RunError, RunManager
+from explorer.training.study import comparison_spec, save_spec
 from explorer.transfer import loop
+from explorer.transfer import study as transfer_study
 from explorer.transfer.checkpoints import load_transfer_checkpoint
 from explorer.transfer.launch import launch_transfer
 from explorer.transfer.loop import evaluate, main
@@ -160,3 +165,36 @@ def test_the_run_manager_launches_lists_cancels_and_resumes_a_transfer_run(tmp_p
             launch_transfer(runs, {**settings, "backbone": str(run_dir)})
     finally:
         runs.close()
+
+
+def _finished_run(folder, record: dict) -> None:
+    folder.mkdir(parents=True)
+    write_status(folder, "finished")
+    (folder / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, **record}) + "\n")
+
+
+def test_the_transfer_study_fine_tunes_every_backbone_and_pairs_the_seeds(tmp_path, monkeypatch, capsys):
+    spec = comparison_spec("bb", "mnist5k", "small_cnn", ["ce", "ips"], 8, ["equal-epochs"], [0, 1, 2])
+    save_spec(spec, tmp_path)
+    for setting, seed in spec.runs():
+        _finished_run(tmp_path / spec.run_id(setting, seed), {"test_accuracy": 0.9})
+    commands = []
+
+    def fake_run(command):  # a transfer run that scores miou 0.50 + seed / 100 (+ 0.02 with an IPS backbone)
+        commands.append(command)
+        args = dict(zip(command[3::2], command[4::2], strict=False))
+        gain = 0.02 if "-ips-" in args["--backbone"] else 0.0
+        _finished_run(Path(args["--out"]) / args["--run-id"], {"test_miou": 0.5 + int(args["--seed"]) / 100 + gain,
+                                                                "test_pixel_accuracy": 0.9})
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(transfer_study.subprocess, "run", fake_run)
+    assert transfer_study.main(["--study", "bb", "--out", str(tmp_path), "--tasks", "segmentation", "--",
+                                "--epochs", "2"]) == 0
+    assert len(commands) == 6 and all(c[-2:] == ["--epochs", "2"] for c in commands)
+    assert {(c[c.index("--backbone") + 1].rsplit("/", 1)[1], c[c.index("--seed") + 1]) for c in commands} == {
+        (spec.run_id(s, seed), str(seed)) for s, seed in spec.runs()}
+    report = capsys.readouterr().out
+    assert "ips 8 ep vs ce 8 ep (segmentation miou): +2.00 points" in report  # per seed exactly +2: no spread
+    assert transfer_study.main(["--study", "bb", "--out", str(tmp_path), "--tasks", "segmentation"]) == 0
+    assert len(commands) == 6  # finished transfer runs are not trained again
