@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,24 @@ def test_the_transfer_study_fine_tunes_every_backbone_and_pairs_the_seeds(tmp_pa
     assert "ips 8 ep vs ce 8 ep (segmentation miou): +2.00 points" in report  # per seed exactly +2: no spread
     assert transfer_study.main(["--study", "bb", "--out", str(tmp_path), "--tasks", "segmentation"]) == 0
     assert len(commands) == 6  # finished transfer runs are not trained again
+
+
+def test_a_transfer_run_started_from_the_command_line_counts_as_alive_for_the_manager(tmp_path):
+    """An app started (or restarted) while a CLI transfer run trains must neither mark it interrupted nor delete it."""
+    runs_dir = tmp_path / "runs"
+    command = [sys.executable, "-m", "explorer.transfer", "--task", "segmentation", "--backbone", str(CE_DEMO), *SCENES,
+               "--epochs", "500", "--device", "cpu", "--out", str(runs_dir), "--run-id", "cli"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: read_json(runs_dir / "cli" / STATUS).get("state") == "running", 120, "the CLI run")
+        runs = RunManager(runs_dir)
+        try:
+            assert runs.reconcile() == [] and runs.info("cli").state == "running"
+            with pytest.raises(RunError, match="only finished, failed or cancelled runs can be deleted"):
+                runs.delete("cli")
+        finally:
+            runs.close()
+    finally:
+        process.terminate()
+        process.wait(60)
+    assert read_json(runs_dir / "cli" / STATUS)["state"] == "cancelled"

@@ -30,6 +30,7 @@ __all__ = ["TAB_ID", "build", "launch_transfer_runs", "random_scene", "transfer_
 
 TAB_ID = "transfer"
 SCALE = 4  # a 64-pixel scene is shown 256 pixels wide
+SHOWN_SCORE = 0.3  # detections drawn; the payload lists every one the model keeps (score >= 0.05)
 
 
 def transfer_models(ctx: AppContext, task: str) -> tuple[Any, Any]:
@@ -89,7 +90,9 @@ def _drawn(task: str, scenes: DenseDataset, index: int, prediction: Any) -> tupl
         boxes, labels, scores = split.boxes[index], split.labels[index], None
     else:
         boxes, labels, scores = prediction[0]["boxes"].cpu(), prediction[0]["labels"].cpu(), prediction[0]["scores"]
-    return (render_boxes(image, boxes, labels, scenes.class_names, SCALE, scores),
+    shown = slice(None) if scores is None else scores.cpu() >= SHOWN_SCORE  # the picture; the JSON has them all
+    return (render_boxes(image, boxes[shown], labels[shown], scenes.class_names, SCALE,
+                         None if scores is None else scores[shown]),
             {"boxes": boxes_payload(boxes, labels, scenes.class_names, scores)})
 
 
@@ -145,7 +148,8 @@ def launch_transfer_runs(runs: RunManager, ctx: AppContext, task: str, backbone_
 def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
     gr.Markdown("The paper's other two tasks: a classification backbone (its trained conv layers) fine-tuned under a "
                 "segmentation head (FCN) or a detection head (FCOS) on scenes of test digits never seen in training. "
-                "Pick two transfer checkpoints (by default: the demo CE and IPS backbones) and a test scene.")
+                "Pick two transfer checkpoints (by default: the demo CE and IPS backbones) and a test scene. "
+                f"Boxes with a score of at least {SHOWN_SCORE} are drawn; the JSON lists all of them.")
     with gr.Row(equal_height=True):
         task = gr.Radio(list(TASKS), value=TASKS[0], label="Task", scale=1)
         model_a, model_b = (gr.Dropdown([], label=f"Transfer model {s}", scale=2) for s in ("A", "B"))
