@@ -76,12 +76,13 @@ def config_from_settings(settings: Mapping[str, Any]) -> TrainConfig:
     return parse_config(settings_argv(settings))
 
 
-def config_argv(cfg: TrainConfig, changed_only: bool = False) -> list[str]:
+def config_argv(cfg: Any, changed_only: bool = False) -> list[str]:
     """The CLI arguments that reproduce ``cfg`` (``changed_only``: only the flags that differ from the CLI's
     defaults, as a person would type them). ``--resume`` is how a process continues a run, not a setting of
-    it, and is left out."""
-    defaults, argv = TrainConfig(), []
-    for f in fields(TrainConfig):
+    it, and is left out. ``cfg`` is a ``TrainConfig``, or another CLI's config dataclass whose fields are its flags
+    the same way (``explorer.transfer``'s)."""
+    defaults, argv = type(cfg)(), []
+    for f in fields(cfg):
         value = getattr(cfg, f.name)
         if f.name == "resume" or (changed_only and value == getattr(defaults, f.name)):
             continue

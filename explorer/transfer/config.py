@@ -19,7 +19,7 @@ from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, ConfigError, chec
 from explorer.training.precision import PRECISIONS
 from explorer.transfer.heads import HEADS, TASKS
 
-__all__ = ["MAX_SCENE_SIZE", "TransferConfig", "parse_transfer_config", "transfer_argv"]
+__all__ = ["MAX_SCENE_SIZE", "TransferConfig", "parse_transfer_config"]
 
 MAX_SCENE_SIZE, MAX_SCENES, MAX_EPOCHS = 512, 100_000, 10_000
 
@@ -142,17 +142,3 @@ def _check(cfg: TransferConfig) -> None:
         milestone_epochs(cfg.milestones)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def transfer_argv(cfg: TransferConfig) -> list[str]:
-    """The CLI arguments that reproduce ``cfg`` (every setting spelled out, ``--resume`` left out)."""
-    argv: list[str] = []
-    for f in fields(TransferConfig):
-        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
-        if f.name == "resume":
-            continue
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)] if value != "" else [f"{flag}="]
-    return argv

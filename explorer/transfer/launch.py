@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from explorer.checkpoints import CheckpointError, load_card
+from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
 from explorer.training.runs import RunError, RunManager
 from explorer.transfer.backbones import BACKBONE_LAYERS
-from explorer.transfer.config import TransferConfig, parse_transfer_config, transfer_argv
+from explorer.transfer.config import TransferConfig, parse_transfer_config
 
 __all__ = ["SETTINGS", "launch_transfer"]
 
@@ -63,6 +64,6 @@ def launch_transfer(runs: RunManager, settings: Mapping[str, Any], run_id: str |
 
     def command(new_id: str) -> tuple[list[str], dict[str, Any]]:
         config = replace(cfg, out=str(runs.runs_dir), run_id=new_id)
-        return [sys.executable, "-m", "explorer.transfer", *transfer_argv(config)], {**asdict(config), **shown}
+        return [sys.executable, "-m", "explorer.transfer", *config_argv(config)], {**asdict(config), **shown}
 
     return runs.launch_command(f"{cfg.task}-{method}", command, cfg.epochs, cfg.device, 1, run_id, study)

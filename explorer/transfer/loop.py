@@ -34,6 +34,7 @@ from explorer.checkpoints import CheckpointError
 from explorer.data import DatasetError
 from explorer.device import resolve_device
 from explorer.scenes import DenseDataset, DenseSplit, load_dense_dataset
+from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
 from explorer.training.loop import AnchorStream, _Cancelled, _StopRequested
 from explorer.training.optimizer import build_optimizer, build_scheduler
@@ -41,7 +42,7 @@ from explorer.training.precision import grad_scaler, resolve_precision
 from explorer.training.runfolder import STATUS, read_json, write_status
 from explorer.training.state import restore_train_state
 from explorer.transfer.backbones import Backbone, BackboneError, load_backbone
-from explorer.transfer.config import TransferConfig, parse_transfer_config, transfer_argv
+from explorer.transfer.config import TransferConfig, parse_transfer_config
 from explorer.transfer.heads import DenseModel, build_dense_model
 from explorer.transfer.metrics import detection_metrics, segmentation_metrics
 from explorer.transfer.record import TransferRecorder
@@ -120,7 +121,7 @@ def setup(cfg: TransferConfig) -> TransferSession:
     generator = torch.Generator().manual_seed(cfg.seed)
     s = TransferSession(
         cfg=cfg, run_dir=Path(cfg.out) / (cfg.run_id or _default_run_id(cfg, backbone)),
-        command=shlex.join(["python", "-m", "explorer.transfer", *transfer_argv(cfg)]), device=device,
+        command=shlex.join(["python", "-m", "explorer.transfer", *config_argv(cfg)]), device=device,
         dataset=dataset, backbone=backbone, bare_model=model, precision=precision, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), scaler=grad_scaler(precision, device),
         generator=generator, anchors=AnchorStream(len(dataset.train), generator, torch.device("cpu")),
