@@ -36,10 +36,11 @@ from explorer.device import resolve_device
 from explorer.scenes import DenseDataset, DenseSplit, load_dense_dataset
 from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
-from explorer.training.loop import AnchorStream, _Cancelled, _StopRequested
+from explorer.training.loop import _Cancelled, _StopRequested
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, resolve_precision
-from explorer.training.runfolder import STATUS, read_json, write_status
+from explorer.training.runfolder import update_status
+from explorer.training.session import AnchorStream
 from explorer.training.state import restore_train_state
 from explorer.transfer.backbones import Backbone, BackboneError, load_backbone
 from explorer.transfer.config import TransferConfig, parse_transfer_config
@@ -213,9 +214,7 @@ def _not_started(cfg: TransferConfig, state: str, message: str) -> None:
     print(f"explorer.transfer: {'error: ' if state == 'failed' else ''}{message}", file=sys.stderr)
     run_dir = Path(cfg.out) / cfg.run_id if cfg.run_id else None
     if run_dir is not None and run_dir.is_dir():
-        previous = read_json(run_dir / STATUS) if cfg.resume else {}
-        kept = {k: v for k, v in previous.items() if k not in ("state", "updated", "message")}
-        write_status(run_dir, state, message=message, **({"progress": 0.0} | kept))
+        update_status(run_dir, state, message, keep_progress=bool(cfg.resume), progress=0.0)
 
 
 def run(cfg: TransferConfig) -> int:
