@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from gradio_client.exceptions import AppError
 
+from explorer.benchmarks.served import loopback_client
 from explorer.scenes import digit_scenes
 from explorer.transfer.checkpoints import load_transfer_checkpoint
-from explorer.ui.bench_app import loopback_client
 from tests.helpers import DEMO, running_app
 
 SEG = {m: f"checkpoints/digit-scenes-segmentation-{m}" for m in ("ce", "ips")}
