@@ -5,8 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from explorer.checkpoints import save_checkpoint
 from explorer.data import DatasetError
+from explorer.models import build_model
 from explorer.scenes import IGNORE, load_dense_dataset
+from explorer.training.runfolder import read_json
+from explorer.transfer.loop import main
 from explorer.voc import VOC_CLASSES, load_voc
 
 ANNOTATION = """<annotation><filename>{name}.jpg</filename><size><width>40</width><height>20</height><depth>3</depth>
@@ -62,3 +66,18 @@ def test_a_missing_voc_folder_or_an_empty_split_is_one_clear_message(tmp_path):
     (root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_text("")
     with pytest.raises(DatasetError, match="lists no image for one of its splits"):
         load_voc("segmentation", root, False, 32)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_a_transfer_run_fine_tunes_an_rgb_backbone_on_voc(tmp_path, task):
+    card = {"dataset": "cifar10", "model": "small_cnn", "method": "ce", "in_channels": 3, "num_classes": 10,
+            "class_names": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": [32, 32]}
+    backbone = save_checkpoint(tmp_path / "rgb", build_model("small_cnn", 3, 10), card)
+    root = _fake_voc(tmp_path / "data", objects_per_image=2)
+    assert main(["--task", task, "--backbone", str(backbone), "--dataset", "voc", "--data-root", str(root),
+                 "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--warmup-epochs", "0", "--device", "cpu",
+                 "--out", str(tmp_path / "runs"), "--run-id", "voc"]) == 0
+    saved = read_json(tmp_path / "runs" / "voc" / "card.json")
+    assert saved["dataset"] == "voc" and saved["num_classes"] == 20 and saved["image_size"] == [32, 32]
+    assert set(saved["test_metrics"]) == ({"miou", "pixel_accuracy"} if task == "segmentation"
+                                          else {"map", "map_50", "map_75"})
