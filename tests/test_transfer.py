@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from explorer.analysis.catalog import default_pair, list_checkpoints
 from explorer.checkpoints import load_checkpoint, save_checkpoint
 from explorer.models import build_model
 from explorer.scenes import digit_scenes
@@ -23,7 +24,8 @@ from explorer.transfer.checkpoints import load_transfer_checkpoint
 from explorer.transfer.launch import launch_transfer
 from explorer.transfer.loop import evaluate, main
 from explorer.transfer.metrics import DETECTION_METRICS, SEGMENTATION_METRICS
-from tests.helpers import CE_DEMO, IPS_DEMO, wait_for
+from explorer.ui.train import reference_runs
+from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, wait_for
 
 SCENES = ["--train-scenes", "64", "--test-scenes", "16", "--batch-size", "32", "--scene-size", "48"]
 TINY = [*SCENES, "--epochs", "1", "--warmup-epochs", "0", "--log-every", "1", "--device", "cpu"]
@@ -220,3 +222,29 @@ def test_a_transfer_run_started_from_the_command_line_counts_as_alive_for_the_ma
         process.terminate()
         process.wait(60)
     assert read_json(runs_dir / "cli" / STATUS)["state"] == "cancelled"
+
+
+SHIPPED = [f"digit-scenes-{task}-{method}" for task in ("segmentation", "detection") for method in ("ce", "ips")]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_transfer_checkpoint_scores_what_its_card_says(name):
+    checkpoint = load_transfer_checkpoint(DEMO / name)
+    card = checkpoint.card
+    assert card["backbone_run_id"] == f"mnist5k-small_cnn-{name.rsplit('-', 1)[1]}"
+    assert f"--out checkpoints --run-id {name}" in card["command"]
+    scenes = digit_scenes(64, card["hyperparameters"]["train_scenes"], card["hyperparameters"]["test_scenes"])
+    assert evaluate(checkpoint.model, scenes, torch.device("cpu")) == pytest.approx(card["test_metrics"], abs=1e-6)
+    assert (DEMO / name / "model.safetensors").stat().st_size < 2_000_000
+    assert not (DEMO / name / "train_state.safetensors").exists()  # shipped without what only a resume needs
+
+
+def test_classifier_pickers_leave_transfer_checkpoints_out_and_the_transfer_pickers_take_them():
+    classifiers = [name for _, name in list_checkpoints([DEMO])]
+    assert "checkpoints/mnist5k-small_cnn-ce" in classifiers and not any("digit-scenes" in n for n in classifiers)
+    assert default_pair([DEMO]) == ("checkpoints/mnist5k-small_cnn-ce", "checkpoints/mnist5k-small_cnn-ips")
+    listed = list_checkpoints([DEMO], task="detection")
+    assert [name for _, name in listed] == ["checkpoints/digit-scenes-detection-ce",
+                                            "checkpoints/digit-scenes-detection-ips"]
+    assert all("test map " in label for label, _ in listed)
+    assert list(reference_runs(DEMO)) == [f"mnist5k-small_cnn-{m}" for m in ("ce", "cskd", "ips")]  # Train tab
