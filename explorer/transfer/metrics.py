@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from explorer.scenes import IGNORE
@@ -47,8 +46,3 @@ def detection_metrics(predictions: Sequence[dict[str, Tensor]],
     result = metric.compute()
     return {name: float(result[name]) for name in DETECTION_METRICS}
 
-
-def empty_detection(device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """A prediction with no box (an image the model found nothing in)."""
-    return {"boxes": torch.zeros(0, 4, device=device), "scores": torch.zeros(0, device=device),
-            "labels": torch.zeros(0, dtype=torch.long, device=device)}
