@@ -34,7 +34,8 @@ def _predict(client, task, models, scene_index):
 def test_the_tab_offers_the_shipped_ce_and_ips_transfer_models_per_task(client):
     for task, models in (("segmentation", SEG), ("detection", DET)):
         a, b = client.predict(task=task, api_name="/transfer_models")
-        assert (a, b) == (models["ce"], models["ips"])
+        assert (a["value"], b["value"]) == (models["ce"], models["ips"])
+        assert [name for _, name in a["choices"]] == [models["ce"], models["ips"]]
 
 
 def test_segmentation_returns_masks_as_class_indices_the_models_predict(client):
@@ -46,7 +47,7 @@ def test_segmentation_returns_masks_as_class_indices_the_models_predict(client):
         model = load_transfer_checkpoint(DEMO / f"digit-scenes-segmentation-{method}").model
         assert data["models"][slot]["mask"] == model.predict(scenes.test.images[7:8])[0].tolist()
         assert data["models"][slot]["backbone_method"] == method
-    assert len(out) == 7 and all(Path(p).suffix == ".png" for p in out[:4])
+    assert len(out) == 6 and all(Path(p["path"] if isinstance(p, dict) else p).suffix == ".png" for p in out[:4])
 
 
 def test_detection_returns_boxes_with_classes_and_scores(client):

@@ -138,6 +138,7 @@ def launch_transfer_runs(runs: RunManager, ctx: AppContext, task: str, backbone_
         folder = checkpoint_folder(name, ctx.checkpoint_dirs)
         try:
             run_ids.append(launch_transfer(runs, {"task": task, "backbone": str(folder), "epochs": epochs,
+                                                  "warmup_epochs": 1 if epochs and epochs > 1 else 0,
                                                   "freeze_backbone": bool(freeze_backbone)}))
         except ValueError as exc:
             raise ValueError(f"Backbone {slot}: {public_text(str(exc), ctx.checkpoint_dirs)}") from None
@@ -152,7 +153,10 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                 f"Boxes with a score of at least {SHOWN_SCORE} are drawn; the JSON lists all of them.")
     with gr.Row(equal_height=True):
         task = gr.Radio(list(TASKS), value=TASKS[0], label="Task", scale=1)
-        model_a, model_b = (gr.Dropdown([], label=f"Transfer model {s}", scale=2) for s in ("A", "B"))
+        # any value is accepted here and checked by the handlers (checkpoint_folder): an API client may ask for the
+        # other task's checkpoints than the ones this session's pickers list
+        model_a, model_b = (gr.Dropdown([], label=f"Transfer model {s}", scale=2, allow_custom_value=True)
+                            for s in ("A", "B"))
     with gr.Row(equal_height=True):
         scene = gr.Number(0, label="Test scene", precision=0, minimum=0, scale=2)
         pick = gr.Button("Random scene", scale=1)
@@ -167,8 +171,10 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
     with gr.Row(equal_height=True):
         choices = ctx.checkpoint_choices()
         default_a, default_b = default_pair(ctx.checkpoint_dirs)
-        backbone_a = gr.Dropdown(choices, value=default_a, label="Backbone A (classification run)", scale=2)
-        backbone_b = gr.Dropdown(choices, value=default_b, label="Backbone B (classification run)", scale=2)
+        backbone_a = gr.Dropdown(choices, value=default_a, label="Backbone A (classification run)", scale=2,
+                                 allow_custom_value=True)  # a run finished after the page opened is not listed yet
+        backbone_b = gr.Dropdown(choices, value=default_b, label="Backbone B (classification run)", scale=2,
+                                 allow_custom_value=True)
         epochs = gr.Number(8, label="Epochs", precision=0, minimum=1, scale=1)
         freeze = gr.Checkbox(False, label="Freeze the backbone", scale=1)
     launch = gr.Button("Launch both transfer runs")
