@@ -248,3 +248,10 @@ def test_classifier_pickers_leave_transfer_checkpoints_out_and_the_transfer_pick
                                             "checkpoints/digit-scenes-detection-ips"]
     assert all("test map " in label for label, _ in listed)
     assert list(reference_runs(DEMO)) == [f"mnist5k-small_cnn-{m}" for m in ("ce", "cskd", "ips")]  # Train tab
+
+
+@pytest.mark.parametrize("module", ["explorer.transfer", "explorer.transfer.study"])
+def test_the_commands_run_as_modules(module):
+    """``python -m`` runs each command's main (a module without its ``__main__`` guard exits 0 doing nothing)."""
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and f"usage: python -m {module}" in out.stdout

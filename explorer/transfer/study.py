@@ -99,3 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(_report(spec, out, args.tasks))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
