@@ -24,7 +24,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from explorer.scenes import DenseDataset, DenseSplit, load_dense_dataset
 from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
 from explorer.training.loop import _Cancelled, _StopRequested
+from explorer.training.methods import MethodContext
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, resolve_precision
 from explorer.training.runfolder import update_status
@@ -78,6 +79,7 @@ class TransferSession:
     rank: int = 0
     world: int = 1
     distributed: bool = False
+    context: MethodContext = field(default_factory=MethodContext)  # no method state: training.state saves it empty
 
     @property
     def total_steps(self) -> int:
