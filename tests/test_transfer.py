@@ -153,13 +153,13 @@ def test_the_run_manager_launches_lists_cancels_and_resumes_a_transfer_run(tmp_p
         info = runs.info(run_id)
         assert info.method == "segmentation:ce" and info.model == "fcn/small_cnn"
         run_dir = runs.run_dir(run_id)
-        wait_for(lambda: (run_dir / "train_state.safetensors").is_file(), 120, "the first epoch's training state")
+        wait_for(lambda: (run_dir / "train_state.safetensors").is_file(), 300, "the first epoch's training state")
         runs.cancel(run_id)
         wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), 60, "the cancel")
         assert [i.run_id for i in runs.runs()] == [run_id]
         runs.resume(run_id)
         assert read_json(run_dir / "launch.json")["command"][1:4] == ["-m", "explorer.transfer", "--resume"]
-        wait_for(lambda: any(r["kind"] == "resume" for r in runs.metrics(run_id)), 120, "the resumed run")
+        wait_for(lambda: any(r["kind"] == "resume" for r in runs.metrics(run_id)), 300, "the resumed run")
         runs.cancel(run_id)
         wait_for(lambda: not runs.has_active_runs(), 60, "the end of the resumed run")
         with pytest.raises(RunError, match="--head fcos does not do segmentation"):
