@@ -68,20 +68,30 @@ def _folders(dirs: list[Path | str]) -> list[Path]:
     return found
 
 
+def _task(folder: Path) -> str | None:
+    """The dense task of a transfer checkpoint (``explorer.transfer``), None for a classifier or an unreadable card."""
+    try:
+        return load_card(folder).get("task")
+    except CheckpointError:
+        return None
+
+
 def _label(folder: Path) -> str:
     try:
         card = load_card(folder)
     except CheckpointError:
         return f"{checkpoint_name(folder)} (unreadable card)"
-    accuracy = (card.get("test_metrics") or {}).get("accuracy")
-    score = f", test acc {100 * accuracy:.1f} %" if accuracy is not None else ""
+    metrics = card.get("test_metrics") or {}
+    main = next(((name, metrics[name]) for name in ("accuracy", "miou", "map") if name in metrics), None)
+    score = f", test {'acc' if main[0] == 'accuracy' else main[0]} {100 * main[1]:.1f} %" if main else ""
     what = f"{card.get('method', '?')}, {card['model']} on {card['dataset']}{score}"
     return f"{checkpoint_name(folder)} ({what})"
 
 
-def list_checkpoints(dirs: list[Path | str]) -> list[tuple[str, str]]:
-    """(label, public name) of every checkpoint folder directly under ``dirs``; rescans the disk each call."""
-    return [(_label(folder), checkpoint_name(folder)) for folder in _folders(dirs)]
+def list_checkpoints(dirs: list[Path | str], task: str | None = None) -> list[tuple[str, str]]:
+    """(label, public name) of every classifier checkpoint folder directly under ``dirs`` (``task``: of every
+    transfer checkpoint of that task instead); rescans the disk each call."""
+    return [(_label(folder), checkpoint_name(folder)) for folder in _folders(dirs) if _task(folder) == task]
 
 
 def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
@@ -90,9 +100,11 @@ def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
     by_method: dict[str, str] = {}
     for folder in _folders(dirs):
         try:
-            by_method.setdefault(load_card(folder).get("method", ""), checkpoint_name(folder))
+            card = load_card(folder)
         except CheckpointError:
             continue
+        if not card.get("task"):  # a transfer checkpoint is no model A or B
+            by_method.setdefault(card.get("method", ""), checkpoint_name(folder))
     return by_method.get(BASELINE), by_method.get(FEATURED)
 
 

@@ -31,7 +31,7 @@ FORM_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("out",
 # The Train tab's defaults: the CLI's (IPS, small_cnn on mnist5k), 5 epochs: about a minute on a laptop CPU
 FORM_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in FORM_FIELDS}, "epochs": 5}
 _OPTIONAL = frozenset(f.name for f in fields(TrainConfig) if f.default == "")  # "" means "none" (--preset, ...)
-_TRAIN_MODULE = ("-m", "explorer.train")
+_TRAIN_MODULE = "explorer.train"
 
 
 class SettingsError(ConfigError):
@@ -76,12 +76,13 @@ def config_from_settings(settings: Mapping[str, Any]) -> TrainConfig:
     return parse_config(settings_argv(settings))
 
 
-def config_argv(cfg: TrainConfig, changed_only: bool = False) -> list[str]:
+def config_argv(cfg: Any, changed_only: bool = False) -> list[str]:
     """The CLI arguments that reproduce ``cfg`` (``changed_only``: only the flags that differ from the CLI's
     defaults, as a person would type them). ``--resume`` is how a process continues a run, not a setting of
-    it, and is left out."""
-    defaults, argv = TrainConfig(), []
-    for f in fields(TrainConfig):
+    it, and is left out. ``cfg`` is a ``TrainConfig``, or another CLI's config dataclass whose fields are its flags
+    the same way (``explorer.transfer``'s)."""
+    defaults, argv = type(cfg)(), []
+    for f in fields(cfg):
         value = getattr(cfg, f.name)
         if f.name == "resume" or (changed_only and value == getattr(defaults, f.name)):
             continue
@@ -92,11 +93,11 @@ def config_argv(cfg: TrainConfig, changed_only: bool = False) -> list[str]:
     return argv
 
 
-def _launcher(processes: int, python: str | None) -> list[str]:
+def _launcher(processes: int, python: str | None, module: str = _TRAIN_MODULE) -> list[str]:
     python = python or sys.executable  # read at each call: a caller may point it elsewhere
     if processes > 1:
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *_TRAIN_MODULE]
-    return [python, *_TRAIN_MODULE]
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", module]
+    return [python, "-m", module]
 
 
 def training_command(cfg: TrainConfig, processes: int = 1, python: str | None = None,
@@ -105,9 +106,11 @@ def training_command(cfg: TrainConfig, processes: int = 1, python: str | None = 
     return [*_launcher(processes, python), *config_argv(cfg, changed_only)]
 
 
-def resume_command(run_dir: Path, processes: int = 1, python: str | None = None) -> list[str]:
-    """The command that continues the run in ``run_dir`` with the settings of its config.json."""
-    return [*_launcher(processes, python), "--resume", str(run_dir)]
+def resume_command(run_dir: Path, processes: int = 1, python: str | None = None,
+                   module: str = _TRAIN_MODULE) -> list[str]:
+    """The command that continues the run in ``run_dir`` with the settings of its config.json (``module``: the
+    training CLI that made the run, ``explorer.transfer`` for a transfer run)."""
+    return [*_launcher(processes, python, module), "--resume", str(run_dir)]
 
 
 def preview(settings: Mapping[str, Any], processes: int = 1, executor: str = "local") -> str:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProcessGroup", "descendants", "process_identity", "training_process_alive"]
+__all__ = ["TRAINING_ENTRY_POINTS", "ProcessGroup", "descendants", "process_identity", "training_process_alive"]
 
 _LINUX_PROC = Path("/proc/self/stat").exists()
+TRAINING_ENTRY_POINTS = ("explorer.train", "explorer.transfer")  # the modules a run's process runs
 
 
 def process_identity(pid: Any) -> tuple[str, str] | None:
@@ -50,10 +51,10 @@ def training_process_alive(status: Mapping[str, Any]) -> bool:
 
     The pid alone does not say it: after the process ended, the OS may give its pid to another process, even
     another training run. The start time tells them apart; a folder written before ``pid_start`` was recorded
-    falls back to the command line naming ``explorer.train``.
+    falls back to the command line naming a training CLI (``TRAINING_ENTRY_POINTS``).
     """
     identity = process_identity(status.get("pid"))
-    if identity is None or "explorer.train" not in identity[1]:
+    if identity is None or not any(entry in identity[1] for entry in TRAINING_ENTRY_POINTS):
         return False
     return status.get("pid_start") is None or identity[0] == status["pid_start"]
 

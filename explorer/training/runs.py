@@ -44,7 +44,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from explorer.training.command import FORM_FIELDS, config_from_settings, resume_
 from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
 from explorer.training.loop import open_training_data
 from explorer.training.methods import METHODS
-from explorer.training.processes import ProcessGroup, process_identity, training_process_alive
+from explorer.training.processes import TRAINING_ENTRY_POINTS, ProcessGroup, process_identity, training_process_alive
 from explorer.training.runfolder import (
     FINAL_STATES,
     LAUNCH,
@@ -214,29 +214,51 @@ class RunManager:
         if run_id is not None and (not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id):
             raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         cfg = self._checked_config(settings, gpus)
+        if executor == "slurm":
+            with self._lock:
+                run_id, _ = self._claim_run_folder(run_id, cfg.method, study)
+                return self._submit(replace(cfg, out=str(self.runs_dir), run_id=run_id), gpus, study)
+
+        def command(new_id: str) -> tuple[list[str], dict[str, Any]]:
+            config = replace(cfg, out=str(self.runs_dir), run_id=new_id)
+            return training_command(config, gpus), asdict(config)
+
+        return self.launch_command(cfg.method, command, cfg.epochs, cfg.device, gpus, run_id, study)
+
+    def launch_command(self, label: str, command: Callable[[str], tuple[list[str], dict[str, Any]]], epochs: int,
+                       device: str, processes: int = 1, run_id: str | None = None, study: str | None = None) -> str:
+        """Create the run folder as ``queued`` and start the run when ``processes`` slots are free: ``launch`` after
+        its checks, and the other training CLIs (``explorer.transfer``), which check their own settings.
+
+        ``command(run_id)`` gives the run's command line and its config (recorded in launch.json) once the id is
+        known; ``label`` goes into a generated id. Returns the run id."""
+        if run_id is not None and (not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id):
+            raise RunError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only; no '..' or '/')")
         with self._lock:
-            self._check_queue_room(study)
-            if run_id is None:
-                run_id, run_dir = self._new_run_folder(cfg)
-            else:
-                run_dir = self.runs_dir / run_id
-                try:
-                    run_dir.mkdir()
-                except FileExistsError:
-                    raise RunError(f"run {run_id} already exists in {self.runs_dir.name}; choose another id") from None
-            cfg = replace(cfg, out=str(self.runs_dir), run_id=run_id)
-            if executor == "slurm":
-                return self._submit(cfg, gpus, study)
-            command = training_command(cfg, gpus)
+            run_id, run_dir = self._claim_run_folder(run_id, label, study)
+            argv, config = command(run_id)
             manager = {"pid": os.getpid(), "start": self._identity[0] if self._identity else None}
-            launch = {"run_id": run_id, "config": asdict(cfg), "processes": gpus, "command": command,
+            launch = {"run_id": run_id, "config": config, "processes": processes, "command": argv,
                       "queued_at": time.time(), "manager": manager, **({"study": study} if study else {})}
             write_json(run_dir / LAUNCH, launch)
             write_status(run_dir, "queued", message="waiting for a free slot", progress=0.0, step=0, epoch=0,
-                         epochs=cfg.epochs, device=cfg.device)
+                         epochs=epochs, device=device)
             self._queue[run_id] = launch
             self._advance()
         return run_id
+
+    def _claim_run_folder(self, run_id: str | None, label: str, study: str | None) -> tuple[str, Path]:
+        """A new run folder (named ``run_id``, or a generated id with ``label``), unless the queue is full; called
+        with the lock held."""
+        self._check_queue_room(study)
+        if run_id is None:
+            return self._new_run_folder(label)
+        run_dir = self.runs_dir / run_id
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise RunError(f"run {run_id} already exists in {self.runs_dir.name}; choose another id") from None
+        return run_id, run_dir
 
     def resume(self, run_id: str) -> None:
         """Queue a cancelled, failed or interrupted run to continue from its last finished epoch, in its own folder
@@ -259,7 +281,10 @@ class RunManager:
             if processes > self.max_concurrent:
                 raise RunError(f"run {run_id} trained on {processes} GPUs; this app runs at most "
                                f"{self.max_concurrent} training processes at once")
-            command = resume_command(run_dir, processes)
+            entry = config.get("cli", "explorer.train")  # the training CLI that wrote the run (explorer.transfer)
+            if entry not in TRAINING_ENTRY_POINTS:
+                raise RunError(f"run {run_id} names {entry!r} as its command; it cannot be resumed here")
+            command = resume_command(run_dir, processes, module=entry)
             launch.pop("process", None)
             launch.update(command=command, resumed_at=time.time(),
                           manager={"pid": os.getpid(), "start": self._identity[0] if self._identity else None})
@@ -483,9 +508,9 @@ class RunManager:
                            f"about {needed / 2**20:.0f} MiB; delete old runs or free some disk")
         return replace(cfg, out=str(self.runs_dir))
 
-    def _new_run_folder(self, cfg: TrainConfig) -> tuple[str, Path]:
+    def _new_run_folder(self, label: str) -> tuple[str, Path]:
         while True:
-            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{secrets.token_hex(3)}"
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
             try:
                 (self.runs_dir / run_id).mkdir()
                 return run_id, self.runs_dir / run_id

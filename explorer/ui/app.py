@@ -8,7 +8,7 @@ import gradio as gr
 
 from explorer.device import resolve_device
 from explorer.training.runs import RunManager
-from explorer.ui import compare, gaps, gradcam, gradio_patches, guide, study, swap, train
+from explorer.ui import compare, gaps, gradcam, gradio_patches, guide, study, swap, train, transfer
 from explorer.ui.binding import handler
 from explorer.ui.context import AppContext
 from explorer.ui.header import build_header
@@ -82,11 +82,14 @@ def build_app(runs: RunManager, checkpoints_dir: str | Path = "checkpoints", dev
                 train.build(ctx, runs, train_tab, header, tabs)
             with gr.Tab("Study", id=study.TAB_ID) as study_tab:
                 study.build(runs, study_tab)
+            with gr.Tab("Transfer", id=transfer.TAB_ID) as transfer_tab:
+                transfer.build(ctx, runs, transfer_tab)
             with gr.Tab("Guide", id=guide.TAB_ID) as guide_tab:
                 guide.build(ctx, header, demo, guide_tab, active)
         for block, tab_id in ((swap_tab_block, swap.TAB_ID), (gaps_tab, gaps.TAB_ID),
                               (gradcam_tab_block, gradcam.TAB_ID), (compare_tab, compare.TAB_ID),
-                              (train_tab, train.TAB_ID), (study_tab, study.TAB_ID), (guide_tab, guide.TAB_ID)):
+                              (train_tab, train.TAB_ID), (study_tab, study.TAB_ID), (transfer_tab, transfer.TAB_ID),
+                              (guide_tab, guide.TAB_ID)):
             block.select(handler(opened, tab_id), None, active, queue=False, show_progress="hidden",
                          api_visibility="private")
         demo.load(None, None, present, js=PRESENT_ON_LOAD_JS, queue=False)

@@ -26,7 +26,16 @@ from explorer.analysis.payloads import runs_payload
 from explorer.analysis.schedules import QUICK, fair_schedule
 from explorer.training.command import FORM_DEFAULTS
 from explorer.training.methods import METHODS
-from explorer.training.runfolder import FINAL_STATES, METRICS, RUN_TABLE_HEADERS, TRAIN_STATE, RunInfo, run_curves
+from explorer.training.runfolder import (
+    CONFIG,
+    FINAL_STATES,
+    METRICS,
+    RUN_TABLE_HEADERS,
+    TRAIN_STATE,
+    RunInfo,
+    read_json,
+    run_curves,
+)
 from explorer.training.runs import RunManager
 from explorer.ui.binding import handler
 from explorer.ui.context import AppContext
@@ -43,11 +52,12 @@ LOG_LINES = 30
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
-    """The demo checkpoints that are training run folders (they have metrics.jsonl), by folder name; links are
-    not followed (see explorer.analysis.catalog)."""
+    """The demo checkpoints that are classification run folders (they have metrics.jsonl; a transfer run's
+    config.json names its task), by folder name; links are not followed (see explorer.analysis.catalog)."""
     if not checkpoints_dir.is_dir():
         return {}
-    return {p.name: p for p in sorted(checkpoints_dir.iterdir()) if not p.is_symlink() and (p / METRICS).is_file()}
+    return {p.name: p for p in sorted(checkpoints_dir.iterdir())
+            if not p.is_symlink() and (p / METRICS).is_file() and not read_json(p / CONFIG).get("task")}
 
 
 def describe(info: RunInfo) -> str:
