@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from explorer.data import DatasetError, load_dataset
-from explorer.scenes import DIGIT_HEIGHTS, IGNORE, INK, MAX_OVERLAP, digit_scenes, load_dense_dataset
+from explorer.data.scenes import DIGIT_HEIGHTS, IGNORE, INK, MAX_OVERLAP, digit_scenes, load_dense_dataset
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from explorer.analysis.catalog import default_pair, list_checkpoints
 from explorer.checkpoints import load_checkpoint, save_checkpoint
+from explorer.data.scenes import digit_scenes
 from explorer.models import build_model
-from explorer.scenes import digit_scenes
 from explorer.training.runfolder import CONFIG, STATUS, epoch_records, read_json, read_metrics, write_status
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import comparison_spec, save_spec

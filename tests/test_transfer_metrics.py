@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from explorer.scenes import IGNORE
+from explorer.data.scenes import IGNORE
 from explorer.transfer.metrics import detection_metrics, segmentation_metrics
 
 

@@ -7,7 +7,7 @@ import pytest
 from gradio_client.exceptions import AppError
 
 from explorer.benchmarks.served import loopback_client
-from explorer.scenes import digit_scenes
+from explorer.data.scenes import digit_scenes
 from explorer.transfer.checkpoints import load_transfer_checkpoint
 from tests.helpers import DEMO, running_app
 

@@ -7,11 +7,11 @@ from PIL import Image
 
 from explorer.checkpoints import save_checkpoint
 from explorer.data import DatasetError
+from explorer.data.scenes import IGNORE, load_dense_dataset
+from explorer.data.voc import VOC_CLASSES, load_voc
 from explorer.models import build_model
-from explorer.scenes import IGNORE, load_dense_dataset
 from explorer.training.runfolder import read_json
 from explorer.transfer.loop import main
-from explorer.voc import VOC_CLASSES, load_voc
 
 ANNOTATION = """<annotation><filename>{name}.jpg</filename><size><width>40</width><height>20</height><depth>3</depth>
 </size>{objects}</annotation>"""

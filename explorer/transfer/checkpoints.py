@@ -17,8 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from explorer.checkpoints import WEIGHTS, CheckpointError, load_card
+from explorer.data.scenes import DenseDataset
 from explorer.models import ModelError, build_model
-from explorer.scenes import DenseDataset
 from explorer.transfer.backbones import BACKBONE_LAYERS, wrap_backbone
 from explorer.transfer.heads import HEADS, DenseModel, build_dense_model
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from explorer.scenes import DENSE_DATASETS, DIGIT_HEIGHTS, SCENE_SEED, TEST_SCENES, TRAIN_SCENES
+from explorer.data.scenes import DENSE_DATASETS, DIGIT_HEIGHTS, SCENE_SEED, TEST_SCENES, TRAIN_SCENES
 from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, ConfigError, check_resumable, milestone_epochs
 from explorer.training.precision import PRECISIONS
 from explorer.transfer.heads import HEADS, TASKS

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explorer.data import normalize_images
-from explorer.scenes import IGNORE
+from explorer.data.scenes import IGNORE
 from explorer.transfer.backbones import Backbone
 
 __all__ = ["HEADS", "NECK_CHANNELS", "TASKS", "DenseModel", "build_dense_model"]

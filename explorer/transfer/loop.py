@@ -32,8 +32,8 @@ import torch
 
 from explorer.checkpoints import CheckpointError
 from explorer.data import DatasetError
+from explorer.data.scenes import DenseDataset, DenseSplit, load_dense_dataset
 from explorer.device import resolve_device
-from explorer.scenes import DenseDataset, DenseSplit, load_dense_dataset
 from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
 from explorer.training.loop import _Cancelled, _StopRequested

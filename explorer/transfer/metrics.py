@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from explorer.scenes import IGNORE
+from explorer.data.scenes import IGNORE
 
 __all__ = ["DETECTION_METRICS", "SEGMENTATION_METRICS", "detection_metrics", "segmentation_metrics"]
 

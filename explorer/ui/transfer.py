@@ -18,7 +18,7 @@ import pandas as pd
 from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, public_text, weights_version
 from explorer.analysis.dense import boxes_payload, mask_payload, render_boxes, render_mask, render_scene
 from explorer.checkpoints import load_card
-from explorer.scenes import DenseDataset, digit_scenes
+from explorer.data.scenes import DenseDataset, digit_scenes
 from explorer.training.runs import RunManager
 from explorer.transfer.checkpoints import TransferCheckpoint, load_transfer_checkpoint
 from explorer.transfer.heads import TASKS

@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from explorer.data import DatasetError
-from explorer.scenes import DenseDataset, DenseSplit
+from explorer.data.scenes import DenseDataset, DenseSplit
 
 __all__ = ["VOC_CLASSES", "load_voc"]
 

@@ -15,7 +15,7 @@ in pixels, the right and bottom edges exclusive) with their classes (long [K], 0
   digit's box is the bounding box of its own ink of at least ``INK``, before any other digit covers it. Everything
   follows from the scene seed (``SCENE_SEED`` unless given): every backbone of a comparison trains and is tested on
   the same scenes.
-- ``voc``: Pascal VOC 2012 through torchvision's loaders (``explorer.voc``), segmentation or detection.
+- ``voc``: Pascal VOC 2012 through torchvision's loaders (``explorer.data.voc``), segmentation or detection.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def load_dense_dataset(name: str, task: str, *, scene_size: int = 64, train_scen
     if name == "digit-scenes":
         return digit_scenes(scene_size, train_scenes, test_scenes, scene_seed)
     if name == "voc":
-        from explorer.voc import load_voc
+        from explorer.data.voc import load_voc
 
         return load_voc(task, data_root, download, image_size)
     raise DatasetError(f"unknown dataset {name!r} for {task}; choose one of: {', '.join(DENSE_DATASETS)}")
