@@ -21,7 +21,8 @@ from explorer.checkpoints import save_checkpoint
 from explorer.data import load_dataset
 from explorer.models import build_model
 from explorer.training import loop
-from explorer.training.runs import RunManager, _lower_priority
+from explorer.training.run_processes import lower_priority
+from explorer.training.runs import RunManager
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints"
@@ -71,7 +72,7 @@ def run_startup_seconds() -> float:
     start = time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", "import explorer.training.loop"], cwd=ROOT,
                              start_new_session=True)
-    _lower_priority(child.pid)
+    lower_priority(child.pid)
     child.wait()
     return time.monotonic() - start
 

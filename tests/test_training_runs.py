@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from explorer.checkpoints import load_checkpoint
-from explorer.training import processes, runs
+from explorer.training import processes, run_processes, runs
+from explorer.training.run_processes import TRAINING_NICENESS
 from explorer.training.runfolder import FINAL_STATES, RUN_TABLE_HEADERS
-from explorer.training.runs import TRAINING_NICENESS, RunError, RunManager
+from explorer.training.runs import RunError, RunManager
 from tests.helpers import (
     ENDLESS,
     QUICK,
@@ -505,7 +506,7 @@ def test_an_app_in_the_root_group_still_makes_the_run_session_nicer(monkeypatch)
     monkeypatch.setattr(Path, "read_text", read_text)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:
-        runs._lower_priority(child.pid)
+        run_processes.lower_priority(child.pid)
         expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS)  # the kernel's ceiling is 19
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == expected
         child_group = Path(f"/proc/{child.pid}/autogroup")

@@ -40,10 +40,8 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,16 +49,12 @@ from typing import Any
 
 import torch
 
-from explorer.data import Dataset, DatasetError
-from explorer.data.streaming import StreamedDataset
-from explorer.device import resolve_device
-from explorer.models import ModelError, build_model
 from explorer.training import slurm
-from explorer.training.command import FORM_FIELDS, config_from_settings, resume_command, training_command
+from explorer.training.command import FORM_FIELDS, resume_command, training_command
 from explorer.training.config import RUN_ID_PATTERN, ConfigError, TrainConfig, check_resumable
-from explorer.training.loop import open_training_data
-from explorer.training.methods import METHODS
 from explorer.training.processes import TRAINING_ENTRY_POINTS, ProcessGroup, process_identity, training_process_alive
+from explorer.training.run_checks import LaunchChecks, RunError
+from explorer.training.run_processes import POLL_S, ProcessSlots
 from explorer.training.runfolder import (
     FINAL_STATES,
     LAUNCH,
@@ -76,44 +70,11 @@ from explorer.training.runfolder import (
     write_status,
     writer_pid,
 )
-from explorer.training.teacher import load_teacher
 
 __all__ = ["POLL_S", "RunError", "RunManager"]
 
-POLL_S = 0.5
-GRACE_S = 10.0
-# Training processes run this much "nicer" than the app (their session too: ``_lower_priority``), so the CPU serves
-# the app's users first. It slows a run only while users compete for the CPU (on a GPU host, its data pipeline only).
-TRAINING_NICENESS = 10
-DISK_MARGIN_BYTES = 64 * 2**20  # logs, metrics, the temporary copy of config files
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _log = logging.getLogger(__name__)
-
-
-def _lower_priority(pid: int) -> None:
-    """Make a just-started training process ``TRAINING_NICENESS`` nicer than the app, its session included.
-
-    Called after the start, before the process has forked its workers (they inherit it): a threaded app must not
-    use ``preexec_fn``. A run is a session of its own (``start_new_session``), and where the kernel groups
-    sessions (Linux's autogroup, on by default) a session's share of the CPU is set by its autogroup's nice value,
-    not by its processes': with only the process's niceness raised, the run still took half the CPU from the app
-    (docs/classroom.md). An app in no autogroup of its own (an empty ``/proc/self/autogroup``: a process under PID 1
-    that never started a session) sits in the root group, where its threads each
-    compete at their own niceness with the run's whole session. Where there is no autogroup at all, the process's
-    niceness is all there is.
-    """
-    app_nice = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, app_nice + TRAINING_NICENESS)
-        own_group = Path("/proc/self/autogroup").read_text().split()  # ["/autogroup-940", "nice", "0"], or []
-        app_group_nice = int(own_group[-1]) if own_group else app_nice
-        Path(f"/proc/{pid}/autogroup").write_text(str(min(19, app_group_nice + TRAINING_NICENESS)))
-    except (OSError, ValueError):  # no autogroup, or the process has exited already (the watcher reports that)
-        pass
-
-
-class RunError(ValueError):
-    """A launch, cancel or delete that cannot be done; the message says why and is meant for the user."""
+GRACE_S = 10.0
 
 
 def _live_owner(status: dict[str, Any], launch: dict[str, Any]) -> ProcessGroup | bool | None:
@@ -139,24 +100,10 @@ def _interrupted_message(status: dict[str, Any]) -> str:
     return "interrupted: its process ended without a final state (the app or the machine stopped)"
 
 
-def _check_input_size(model: torch.nn.Module, name: str, dataset: Dataset | StreamedDataset) -> None:
-    """``RunError`` unless ``model`` (built on the meta device) takes the dataset's images: a forward pass on the
-    meta device computes shapes only, so a ViT that needs 224x224 inputs is refused at once, not after the
-    dataset and the real model are loaded in the training process."""
-    h, w = dataset.image_size
-    try:
-        with torch.no_grad():
-            model.eval()(torch.empty(2, dataset.channels, h, w, device="meta"))
-    except Exception as exc:  # noqa: BLE001 (models fail on shapes with any exception type)
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise RunError(f"model {name} cannot train on the {h}x{w} images of {dataset.name} ({reason}); pick a model "
-                       f"for small images, such as small_cnn or resnet18") from None
-
-
 # --------------------------------------------------------------------------------------------------
 # The manager
 # --------------------------------------------------------------------------------------------------
-class RunManager:
+class RunManager(LaunchChecks, ProcessSlots):
     """Launch, queue, watch, cancel and delete training runs under ``runs_dir``.
 
     ``max_concurrent``: training processes at once (default: one per visible GPU, one on a CPU-only host).
@@ -460,53 +407,6 @@ class RunManager:
                 update_status(self.runs_dir / run_id, "failed", "interrupted: the app stopped before it started")
             self._queue.clear()
 
-    # ---- internals --------------------------------------------------------------------------------
-    def _check_queue_room(self, study: str | None) -> None:
-        """RunError when one more run (of ``study``, when given) would pass the queue's limits."""
-        waiting = sum("study" not in launch for launch in self._queue.values())
-        if study is None and self.max_queued is not None and waiting >= self.max_queued:
-            raise RunError(f"{waiting} runs are already waiting for a free training slot (at most "
-                           f"{self.max_queued} here); launch this one when one of them has started")
-        studies = {launch["study"] for launch in self._queue.values() if "study" in launch}
-        if study is not None and study not in studies and self.max_queued_studies is not None \
-                and len(studies) >= self.max_queued_studies:
-            raise RunError(f"{len(studies)} studies already have runs waiting for a free training slot (at most "
-                           f"{self.max_queued_studies} here); launch this study when their runs have started")
-
-    def _checked_config(self, settings: Mapping[str, Any], gpus: Any) -> TrainConfig:
-        """Every check the training CLI would make, made here with the CLI's own messages, plus GPUs and disk."""
-        if isinstance(gpus, float) and gpus.is_integer():
-            gpus = int(gpus)  # a number box gives 2.0 for 2
-        if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
-            raise RunError(f"the number of GPUs must be a whole number >= 1; got {gpus!r}")
-        try:
-            cfg = config_from_settings(settings)
-            device = resolve_device(cfg.device)
-        except (ConfigError, ValueError) as exc:
-            raise RunError(str(exc)) from None
-        if gpus > 1 and (device.type != "cuda" or device.index is not None or torch.cuda.device_count() < gpus):
-            raise RunError(f"{gpus} GPUs asked for, but {torch.cuda.device_count()} are visible here (device "
-                           f"{cfg.device}); several GPUs need device auto or cuda and that many CUDA GPUs")
-        if gpus > self.max_concurrent:
-            raise RunError(f"a run on {gpus} GPUs needs {gpus} slots, but this app runs at most "
-                           f"{self.max_concurrent} training processes at once")
-        cfg = replace(cfg, data_root=str(Path(cfg.data_root).expanduser().resolve()))
-        try:
-            dataset = open_training_data(cfg, gpus, download=False)  # what the training process will open
-            if METHODS[cfg.method].needs_teacher:  # a teacher that cannot teach: refused here, not after queueing
-                load_teacher(cfg, dataset, torch.device("cpu"))
-            with torch.device("meta"):  # the size of the model, without allocating it
-                model = build_model(cfg.model, dataset.channels, dataset.num_classes)
-        except (ConfigError, DatasetError, ModelError) as exc:
-            raise RunError(str(exc)) from None
-        _check_input_size(model, cfg.model, dataset)
-        weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        needed = 2 * weight_bytes + DISK_MARGIN_BYTES  # the checkpoint and its temporary copy while replaced
-        free = shutil.disk_usage(self.runs_dir).free
-        if free < needed:
-            raise RunError(f"only {free / 2**20:.0f} MiB free under {self.runs_dir.name}; a {cfg.model} run needs "
-                           f"about {needed / 2**20:.0f} MiB; delete old runs or free some disk")
-        return replace(cfg, out=str(self.runs_dir))
 
     def _new_run_folder(self, label: str) -> tuple[str, Path]:
         while True:
@@ -517,76 +417,4 @@ class RunManager:
             except FileExistsError:
                 continue
 
-    def _watch(self) -> None:
-        while not self._stop.wait(POLL_S):
-            try:
-                self._advance()
-            except Exception:  # the watcher must outlive any surprise (a full disk, a vanished folder)
-                _log.exception("the run manager's watcher failed to advance; retrying")
 
-    def _advance(self) -> None:
-        """Finish ended runs, kill cancelled runs past their grace period, start queued runs in free slots."""
-        with self._lock:
-            for run_id, process in list(self._active.items()):
-                if not process.alive():
-                    self._ended(run_id, process)
-                elif time.monotonic() >= self._cancel_deadlines.get(run_id, float("inf")):
-                    process.signal_group(signal.SIGKILL)
-            while self._queue:
-                run_id, launch = next(iter(self._queue.items()))  # first in, first out: no run is overtaken
-                if sum(p.processes for p in self._active.values()) + launch["processes"] > self.max_concurrent:
-                    break
-                del self._queue[run_id]
-                self._start(run_id, launch)
-
-    def _start(self, run_id: str, launch: dict[str, Any]) -> None:
-        run_dir = self.runs_dir / run_id
-        if "resumed_at" in launch:  # keeps the progress it had until the training process reports
-            update_status(run_dir, "running", "resuming: loading Python, the data, the model and its state")
-        else:
-            write_status(run_dir, "running", message="starting: loading Python, the data and the model",
-                         progress=0.0, step=0, epoch=0, epochs=launch["config"]["epochs"],
-                         device=launch["config"]["device"])
-        python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
-        gpus = self._pick_gpus(launch["processes"]) if launch["config"]["device"] in ("auto", "cuda") else []
-        if gpus:  # "auto" and "cuda" mean GPU 0 of what the process sees: show it only the GPUs it was given
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[i] for i in gpus)
-        try:
-            with open(run_dir / LOG, "ab") as log:
-                popen = subprocess.Popen(launch["command"], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        except OSError as exc:
-            update_status(run_dir, "failed", f"could not start the training process: {exc}")
-            return
-        _lower_priority(popen.pid)
-        identity = process_identity(popen.pid)
-        process = ProcessGroup(popen.pid, identity[0] if identity else None, launch["processes"], gpus, popen)
-        self._active[run_id] = process
-        launch["process"] = {"pid": popen.pid, "start": process.start, "gpus": gpus, "started_at": time.time()}
-        write_json(run_dir / LAUNCH, launch)
-
-    def _pick_gpus(self, count: int) -> list[int]:
-        """The ``count`` visible GPUs running the fewest of this manager's runs (lowest index first)."""
-        load = Counter(gpu for process in self._active.values() for gpu in process.gpus)
-        return sorted(range(torch.cuda.device_count()), key=lambda gpu: (load[gpu], gpu))[:count]
-
-    def _ended(self, run_id: str, process: ProcessGroup) -> None:
-        del self._active[run_id]
-        cancelled = self._cancel_deadlines.pop(run_id, None) is not None
-        run_dir = self.runs_dir / run_id
-        if read_json(run_dir / STATUS).get("state") in FINAL_STATES:
-            return  # the training process wrote its own final state
-        code = process.returncode
-        if cancelled:
-            update_status(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
-                                                    "state (the checkpoint of its last finished epoch is kept)")
-        elif code is None:
-            update_status(run_dir, "failed", "interrupted: its process ended without a final state")
-        elif code < 0:
-            update_status(run_dir, "failed", f"the training process was killed by signal {-code} (out of "
-                                                 f"memory?) before it could save its state; see the log")
-        else:
-            update_status(run_dir, "failed", f"the training process exited with code {code} before it could "
-                                                 f"save its state; see the log")
