@@ -29,8 +29,8 @@ from explorer.training.settings import TrainConfig, field_types
 
 __all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_KD_WEIGHT", "MAX_LR", "MAX_SEED", "MAX_STEPS", "MAX_WEIGHT_DECAY",
            "RUN_ID_PATTERN", "TEMPERATURE_RANGE", "ConfigError", "TrainConfig", "build_parser", "check_resumable",
-           "field_choices", "field_help", "field_types", "milestone_epochs", "parse_config", "step_anchors",
-           "step_images", "validate_config"]
+           "field_choices", "field_help", "field_types", "milestone_epochs", "parse_config", "raise_first_refusal",
+           "step_anchors", "step_images", "validate_config"]
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Upper bounds: settings beyond them cannot train (overflow, NaN, a batch larger than any dataset) or would hold
@@ -56,6 +56,18 @@ _REGISTRY_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
 
 class ConfigError(ValueError):
     """A training argument that cannot work; the message says what is allowed."""
+
+
+def raise_first_refusal(checks: list[tuple[bool, str]], milestones: str) -> None:
+    """``ConfigError`` with the message of the first failed (ok, message) check, then of ``--milestones``: the
+    range checks of every training CLI end here."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    try:
+        milestone_epochs(milestones)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def field_help(name: str) -> str:
@@ -196,13 +208,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
          f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    try:
-        milestone_epochs(cfg.milestones)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    raise_first_refusal(checks, cfg.milestones)
 
 
 def step_anchors(cfg: TrainConfig) -> int:

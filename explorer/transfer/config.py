@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.data.scenes import DENSE_DATASETS, DIGIT_HEIGHTS, SCENE_SEED, TEST_SCENES, TRAIN_SCENES
-from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, ConfigError, check_resumable, milestone_epochs
+from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, ConfigError, check_resumable, raise_first_refusal
 from explorer.training.precision import PRECISIONS
 from explorer.transfer.heads import HEADS, TASKS
 
@@ -135,10 +135,4 @@ def _check(cfg: TransferConfig) -> None:
         (cfg.run_id == "" or (RUN_ID_PATTERN.fullmatch(cfg.run_id) is not None and ".." not in cfg.run_id),
          f"--run-id may hold letters, digits, '.', '_' and '-' only (no '..' or '/'); got {cfg.run_id!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    try:
-        milestone_epochs(cfg.milestones)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    raise_first_refusal(checks, cfg.milestones)
