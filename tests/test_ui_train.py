@@ -367,3 +367,14 @@ def test_launching_kd_refuses_a_teacher_the_runs_folder_does_not_hold(tmp_path):
             launch_run(runs, *_form(method="kd"), teacher=str(IPS_DEMO))
     finally:
         runs.close()
+
+
+def test_the_form_lays_out_one_schedule_radio(tmp_path):
+    """``show_schedules`` called while the form is laid out must not add a stray (disabled) copy of the Radio."""
+    from explorer.ui.train_form import build_form
+
+    with gr.Blocks() as demo:
+        build_form(AppContext(tmp_path, DEMO, torch.device("cpu")))
+    radios = [block for block in demo.blocks.values() if isinstance(block, gr.Radio)]
+    labels = [radio.label for radio in radios]
+    assert labels.count("Schedule") == 1 and None not in labels, labels  # the stray copy had no label
