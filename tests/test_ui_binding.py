@@ -9,14 +9,15 @@ import threading
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import gradio as gr
 import pytest
 import torch
 from gradio.helpers import special_args
+from gradio.utils import get_function_params
 
-from explorer.ui.binding import analysis_handler, handler, model_handler
+from explorer.ui.binding import TRIGGER, analysis_handler, flatten, handler, model_handler
 from explorer.ui.context import ANALYSIS_WORK, HEAVY_WORK, MODEL_WORK, AppContext
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
 
@@ -128,15 +129,28 @@ def pick(ctx: AppContext, which: str, name: str, evt: gr.SelectData,
 
 def test_handler_binds_the_first_parameters_and_shows_gradio_the_rest(ctx):
     bound = handler(pick, ctx, "fixed")
-    assert list(inspect.signature(bound).parameters) == ["name", "evt", "progress"]
+    assert list(inspect.signature(bound).parameters) == ["name", "evt", "progress", TRIGGER]
     assert typing.get_type_hints(bound)["evt"] is gr.SelectData  # resolvable: Gradio injects the event data
-    inputs, progress_index, event_index, _ = special_args(bound, ["Ada"], event_data=gr.EventData(None, {
+    assert [name for name, *_ in get_function_params(bound)] == ["name", "progress"]  # the API drops progress
+    inputs, progress_index, _, _ = special_args(bound, ["Ada"], event_data=gr.EventData(None, {
         "index": 4, "value": "x"}))
-    assert (progress_index, event_index) == (2, 1) and isinstance(inputs[1], gr.SelectData)
+    assert progress_index == 2 and isinstance(inputs[1], gr.SelectData) and isinstance(inputs[3], gr.EventData)
     assert bound(*inputs) == "checkpoints/fixed/Ada/4"
-    with pytest.raises(gr.Error, match="pick a name first") as error:
+    with pytest.raises(gr.Error, match="pick a name first") as error:  # a program's call (no trigger): an error
         bound("", inputs[1])
     assert error.value.print_exception is False
+
+
+def test_a_refusal_in_the_page_is_a_warning_and_leaves_every_output_as_it_was(ctx, monkeypatch):
+    """A gr.Error would paint a red Error badge on every output of the event and lose the last good view."""
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    bound = handler(pick, ctx, "fixed")
+    button = gr.Button()  # the component a person's event names as its trigger
+    inputs, *_ = special_args(bound, [""], event_data=gr.EventData(button, {"index": 4, "value": "x"}))
+    assert bound(*inputs) == gr.skip() and warnings == ["pick a name first"]
+    inputs, *_ = special_args(bound, ["Ada"], event_data=gr.EventData(button, {"index": 4, "value": "x"}))
+    assert bound(*inputs) == "checkpoints/fixed/Ada/4" and len(warnings) == 1
 
 
 def select(runs: RunManager, evt: gr.SelectData) -> str:
@@ -146,9 +160,9 @@ def select(runs: RunManager, evt: gr.SelectData) -> str:
 
 def test_handler_hides_the_annotations_of_bound_parameters(ctx):
     bound = handler(select, "manager")
-    assert typing.get_type_hints(bound) == {"evt": gr.SelectData, "return": str}  # RunManager is not resolved
+    assert typing.get_type_hints(bound) == {"evt": gr.SelectData, TRIGGER: gr.EventData, "return": str}
     inputs, _, event_index, _ = special_args(bound, [], event_data=gr.EventData(None, {"index": 0, "value": "r1"}))
-    assert event_index == 0 and bound(*inputs) == "manager r1"
+    assert event_index == 1 and bound(*inputs) == "manager r1"  # 1: the trigger, after evt
 
 
 def test_model_handler_runs_inside_model_work(ctx):
@@ -156,7 +170,7 @@ def test_model_handler_runs_inside_model_work(ctx):
         return f"{label} {torch.get_num_threads()}"
 
     assert model_handler(ctx, threads, small=True)("threads") == "threads 1"
-    assert list(inspect.signature(model_handler(ctx, threads)).parameters) == ["label"]
+    assert list(inspect.signature(model_handler(ctx, threads)).parameters) == ["label", TRIGGER]
     with pytest.raises(TypeError, match="takes 2 parameters; 3 were bound"):
         handler(threads, ctx, "a", "b")
 
@@ -230,7 +244,7 @@ def test_an_analysis_is_computed_once_per_inputs_and_checkpoint_version(ctx):
     shutil.copytree(CE_DEMO, run)
     bound, calls = analysis_handler(ctx, count_images), CALLS
     calls.clear()
-    assert list(inspect.signature(bound).parameters) == ["dataset_name", "model_a", "model_b", "n", "progress"]
+    assert list(inspect.signature(bound).parameters) == ["dataset_name", "model_a", "model_b", "n", "progress", TRIGGER]
     first = bound("mnist5k", str(run), str(IPS_DEMO), 5)
     assert first == {"n": 5, "models": [IPS_DEMO.name, "run"]} and calls == [(ANALYSIS_WORK, 1)]
     assert bound("mnist5k", str(run), str(IPS_DEMO), 5) is first and len(calls) == 1
@@ -291,3 +305,24 @@ def test_a_cached_analysis_is_kept_in_the_form_gradio_sends(ctx):
         assert np.array_equal(np.asarray(Image.open(path)), picture)  # lossless, the same pixels
     assert table == {"headers": ["a"], "data": [[3]]} and isinstance(state, np.ndarray)  # left as they are
     assert np.array_equal(state, [0, 3, 6])
+
+
+class _Caption(NamedTuple):
+    text: str
+    note: str
+
+
+class _View(NamedTuple):
+    picture: str
+    caption: _Caption
+    data: dict
+
+
+def test_a_named_answer_reaches_gradio_flat_in_field_order_like_its_components(ctx):
+    def view(context: AppContext, name: str) -> _View:
+        return _View(f"picture of {name}", _Caption("text", "note"), {"name": name})
+
+    assert handler(view, ctx)("x") == ["picture of x", "text", "note", {"name": "x"}]
+    components = _View("image", _Caption("markdown", "markdown 2"), "json")  # how a tab lists its outputs
+    assert flatten(components) == ["image", "markdown", "markdown 2", "json"]
+    assert flatten("one") == "one" and flatten(("a", "tuple")) == ("a", "tuple")  # not a record: as it is

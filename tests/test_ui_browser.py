@@ -170,6 +170,52 @@ def test_1d_a_bad_upload_is_one_warning_and_the_view_stays(page, tmp_path):
     page.get_by_text("Use your own images (optional)").click()
 
 
+def _refused_and_kept(page, box: str, value: str, why: str, kept: list[str]) -> None:
+    """Type a refused value into ``box`` and press Enter: a warning says why, no panel shows an Error badge and
+    the ``kept`` elements show what they showed before (a refusal must not wipe the last good view)."""
+    before = [page.locator(selector).first.inner_html() for selector in kept]
+    warnings = page.locator('[data-testid="toast-body"]', has_text=why)
+    seen = warnings.count()
+    page.locator(box).first.fill(value)
+    page.locator(box).first.press("Enter")
+    page.wait_for_function("([why, seen]) => [...document.querySelectorAll('[data-testid=\"toast-body\"]')]"
+                           ".filter(t => t.innerText.includes(why)).length > seen", arg=[why, seen])
+    page.wait_for_timeout(800)  # the event's answer (skip) has arrived with its warning
+    _no_error_badge(page)
+    _no_error_toast(page)
+    assert [page.locator(selector).first.inner_html() for selector in kept] == before
+
+
+def test_1e_refused_typed_values_on_a_dataset_without_models_leave_every_panel_as_it_was(page):
+    summary = page.locator("#swap-summary")
+    _pick(page, "#header-dataset", "digits")  # digits: no IPS model, patch evidence has only model A or none
+    summary.get_by_text("2x2-pixel patches").wait_for()
+    for accordion in page.get_by_text("The numbers (JSON, as the API returns them)").all():
+        if accordion.is_visible():
+            accordion.click()  # every section open
+    page.wait_for_timeout(1500)
+    _no_error_badge(page)
+    kept = ["#swap-summary", "#swap-image-0", "#swap-image-2", "#evidence-summary"]
+    _refused_and_kept(page, "#swap-index-a input[type=number]", "2.5", "sample a must be a whole number", kept)
+    _refused_and_kept(page, "#swap-seed input", "", "seed must be a whole number", kept)
+    _open_tab(page, "Grad-CAM")
+    page.locator("#cam-info").get_by_text("true class:").wait_for()
+    page.get_by_label("Target layer").fill("nonexistent.layer")
+    before = [page.locator(s).first.inner_html() for s in ("#cam-info", "#cam-image-input")]
+    page.get_by_label("Target layer").press("Enter")
+    page.locator('[data-testid="toast-body"]', has_text="not a CAM layer").first.wait_for()
+    page.wait_for_timeout(800)
+    _no_error_badge(page)
+    assert [page.locator(s).first.inner_html() for s in ("#cam-info", "#cam-image-input")] == before
+    _open_tab(page, "Patch swap")
+    _pick(page, "#header-dataset", "mnist5k")
+    summary.get_by_text("7x7-pixel patches").wait_for()
+    page.locator("#swap-seed input").fill("0")
+    page.locator("#swap-seed input").press("Enter")
+    page.wait_for_timeout(1500)
+    _no_error_badge(page)
+
+
 def test_2_confidence_gaps_draws_plots_and_a_row_opens_the_pair(page):
     _open_tab(page, "Confidence gaps")  # cold: the tab computes when it opens
     page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()

@@ -69,11 +69,12 @@ def test_evidence_refuses_what_it_cannot_show(ctx, pair):
         patch_evidence_view(ctx, CE, IPS, None, EXCHANGES[0], 8)
     with pytest.raises(ValueError, match="exchange must be one of"):
         patch_evidence_view(ctx, CE, IPS, pair, "everything", 8)
-    with pytest.raises(ValueError, match="choose a checkpoint"):
-        patch_evidence_view(ctx, None, None, pair, EXCHANGES[0], 8)
-    *_, payload, slider = patch_evidence_view(ctx, None, IPS, pair, EXCHANGES[1], 99)
-    assert list(payload["models"]) == ["B · ips"] and slider.value == 16  # k clipped to the grid
-    assert sum(map(sum, payload["models"]["B · ips"]["check"]["mask"])) == 16
+    empty = patch_evidence_view(ctx, None, None, pair, EXCHANGES[0], 8)  # no model: a calm empty view, no error
+    assert empty.maps is None and empty.table.empty and empty.data["models"] == {} and empty.k.value == 8
+    assert "7x7-pixel patches. No model chosen: pick model A or B above" in empty.summary
+    view = patch_evidence_view(ctx, None, IPS, pair, EXCHANGES[1], 99)
+    assert list(view.data["models"]) == ["B · ips"] and view.k.value == 16  # k clipped to the grid
+    assert sum(map(sum, view.data["models"]["B · ips"]["check"]["mask"])) == 16
 
 
 def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx, monkeypatch):

@@ -367,3 +367,34 @@ def test_launching_kd_refuses_a_teacher_the_runs_folder_does_not_hold(tmp_path):
             launch_run(runs, *_form(method="kd"), teacher=str(IPS_DEMO))
     finally:
         runs.close()
+
+
+def test_the_form_lays_out_one_schedule_radio(tmp_path):
+    """``show_schedules`` called while the form is laid out must not add a stray (disabled) copy of the Radio."""
+    from explorer.ui.train_form import build_form
+
+    with gr.Blocks() as demo:
+        build_form(AppContext(tmp_path, DEMO, torch.device("cpu")))
+    radios = [block for block in demo.blocks.values() if isinstance(block, gr.Radio)]
+    labels = [radio.label for radio in radios]
+    assert labels.count("Schedule") == 1 and None not in labels, labels  # the stray copy had no label
+
+
+def test_while_the_pair_trains_its_runs_appear_in_the_pickers_and_the_button_waits(tmp_path, monkeypatch):
+    """The header's one-click pair: a finished run is offered in the pickers by itself, and a running pair
+    disables the button, so a second click cannot start duplicates."""
+    from types import SimpleNamespace
+
+    from explorer.ui.train import watch_pair
+    from tests.helpers import save_digits_run
+
+    ctx = AppContext(tmp_path, DEMO, torch.device("cpu"))
+    monkeypatch.setattr("explorer.ui.train.train_label", lambda ctx, dataset, checkpoints: "Train IPS on digits")
+    save_digits_run(tmp_path)  # the baseline has finished; IPS still trains
+    a, b, notice, button, timer = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: True), "digits", None, None)
+    (name,) = [path for _, path in a.choices]
+    assert name.endswith("/digits-run") and a.value == name and b.value is None
+    assert button.interactive is False and button.visible and timer.active is True
+    assert button.value == "Training IPS on digits…" and "no IPS checkpoint" in notice
+    *_, button, timer = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: False), "digits", name, None)
+    assert button.interactive is True and button.value == "Train IPS on digits" and timer.active is False

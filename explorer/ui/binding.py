@@ -1,12 +1,21 @@
-"""Binding handlers to events: what the app holds bound first, ``ValueError`` -> ``gr.Error``, answers in the form
-Gradio sends.
+"""Binding handlers to events: what the app holds bound first, refusals answered by who asked, answers as named
+records in the form Gradio sends.
 
 Handlers are module-level functions whose first parameters are what the app holds (the ``AppContext``, the
 ``RunManager``, a tab's fixed values) and whose other parameters are the components' values, in the order of
 the event's inputs. ``handler`` binds the first ones for Gradio and keeps the rest of the signature, which Gradio
 reads: parameter names become the API's parameter names, a ``gr.Progress`` default and a ``gr.SelectData``
-annotation are injected. A ``ValueError`` (what the plain functions raise for anything a user can get wrong)
-becomes a ``gr.Error`` with the plain message.
+annotation are injected.
+
+A ``ValueError`` is what the plain functions raise for anything a user can get wrong. How it is answered depends
+on who asked. A person's event in the page (it names the component that triggered it) gets a ``gr.Warning`` with
+the plain message and ``gr.skip()`` for every output, so the panels keep the last good view: a ``gr.Error`` would
+mark every output of the event with a red Error badge. A program's call (the API, a test: no trigger) gets a
+``gr.Error`` with the plain message, so the client sees the refusal as a failure.
+
+A tab's answer is one named record (a ``NamedTuple``): its fields name the outputs once. The tab builds the same
+record with its output components as values, and ``flatten`` turns either into the flat sequence Gradio takes
+(nested records in place), so the outputs' order and the answer's order cannot drift and tests read fields.
 """
 
 from __future__ import annotations
@@ -27,35 +36,67 @@ from PIL import Image
 
 from explorer.ui.context import ANALYSIS_WORK, AppContext
 
-__all__ = ["analysis_handler", "handler", "model_handler", "sendable"]
+__all__ = ["TRIGGER", "analysis_handler", "flatten", "handler", "is_record", "model_handler", "refusal", "sendable"]
+
+TRIGGER = "trigger_"  # the parameter Gradio fills with the event's data: who triggered it (None for the API)
 
 
 def handler(fn: Callable[..., Any], *bound: Any,
             work: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Callable[..., Any]:
-    """``fn`` with its first parameters bound to ``bound``, run inside ``work()``, ValueError -> gr.Error.
+    """``fn`` with its first parameters bound to ``bound``, run inside ``work()``, a ``ValueError`` answered as
+    ``refusal`` says.
 
     The result shows Gradio ``fn``'s signature and annotations without the bound parameters (see the module
-    docstring); ``functools.partial`` would hide the annotations Gradio needs to inject a ``gr.SelectData``.
+    docstring) and with one more, ``TRIGGER``, annotated ``gr.EventData``, which Gradio fills and the API does not
+    list; ``functools.partial`` would hide the annotations Gradio needs to inject a ``gr.SelectData``.
     """
     signature = inspect.signature(fn)
     parameters = list(signature.parameters.values())
     if len(bound) > len(parameters):
         raise TypeError(f"{fn.__name__} takes {len(parameters)} parameters; {len(bound)} were bound")
     bound_names = {p.name for p in parameters[:len(bound)]}
+    trigger = inspect.Parameter(TRIGGER, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                annotation=gr.EventData)
+    shown = signature.replace(parameters=[*parameters[len(bound):], trigger])
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
+        values = shown.bind(*args, **kwargs)
+        event = values.arguments.pop(TRIGGER, None)
         try:
             with work():
-                return fn(*bound, *args, **kwargs)
+                return flatten(fn(*bound, *values.args, **values.kwargs))
         except gr.Error:
             raise
         except ValueError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            return refusal(str(exc), event)
 
-    run.__signature__ = signature.replace(parameters=parameters[len(bound):])  # type: ignore[attr-defined]
-    run.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k not in bound_names}
+    run.__signature__ = shown  # type: ignore[attr-defined]
+    run.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k not in bound_names},
+                           TRIGGER: gr.EventData}
     return run
+
+
+def is_record(value: Any) -> bool:
+    """Whether ``value`` is a named record (a ``NamedTuple`` instance)."""
+    return isinstance(value, tuple) and hasattr(value, "_fields")
+
+
+def flatten(value: Any) -> Any:
+    """A record's values in field order, nested records in place, as a list (what Gradio takes for an event's
+    outputs, and for the components of ``outputs=``); anything else as it is."""
+    if not is_record(value):
+        return value
+    return [item for field in value for item in (flatten(field) if is_record(field) else [field])]
+
+
+def refusal(message: str, event: gr.EventData | None) -> Any:
+    """The answer to a refused input: for a person's event in the page, a warning and every output left as it was
+    (``gr.skip()``); for a program's call, ``gr.Error`` (see the module docstring)."""
+    if event is not None and getattr(event, "target", None) is not None:
+        gr.Warning(message)
+        return gr.skip()
+    raise gr.Error(message, print_exception=False) from None
 
 
 def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:
@@ -111,6 +152,8 @@ def sendable(value: Any, folder: Path) -> Any:
     if isinstance(value, list) and value and all(_gallery_item(item) for item in value):
         return [(processing_utils.save_pil_to_cache(_picture(image), str(folder), format="png"), caption)
                 for image, caption in value]
+    if is_record(value):
+        return value._make(sendable(item, folder) for item in value)
     if isinstance(value, tuple | list):
         return type(value)(sendable(item, folder) for item in value)
     return value

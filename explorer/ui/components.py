@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["integer_dropdown", "result_views"]
-
 import gradio as gr
+
+__all__ = ["integer_dropdown", "result_views", "typed_values_js"]
 
 
 def integer_dropdown(choices: list[int] | list[tuple[str, int]], **kwargs: Any) -> gr.Dropdown:
@@ -28,3 +29,18 @@ def result_views(name: str, table_label: str, plot_label: str, json_label: str,
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label=json_label)
     return summary, table, figure, data
+
+
+def typed_values_js(inputs: list[gr.components.Component]) -> str:
+    """A browser-side step before an event: a number typed into a slider's box beyond its range is clamped to it
+    (an emptied box takes the slider's position), as the slider itself does on blur.
+
+    Gradio refuses a whole event whose slider value is out of range, and the slider's clamping on blur sends no
+    new event, so without this step a typed 150 on a 0-99 slider would leave every output in error. Sliders are
+    found by their ``elem_id``; API calls skip this step and get Gradio's range check.
+    """
+    fixes = "".join(f"v[{i}] = clamp({json.dumps(c.elem_id)}, v[{i}]); " for i, c in enumerate(inputs)
+                    if isinstance(c, gr.Slider) and c.elem_id)
+    return ("(...v) => { const clamp = (id, x) => { const r = document.querySelector(`#${id} input[type=range]`); "
+            "if (r === null) return x; const n = (x === null || x === '' || isNaN(Number(x))) ? Number(r.value) : "
+            "Number(x); return Math.min(Math.max(n, Number(r.min)), Number(r.max)); }; " + fixes + "return v; }")

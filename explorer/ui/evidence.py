@@ -16,7 +16,7 @@ Two sections, each built by the tab it belongs to:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -31,12 +31,13 @@ from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import swap_patches
-from explorer.ui.binding import handler, model_handler
-from explorer.ui.components import result_views
+from explorer.ui.binding import flatten, handler, model_handler
+from explorer.ui.components import result_views, typed_values_js
 from explorer.ui.context import HEAVY_WORK, LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
-__all__ = ["EXCHANGES", "build_gaps_section", "build_swap_section", "evidence_agreement_view", "patch_evidence_view"]
+__all__ = ["EXCHANGES", "EvidenceView", "build_gaps_section", "build_swap_section", "evidence_agreement_view",
+           "patch_evidence_view"]
 
 EXCHANGES = ("the swap's random positions", "the k most evident (towards a′)", "the k least evident (towards b′)")
 
@@ -44,6 +45,16 @@ EXCHANGES = ("the swap's random positions", "the k most evident (towards a′)",
 # --------------------------------------------------------------------------------------------------
 # Handlers
 # --------------------------------------------------------------------------------------------------
+class EvidenceView(NamedTuple):
+    """The Patch swap tab's evidence section: one answer of ``patch_evidence_view`` (or its components)."""
+
+    maps: Any  # the heat maps (a figure; None when no model is chosen)
+    table: Any  # the summed evidence vs the model's teacher
+    summary: Any
+    data: Any  # the JSON of /patch_evidence
+    k: Any  # the k slider, fitted to the pair's grid
+
+
 def _originals(pair: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images a and b of the Patch swap tab's state: its swapped views, swapped back at its mask."""
     swapped, mask = torch.from_numpy(pair["swapped"]), torch.from_numpy(pair["mask"])
@@ -52,20 +63,26 @@ def _originals(pair: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | None, pair: dict[str, Any] | None,
-                        exchange: str, k: float) -> tuple:
-    """Heat maps, the teacher table, a summary, the JSON (/patch_evidence) and the k slider fitted to the grid."""
+                        exchange: str, k: float) -> EvidenceView:
+    """Heat maps, the teacher table, a summary, the JSON (/patch_evidence) and the k slider fitted to the grid;
+    without a model, an empty view that says so (a dataset without checkpoints is a normal state, not an error)."""
     if not pair:
         raise ValueError("no pair yet: show one in the Patch swap tab first")
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {EXCHANGES}; got {exchange!r}")
     dataset = ctx.dataset(pair["dataset"])
     checkpoints = ctx.models(dataset, model_a, model_b)
-    if not checkpoints:
-        raise ValueError("choose a checkpoint for model A or model B")
-    image_a, image_b = _originals(pair)
     label, size, random_mask = int(pair["label"]), int(pair["patch_size"]), torch.from_numpy(pair["mask"])
     cells = random_mask.numel()
     count = min(max(whole_number(k, "k"), 0), cells)
+    if not checkpoints:
+        return EvidenceView(None, pd.DataFrame(evidence_table({})),
+                            f"Class **{dataset.class_names[label]}**, {size}x{size}-pixel patches. No model chosen: "
+                            f"pick model A or B above (checkpoints trained on {dataset.name}) to see which patch "
+                            "positions decide the teacher.",
+                            patch_evidence_payload(dataset, label, {}, {}, exchange, {}),
+                            gr.Slider(maximum=cells, value=count))
+    image_a, image_b = _originals(pair)
     evidence, checks = {}, {}
     for name, checkpoint in checkpoints.items():
         evidence[name] = patch_evidence(checkpoint.model, dataset, image_a, image_b, label, size)
@@ -82,7 +99,8 @@ def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | Non
                "it falls. The sums over the exchanged positions predict each swapped view's confidence (to first "
                "order, patches taken as independent); the model's own choice comes from the real swapped views.")
     payload = patch_evidence_payload(dataset, label, evidence, checks, exchange, checkpoints)
-    return figure, pd.DataFrame(evidence_table(checks)), summary, payload, gr.Slider(maximum=cells, value=count)
+    return EvidenceView(figure, pd.DataFrame(evidence_table(checks)), summary, payload,
+                        gr.Slider(maximum=cells, value=count))
 
 
 def _agreement(ctx: AppContext, checkpoint: dict[str, Checkpoint], dataset: Dataset, settings: tuple) -> Any:
@@ -133,13 +151,14 @@ def build_swap_section(ctx: AppContext, header: Header, pair: gr.State) -> None:
     with gr.Row(equal_height=True):
         exchange = gr.Radio(list(EXCHANGES), value=EXCHANGES[0], label="Exchange", scale=3,
                             info="most evident: the positions that favour a′ most; least evident: b′")
-        k = gr.Slider(0, 16, value=8, step=1, label="k positions", scale=1)
+        k = gr.Slider(0, 16, value=8, step=1, label="k positions", scale=1, elem_id="evidence-k")
     summary, table, maps, data = result_views(
         "evidence", "summed evidence of the exchanged positions vs the teacher the model chooses", "patch evidence",
         "patch_evidence", plot_id="evidence-maps")
-    gr.on([pair.change, exchange.input, k.release], model_handler(ctx, patch_evidence_view, small=True),
-          [header.model_a, header.model_b, pair, exchange, k], [maps, table, summary, data, k],
-          api_name="patch_evidence", trigger_mode="always_last", **LIGHT_EVENTS)
+    inputs = [header.model_a, header.model_b, pair, exchange, k]
+    gr.on([pair.change, exchange.input, k.input], model_handler(ctx, patch_evidence_view, small=True), inputs,
+          flatten(EvidenceView(maps, table, summary, data, k)), api_name="patch_evidence", js=typed_values_js(inputs),
+          trigger_mode="always_last", **LIGHT_EVENTS)
 
 
 def build_gaps_section(ctx: AppContext, header: Header, controls: list[gr.components.Component],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import model_handler
-from explorer.ui.components import integer_dropdown
+from explorer.ui.components import integer_dropdown, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
@@ -59,21 +58,6 @@ class SwapTab:
     outputs: list[gr.components.Component]
     show: Callable[..., tuple]  # ``show_pair`` bound to the app: inputs -> outputs
     tab_id: str = TAB_ID
-
-
-def typed_values_js(inputs: list[gr.components.Component]) -> str:
-    """A browser-side step before an event: a number typed into a slider's box beyond its range is clamped to it
-    (an emptied box takes the slider's position), as the slider itself does on blur.
-
-    Gradio refuses a whole event whose slider value is out of range, and the slider's clamping on blur sends no
-    new event, so without this step a typed 150 on a 0-99 slider would leave every output in error. Sliders are
-    found by their ``elem_id``; API calls skip this step and get Gradio's range check.
-    """
-    fixes = "".join(f"v[{i}] = clamp({json.dumps(c.elem_id)}, v[{i}]); " for i, c in enumerate(inputs)
-                    if isinstance(c, gr.Slider) and c.elem_id)
-    return ("(...v) => { const clamp = (id, x) => { const r = document.querySelector(`#${id} input[type=range]`); "
-            "if (r === null) return x; const n = (x === null || x === '' || isNaN(Number(x))) ? Number(r.value) : "
-            "Number(x); return Math.min(Math.max(n, Number(r.min)), Number(r.max)); }; " + fixes + "return v; }")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,14 +39,15 @@ from explorer.training.runfolder import (
 from explorer.training.runs import RunManager
 from explorer.ui.binding import handler
 from explorer.ui.context import AppContext
-from explorer.ui.header import Header, dataset_checkpoints, missing_methods
+from explorer.ui.header import Header, dataset_checkpoints, missing_methods, notice_text, pick_models, train_label
 from explorer.ui.train_form import build_form, launch_run, wire_form
 
 __all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
            "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs", "refresh", "resumable",
-           "resume_run", "run_buttons", "select_run"]
+           "resume_run", "run_buttons", "select_run", "watch_pair"]
 
 TAB_ID = "train"
+PAIR_TICK_S = 5.0  # how often the header's pickers are rescanned while runs train
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
 
@@ -195,6 +196,22 @@ def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) ->
     return launched[-1], gr.Tabs(selected=tab_id)
 
 
+def watch_pair(ctx: AppContext, runs: RunManager, dataset: str, model_a: str | None, model_b: str | None) -> tuple:
+    """While runs train (the header's button launched a pair): the model pickers rescanned, so a finished run
+    appears in them by itself, and the button disabled, so a second click cannot start duplicates; the timer that
+    calls this stops when no run is active. Returns model A, model B, the notice, the button and the timer."""
+    training = runs.has_active_runs()
+    checkpoints = dataset_checkpoints(ctx, dataset)
+    a, b = pick_models(checkpoints, model_a, model_b)
+    choices = [(text, path) for text, path, _ in checkpoints]
+    missing = missing_methods(checkpoints)
+    label = (f"Training {' and '.join(m.upper() for m in missing)} on {dataset}…" if training and missing else
+             train_label(ctx, dataset, checkpoints))
+    return (gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b),
+            notice_text(dataset, checkpoints), gr.Button(label or "", visible=bool(missing), interactive=not training),
+            gr.Timer(active=training))
+
+
 def select_run(evt: gr.SelectData) -> str:
     """A clicked row of the runs table -> its run id."""
     return evt.row_value[0]  # the id column
@@ -319,9 +336,14 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
     form.launch.click(handler(launch_run, runs), form.fields, p.current, api_name="launch_run").success(
         follow, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
-    header.train_pair.click(handler(launch_pair, ctx, runs, TAB_ID), header.dataset, [p.current, tabs],
-                            api_name="launch_pair").success(follow, watch_inputs, watch_outputs,
-                                                            api_name="watch_launched_pair", **quiet)
+    pair_timer = gr.Timer(PAIR_TICK_S, active=False)
+    pair_watch = dict(fn=handler(watch_pair, ctx, runs), inputs=header.pickers,
+                      outputs=[header.model_a, header.model_b, header.notice, header.train_pair, pair_timer], **quiet)
+    launched_pair = header.train_pair.click(handler(launch_pair, ctx, runs, TAB_ID), header.dataset,
+                                            [p.current, tabs], api_name="launch_pair")
+    launched_pair.success(follow, watch_inputs, watch_outputs, api_name="watch_launched_pair", **quiet)
+    launched_pair.success(**pair_watch, api_name="watch_pair")
+    pair_timer.tick(**pair_watch, api_visibility="private")
     p.other.click(handler(launch_other_method, runs), p.current, p.current, api_name="launch_other_method").success(
         follow, watch_inputs, watch_outputs, api_name="watch_other_method_run", **quiet)
     p.table.select(handler(select_run), None, p.current, api_name="select_run", show_progress="hidden").then(

@@ -123,7 +123,8 @@ def show_schedules(ctx: AppContext, dataset: str, model: str, method: str, equal
     settings = {"dataset": dataset, "model": model, "method": method, "equal_compute": equal_compute}
     how = estimate_text({**settings, "epochs": fair_schedule(dataset).epochs}, ctx.runs_dir, measure)[1]
     return gr.Radio(choices=[*schedule_choices(settings, ctx.runs_dir, measure), (CUSTOM, CUSTOM)],
-                    value=schedule_of(epochs, dataset), info=_schedule_info(dataset, how))
+                    value=schedule_of(epochs, dataset), info=_schedule_info(dataset, how),
+                    render=False)  # an update, also when the form calls it while it is laid out
 
 
 # --------------------------------------------------------------------------------------------------
