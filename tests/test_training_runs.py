@@ -423,14 +423,15 @@ def test_run_ids_that_are_paths_are_refused(make_manager, tmp_path, bad_id):
         manager.delete("nope")
 
 
-def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager):
+def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager, stall_s):
     manager = make_manager(max_concurrent=1)
     run_id = manager.launch({**QUICK, "epochs": 6, "log_every": 1})
     run_dir = manager.run_dir(run_id)
-    wait_for(lambda: (run_dir / "train_state.safetensors").exists(), 120, "the first epoch's training state")
+    wait_while_progressing(lambda: (run_dir / "train_state.safetensors").exists(), lambda: files_written(run_dir),
+                           stall_s, "the first epoch's training state")
     manager.cancel(run_id)
-    wait_for(lambda: manager.info(run_id).state == "cancelled" and not manager.has_active_runs(), 30,
-             "the run to end cancelled")
+    wait_for(lambda: manager.info(run_id).state == "cancelled" and not manager.has_active_runs(),
+             manager.grace_s + stall_s, "the run to end cancelled")
     done_before = manager.info(run_id).epoch
     assert 1 <= done_before < 6
 
@@ -438,7 +439,8 @@ def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager):
     assert manager.info(run_id).state == "running" and manager.info(run_id).progress > 0  # a free slot: started
     with pytest.raises(RunError, match="is running; only a cancelled, failed or interrupted run can be resumed"):
         manager.resume(run_id)
-    wait_for(lambda: manager.info(run_id).state == "finished", 180, "the resumed run to finish")
+    wait_while_progressing(lambda: manager.info(run_id).state == "finished", lambda: files_written(run_dir), stall_s,
+                           "the resumed run to finish")
     records = manager.metrics(run_id)
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4, 5, 6]
     assert [r["epoch"] for r in records if r["kind"] == "resume"] == [done_before]
