@@ -37,7 +37,7 @@ def test_show_pair_warns_about_one_image_twice_and_refuses_bad_input(ctx):
         payload = show_pair(ctx, "mnist5k", CE, None, "1", 4, 4, None, None, 14, 0.5, 0)[9]
     assert payload["grid"] == [2, 2] and list(payload["models"]) == ["A · ce"]
     for args, message in [(("x", 0, 1, 7, 0), "'x' is not a class of mnist5k"),
-                          (("1", 2.5, 1, 7, 0), "sample a must be a whole number; got 2.5"),
+                          (("1", 2.5, 1, 7, 0), "sample a must be a whole number; got '2.5'"),
                           (("1", 0, 500, 7, 0), "class 1 has 100 test images; index 500 is out of range"),
                           (("1", 0, 1, 5, 0), r"patch size 5 does not divide the 28x28 images"),
                           (("1", 0, 1, 7, None), "seed must be a whole number")]:
