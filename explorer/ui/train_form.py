@@ -32,6 +32,8 @@ __all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "la
            "show_method", "show_schedules", "teacher_choices"]
 
 CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
+# The teacher picker's choice when no teacher is chosen: a value, so API clients may leave the parameter out
+NO_TEACHER = ("none", "")
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
 TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 _KD_FLAG_USERS = ", ".join(m.label for m in METHODS.values() if m.uses_kd_flags) + " (the others: official values)"
@@ -97,7 +99,7 @@ def show_method(ctx: AppContext, method: str) -> tuple[gr.Dropdown, gr.Dropdown]
         return gr.skip(), gr.skip()
     needs = chosen.needs_teacher
     return (gr.Dropdown(info=chosen.help),
-            gr.Dropdown(choices=teacher_choices(ctx.runs_dir) if needs else [], visible=needs))
+            gr.Dropdown(choices=[NO_TEACHER, *(teacher_choices(ctx.runs_dir) if needs else [])], visible=needs))
 
 
 def apply_schedule(schedule: str, dataset: str) -> Any:
@@ -175,7 +177,7 @@ def build_form(ctx: AppContext, slurm: bool = False) -> Form:
         seed = gr.Number(d["seed"], precision=0, label="Seed")
         equal_compute = gr.Checkbox(d["equal_compute"], label="Equal compute",
                                     info=field_help("equal_compute"))
-        teacher = gr.Dropdown([], value=None, label="Teacher (kd)", visible=METHODS[d["method"]].needs_teacher,
+        teacher = gr.Dropdown([NO_TEACHER], value="", label="Teacher (kd)", visible=METHODS[d["method"]].needs_teacher,
                               info="a finished run whose model teaches: any model, same classes and image size",
                               elem_id="train-teacher")
     with gr.Row(equal_height=True):
