@@ -296,7 +296,7 @@ def test_train_tab_runs_cancels_and_serves_the_checkpoint_to_the_other_tabs(clie
     assert {p["parameter_name"]: p["parameter_default"] for p in form if p["parameter_name"] in FORM_DEFAULTS} == {
         name: FORM_DEFAULTS[name] for name in ("dataset", "model", "method", "epochs", "batch_size", "lr",
                                                "patch_size", "swap_ratio", "swap_prob", "temperature", "kd_weight",
-                                               "seed", "equal_compute", "device", "precision")}
+                                               "seed", "equal_compute", "device", "precision", "teacher")}
     quick = client.predict(dataset="digits", method="ce", epochs=2, api_name="/launch_run")
     endless = client.predict(dataset="digits", epochs=500, api_name="/launch_run")  # the app runs 2 at once
     assert RUN_ID_PATTERN.fullmatch(quick) and quick != endless
