@@ -89,8 +89,8 @@ def _recorded_run(monkeypatch, data_root, out, method):
     steps = []
     original = streamed.streamed_method_loss
 
-    def recording(cfg, forward, dataset, batch, patch_size, generator):
-        result = original(cfg, forward, dataset, batch, patch_size, generator)
+    def recording(cfg, forward, dataset, batch, patch_size, generator, context=None):
+        result = original(cfg, forward, dataset, batch, patch_size, generator, context)
         steps.append((batch.anchors.clone(), batch.partners.clone(), int(result.correct)))
         return result
 
