@@ -7,6 +7,7 @@ from explorer.analysis.cam import compute_cams
 from explorer.ui.gradcam import (
     DEFAULT_LAYER,
     SOURCES,
+    CamView,
     change_dataset,
     layer_choices,
     refresh_layers,
@@ -41,9 +42,9 @@ def test_show_cams_of_a_test_image_are_the_packages_cams(ctx):
 def test_show_cams_of_a_swapped_view_uses_the_patch_swap_tabs_pair(ctx):
     state = show_pair(ctx, "mnist5k", CE, IPS, "2", 0, 1, None, None, 7, 0.5, 0)[10]
     out = show_cams(ctx, "mnist5k", CE, None, SOURCES[2], 0, None, "GradCAM", "block2", "predicted class", 0.3, state)
-    payload = out[-1]
+    payload = out.data
     assert payload["source"] == "swapped" and payload["view"] == "b" and payload["true_class"] == "2"
-    assert out[2] is None and out[4] is None and list(payload["models"]) == ["A · ce"]  # no model B
+    assert out.cam_b is None and out.top_b is None and list(payload["models"]) == ["A · ce"]  # no model B
     model = payload["models"]["A · ce"]
     assert model["layer"] == "block2" and model["target_class"] == model["predicted"]
     with pytest.raises(ValueError, match="no swapped pair of digits yet"):
@@ -72,13 +73,13 @@ def test_layers_offered_are_those_both_models_have(ctx):
 def test_gradcam_hirescam_and_xgradcam_coincide_on_the_default_layer_and_the_tab_says_why(ctx):
     outs = {method: show_cams(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, None, method, DEFAULT_LAYER, "true class", 1.0,
                               None) for method in ("GradCAM", "HiResCAM", "XGradCAM", "GradCAM++")}
-    assert np.array_equal(outs["GradCAM"][1], outs["HiResCAM"][1]) and np.array_equal(outs["GradCAM"][1],
-                                                                                      outs["XGradCAM"][1])
+    assert np.array_equal(outs["GradCAM"].cam_a, outs["HiResCAM"].cam_a)
+    assert np.array_equal(outs["GradCAM"].cam_a, outs["XGradCAM"].cam_a)
     for method in ("GradCAM", "HiResCAM", "XGradCAM"):
-        assert "give the same map on this layer" in outs[method][5]
-    assert "same map" not in outs["GradCAM++"][5]
+        assert "give the same map on this layer" in outs[method].info
+    assert "same map" not in outs["GradCAM++"].info
     earlier = show_cams(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, None, "HiResCAM", "block2", "true class", 1.0, None)
-    assert "same map" not in earlier[5]
+    assert "same map" not in earlier.info
 
 
 def test_no_model_shows_the_image_and_what_to_do_instead_of_an_error(ctx):
@@ -100,11 +101,13 @@ def test_a_bad_upload_keeps_the_last_view(ctx, tmp_path):
         out = show_upload(ctx, "mnist5k", CE, IPS, SOURCES[0], 7, str(bad), "GradCAM", DEFAULT_LAYER, "true class",
                           0.5, None)
     skip = {"__type__": "update"}
-    assert out[0] == skip and out[1] is None and out[2] == skip and all(o == skip for o in out[3:])
+    assert out.source == skip and out.upload is None and out.test_index == skip
+    assert list(out.view) == [skip] * len(CamView._fields)
 
 
 def test_change_dataset_offers_its_test_images_and_classes(ctx):
-    source, index, target = change_dataset(ctx, "digits")
+    source, index, target, layer = change_dataset(ctx, "digits")
     assert source == SOURCES[0] and index.interactive  # a swapped view of the old dataset cannot be shown
+    assert layer.value == DEFAULT_LAYER  # a layer typed for the old models would refuse every map of the new
     assert index.maximum == len(ctx.dataset("digits").test_labels) - 1 and index.value == 0
     assert [v for _, v in target.choices][:3] == ["true class", "predicted class", "0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -21,14 +21,14 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.binding import handler, model_handler
+from explorer.ui.binding import flatten, handler, model_handler
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab, typed_values_js
 
-__all__ = ["DEFAULT_LAYER", "SAME_MAP_METHODS", "SOURCES", "TAB_ID", "TARGETS", "GradCamTab", "build",
-           "change_dataset", "layer_choices", "refresh_layers", "same_map_note", "show_cams", "show_upload",
-           "source_controls"]
+__all__ = ["DEFAULT_LAYER", "SAME_MAP_METHODS", "SOURCES", "TAB_ID", "TARGETS", "CamControls", "CamUpload", "CamView",
+           "GradCamTab", "build", "change_dataset", "layer_choices", "refresh_layers", "same_map_note", "show_cams",
+           "show_upload", "source_controls"]
 
 TAB_ID = "gradcam"
 SOURCES = ("test image", "swapped view a′ (Patch swap tab)", "swapped view b′ (Patch swap tab)", "upload")
@@ -40,6 +40,38 @@ DEFAULT_LAYER = "each model's default"
 SAME_MAP_METHODS = ("GradCAM", "HiResCAM", "XGradCAM")
 
 
+class CamView(NamedTuple):
+    """One answer of ``show_cams`` (or its components): the input, each model's map and top-3, the info line, the
+    JSON."""
+
+    image: Any
+    cam_a: Any
+    cam_b: Any
+    top_a: Any
+    top_b: Any
+    info: Any
+    data: Any  # the JSON of /gradcam
+
+
+class CamUpload(NamedTuple):
+    """One answer of ``show_upload`` (or its components): the source, the upload field, the test-index slider and
+    the maps."""
+
+    source: Any
+    upload: Any
+    test_index: Any
+    view: CamView
+
+
+class CamControls(NamedTuple):
+    """The controls a dataset switch resets (``change_dataset``, or their components)."""
+
+    source: Any
+    test_index: Any
+    target: Any
+    layer: Any
+
+
 @dataclass
 class GradCamTab:
     """The controls the Compare tab sets when it opens a sample here, and the handler that redraws."""
@@ -47,8 +79,8 @@ class GradCamTab:
     source: gr.Radio
     test_index: gr.Slider
     inputs: list[gr.components.Component]
-    outputs: list[gr.components.Component]
-    show: Callable[..., tuple]  # ``show_cams`` bound to the app: inputs -> outputs
+    outputs: list[gr.components.Component]  # a ``CamView``'s components, flattened
+    show: Callable[..., list]  # ``show_cams`` bound to the app: inputs -> outputs
     tab_id: str = TAB_ID
 
 
@@ -108,7 +140,7 @@ def same_map_note(method: str, checkpoints: dict[str, Checkpoint], layers: dict[
 
 def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, source: str,
               test_index: float, upload: str | None, method: str, layer: str, target: str, opacity: float,
-              pair: dict[str, Any] | None) -> tuple:
+              pair: dict[str, Any] | None) -> CamView:
     """The input image, each model's CAM overlay and top-3, the true class (and notes), and the JSON (/gradcam)."""
     dataset = ctx.dataset(dataset_name)
     notes: list[str] = []
@@ -117,9 +149,9 @@ def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
         gr.Info(note)
     checkpoints = ctx.models(dataset, model_a, model_b)
     if not checkpoints:  # a dataset without checkpoints yet: the image, and what to do
-        return (render_image(image, patch_size, mask), None, None, None, None,
-                f"no model chosen: pick model A or B above (checkpoints trained on {dataset.name})",
-                {"dataset": dataset.name, **description, "models": {}, "notes": notes})
+        return CamView(render_image(image, patch_size, mask), None, None, None, None,
+                       f"no model chosen: pick model A or B above (checkpoints trained on {dataset.name})",
+                       {"dataset": dataset.name, **description, "models": {}, "notes": notes})
     if target == TARGETS[0] and true_label is None:
         gr.Info("an upload has no true class: showing each model's predicted class instead")
     target_class = _target_class(target, true_label, dataset)
@@ -132,26 +164,23 @@ def show_cams(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     payload = gradcam_payload(dataset, description, true_label, method, target, cams, checkpoints, notes)
     info = f"true class: **{payload['true_class']}**" + (f" · {description['source']}" if true_label is None else "")
     note = same_map_note(method, checkpoints, {name: result.layer for name, result in cams.items()})
-    return (render_image(image, patch_size, mask), *(pictures.get(n) if n else None for n in slots),
-            *(top_classes(cams[n].probabilities, dataset.class_names) if n else None for n in slots),
-            info + (f"<br>{note}" if note else ""), payload)
+    return CamView(render_image(image, patch_size, mask), *(pictures.get(n) if n else None for n in slots),
+                   *(top_classes(cams[n].probabilities, dataset.class_names) if n else None for n in slots),
+                   info + (f"<br>{note}" if note else ""), payload)
 
 
 def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, source: str,
                 test_index: float, upload: str | None, method: str, layer: str, target: str, opacity: float,
-                pair: dict[str, Any] | None) -> tuple:
-    """A new upload becomes the source; one that cannot be used is dropped with a warning and the view stays.
-
-    Returns the source, the upload field, the test-index slider and ``show_cams``'s outputs.
-    """
+                pair: dict[str, Any] | None) -> CamUpload:
+    """A new upload becomes the source; one that cannot be used is dropped with a warning and the view stays."""
     try:
         read_upload(upload, ctx.dataset(dataset_name)) if upload else None
     except UploadError as exc:
         gr.Warning(f"the upload is not used: {exc}")
-        return (gr.skip(), None, gr.skip(), *[gr.skip()] * 7)
-    return (SOURCES[3], gr.skip(), source_controls(SOURCES[3]),
-            *show_cams(ctx, dataset_name, model_a, model_b, SOURCES[3], test_index, upload, method, layer, target,
-                       opacity, pair))
+        return CamUpload(gr.skip(), None, gr.skip(), CamView(*[gr.skip()] * len(CamView._fields)))
+    return CamUpload(SOURCES[3], gr.skip(), source_controls(SOURCES[3]),
+                     show_cams(ctx, dataset_name, model_a, model_b, SOURCES[3], test_index, upload, method, layer,
+                               target, opacity, pair))
 
 
 def source_controls(source: str) -> gr.Slider:
@@ -176,19 +205,21 @@ def refresh_layers(ctx: AppContext, dataset_name: str, model_a: str | None, mode
     return gr.Dropdown(choices=choices, value=current if current in choices else DEFAULT_LAYER)
 
 
-def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[str, gr.Slider, gr.Dropdown]:
+def change_dataset(ctx: AppContext, dataset_name: str) -> CamControls:
     """A new dataset: a test image as the source (a swapped view or upload belongs to the old one), its range of
-    test indices and its classes as CAM targets."""
+    test indices, its classes as CAM targets, and each model's default layer (a typed layer name belongs to the
+    old dataset's models; kept, a refused one would refuse every map of the new dataset)."""
     dataset = ctx.dataset(dataset_name)
-    return (SOURCES[0], gr.Slider(maximum=len(dataset.test_labels) - 1, value=0, interactive=True),
-            gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]))
+    return CamControls(SOURCES[0], gr.Slider(maximum=len(dataset.test_labels) - 1, value=0, interactive=True),
+                       gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]),
+                       gr.Dropdown(choices=[DEFAULT_LAYER], value=DEFAULT_LAYER))
 
 
 # --------------------------------------------------------------------------------------------------
 # Layout and wiring
 # --------------------------------------------------------------------------------------------------
-def _outputs() -> list[gr.components.Component]:
-    """Input image, model A's and B's CAMs, their top-3 labels, the info line and the JSON, in ``show_cams``'s order."""
+def _outputs() -> CamView:
+    """Input image, model A's and B's CAMs, their top-3 labels, the info line and the JSON."""
     images, labels = [], []
     with gr.Row(equal_height=True):
         for title in ("input", "model A", "model B"):
@@ -202,7 +233,7 @@ def _outputs() -> list[gr.components.Component]:
                     labels.append(gr.Label(num_top_classes=3, label=f"{title}: top-3 predictions"))
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="gradcam")
-    return [*images, *labels, info, data]
+    return CamView(*images, *labels, info, data)
 
 
 def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> GradCamTab:
@@ -226,7 +257,8 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                             info="the default is each model's deepest conv block")
         target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
         opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity")
-    outputs = _outputs()
+    view = _outputs()
+    outputs = flatten(view)
 
     models = header.pickers
     inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
@@ -236,11 +268,13 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
            upload.clear, *header.models_picked], show, inputs, outputs, api_name="gradcam",
           js=typed_values_js(inputs), **work)
     source.input(source_controls, source, test_index, api_name="gradcam_source", queue=False, show_progress="hidden")
-    upload.upload(model_handler(ctx, show_upload, small=True), inputs, [source, upload, test_index, *outputs],
+    upload.upload(model_handler(ctx, show_upload, small=True), inputs,
+                  flatten(CamUpload(source, upload, test_index, view)),
                   api_name="gradcam_upload", js=typed_values_js(inputs), **work)
     layer.focus(model_handler(ctx, refresh_layers), [*models, layer], layer, api_name="gradcam_layers",
                 show_progress="hidden", **LIGHT_EVENTS)
-    header.switched.then(handler(change_dataset, ctx), header.dataset, [source, test_index, target],
+    header.switched.then(handler(change_dataset, ctx), header.dataset,
+                         flatten(CamControls(source, test_index, target, layer)),
                          api_name="gradcam_dataset").then(show, inputs, outputs, api_name="gradcam_after_dataset",
                                                           **work)
     faithfulness.build_section(ctx, header, method, layer, DEFAULT_LAYER)
