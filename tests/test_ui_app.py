@@ -14,6 +14,7 @@ from PIL import Image
 from explorer.training.runs import RunManager
 from explorer.ui.app import build_app
 from explorer.ui.context import ANALYSIS_EVENTS, ANALYSIS_WORK, HEAVY_WORK, LIGHT_EVENTS, MODEL_WORK
+from explorer.ui.heavy import HEAVY_CAPACITY
 from tests.helpers import DEMO
 
 
@@ -53,7 +54,7 @@ def test_light_work_and_analyses_are_queued_in_lanes_of_their_own(demo):
     for analysis in ("confidence_gaps", "compare"):
         assert lanes[analysis] == (ANALYSIS_WORK, ANALYSIS_EVENTS["concurrency_limit"]), analysis
     for heavy in ("cam_faithfulness", "evidence_agreement"):
-        assert lanes[heavy] == (HEAVY_WORK, 1), heavy
+        assert lanes[heavy] == (HEAVY_WORK, HEAVY_CAPACITY), heavy  # admitted and serialised by ctx.heavy
     assert len({MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK}) == 3
 
 

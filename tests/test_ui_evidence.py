@@ -108,7 +108,7 @@ def test_a_checkpoint_replaced_on_disk_is_analysed_again(tmp_path, monkeypatch):
     ctx = AppContext(runs, DEMO, torch.device("cpu"))
     calls = []
 
-    def count(model, dataset, *settings):
+    def count(model, dataset, *settings, progress):
         calls.append(settings)
         return SimpleNamespace(to_json=dict)
 

@@ -29,6 +29,7 @@ variant of every pair goes through one batched forward; no Python loop over samp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,10 +41,13 @@ from explorer.data import Dataset
 from explorer.evaluate import predict_logits
 from explorer.ips import check_patch_size, ips_loss, swap_patches
 
-__all__ = ["EvidenceAgreement", "PatchEvidence", "TeacherCheck", "check_teacher", "evidence_agreement",
-           "evident_mask", "patch_evidence"]
+__all__ = ["EVIDENCE_FORWARD_LIMIT", "EvidenceAgreement", "PatchEvidence", "TeacherCheck", "check_teacher",
+           "evidence_agreement", "evidence_forwards", "evident_mask", "patch_evidence"]
 
 _IMAGES_PER_FORWARD_CHUNK = 16384  # bounds memory when many pairs x many positions are scored
+# The images one ``evidence_agreement`` may forward: a request of the app's shared heavy lane must end in about a
+# minute of one CPU core for the small models, not hold it for ten (1 000 pairs of 1-pixel patches are 1.6 million).
+EVIDENCE_FORWARD_LIMIT = 100_000
 
 
 def _true_class_confidence(logits: Tensor, labels: Tensor) -> Tensor:
@@ -237,13 +241,28 @@ class EvidenceAgreement:
                                                           self.tie.tolist(), strict=True)]}
 
 
+def evidence_forwards(n_pairs: int, cells: int) -> int:
+    """The images ``evidence_agreement`` forwards for ``n_pairs`` pairs on a grid of ``cells`` positions: each image
+    of a pair as it is and once per exchanged position."""
+    return n_pairs * (2 * cells + 2)
+
+
 def evidence_agreement(model: nn.Module, dataset: Dataset, n_pairs: int, patch_size: int, ratio: float, seed: int,
-                       label: int | None = None) -> EvidenceAgreement:
-    """Predicted vs actual teacher for the pairs ``confidence_gaps`` draws with the same arguments.
+                       label: int | None = None,
+                       progress: Callable[[float], None] | None = None) -> EvidenceAgreement:
+    """Predicted vs actual teacher for the pairs ``confidence_gaps`` draws with the same arguments; refused beyond
+    ``EVIDENCE_FORWARD_LIMIT`` images. ``progress`` is called with the fraction done after every chunk of pairs.
 
     A pair with a tie (the model's two swapped confidences equal, e.g. both 1.0 in float32, or the two predicted
     confidences equal) is counted in ``tie`` and left out of the rate.
     """
+    height, width = dataset.image_size
+    cells = (height // patch_size) * (width // patch_size) if patch_size > 0 else 0
+    if cells and evidence_forwards(n_pairs, cells) > EVIDENCE_FORWARD_LIMIT:
+        most = EVIDENCE_FORWARD_LIMIT // evidence_forwards(1, cells)
+        raise ValueError(f"{n_pairs} pairs of {patch_size}-pixel patches need {evidence_forwards(n_pairs, cells):,} "
+                         f"forward passes per model; one request may ask for {EVIDENCE_FORWARD_LIMIT:,}: use at most "
+                         f"{most} pairs at this patch size, or larger patches")
     gaps = confidence_gaps(dataset, {"model": model}, n_pairs, patch_size, ratio, seed, label)
     masks = anchor_masks(dataset, patch_size, ratio, seed)[gaps.anchors]
     images = dataset.test_images
@@ -255,6 +274,8 @@ def evidence_agreement(model: nn.Module, dataset: Dataset, n_pairs: int, patch_s
                                                                 images[gaps.partners[part]], gaps.labels[part],
                                                                 patch_size)
         predicted_gaps.append(_predicted_gap(conf_a, conf_b, *_predicted_changes(delta_a, delta_b, masks[part])))
+        if progress is not None:
+            progress(min(start + chunk, len(gaps.anchors)) / len(gaps.anchors))
     predicted_gap = torch.cat(predicted_gaps)
     actual_a, actual_b = gaps.confidence_a["model"], gaps.confidence_b["model"]
     agrees, tie = _agreement(predicted_gap, gaps.teacher_is_a["model"], actual_a == actual_b)

@@ -35,8 +35,10 @@ from gradio.components.plot import PlotData
 from PIL import Image
 
 from explorer.ui.context import ANALYSIS_WORK, AppContext
+from explorer.ui.heavy import ClientGone, StoppingProgress, current_session
 
-__all__ = ["TRIGGER", "analysis_handler", "flatten", "handler", "is_record", "model_handler", "refusal", "sendable"]
+__all__ = ["TRIGGER", "analysis_handler", "flatten", "handler", "heavy_handler", "is_record", "model_handler",
+           "refusal", "sendable"]
 
 TRIGGER = "trigger_"  # the parameter Gradio fills with the event's data: who triggered it (None for the API)
 
@@ -102,6 +104,27 @@ def refusal(message: str, event: gr.EventData | None) -> Any:
 def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:
     """``handler(fn, ctx, *bound)`` run as light-lane model work (``AppContext.model_work``)."""
     return handler(fn, ctx, *bound, work=functools.partial(ctx.model_work, small))
+
+
+def heavy_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
+    """``handler(fn, ctx, *bound)`` let into the heavy lane by ``ctx.heavy`` (one per session, a few at a time, one
+    computing; a refusal says "busy"), its ``progress`` parameter a ``StoppingProgress``: when the client has
+    gone, the work stops at its next progress report and the answer is ``gr.skip()``. Bind it with
+    ``HEAVY_EVENTS``."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def stopping(*args: Any, **kwargs: Any) -> Any:
+        values = signature.bind(*args, **kwargs)
+        values.apply_defaults()
+        if "progress" in values.arguments:
+            values.arguments["progress"] = StoppingProgress(values.arguments["progress"])
+        try:
+            return fn(*values.args, **values.kwargs)
+        except ClientGone:
+            return gr.skip()
+
+    return handler(stopping, ctx, *bound, work=lambda: ctx.heavy.admit(current_session()))
 
 
 def analysis_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any) -> Callable[..., Any]:

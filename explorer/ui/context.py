@@ -9,7 +9,9 @@ waits behind heavy work:
   ``analysis_handler`` and ``ANALYSIS_EVENTS``: its answers are cached by inputs and checkpoint identity, so
   a class clicking the same defaults computes them once, and a cached answer waits for nothing.
 - ``HEAVY_WORK``: long analyses (CAM faithfulness, patch evidence over many pairs: seconds to minutes), which
-  copy the models they need (``private_models``) and run on the copies, also cached.
+  copy the models they need (``private_models``) and run on the copies, also cached; bound with
+  ``heavy_handler``, which lets them in through ``AppContext.heavy`` (``explorer.ui.heavy``: one per session, a
+  few at a time, one computing, stopped when their client has gone).
 
 Thread safety, made explicit. A model is used by one thread at a time: each lane has a lock
 (``AppContext.lane_work``) and its own instance of every model (``AppContext.checkpoint`` loads one per lane),
@@ -51,12 +53,12 @@ from explorer.analysis.comparison import split_logits
 from explorer.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from explorer.data import Dataset, load_dataset
 from explorer.evaluate import check_compatible
+from explorer.ui.heavy import HEAVY_WORK, HeavyLane
 
 __all__ = ["ANALYSIS_EVENTS", "ANALYSIS_WORK", "HEAVY_WORK", "LANES", "LIGHT_EVENTS", "MODEL_WORK", "AppContext"]
 
 MODEL_WORK = "model"  # the light lane: one picture's worth of model work (see the module docstring)
 ANALYSIS_WORK = "analysis"  # a pass over many test images (gaps, Compare), answers cached
-HEAVY_WORK = "heavy"  # long analyses (seconds to minutes), which run on private model copies
 LANES = (MODEL_WORK, ANALYSIS_WORK, HEAVY_WORK)
 # How a light event is queued: Gradio takes up to 4 at once, so that one answer's pictures are encoded and sent
 # while the next runs its model; the model calls themselves take the lane's lock in turn (``model_handler``).
@@ -87,6 +89,7 @@ class AppContext:
     loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8 * len(LANES)))
     logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
     analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(32))
+    heavy: HeavyLane = field(default_factory=HeavyLane)
     pictures: tempfile.TemporaryDirectory = field(
         default_factory=lambda: tempfile.TemporaryDirectory(prefix="ips-explorer-pictures-"), repr=False)
     _lane_locks: dict[str, threading.RLock] = field(

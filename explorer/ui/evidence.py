@@ -16,6 +16,7 @@ Two sections, each built by the tab it belongs to:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -31,10 +32,11 @@ from explorer.analysis.render import to_rgb
 from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import swap_patches
-from explorer.ui.binding import flatten, handler, model_handler
+from explorer.ui.binding import flatten, heavy_handler, model_handler
 from explorer.ui.components import result_views, typed_values_js
-from explorer.ui.context import HEAVY_WORK, LIGHT_EVENTS, AppContext
+from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
+from explorer.ui.heavy import HEAVY_EVENTS
 
 __all__ = ["EXCHANGES", "EvidenceView", "build_gaps_section", "build_swap_section", "evidence_agreement_view",
            "patch_evidence_view"]
@@ -103,10 +105,11 @@ def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | Non
                         gr.Slider(maximum=cells, value=count))
 
 
-def _agreement(ctx: AppContext, checkpoint: dict[str, Checkpoint], dataset: Dataset, settings: tuple) -> Any:
+def _agreement(ctx: AppContext, checkpoint: dict[str, Checkpoint], dataset: Dataset, settings: tuple,
+               progress: Callable[[float], None]) -> Any:
     """``evidence_agreement`` of one model (a private copy: this runs in the heavy lane, beside model work)."""
     (model,) = ctx.private_models(checkpoint).values()
-    return evidence_agreement(model, dataset, *settings)
+    return evidence_agreement(model, dataset, *settings, progress=progress)
 
 
 def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], all_classes: str, dataset_name: str,
@@ -129,8 +132,10 @@ def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], a
                 float(swap_ratio), seed_number(seed), label)
     results = {}
     for i, (name, checkpoint) in enumerate(checkpoints.items()):
-        progress(i / len(checkpoints), desc=f"{name}: every patch position of {settings[1]} pairs")
-        compute = functools.partial(_agreement, ctx, {name: checkpoint}, dataset, settings[1:])
+        desc = f"{name}: every patch position of {settings[1]} pairs"
+        progress(i / len(checkpoints), desc=desc)
+        compute = functools.partial(_agreement, ctx, {name: checkpoint}, dataset, settings[1:],
+                                    lambda f, i=i, desc=desc: progress((i + f) / len(checkpoints), desc=desc))
         results[name] = ctx.analysis("evidence_agreement", {name: checkpoint}, settings, compute)
     text = (f"**Does the summed patch evidence predict the teacher?** Over {settings[1]} pairs ({settings[2]}-pixel "
             f"patches, ratio {settings[3]:g}, seed {settings[4]}): how often the view with the higher summed "
@@ -170,6 +175,6 @@ def build_gaps_section(ctx: AppContext, header: Header, controls: list[gr.compon
         summary = gr.Markdown(elem_id="evidence-agreement", container=True)
     with gr.Accordion("The evidence per pair (JSON, as the API returns it)", open=False):
         data = gr.JSON(label="evidence_agreement")
-    run.click(handler(evidence_agreement_view, ctx, model_sets, all_classes),
+    run.click(heavy_handler(ctx, evidence_agreement_view, model_sets, all_classes),
               [header.dataset, header.model_a, header.model_b, *controls], [summary, data],
-              api_name="evidence_agreement", concurrency_id=HEAVY_WORK, concurrency_limit=1)
+              api_name="evidence_agreement", **HEAVY_EVENTS)

@@ -34,10 +34,11 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.stats import comparison_sentence
-from explorer.ui.binding import handler
+from explorer.ui.binding import heavy_handler
 from explorer.ui.components import result_views
-from explorer.ui.context import HEAVY_WORK, AppContext
+from explorer.ui.context import AppContext
 from explorer.ui.header import Header
+from explorer.ui.heavy import HEAVY_EVENTS
 
 __all__ = ["DEFAULT_IMAGES", "SWAP_RATIO", "build_section", "cam_faithfulness_view"]
 
@@ -116,7 +117,6 @@ def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: g
     summary, table, figure, data = result_views(
         "faithfulness", "true-class probability change, mean (95 % CI); B − A paired per image", "CAM faithfulness",
         "cam_faithfulness")
-    run.click(handler(cam_faithfulness_view, ctx, default_layer),
+    run.click(heavy_handler(ctx, cam_faithfulness_view, default_layer),
               [header.dataset, header.model_a, header.model_b, method, layer, n_images, seed],
-              [summary, table, figure, data], api_name="cam_faithfulness", concurrency_id=HEAVY_WORK,
-              concurrency_limit=1)
+              [summary, table, figure, data], api_name="cam_faithfulness", **HEAVY_EVENTS)
