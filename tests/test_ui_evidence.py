@@ -23,11 +23,12 @@ CE, IPS = str(CE_DEMO), str(IPS_DEMO)
 @pytest.fixture(scope="module")
 def pair(ctx):
     """The Patch swap tab's state of class 8, samples 3 and 7, 7-pixel patches, ratio 0.5, seed 0."""
-    return show_pair(ctx, "mnist5k", CE, IPS, "8", 3, 7, None, None, 7, 0.5, 0)[-1]
+    return show_pair(ctx, "mnist5k", CE, IPS, "8", 3, 7, None, None, 7, 0.5, 0).pair
 
 
 def test_evidence_of_the_shown_pair_matches_the_analysis_for_both_models(ctx, pair):
-    figure, table, summary, payload, slider = patch_evidence_view(ctx, CE, IPS, pair, EXCHANGES[0], 3)
+    view = patch_evidence_view(ctx, CE, IPS, pair, EXCHANGES[0], 3)
+    figure, table, summary, payload, slider = view.maps, view.table, view.summary, view.data, view.k
     mnist = ctx.dataset("mnist5k")
     a, b = (mnist.test_images[class_test_index(mnist, 8, rank)] for rank in (3, 7))
     models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
@@ -52,7 +53,8 @@ def test_evidence_of_the_shown_pair_matches_the_analysis_for_both_models(ctx, pa
 def test_the_most_and_least_evident_patches_flip_the_teacher(ctx, pair):
     teachers = {}
     for exchange in EXCHANGES[1:]:
-        _, table, summary, payload, _ = patch_evidence_view(ctx, CE, IPS, pair, exchange, 8)
+        view = patch_evidence_view(ctx, CE, IPS, pair, exchange, 8)
+        table, summary, payload = view.table, view.summary, view.data
         mnist = ctx.dataset("mnist5k")
         for name, data in payload["models"].items():
             evidence = patch_evidence(ctx.models(mnist, CE, IPS)[name].model, mnist,
@@ -79,7 +81,8 @@ def test_evidence_refuses_what_it_cannot_show(ctx, pair):
 
 def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx, monkeypatch):
     args = (CE, IPS, "A and B", "3", 30, 7, 0.5, 1)
-    text, data = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
+    view = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
+    text, data = view.summary, view.data
     mnist = ctx.dataset("mnist5k")
     for name, checkpoint in ctx.models(mnist, CE, IPS).items():
         expected = evidence_agreement(checkpoint.model, mnist, 30, 7, 0.5, 1, label=3)
@@ -94,9 +97,9 @@ def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cache
 
     monkeypatch.setattr("explorer.ui.evidence.evidence_agreement", recompute)
     again = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)
-    assert again == (text, data)
+    assert again.summary == text and again.data == data
     only_b = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "B only", "3", 30, 7, 0.5, 1,
-                                     progress=lambda *a, **k: None)[1]
+                                     progress=lambda *a, **k: None).data
     assert list(only_b["models"]) == ["B · ips"] and only_b["models"]["B · ips"] == data["models"]["B · ips"]
     with pytest.raises(ValueError, match="models must be one of"):
         evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", CE, IPS, "both", "3", 30, 7, 0.5, 1)

@@ -32,7 +32,8 @@ def measured(ctx):
 
 
 def test_faithfulness_of_both_models_is_the_analysis_on_the_same_images(ctx, measured):
-    (text, table, figure, payload), progress = measured
+    view, progress = measured
+    text, table, figure, payload = view.summary, view.table, view.figure, view.data
     mnist = ctx.dataset("mnist5k")
     models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
     expected = compare_faithfulness(models, mnist, 12, "GradCAM", "block2", seed=3)
@@ -64,18 +65,18 @@ def test_faithfulness_of_both_models_is_the_analysis_on_the_same_images(ctx, mea
 
 
 def test_a_second_request_is_answered_from_the_cache(ctx, measured):
-    (text, _, _, payload), _ = measured
+    view, _ = measured
     progress = Recorder()
     again = cam_faithfulness_view(ctx, DEFAULT_LAYER, "mnist5k", CE, IPS, "GradCAM", "block2", 12, 3,
                                   progress=progress)
-    assert again[0] == text and again[3] == payload and progress.fractions == []  # nothing was recomputed
+    assert again.summary == view.summary and again.data == view.data and progress.fractions == []  # not recomputed
 
 
 def test_the_default_layer_is_each_models_own(ctx):
     out = cam_faithfulness_view(ctx, DEFAULT_LAYER, "mnist5k", CE, IPS, "GradCAM", DEFAULT_LAYER, 10, 0,
                                 progress=Recorder())
-    assert {m["layer"] for m in out[3]["models"].values()} == {"block3"}
-    assert np.isfinite(out[3]["difference_b_minus_a"]["ROAD combined"]["mean"])
+    assert {m["layer"] for m in out.data["models"].values()} == {"block3"}
+    assert np.isfinite(out.data["difference_b_minus_a"]["ROAD combined"]["mean"])
 
 
 @pytest.mark.parametrize("change,message", [

@@ -40,7 +40,7 @@ def test_show_cams_of_a_test_image_are_the_packages_cams(ctx):
 
 
 def test_show_cams_of_a_swapped_view_uses_the_patch_swap_tabs_pair(ctx):
-    state = show_pair(ctx, "mnist5k", CE, IPS, "2", 0, 1, None, None, 7, 0.5, 0)[10]
+    state = show_pair(ctx, "mnist5k", CE, IPS, "2", 0, 1, None, None, 7, 0.5, 0).pair
     out = show_cams(ctx, "mnist5k", CE, None, SOURCES[2], 0, None, "GradCAM", "block2", "predicted class", 0.3, state)
     payload = out.data
     assert payload["source"] == "swapped" and payload["view"] == "b" and payload["true_class"] == "2"

@@ -13,8 +13,10 @@ CE, IPS = str(CE_DEMO), str(IPS_DEMO)
 
 def test_show_pair_draws_the_pair_and_returns_the_core_numbers(ctx):
     out = show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5.0, None, None, 7, 0.5, 4)
-    images, captions, summary, payload, state = out[:4], out[4:8], out[8], out[9], out[10]
-    assert len(out) == 11 and all(image.shape == (280, 280, 3) and image.dtype == np.uint8 for image in images)
+    images = (out.original_a, out.original_b, out.swapped_a, out.swapped_b)
+    captions = (out.caption_a, out.caption_b, out.caption_swapped_a, out.caption_swapped_b)
+    summary, payload, state = out.summary, out.data, out.pair
+    assert all(image.shape == (280, 280, 3) and image.dtype == np.uint8 for image in images)
     mnist = ctx.dataset("mnist5k")
     a, b = class_test_index(mnist, 3, 2), class_test_index(mnist, 3, 5)
     models = {name: c.model for name, c in ctx.models(mnist, CE, IPS).items()}
@@ -34,7 +36,7 @@ def test_show_pair_draws_the_pair_and_returns_the_core_numbers(ctx):
 
 def test_show_pair_warns_about_one_image_twice_and_refuses_bad_input(ctx):
     with pytest.warns(UserWarning, match="a and b are the same image"):
-        payload = show_pair(ctx, "mnist5k", CE, None, "1", 4, 4, None, None, 14, 0.5, 0)[9]
+        payload = show_pair(ctx, "mnist5k", CE, None, "1", 4, 4, None, None, 14, 0.5, 0).data
     assert payload["grid"] == [2, 2] and list(payload["models"]) == ["A · ce"]
     for args, message in [(("x", 0, 1, 7, 0), "'x' is not a class of mnist5k"),
                           (("1", 2.5, 1, 7, 0), "sample a must be a whole number; got '2.5'"),
@@ -48,14 +50,15 @@ def test_show_pair_warns_about_one_image_twice_and_refuses_bad_input(ctx):
 
 def test_pick_class_starts_at_the_first_two_samples_of_the_class(ctx):
     out = pick_class(ctx, "mnist5k", CE, IPS, "8", None, None, 7, 0.5, 0)
-    slider_a, slider_b, payload = out[0], out[1], out[-2]
+    slider_a, slider_b, payload = out.index_a, out.index_b, out.view.data
     assert (slider_a.maximum, slider_a.value, slider_b.value) == (99, 0, 1)
     assert payload["class"] == "8" and payload["a"]["test_index"] == class_test_index(ctx.dataset("mnist5k"), 8, 0)
 
 
 def test_random_pair_picks_two_samples_of_one_class_and_clears_the_uploads(ctx):
     out = random_pair(ctx, "mnist5k", CE, IPS, 7, 0.5, 3)
-    class_name, slider_a, slider_b, upload_a, upload_b, payload = *out[:5], out[-2]
+    class_name, slider_a, slider_b, payload = out.class_name, out.index_a, out.index_b, out.view.data
+    upload_a, upload_b = out.upload_a, out.upload_b
     assert payload["class"] == class_name and upload_a is None and upload_b is None
     assert slider_a.value != slider_b.value and payload["seed"] == 3
     mnist = ctx.dataset("mnist5k")
@@ -65,7 +68,8 @@ def test_random_pair_picks_two_samples_of_one_class_and_clears_the_uploads(ctx):
 def test_a_tie_is_shown_as_a_tie_not_as_a_teacher(ctx):
     """The IPS demo model is exactly as confident (1.0 in float32) in both swapped views of class 0's first pair."""
     out = show_pair(ctx, "mnist5k", CE, IPS, "0", 0, 1, None, None, 7, 0.5, 0)
-    captions, summary, payload = out[4:8], out[8], out[9]
+    captions, summary, payload = (out.caption_a, out.caption_b, out.caption_swapped_a, out.caption_swapped_b), \
+        out.summary, out.data
     ips = payload["models"]["B · ips"]
     assert ips["swapped_a"] == ips["swapped_b"] and ips["tie"] and ips["teacher"] == "a"  # training's rule
     assert "**B · ips**: a′ and b′ **tie** (1.000 each)" in summary and "view **a′** teaches b′" in summary
@@ -79,14 +83,15 @@ def test_a_bad_upload_is_dropped_with_a_warning_and_the_pair_is_still_drawn(ctx,
     bad.write_text("not an image")
     with pytest.warns(UserWarning, match="image a is not used: notes.png is not an image this app can read"):
         out = show_upload(ctx, "mnist5k", CE, IPS, "3", 2, 5, str(bad), None, 7, 0.5, 4)
-    upload_a, upload_b, payload = out[0], out[1], out[-2]
+    upload_a, upload_b, payload = out.upload_a, out.upload_b, out.view.data
     assert upload_a is None and upload_b == {"__type__": "update"}  # the bad file is cleared, the other left alone
-    assert payload == show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4)[9]  # the slider's pair
+    assert payload == show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4).data  # the slider's pair
 
 
 def test_change_dataset_offers_its_classes_and_the_patch_sizes_training_accepts(ctx):
     out = change_dataset(ctx, "digits", None, None, 0.5, 0)
-    classes, slider_a, _, patch_size, upload_a, upload_b, payload = *out[:6], out[-2]
+    classes, slider_a, patch_size, payload = out.class_name, out.index_a, out.patch_size, out.view.data
+    upload_a, upload_b = out.upload_a, out.upload_b
     assert [value for _, value in classes.choices] == [str(d) for d in range(10)] and classes.value == "0"
     assert [value for _, value in patch_size.choices] == [1, 2, 4, 8] and patch_size.value == 2
     assert slider_a.maximum == int((ctx.dataset("digits").test_labels == 0).sum()) - 1
@@ -96,7 +101,7 @@ def test_change_dataset_offers_its_classes_and_the_patch_sizes_training_accepts(
 
 def test_change_dataset_draws_the_new_datasets_pair_with_its_own_models(ctx):
     digits_run = str(save_digits_run(ctx.runs_dir))
-    payload = change_dataset(ctx, "digits", digits_run, None, 0.25, 3)[-2]
+    payload = change_dataset(ctx, "digits", digits_run, None, 0.25, 3).view.data
     assert payload["dataset"] == "digits" and payload["patch_size"] == 2 and list(payload["models"]) == ["A · ce"]
     assert payload["swapped_patches"] == 4  # round(0.25 x 16): the ratio the tab shows is kept
 

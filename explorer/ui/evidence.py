@@ -38,8 +38,8 @@ from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.heavy import HEAVY_EVENTS
 
-__all__ = ["EXCHANGES", "EvidenceView", "build_gaps_section", "build_swap_section", "evidence_agreement_view",
-           "patch_evidence_view"]
+__all__ = ["EXCHANGES", "AgreementView", "EvidenceView", "build_gaps_section", "build_swap_section",
+           "evidence_agreement_view", "patch_evidence_view"]
 
 EXCHANGES = ("the swap's random positions", "the k most evident (towards a′)", "the k least evident (towards b′)")
 
@@ -55,6 +55,13 @@ class EvidenceView(NamedTuple):
     summary: Any
     data: Any  # the JSON of /patch_evidence
     k: Any  # the k slider, fitted to the pair's grid
+
+
+class AgreementView(NamedTuple):
+    """The Gaps tab's evidence section: one answer of ``evidence_agreement_view`` (or its components)."""
+
+    summary: Any
+    data: Any  # the JSON of /evidence_agreement
 
 
 def _originals(pair: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +122,7 @@ def _agreement(ctx: AppContext, checkpoint: dict[str, Checkpoint], dataset: Data
 def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], all_classes: str, dataset_name: str,
                             model_a: str | None, model_b: str | None, models: str, class_name: str, n_pairs: float,
                             patch_size: int, swap_ratio: float, seed: float,
-                            progress=gr.Progress()) -> tuple[str, dict]:  # noqa: B008 (Gradio injects it)
+                            progress=gr.Progress()) -> AgreementView:  # noqa: B008 (Gradio injects it)
     """Over the Gaps tab's pairs: how often the summed evidence predicts each model's teacher (/evidence_agreement).
 
     ``model_sets`` and ``all_classes`` are the Gaps tab's choices ("A and B", "A only", "B only"; every class).
@@ -140,10 +147,10 @@ def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], a
     text = (f"**Does the summed patch evidence predict the teacher?** Over {settings[1]} pairs ({settings[2]}-pixel "
             f"patches, ratio {settings[3]:g}, seed {settings[4]}): how often the view with the higher summed "
             f"evidence is the view the model makes the teacher.\n" + evidence_agreement_summary(results))
-    return text, {"dataset": dataset.name, "n_pairs": settings[1], "patch_size": settings[2],
+    return AgreementView(text, {"dataset": dataset.name, "n_pairs": settings[1], "patch_size": settings[2],
                   "swap_ratio": settings[3], "seed": settings[4], "class": class_name,
                   "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **r.to_json()}
-                             for name, r in results.items()}}
+                             for name, r in results.items()}})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,5 +183,5 @@ def build_gaps_section(ctx: AppContext, header: Header, controls: list[gr.compon
     with gr.Accordion("The evidence per pair (JSON, as the API returns it)", open=False):
         data = gr.JSON(label="evidence_agreement")
     run.click(heavy_handler(ctx, evidence_agreement_view, model_sets, all_classes),
-              [header.dataset, header.model_a, header.model_b, *controls], [summary, data],
+              [header.dataset, header.model_a, header.model_b, *controls], flatten(AgreementView(summary, data)),
               api_name="evidence_agreement", **HEAVY_EVENTS)

@@ -14,7 +14,7 @@ cached per inputs and checkpoint weights version: asking again is instant.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -34,16 +34,25 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.stats import comparison_sentence
-from explorer.ui.binding import heavy_handler
+from explorer.ui.binding import flatten, heavy_handler
 from explorer.ui.components import result_views
 from explorer.ui.context import AppContext
 from explorer.ui.header import Header
 from explorer.ui.heavy import HEAVY_EVENTS
 
-__all__ = ["DEFAULT_IMAGES", "SWAP_RATIO", "build_section", "cam_faithfulness_view"]
+__all__ = ["DEFAULT_IMAGES", "SWAP_RATIO", "FaithfulnessView", "build_section", "cam_faithfulness_view"]
 
 DEFAULT_IMAGES = 200
 SWAP_RATIO = 0.5  # of the swapped views whose foreign CAM mass is measured: the training default
+
+
+class FaithfulnessView(NamedTuple):
+    """One answer of ``cam_faithfulness_view`` (or its components)."""
+
+    summary: Any  # the sentences
+    table: Any
+    figure: Any
+    data: Any  # the JSON of /cam_faithfulness
 
 
 def _measure(ctx: AppContext, checkpoints: dict[str, Checkpoint], dataset: Dataset, method: str, layer: str | None,
@@ -72,7 +81,7 @@ def _foreign_sentence(foreign: dict[str, ForeignCamMass], names: tuple[str, str]
 
 def cam_faithfulness_view(ctx: AppContext, default_layer: str, dataset_name: str, model_a: str | None,
                           model_b: str | None, method: str, layer: str, n_images: float, seed: float,
-                          progress=gr.Progress()) -> tuple:  # noqa: B008 (Gradio injects it)
+                          progress=gr.Progress()) -> FaithfulnessView:  # noqa: B008 (Gradio injects it)
     """The sentences, the table, the figure and the JSON (/cam_faithfulness) of models A and B.
 
     ``default_layer`` is the Grad-CAM tab's choice "each model's default" layer.
@@ -97,9 +106,9 @@ def cam_faithfulness_view(ctx: AppContext, default_layer: str, dataset_name: str
     payload = faithfulness_payload(dataset, comparison, foreign, checkpoints, {
         "n_images": count, "seed": seed_int, "percentiles": list(DEFAULT_PERCENTILES), "patch_size": patch_size,
         "swap_ratio": SWAP_RATIO})
-    return (text, pd.DataFrame(faithfulness_table(comparison, foreign)),
-            faithfulness_figure({comparison.names[0]: comparison.a, comparison.names[1]: comparison.b}, foreign),
-            payload)
+    return FaithfulnessView(text, pd.DataFrame(faithfulness_table(comparison, foreign)),
+                            faithfulness_figure({comparison.names[0]: comparison.a, comparison.names[1]: comparison.b},
+                                                foreign), payload)
 
 
 def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: gr.Dropdown, default_layer: str) -> None:
@@ -119,4 +128,4 @@ def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: g
         "cam_faithfulness")
     run.click(heavy_handler(ctx, cam_faithfulness_view, default_layer),
               [header.dataset, header.model_a, header.model_b, method, layer, n_images, seed],
-              [summary, table, figure, data], api_name="cam_faithfulness", **HEAVY_EVENTS)
+              flatten(FaithfulnessView(summary, table, figure, data)), api_name="cam_faithfulness", **HEAVY_EVENTS)

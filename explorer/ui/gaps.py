@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -16,18 +16,60 @@ from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.binding import analysis_handler, handler
+from explorer.ui.binding import analysis_handler, flatten, handler
 from explorer.ui.components import integer_dropdown
 from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import SwapTab, typed_values_js
 
-__all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "build", "change_dataset", "compute_gaps", "open_pair",
-           "refresh_gaps", "refresh_open_gaps"]
+__all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "GapsControls", "GapsRefresh", "GapsView", "OpenedPair", "build",
+           "change_dataset", "compute_gaps", "open_pair", "refresh_gaps", "refresh_open_gaps"]
 
 TAB_ID = "gaps"
 ALL_CLASSES = "all classes"
 MODEL_SETS = ("A and B", "A only", "B only")
+
+
+class GapsView(NamedTuple):
+    """One answer of ``compute_gaps`` (or its components): the plots, the largest-gap table, the summary, the JSON
+    and the settings of the shown pairs (what a click on a table row opens in the Patch swap tab)."""
+
+    histogram: Any
+    class_bars: Any
+    scatter: Any
+    table: Any
+    summary: Any
+    data: Any  # the JSON of /confidence_gaps
+    settings: Any  # a state: dataset, patch size, ratio and seed of the shown pairs
+
+
+class GapsRefresh(NamedTuple):
+    """One answer of ``refresh_gaps`` (or its components): the view and the control values it was computed from."""
+
+    view: GapsView
+    shown: Any  # a state: ``shown`` of the next call
+
+
+class GapsControls(NamedTuple):
+    """The controls a dataset switch resets (``change_dataset``, or their components)."""
+
+    class_filter: Any
+    n_pairs: Any
+    patch_size: Any
+
+
+class OpenedPair(NamedTuple):
+    """One answer of ``open_pair``: the Patch swap tab's controls set to a table row's pair, and the tab selected."""
+
+    class_name: Any
+    index_a: Any
+    index_b: Any
+    patch_size: Any
+    ratio: Any
+    seed: Any
+    upload_a: Any
+    upload_b: Any
+    tabs: Any
 
 
 def _summary(gaps: PairGaps, stats: dict[str, GapStatistics], patch_size: int, swap_ratio: float, seed: int) -> str:
@@ -48,7 +90,7 @@ def _hover(dataset: Dataset, gaps: PairGaps) -> list[str]:
 
 def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, models: str,
                  class_name: str, n_pairs: float, patch_size: int, swap_ratio: float, seed: float,
-                 progress=gr.Progress()) -> tuple:  # noqa: B008 (Gradio injects it)
+                 progress=gr.Progress()) -> GapsView:  # noqa: B008 (Gradio injects it)
     """N pairs scored: histogram, class bars, scatter, the largest-gap table, the summary, the JSON
     (/confidence_gaps) and the settings that a click on a table row opens in the Patch swap tab."""
     if models not in MODEL_SETS:
@@ -57,8 +99,8 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
     checkpoints = ctx.models(dataset, model_a if models != "B only" else None, model_b if models != "A only" else None)
     if not checkpoints:  # a dataset without checkpoints yet: say what to do, no error
         wanted = models.replace(" only", "")
-        return (None, None, None, pd.DataFrame(), f"No model to score the pairs with: choose model {wanted} above "
-                f"(checkpoints trained on {dataset.name}).", {}, None)
+        return GapsView(None, None, None, pd.DataFrame(), f"No model to score the pairs with: choose model {wanted} "
+                        f"above (checkpoints trained on {dataset.name}).", {}, None)
     label = None if class_name == ALL_CLASSES else class_label(dataset, class_name)
     seed_int, size, ratio = int(seed if seed is not None else 0), int(patch_size), float(swap_ratio)
     progress(0.2, desc="swapping pairs and scoring them")
@@ -67,33 +109,30 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
     progress(0.8, desc="drawing")
     stats = {name: gap_statistics(gaps.gap(name), gaps.labels, gaps.teacher_is_a[name], dataset.num_classes)
              for name in checkpoints}
-    return (gap_histogram({name: gaps.gap(name) for name in checkpoints}),
-            class_gap_bars(dataset.class_names, {name: s.class_mean for name, s in stats.items()}),
-            gap_scatter(gaps.confidence_a, gaps.confidence_b, gaps.teacher_is_a, _hover(dataset, gaps)),
-            pd.DataFrame(gap_table(dataset, gaps)), _summary(gaps, stats, size, ratio, seed_int),
-            gaps_payload(dataset, gaps, stats, class_name, size, ratio, seed_int, checkpoints),
-            {"dataset": dataset.name, "patch_size": size, "ratio": ratio, "seed": seed_int})
+    return GapsView(gap_histogram({name: gaps.gap(name) for name in checkpoints}),
+                    class_gap_bars(dataset.class_names, {name: s.class_mean for name, s in stats.items()}),
+                    gap_scatter(gaps.confidence_a, gaps.confidence_b, gaps.teacher_is_a, _hover(dataset, gaps)),
+                    pd.DataFrame(gap_table(dataset, gaps)), _summary(gaps, stats, size, ratio, seed_int),
+                    gaps_payload(dataset, gaps, stats, class_name, size, ratio, seed_int, checkpoints),
+                    {"dataset": dataset.name, "patch_size": size, "ratio": ratio, "seed": seed_int})
 
 
-UNCHANGED = (gr.skip(),) * 8  # compute_gaps's outputs and the shown settings, left as they are
+UNCHANGED = GapsRefresh(GapsView(*[gr.skip()] * len(GapsView._fields)), gr.skip())  # all left as they are
 
 
 def refresh_gaps(ctx: AppContext, shown: list | None, dataset_name: str, model_a: str | None, model_b: str | None,
                  models: str, class_name: str, n_pairs: float, patch_size: int, swap_ratio: float,
-                 seed: float) -> tuple:
-    """The controls or the tab's opening: ``compute_gaps``, unless what is shown was computed from these values.
-
-    Returns ``compute_gaps``'s outputs and the values now shown (``shown`` of the next call).
-    """
+                 seed: float) -> GapsRefresh:
+    """The controls or the tab's opening: ``compute_gaps``, unless what is shown was computed from these values."""
     settings = [dataset_name, model_a, model_b, models, class_name, n_pairs, patch_size, swap_ratio, seed]
     if shown == settings:
         return UNCHANGED
-    return (*compute_gaps(ctx, *settings), settings)
+    return GapsRefresh(compute_gaps(ctx, *settings), settings)
 
 
 def refresh_open_gaps(ctx: AppContext, tab_id: str, active: str | None, shown: list | None, dataset_name: str,
                       model_a: str | None, model_b: str | None, models: str, class_name: str, n_pairs: float,
-                      patch_size: int, swap_ratio: float, seed: float) -> tuple:
+                      patch_size: int, swap_ratio: float, seed: float) -> GapsRefresh:
     """The header changed: ``refresh_gaps`` when this tab is the open one, else nothing (it computes on opening)."""
     if active != tab_id:
         return UNCHANGED
@@ -101,16 +140,17 @@ def refresh_open_gaps(ctx: AppContext, tab_id: str, active: str | None, shown: l
                         swap_ratio, seed)
 
 
-def change_dataset(ctx: AppContext, dataset_name: str) -> tuple[gr.Dropdown, gr.Slider, gr.Dropdown]:
+def change_dataset(ctx: AppContext, dataset_name: str) -> GapsControls:
     """A new dataset: its classes, its number of test pairs, its patch sizes (the default chosen)."""
     dataset = ctx.dataset(dataset_name)
     n = len(dataset.test_labels)
-    return (gr.Dropdown(choices=[ALL_CLASSES, *dataset.class_names], value=ALL_CLASSES),
-            gr.Slider(maximum=n, value=min(500, n)),
-            gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=default_patch_size(dataset.image_size)))
+    return GapsControls(gr.Dropdown(choices=[ALL_CLASSES, *dataset.class_names], value=ALL_CLASSES),
+                        gr.Slider(maximum=n, value=min(500, n)),
+                        gr.Dropdown(choices=patch_size_choices(dataset.image_size),
+                                    value=default_patch_size(dataset.image_size)))
 
 
-def open_pair(ctx: AppContext, swap_tab_id: str, settings: dict[str, Any] | None, evt: gr.SelectData) -> tuple:
+def open_pair(ctx: AppContext, swap_tab_id: str, settings: dict[str, Any] | None, evt: gr.SelectData) -> OpenedPair:
     """A clicked table row -> its pair, patch size, ratio and seed in the Patch swap tab (uploads cleared)."""
     if not settings or evt.row_value is None:
         raise ValueError("compute the gaps first, then click a row of the table")
@@ -119,17 +159,17 @@ def open_pair(ctx: AppContext, swap_tab_id: str, settings: dict[str, Any] | None
     index = build_class_index(dataset.test_labels, dataset.num_classes)
     label = class_label(dataset, str(class_value))
     top = class_size(dataset, label) - 1
-    return (dataset.class_names[label], gr.Slider(maximum=top, value=int(index.rank[int(anchor)])),
-            gr.Slider(maximum=top, value=int(index.rank[int(partner)])), settings["patch_size"],
-            settings["ratio"], settings["seed"], None, None, gr.Tabs(selected=swap_tab_id))
+    return OpenedPair(dataset.class_names[label], gr.Slider(maximum=top, value=int(index.rank[int(anchor)])),
+                      gr.Slider(maximum=top, value=int(index.rank[int(partner)])), settings["patch_size"],
+                      settings["ratio"], settings["seed"], None, None, gr.Tabs(selected=swap_tab_id))
 
 
-def _plots() -> list[gr.Plot]:
-    """Histogram, class bars, scatter, in ``compute_gaps``'s order."""
+def _plots() -> tuple[gr.Plot, gr.Plot, gr.Plot]:
+    """Histogram, class bars, scatter."""
     with gr.Row():
         histogram = gr.Plot(label="gap histogram", show_label=False)
         class_bars = gr.Plot(label="mean gap per class", show_label=False)
-    return [histogram, class_bars, gr.Plot(label="conf a′ vs conf b′", show_label=False)]
+    return histogram, class_bars, gr.Plot(label="conf a′ vs conf b′", show_label=False)
 
 
 def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr.Tab, active: gr.State) -> None:
@@ -166,21 +206,21 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
 
     work = {**ANALYSIS_EVENTS, "trigger_mode": "always_last"}  # answers cached by inputs and checkpoints
     settings = [*header.pickers, which, class_filter, n_pairs, patch_size, ratio, seed]
-    outputs = [*plots, table, summary, data, run_state]
-    run.click(analysis_handler(ctx, compute_gaps), settings, outputs, api_name="confidence_gaps",
+    view = GapsView(*plots, table, summary, data, run_state)
+    refreshed = flatten(GapsRefresh(view, shown))
+    run.click(analysis_handler(ctx, compute_gaps), settings, flatten(view), api_name="confidence_gaps",
               js=typed_values_js(settings), **ANALYSIS_EVENTS)
     gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
-          analysis_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_controls",
+          analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_controls",
           js=typed_values_js([shown, *settings]), **work)
-    tab.select(analysis_handler(ctx, refresh_gaps), [shown, *settings], [*outputs, shown], api_name="gaps_opened",
-               **work)
+    tab.select(analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_opened", **work)
     refresh_open = analysis_handler(ctx, refresh_open_gaps, TAB_ID)
-    gr.on(header.models_picked, refresh_open, [active, shown, *settings], [*outputs, shown],
-          api_name="gaps_models", **work)
-    header.switched.then(handler(change_dataset, ctx), header.dataset, [class_filter, n_pairs, patch_size],
-                         api_name="gaps_dataset").then(refresh_open, [active, shown, *settings], [*outputs, shown],
+    gr.on(header.models_picked, refresh_open, [active, shown, *settings], refreshed, api_name="gaps_models", **work)
+    header.switched.then(handler(change_dataset, ctx), header.dataset,
+                         flatten(GapsControls(class_filter, n_pairs, patch_size)),
+                         api_name="gaps_dataset").then(refresh_open, [active, shown, *settings], refreshed,
                                                        api_name="gaps_after_dataset", **work)
     table.select(handler(open_pair, ctx, swap.tab_id), run_state,
-                 [swap.class_name, swap.index_a, swap.index_b, swap.patch_size, swap.ratio, swap.seed, swap.upload_a,
-                  swap.upload_b, tabs], api_name="open_gap_pair").success(
+                 flatten(OpenedPair(swap.class_name, swap.index_a, swap.index_b, swap.patch_size, swap.ratio,
+                                    swap.seed, swap.upload_a, swap.upload_b, tabs)), api_name="open_gap_pair").success(
         swap.show, swap.inputs, swap.outputs, api_name="swap_opened_pair", **work)

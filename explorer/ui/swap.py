@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -28,17 +28,73 @@ from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.binding import model_handler
+from explorer.ui.binding import flatten, model_handler
 from explorer.ui.components import integer_dropdown, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
-__all__ = ["TAB_ID", "UPLOAD_TYPES", "SwapTab", "build", "change_dataset", "pick_class", "random_pair", "show_pair",
-           "show_upload", "typed_values_js"]
+__all__ = ["TAB_ID", "UPLOAD_TYPES", "RandomPair", "SwapControls", "SwapSamples", "SwapTab", "SwapUpload", "SwapView",
+           "build", "change_dataset", "pick_class", "random_pair", "show_pair", "show_upload", "typed_values_js"]
 
 TAB_ID = "swap"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
 TITLES = ("a (original)", "b (original)", "a′ = a with b's patches", "b′ = b with a's patches")
+
+
+class SwapView(NamedTuple):
+    """One answer of ``show_pair`` (or its components): the four images, their captions, the summary, the JSON and
+    the pair for the Grad-CAM tab and the evidence section."""
+
+    original_a: Any
+    original_b: Any
+    swapped_a: Any
+    swapped_b: Any
+    caption_a: Any
+    caption_b: Any
+    caption_swapped_a: Any
+    caption_swapped_b: Any
+    summary: Any
+    data: Any  # the JSON of /swap_pair
+    pair: Any  # the tab's state: the swapped views and the mask
+
+
+class SwapUpload(NamedTuple):
+    """One answer of ``show_upload`` (or its components): both upload fields and the pair."""
+
+    upload_a: Any
+    upload_b: Any
+    view: SwapView
+
+
+class SwapSamples(NamedTuple):
+    """One answer of ``pick_class`` (or its components): both sample sliders and the pair."""
+
+    index_a: Any
+    index_b: Any
+    view: SwapView
+
+
+class RandomPair(NamedTuple):
+    """One answer of ``random_pair`` (or its components): the class, both sliders, both uploads and the pair."""
+
+    class_name: Any
+    index_a: Any
+    index_b: Any
+    upload_a: Any
+    upload_b: Any
+    view: SwapView
+
+
+class SwapControls(NamedTuple):
+    """One answer of ``change_dataset`` (or its components): the controls a dataset switch resets and the pair."""
+
+    class_name: Any
+    index_a: Any
+    index_b: Any
+    patch_size: Any
+    upload_a: Any
+    upload_b: Any
+    view: SwapView
 
 
 @dataclass
@@ -55,8 +111,8 @@ class SwapTab:
     upload_b: gr.File
     pair: gr.State  # the last swapped pair, for the Grad-CAM tab
     inputs: list[gr.components.Component]
-    outputs: list[gr.components.Component]
-    show: Callable[..., tuple]  # ``show_pair`` bound to the app: inputs -> outputs
+    outputs: list[gr.components.Component]  # a ``SwapView``'s components, flattened
+    show: Callable[..., list]  # ``show_pair`` bound to the app: inputs -> outputs
     tab_id: str = TAB_ID
 
 
@@ -116,7 +172,7 @@ def _summary(pair: SwappedPair, dataset: Dataset, source_a: dict[str, Any], sour
 
 def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
               index_a: float, index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int,
-              swap_ratio: float, seed: float) -> tuple:
+              swap_ratio: float, seed: float) -> SwapView:
     """The pair: four images, their captions, the summary, the JSON (/swap_pair) and the pair for Grad-CAM."""
     dataset = ctx.dataset(dataset_name)
     label = class_label(dataset, class_name)
@@ -136,16 +192,16 @@ def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     payload = swap_pair_payload(dataset, pair, swap_ratio, seed_int, source_a, source_b, checkpoints, notes)
     state = {"dataset": dataset.name, "label": label, "patch_size": pair.patch_size,
              "mask": pair.mask.numpy(), "swapped": pair.swapped.numpy()}
-    return (*pictures, *_captions(pair), _summary(pair, dataset, source_a, source_b), payload, state)
+    return SwapView(*pictures, *_captions(pair), _summary(pair, dataset, source_a, source_b), payload, state)
 
 
 def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
                 index_a: float, index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int,
-                swap_ratio: float, seed: float) -> tuple:
+                swap_ratio: float, seed: float) -> SwapUpload:
     """A new upload: an image that cannot be used is dropped with a warning (its slider's sample shows, as
     before the upload) instead of turning every panel into an error; then ``show_pair``.
 
-    Returns both upload fields (a dropped one cleared, a good one left as it is) and ``show_pair``'s outputs.
+    Both upload fields are answered: a dropped one cleared, a good one left as it is.
     """
     dataset = ctx.dataset(dataset_name)
     kept, fields = [], []
@@ -159,8 +215,8 @@ def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b
             gr.Warning(f"image {which} is not used: {exc}")
             kept.append(None)
             fields.append(None)
-    return (*fields, *show_pair(ctx, dataset_name, model_a, model_b, class_name, index_a, index_b, *kept, patch_size,
-                                swap_ratio, seed))
+    return SwapUpload(*fields, show_pair(ctx, dataset_name, model_a, model_b, class_name, index_a, index_b, *kept,
+                                         patch_size, swap_ratio, seed))
 
 
 def _sliders(dataset: Dataset, label: int, first: int, second: int) -> tuple[gr.Slider, gr.Slider]:
@@ -170,34 +226,35 @@ def _sliders(dataset: Dataset, label: int, first: int, second: int) -> tuple[gr.
 
 
 def pick_class(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
-               upload_a: str | None, upload_b: str | None, patch_size: int, swap_ratio: float, seed: float) -> tuple:
+               upload_a: str | None, upload_b: str | None, patch_size: int, swap_ratio: float,
+               seed: float) -> SwapSamples:
     """A new class: samples 0 and 1 of it."""
     dataset = ctx.dataset(dataset_name)
-    return (*_sliders(dataset, class_label(dataset, class_name), 0, 1),
-            *show_pair(ctx, dataset_name, model_a, model_b, class_name, 0, 1, upload_a, upload_b, patch_size,
-                       swap_ratio, seed))
+    return SwapSamples(*_sliders(dataset, class_label(dataset, class_name), 0, 1),
+                       show_pair(ctx, dataset_name, model_a, model_b, class_name, 0, 1, upload_a, upload_b, patch_size,
+                                 swap_ratio, seed))
 
 
 def random_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, patch_size: int,
-                swap_ratio: float, seed: float) -> tuple:
+                swap_ratio: float, seed: float) -> RandomPair:
     """A random class and two different random samples of it (uploads are cleared)."""
     dataset = ctx.dataset(dataset_name)
     label, rank_a, rank_b, _, _ = random_class_pair(dataset, np.random.default_rng())
     name = dataset.class_names[label]
-    return (name, *_sliders(dataset, label, rank_a, rank_b), None, None,
-            *show_pair(ctx, dataset_name, model_a, model_b, name, rank_a, rank_b, None, None, patch_size, swap_ratio,
-                       seed))
+    return RandomPair(name, *_sliders(dataset, label, rank_a, rank_b), None, None,
+                      show_pair(ctx, dataset_name, model_a, model_b, name, rank_a, rank_b, None, None, patch_size,
+                                swap_ratio, seed))
 
 
 def change_dataset(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, swap_ratio: float,
-                   seed: float) -> tuple:
+                   seed: float) -> SwapControls:
     """A new dataset: its classes, its patch sizes (the default chosen), its first two samples of the first class."""
     dataset = ctx.dataset(dataset_name)
     size = default_patch_size(dataset.image_size)
     name = dataset.class_names[0]
-    return (gr.Dropdown(choices=list(dataset.class_names), value=name), *_sliders(dataset, 0, 0, 1),
-            gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=size), None, None,
-            *show_pair(ctx, dataset_name, model_a, model_b, name, 0, 1, None, None, size, swap_ratio, seed))
+    return SwapControls(gr.Dropdown(choices=list(dataset.class_names), value=name), *_sliders(dataset, 0, 0, 1),
+                        gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=size), None, None,
+                        show_pair(ctx, dataset_name, model_a, model_b, name, 0, 1, None, None, size, swap_ratio, seed))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,8 +301,8 @@ def _controls(dataset: Dataset) -> _Controls:
     return _Controls(class_name, index_a, index_b, random_button, patch_size, ratio, seed, upload_a, upload_b)
 
 
-def _outputs() -> list[gr.components.Component]:
-    """The four images with their captions, the summary, the JSON and the pair's state, in ``show_pair``'s order."""
+def _outputs() -> SwapView:
+    """The four images with their captions, the summary, the JSON and the pair's state."""
     images, captions = [], []
     with gr.Row(equal_height=True, elem_classes="swap-pictures"):  # first in presentation mode (app.CSS)
         for i, title in enumerate(TITLES):
@@ -256,7 +313,7 @@ def _outputs() -> list[gr.components.Component]:
     summary = gr.Markdown(elem_id="swap-summary")
     with gr.Accordion("The numbers (JSON, as the API returns them)", open=False):
         data = gr.JSON(label="swap_pair")
-    return [*images, *captions, summary, data, gr.State()]
+    return SwapView(*images, *captions, summary, data, gr.State())
 
 
 def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
@@ -266,7 +323,8 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
                 "**teacher** of the other (a tie goes to a′), and the KL term is what IPS training adds to the loss "
                 "for this pair.", elem_classes="present-hide")
     c = _controls(ctx.dataset(header.dataset.value))
-    outputs = _outputs()
+    view = _outputs()
+    outputs = flatten(view)
     models = header.pickers
     inputs = [*models, c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed]
     work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
@@ -276,16 +334,16 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
            c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs, api_name="swap_pair",
           js=typed_values_js(inputs), **work)
     gr.on([c.upload_a.upload, c.upload_b.upload], model_handler(ctx, show_upload, small=True), inputs,
-          [c.upload_a, c.upload_b, *outputs], api_name="swap_upload", js=typed_values_js(inputs), **work)
+          flatten(SwapUpload(c.upload_a, c.upload_b, view)), api_name="swap_upload", js=typed_values_js(inputs), **work)
     c.class_name.input(model_handler(ctx, pick_class, small=True),
                        [*models, c.class_name, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed],
-                       [c.index_a, c.index_b, *outputs], api_name="swap_class", **work)
+                       flatten(SwapSamples(c.index_a, c.index_b, view)), api_name="swap_class", **work)
     c.random_button.click(model_handler(ctx, random_pair, small=True), [*models, c.patch_size, c.ratio, c.seed],
-                          [c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, *outputs],
+                          flatten(RandomPair(c.class_name, c.index_a, c.index_b, c.upload_a, c.upload_b, view)),
                           api_name="random_pair", **work)
     header.switched.then(model_handler(ctx, change_dataset, small=True), [*models, c.ratio, c.seed],
-                         [c.class_name, c.index_a, c.index_b, c.patch_size, c.upload_a, c.upload_b, *outputs],
-                         api_name="swap_dataset", **work)
-    evidence.build_swap_section(ctx, header, outputs[-1])
+                         flatten(SwapControls(c.class_name, c.index_a, c.index_b, c.patch_size, c.upload_a,
+                                              c.upload_b, view)), api_name="swap_dataset", **work)
+    evidence.build_swap_section(ctx, header, view.pair)
     return SwapTab(c.class_name, c.index_a, c.index_b, c.patch_size, c.ratio, c.seed, c.upload_a, c.upload_b,
-                   outputs[-1], inputs, outputs, show)
+                   view.pair, inputs, outputs, show)
