@@ -82,7 +82,7 @@ def test_a_bad_upload_is_dropped_with_a_warning_and_the_pair_is_still_drawn(ctx,
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.warns(UserWarning, match="image a is not used: notes.png is not an image this app can read"):
-        out = show_upload(ctx, "mnist5k", CE, IPS, "3", 2, 5, str(bad), None, 7, 0.5, 4)
+        out = show_upload(ctx, "a", "mnist5k", CE, IPS, "3", 2, 5, str(bad), None, 7, 0.5, 4)
     upload_a, upload_b, payload = out.upload_a, out.upload_b, out.view.data
     assert upload_a is None and upload_b == {"__type__": "update"}  # the bad file is cleared, the other left alone
     assert payload == show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4).data  # the slider's pair
@@ -111,3 +111,34 @@ def test_typed_values_are_clamped_in_the_browser_for_every_slider_with_an_id():
     js = typed_values_js([gr.Textbox(), *sliders])
     assert 'v[1] = clamp("first", v[1]);' in js and 'v[4] = clamp("third", v[4]);' in js
     assert "v[2]" not in js and "v[3]" not in js  # no id, or no slider: left as typed
+
+
+def test_an_uploads_conversion_is_announced_once_when_it_arrives_not_on_every_redraw(ctx, tmp_path, monkeypatch):
+    """Issue 24: one upload announced "resized from 64x64 to 28x28" again on every later redraw."""
+    from PIL import Image
+
+    announced = []
+    monkeypatch.setattr(gr, "Info", announced.append)
+    big = tmp_path / "big.png"
+    stroke = np.zeros((64, 64), np.uint8)
+    stroke[16:48, 28:36] = 255  # a light stroke on a dark background, as mnist draws them: only resized
+    Image.fromarray(stroke).save(big)
+    out = show_upload(ctx, "a", "mnist5k", CE, IPS, "3", 2, 5, str(big), None, 7, 0.5, 4)
+    assert announced == ["upload a: resized from 64x64 to 28x28"]
+    assert "upload a: resized from 64x64 to 28x28" in out.view.data["notes"]  # the JSON keeps saying it
+    show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, str(big), None, 7, 0.6, 4)  # a redraw: a new ratio
+    show_upload(ctx, "b", "mnist5k", CE, IPS, "3", 2, 5, str(big), str(big), 7, 0.5, 4)  # then image b arrives
+    assert announced == ["upload a: resized from 64x64 to 28x28", "upload b: resized from 64x64 to 28x28"]
+
+
+def test_a_swap_that_exchanges_nothing_says_the_views_are_the_originals(ctx):
+    """Issue 24: 28-pixel patches at ratio 0.5 exchange round(0.5) = 0 of 1 positions, yet the summary said
+    "view a′ teaches b′" as if a′ and b′ were swapped views."""
+    out = show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 28, 0.5, 4)
+    assert out.data["swapped_patches"] == 0
+    assert "**0 of 1** patch positions exchanged: **no position is exchanged, so a′ is a and b′ is b" in out.summary
+    assert out.summary.count("of these unmixed views, ") == 2
+    everything = show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 14, 1.0, 4).summary
+    assert "**4 of 4** patch positions exchanged: **every position is exchanged, so a′ is b and b′ is a" in everything
+    mixed = show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4).summary
+    assert "(outlined)." in mixed and "unmixed" not in mixed

@@ -119,12 +119,16 @@ class SwapTab:
 # --------------------------------------------------------------------------------------------------
 # Handlers
 # --------------------------------------------------------------------------------------------------
+def _upload_notes(which: str, notes: list[str]) -> list[str]:
+    return [f"upload {which}: {note}" for note in notes]
+
+
 def _sample(dataset: Dataset, label: int, rank: Any, upload: str | None, which: str,
             notes: list[str]) -> tuple[torch.Tensor, dict[str, Any]]:
     """Sample ``which`` (a or b): the upload if there is one, else the class's ``rank``-th test image."""
     if upload:
         result = read_upload(upload, dataset)
-        notes.extend(f"upload {which}: {note}" for note in result.notes)
+        notes.extend(_upload_notes(which, result.notes))
         return result.image, {"source": "upload", "file": Path(upload).name}
     rank = whole_number(rank, f"sample {which}")
     index = class_test_index(dataset, label, rank)
@@ -157,13 +161,25 @@ def _source_text(source: dict[str, Any]) -> str:
     return f"test image #{source['test_index']} (sample {source['rank_in_class']} of the class)"
 
 
+def _unswapped(count: int, total: int) -> str:
+    """What the views are when the swap exchanges nothing or everything (no view mixes the images), else ''."""
+    if count == 0:
+        return "no position is exchanged, so a′ is a and b′ is b: the views are the unswapped originals"
+    if count == total:
+        return "every position is exchanged, so a′ is b and b′ is a: the views are the originals, traded"
+    return ""
+
+
 def _summary(pair: SwappedPair, dataset: Dataset, source_a: dict[str, Any], source_b: dict[str, Any]) -> str:
     count, total = int(pair.mask.sum()), pair.mask.numel()
+    unswapped = _unswapped(count, total)
     lines = [f"Class **{dataset.class_names[pair.label]}** · a = {_source_text(source_a)}, b = "
              f"{_source_text(source_b)} · {pair.patch_size}x{pair.patch_size}-pixel patches · "
-             f"**{count} of {total}** patch positions exchanged (outlined)."]
+             f"**{count} of {total}** patch positions exchanged"
+             + (f": **{unswapped}**." if unswapped else " (outlined).")]
     for name, s in pair.scores.items():
-        lines.append(f"- **{name}**: {teacher_phrase(s.swapped_a, s.swapped_b)}; the pair's KL term "
+        lines.append(f"- **{name}**: " + ("of these unmixed views, " if unswapped else "")
+                     + f"{teacher_phrase(s.swapped_a, s.swapped_b)}; the pair's KL term "
                      f"KL(teacher ‖ student)·T² = **{s.kd:.4f}** (T = 4)")
     if not pair.scores:
         lines.append("- no model chosen: pick model A or B above to see which view teaches")
@@ -173,7 +189,10 @@ def _summary(pair: SwappedPair, dataset: Dataset, source_a: dict[str, Any], sour
 def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
               index_a: float, index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int,
               swap_ratio: float, seed: float) -> SwapView:
-    """The pair: four images, their captions, the summary, the JSON (/swap_pair) and the pair for Grad-CAM."""
+    """The pair: four images, their captions, the summary, the JSON (/swap_pair) and the pair for Grad-CAM.
+
+    What an upload's conversion changed goes to the JSON's notes; ``show_upload`` announces it once, when the
+    file arrives, not on every redraw."""
     dataset = ctx.dataset(dataset_name)
     label = class_label(dataset, class_name)
     notes: list[str] = []
@@ -181,8 +200,6 @@ def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     image_b, source_b = _sample(dataset, label, index_b, upload_b, "b", notes)
     if source_a == source_b:
         gr.Warning("a and b are the same image, so swapping changes nothing; pick two different samples")
-    for note in notes:
-        gr.Info(note)
     checkpoints = ctx.models(dataset, model_a, model_b)
     seed_int = seed_number(seed)
     pair = swap_pair(dataset, image_a, image_b, label, whole_number(patch_size, "patch size"), float(swap_ratio),
@@ -195,26 +212,29 @@ def show_pair(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: 
     return SwapView(*pictures, *_captions(pair), _summary(pair, dataset, source_a, source_b), payload, state)
 
 
-def show_upload(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None, class_name: str,
-                index_a: float, index_b: float, upload_a: str | None, upload_b: str | None, patch_size: int,
-                swap_ratio: float, seed: float) -> SwapUpload:
+def show_upload(ctx: AppContext, arrived: str, dataset_name: str, model_a: str | None, model_b: str | None,
+                class_name: str, index_a: float, index_b: float, upload_a: str | None, upload_b: str | None,
+                patch_size: int, swap_ratio: float, seed: float) -> SwapUpload:
     """A new upload: an image that cannot be used is dropped with a warning (its slider's sample shows, as
     before the upload) instead of turning every panel into an error; then ``show_pair``.
 
-    Both upload fields are answered: a dropped one cleared, a good one left as it is.
+    Both upload fields are answered: a dropped one cleared, a good one left as it is. What the conversion of the
+    upload that ``arrived`` ("a" or "b") changed is announced here, once: the other one was announced when it came.
     """
     dataset = ctx.dataset(dataset_name)
     kept, fields = [], []
     for which, upload in (("a", upload_a), ("b", upload_b)):
         try:
-            if upload:
-                read_upload(upload, dataset)
-            kept.append(upload)
-            fields.append(gr.skip())
+            notes = read_upload(upload, dataset).notes if upload else []
         except UploadError as exc:
             gr.Warning(f"image {which} is not used: {exc}")
             kept.append(None)
             fields.append(None)
+            continue
+        for note in _upload_notes(which, notes) if which == arrived else []:
+            gr.Info(note)
+        kept.append(upload)
+        fields.append(gr.skip())
     return SwapUpload(*fields, show_pair(ctx, dataset_name, model_a, model_b, class_name, index_a, index_b, *kept,
                                          patch_size, swap_ratio, seed))
 
@@ -333,8 +353,10 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,
            c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs, api_name="swap_pair",
           js=typed_values_js(inputs), **work)
-    gr.on([c.upload_a.upload, c.upload_b.upload], model_handler(ctx, show_upload, small=True), inputs,
-          flatten(SwapUpload(c.upload_a, c.upload_b, view)), api_name="swap_upload", js=typed_values_js(inputs), **work)
+    for which, upload in (("a", c.upload_a), ("b", c.upload_b)):  # one event each: the new file is announced
+        upload.upload(model_handler(ctx, show_upload, which, small=True), inputs,
+                      flatten(SwapUpload(c.upload_a, c.upload_b, view)),
+                      api_name="swap_upload" if which == "a" else "swap_upload_b", js=typed_values_js(inputs), **work)
     c.class_name.input(model_handler(ctx, pick_class, small=True),
                        [*models, c.class_name, c.upload_a, c.upload_b, c.patch_size, c.ratio, c.seed],
                        flatten(SwapSamples(c.index_a, c.index_b, view)), api_name="swap_class", **work)
