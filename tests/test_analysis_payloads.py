@@ -15,12 +15,16 @@ import torch
 from explorer.analysis.cam import ModelCam, explain
 from explorer.analysis.claims import compare_claims
 from explorer.analysis.comparison import compare_reports, model_report, split_logits
+from explorer.analysis.evidence import TeacherCheck
+from explorer.analysis.figures import gap_scatter
 from explorer.analysis.pairs import confidence_gaps, gap_statistics, swap_pair
 from explorer.analysis.payloads import (
     COMPARE_METRICS,
     compare_payload,
     compare_table,
+    evidence_table,
     gap_table,
+    gap_text,
     gaps_payload,
     gradcam_payload,
     runs_payload,
@@ -115,14 +119,46 @@ def test_gap_table_lists_the_largest_gaps_first(digits, checkpoints, gaps):
     assert list(table) == ["class", "test # a", "test # b", "gap A · ce", "teacher A · ce", "gap B · ips",
                            "teacher B · ips"]
     largest = torch.maximum(gaps.gap("A · ce"), gaps.gap("B · ips"))
-    shown = [max(a, b) for a, b in zip(table["gap A · ce"], table["gap B · ips"], strict=True)]
+    def number(text):  # "< 0.001": a gap too small for 3 decimals
+        return 0.0 if text.startswith("<") else float(text)
+
+    shown = [max(number(a), number(b)) for a, b in zip(table["gap A · ce"], table["gap B · ips"], strict=True)]
     assert len(shown) == 5 and shown == sorted(shown, reverse=True)
+    assert table["gap A · ce"][0] == f"{float(gaps.gap('A · ce')[largest.argmax()]):.3f}"
     assert shown[0] == round(float(largest.max()), 3)
     for row, anchor in enumerate(table["test # a"]):
         k = gaps.anchors.tolist().index(anchor)
         assert table["test # b"][row] == int(gaps.partners[k]) and table["class"][row] == str(int(gaps.labels[k]))
         tie = bool(gaps.confidence_a["B · ips"][k] == gaps.confidence_b["B · ips"][k])
         assert table["teacher B · ips"][row] == ("tie" if tie else "a′" if gaps.teacher_is_a["B · ips"][k] else "b′")
+
+
+def test_gaps_are_shown_alike_and_only_a_tie_reads_as_0():
+    """Issue 24: the table showed gap 0 with teacher a′ beside gap 0 with "tie", and "1" beside "0.999"."""
+    assert [gap_text(g) for g in (1.0, 0.9994, 0.0, 0.0004, 0.0005)] == ["1.000", "0.999", "0.000", "< 0.001",
+                                                                         "0.001"]
+
+
+def test_gap_scatter_names_every_kind_of_point_in_its_legend():
+    """Issue 24: model A (the first panel) had no tie, so the legend had no "tie" entry though B's pairs tie."""
+    figure = gap_scatter({"A": [0.9, 0.2], "B": [0.5, 0.7]}, {"A": [0.1, 0.8], "B": [0.5, 0.6]},
+                         {"A": [True, False], "B": [True, True]}, ["p0", "p1"])
+    legend = [(trace.name, len(trace.x)) for trace in figure.data if trace.showlegend]
+    assert legend == [("a′ teaches", 1), ("b′ teaches", 1), ("tie (a′ by the rule)", 1)]
+
+
+def test_evidence_table_tells_apart_what_its_teachers_tell_apart():
+    """Issue 24: "1.000000 / 1.000000" beside predicted teacher b′, and a sum shown as "−0.000000"."""
+    check = TeacherCheck(torch.ones(2, 2, dtype=torch.bool), original_a=0.99999990, original_b=0.99999992,
+                         change_a=-3.1e-8, change_b=0.0, actual_a=0.999999, actual_b=0.9999991, actual_teacher="b",
+                         agrees=True)
+    table = evidence_table({"A": check})
+    assert table["Σ Δ conf a′"] == ["−3.1e−08"] and table["Σ Δ conf b′"] == ["0"]
+    assert table["predicted conf a′ / b′"] == ["0.99999987 / 0.99999992"] and table["predicted teacher"] == ["b′"]
+    assert table["conf a′ / b′ (model)"] == ["0.9999990 / 0.9999991"]
+    close = evidence_table({"A": TeacherCheck(check.mask, 1.0, 1.0, 0.0, -1e-12, 1.0, 1.0, "a", None)})
+    assert close["predicted conf a′ / b′"] == ["1.00000000 / 1.00000000 (a′ higher by 1.0e−12)"]
+    assert close["Σ Δ conf b′"] == ["−1.0e−12"] and close["predicted teacher"] == ["a′"]
 
 
 def test_gradcam_payload_and_top_classes(digits, checkpoints):

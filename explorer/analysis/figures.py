@@ -63,13 +63,18 @@ def gap_scatter(confidence_a: dict[str, Sequence[float]], confidence_b: dict[str
     """conf a′ vs conf b′, one panel per model, points coloured by which swapped view is the teacher (or a tie)."""
     names = list(confidence_a)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
+    # each label in the legend once, from the first panel with such points: an empty trace gets no legend entry
+    in_legend: set[str] = set()
     for col, name in enumerate(names, start=1):
         a, b, teach_a = _array(confidence_a[name]), _array(confidence_b[name]), _array(teacher_is_a[name]).astype(bool)
         tie = a == b
         groups = zip(TEACHER_COLOURS, (teach_a & ~tie, ~teach_a & ~tie, tie), strict=True)
         for label, chosen in groups:
+            first = label not in in_legend and bool(chosen.any())
+            if first:
+                in_legend.add(label)
             fig.add_trace(go.Scattergl(
-                x=a[chosen], y=b[chosen], mode="markers", name=label, legendgroup=label, showlegend=col == 1,
+                x=a[chosen], y=b[chosen], mode="markers", name=label, legendgroup=label, showlegend=first,
                 marker=dict(color=TEACHER_COLOURS[label], size=6, opacity=0.7),
                 text=[hover[i] for i in np.flatnonzero(chosen)],
                 hovertemplate="%{text}<br>conf a′ %{x:.6f}, conf b′ %{y:.6f}<extra>" + label + "</extra>"), 1, col)

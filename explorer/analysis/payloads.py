@@ -29,7 +29,7 @@ from torch import Tensor
 
 from explorer.analysis.cam import ModelCam
 from explorer.analysis.catalog import checkpoint_name
-from explorer.analysis.claims import Claim
+from explorer.analysis.claims import Claim, distinct
 from explorer.analysis.comparison import Comparison, ModelReport
 from explorer.analysis.evidence import EvidenceAgreement, PatchEvidence, TeacherCheck
 from explorer.analysis.faithfulness import (
@@ -111,18 +111,27 @@ def gap_table(dataset: Dataset, gaps: PairGaps, rows: int = GAP_TABLE_ROWS) -> d
     """The ``rows`` pairs with the largest gap under any model, largest first: class, test indices, gaps, teachers.
 
     The first three columns (class, test # a, test # b: indices in the whole test split) are what a click on a
-    row opens in the Patch swap tab. A teacher is a′, b′, or "tie" when both confidences are exactly equal.
+    row opens in the Patch swap tab. A teacher is a′, b′, or "tie" when both confidences are exactly equal; the
+    gaps are shown alike (``gap_text``), so a gap that is not 0 never reads as 0 beside a teacher.
     """
     names = list(gaps.confidence_a)
     largest = torch.stack([gaps.gap(name) for name in names]).amax(0).argsort(descending=True)[:rows]
     table = {"class": [dataset.class_names[int(gaps.labels[i])] for i in largest],
              "test # a": gaps.anchors[largest].tolist(), "test # b": gaps.partners[largest].tolist()}
     for name in names:
-        table[f"gap {name}"] = _round(gaps.gap(name)[largest], 3)
+        table[f"gap {name}"] = [gap_text(float(gap)) for gap in gaps.gap(name)[largest]]
         ties = (gaps.gap(name)[largest] == 0).tolist()
         table[f"teacher {name}"] = ["tie" if tie else "a′" if t else "b′"
                                     for t, tie in zip(gaps.teacher_is_a[name][largest].tolist(), ties, strict=True)]
     return table
+
+
+def gap_text(gap: float, digits: int = 3) -> str:
+    """A confidence gap with ``digits`` decimals, every row alike ("1.000", "0.999"); exactly 0 for a tie, and a gap
+    too small for those decimals as "< 0.001", so only a tie reads as 0."""
+    if gap != 0 and round(gap, digits) == 0:
+        return f"< {10 ** -digits:.{digits}f}"
+    return f"{gap:.{digits}f}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,14 +293,32 @@ def evidence_table(checks: Mapping[str, TeacherCheck]) -> dict[str, list]:
     for name, check in checks.items():
         table["model"].append(name)
         table["positions exchanged"].append(int(check.mask.sum()))
-        table["Σ Δ conf a′"].append(format_signed(check.change_a, 6))
-        table["Σ Δ conf b′"].append(format_signed(check.change_b, 6))
-        table["predicted conf a′ / b′"].append(f"{check.predicted_a:.6f} / {check.predicted_b:.6f}")
+        table["Σ Δ conf a′"].append(_change_text(check.change_a))
+        table["Σ Δ conf b′"].append(_change_text(check.change_b))
+        table["predicted conf a′ / b′"].append(_pair_text(check.predicted_a, check.predicted_b))
         table["predicted teacher"].append(_view(check.predicted_teacher))
-        table["conf a′ / b′ (model)"].append(f"{check.actual_a:.6f} / {check.actual_b:.6f}")
+        table["conf a′ / b′ (model)"].append(_pair_text(check.actual_a, check.actual_b))
         table["teacher (model)"].append(_view(check.actual_teacher) + (" (a tie: a′)" if check.actual_tie else ""))
         table["agree"].append({True: "yes", False: "no", None: "tie"}[check.agrees])
     return table
+
+
+def _change_text(change: float, digits: int = 6) -> str:
+    """A summed change with ``digits`` decimals and its sign; one too small for them in scientific notation
+    ("−3.1e−08", not "−0.000000"), exactly 0 as "0"."""
+    if change == 0:
+        return "0"
+    text = format_signed(change, digits) if round(change, digits) != 0 else f"{change:+.1e}"
+    return text.replace("-", "−")
+
+
+def _pair_text(p: float, q: float) -> str:
+    """Two confidences with the decimals that tell them apart (``claims.distinct``); two that still read alike at
+    the most decimals say which is higher, so the teacher beside them is not contradicted."""
+    first, second = distinct(p, q, 6)
+    if first == second and p != q:
+        return f"{first} / {second} ({'a′' if p > q else 'b′'} higher by {abs(p - q):.1e})".replace("-", "−")
+    return f"{first} / {second}"
 
 
 def _view(teacher: str) -> str:
