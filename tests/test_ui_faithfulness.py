@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
-from explorer.analysis.faithfulness import compare_faithfulness, foreign_cam_mass
+from explorer.analysis.faithfulness import ForeignCamMass, compare_faithfulness, foreign_cam_mass
 from explorer.stats import mean_interval
-from explorer.ui.faithfulness import cam_faithfulness_view
+from explorer.ui.faithfulness import _foreign_sentence, cam_faithfulness_view
 from explorer.ui.gradcam import DEFAULT_LAYER
 from tests.helpers import CE_DEMO, IPS_DEMO
 
@@ -91,3 +92,21 @@ def test_bad_requests_get_a_clear_message(ctx, change, message):
                 seed=0)
     with pytest.raises(ValueError, match=message):
         cam_faithfulness_view(ctx, DEFAULT_LAYER, **{**args, **change}, progress=Recorder())
+
+
+def test_the_share_sentence_says_how_many_pairs_were_left_out():
+    """Issue 24: N = 20 reported "11 pairs" without saying that 9 were dropped (a map that is all zero)."""
+    def mass(share_a, share_b):
+        n = len(share_a)
+        return ForeignCamMass("GradCAM", "block2", torch.arange(n), torch.arange(n), torch.zeros(n, dtype=torch.long),
+                              np.array(share_a), np.array(share_b), 0.5)
+
+    nan = float("nan")
+    foreign = {"A · ce": mass([0.4, nan, 0.5, 0.6, 0.5], [0.5, 0.5, 0.4, 0.5, 0.6]),
+               "B · ips": mass([0.3, 0.4, 0.4, nan, 0.4], [0.3, 0.4, nan, 0.4, 0.3])}
+    text = _foreign_sentence(foreign, ("A · ce", "B · ips"))
+    assert "(95 % CI" in text and "2 pairs)" in text  # pairs 0 and 4: the only ones both models' maps share
+    assert text.endswith("3 of the 5 pairs are left out: a map of one of their views is all zero, so it has no mass "
+                         "to share (A · ce: 1, B · ips: 2).")
+    whole = {name: mass([0.4, 0.5, 0.6], [0.5, 0.4, 0.5]) for name in foreign}
+    assert "left out" not in _foreign_sentence(whole, ("A · ce", "B · ips"))

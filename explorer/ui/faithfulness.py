@@ -70,13 +70,20 @@ def _measure(ctx: AppContext, checkpoints: dict[str, Checkpoint], dataset: Datas
 
 
 def _foreign_sentence(foreign: dict[str, ForeignCamMass], names: tuple[str, str]) -> str:
+    """Each model's CAM share on swapped-in patches and the paired difference, saying how many of the pairs asked
+    for were left out (a map that is all zero has no mass to share), so "11 pairs" of N = 20 is explained."""
     name_a, name_b = names
     area = foreign[name_a].foreign_area
     shares = ", ".join(f"{name} **{m.summary().mean:.3f}**" for name, m in foreign.items())
     difference = foreign_share_difference(foreign[name_a], foreign[name_b])
+    asked = len(foreign[name_a].pair_share)
+    left_out = asked - difference.n
+    note = "" if not left_out else (
+        f" {left_out} of the {asked} pairs are left out: a map of one of their views is all zero, so it has no mass "
+        "to share (" + ", ".join(f"{name}: {m.empty_pairs}" for name, m in foreign.items()) + ").")
     return (f"CAM share on the swapped-in patches ({100 * area:.0f} % of the pixels; a map blind to the swap puts "
             f"about that share there): {shares}. " +
-            comparison_sentence(difference, name_b, name_a, "on this share", unit="", noun="pair", digits=3))
+            comparison_sentence(difference, name_b, name_a, "on this share", unit="", noun="pair", digits=3) + note)
 
 
 def cam_faithfulness_view(ctx: AppContext, default_layer: str, dataset_name: str, model_a: str | None,
