@@ -81,6 +81,20 @@ def test_evidence_refuses_what_it_cannot_show(ctx, pair):
     assert sum(map(sum, view.data["models"]["B · ips"]["check"]["mask"])) == 16
 
 
+def test_the_k_box_shows_the_k_drawn_and_comes_back_after_a_coarser_grid(ctx, pair):
+    """Issue 24: k was clamped to 1 at 28-pixel patches (one position) and stayed 1 after going back to 7 pixels;
+    and typing k with the swap's random positions changed nothing, so the box is offered only where k is used."""
+    coarse = show_pair(ctx, "mnist5k", CE, IPS, "8", 3, 7, None, None, 28, 0.5, 0).pair
+    one = patch_evidence_view(ctx, CE, IPS, coarse, EXCHANGES[1], 8)
+    assert (one.k.maximum, one.k.value, one.asked_k) == (1, 1, 8) and one.k.interactive
+    assert "each model's 1 most evident positions" in one.summary
+    back = patch_evidence_view(ctx, CE, IPS, pair, EXCHANGES[1], one.asked_k)  # the redraw's k is the asked one
+    assert (back.k.maximum, back.k.value, back.asked_k) == (16, 8, 8)
+    assert "each model's 8 most evident positions" in back.summary
+    random = patch_evidence_view(ctx, None, None, pair, EXCHANGES[0], 5)
+    assert random.k.interactive is False and random.asked_k == 5
+
+
 def test_evidence_agreement_over_the_gap_pairs_is_the_analysis_rate_and_is_cached(ctx, monkeypatch):
     args = (CE, IPS, "A and B", "3", 30, 7, 0.5, 1)
     view = evidence_agreement_view(ctx, MODEL_SETS, ALL_CLASSES, "mnist5k", *args, progress=lambda *a, **k: None)

@@ -142,3 +142,28 @@ def test_a_swap_that_exchanges_nothing_says_the_views_are_the_originals(ctx):
     assert "**4 of 4** patch positions exchanged: **every position is exchanged, so a′ is b and b′ is a" in everything
     mixed = show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, None, None, 7, 0.5, 4).summary
     assert "(outlined)." in mixed and "unmixed" not in mixed
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from explorer.training.runs import RunManager
+    from explorer.ui.app import build_app
+    from tests.helpers import DEMO
+
+    runs = RunManager(tmp_path_factory.mktemp("runs"))
+    yield build_app(runs, checkpoints_dir=DEMO, device="cpu")
+    runs.close()
+
+
+def test_the_sliders_boxes_show_what_was_drawn(demo):
+    """Issue 24: the ↺ of a slider reset its box but not the pictures (Gradio's reset sends no input event), and
+    a typed 500 drew sample #99 while the box still said 500."""
+    sliders = {b.elem_id: b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.elem_id}
+    redrawing = ["swap-index-a", "swap-index-b", "swap-ratio", "gaps-n-pairs", "gaps-ratio", "evidence-k"]
+    assert [name for name in redrawing if sliders[name].get_config()["buttons"] != []] == []
+    browser_only = {tuple(b.elem_id for b in fn.outputs): fn for fn in demo.fns.values() if fn.fn is None and fn.js}
+    for boxes in (("swap-index-a", "swap-index-b", "swap-ratio"), ("gaps-n-pairs", "gaps-ratio")):
+        clamp = browser_only[boxes]  # after each draw, the boxes take the values the draw clamped them to
+        assert clamp.inputs == clamp.outputs and clamp.js == typed_values_js(clamp.outputs)
+    redraw = next(fn for fn in demo.fns.values() if fn.api_name == "patch_evidence_redraw")
+    assert isinstance(redraw.inputs[-1], gr.State)  # a new pair or exchange draws the k asked, not the k shown

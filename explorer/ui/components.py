@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-__all__ = ["integer_dropdown", "result_views", "typed_values_js"]
+__all__ = ["integer_dropdown", "result_views", "show_drawn_values", "typed_values_js"]
 
 
 def integer_dropdown(choices: list[int] | list[tuple[str, int]], **kwargs: Any) -> gr.Dropdown:
@@ -44,3 +44,10 @@ def typed_values_js(inputs: list[gr.components.Component]) -> str:
     return ("(...v) => { const clamp = (id, x) => { const r = document.querySelector(`#${id} input[type=range]`); "
             "if (r === null) return x; const n = (x === null || x === '' || isNaN(Number(x))) ? Number(r.value) : "
             "Number(x); return Math.min(Math.max(n, Number(r.min)), Number(r.max)); }; " + fixes + "return v; }")
+
+
+def show_drawn_values(event: Any, sliders: list[gr.Slider]) -> None:
+    """After ``event`` (a draw that took ``sliders`` through ``typed_values_js``), the sliders' boxes show the values
+    drawn: a typed 500 on a 0-99 slider drew 99 while the box still said 500, since Gradio clamps the box on blur,
+    not on Enter. It runs in the browser only (no server call); give two sliders or more, so the answer is a list."""
+    event.then(None, sliders, sliders, js=typed_values_js(sliders), api_visibility="private", show_progress="hidden")

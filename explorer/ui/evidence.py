@@ -54,7 +54,8 @@ class EvidenceView(NamedTuple):
     table: Any  # the summed evidence vs the model's teacher
     summary: Any
     data: Any  # the JSON of /patch_evidence
-    k: Any  # the k slider, fitted to the pair's grid
+    k: Any  # the k slider: the k drawn, at most the pair's grid; only to be set when the exchange uses it
+    asked_k: Any  # a state: the k the person chose, kept while a coarser grid holds the slider lower
 
 
 class AgreementView(NamedTuple):
@@ -74,7 +75,11 @@ def _originals(pair: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | None, pair: dict[str, Any] | None,
                         exchange: str, k: float) -> EvidenceView:
     """Heat maps, the teacher table, a summary, the JSON (/patch_evidence) and the k slider fitted to the grid;
-    without a model, an empty view that says so (a dataset without checkpoints is a normal state, not an error)."""
+    without a model, an empty view that says so (a dataset without checkpoints is a normal state, not an error).
+
+    ``k`` is the k the person chose (the slider's value, or ``asked_k`` when another pair or exchange redraws):
+    a 1x1 grid draws k = 1, and going back to a finer grid draws the chosen k again, not 1.
+    """
     if not pair:
         raise ValueError("no pair yet: show one in the Patch swap tab first")
     if exchange not in EXCHANGES:
@@ -83,14 +88,15 @@ def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | Non
     checkpoints = ctx.models(dataset, model_a, model_b)
     label, size, random_mask = int(pair["label"]), int(pair["patch_size"]), torch.from_numpy(pair["mask"])
     cells = random_mask.numel()
-    count = min(max(whole_number(k, "k"), 0), cells)
+    asked = max(whole_number(k, "k"), 0)
+    count = min(asked, cells)
+    slider = gr.Slider(maximum=cells, value=count, interactive=exchange != EXCHANGES[0])
     if not checkpoints:
         return EvidenceView(None, pd.DataFrame(evidence_table({})),
                             f"Class **{dataset.class_names[label]}**, {size}x{size}-pixel patches. No model chosen: "
                             f"pick model A or B above (checkpoints trained on {dataset.name}) to see which patch "
                             "positions decide the teacher.",
-                            patch_evidence_payload(dataset, label, {}, {}, exchange, {}),
-                            gr.Slider(maximum=cells, value=count))
+                            patch_evidence_payload(dataset, label, {}, {}, exchange, {}), slider, asked)
     image_a, image_b = _originals(pair)
     evidence, checks = {}, {}
     for name, checkpoint in checkpoints.items():
@@ -108,8 +114,7 @@ def patch_evidence_view(ctx: AppContext, model_a: str | None, model_b: str | Non
                "it falls. The sums over the exchanged positions predict each swapped view's confidence (to first "
                "order, patches taken as independent); the model's own choice comes from the real swapped views.")
     payload = patch_evidence_payload(dataset, label, evidence, checks, exchange, checkpoints)
-    return EvidenceView(figure, pd.DataFrame(evidence_table(checks)), summary, payload,
-                        gr.Slider(maximum=cells, value=count))
+    return EvidenceView(figure, pd.DataFrame(evidence_table(checks)), summary, payload, slider, asked)
 
 
 def _agreement(ctx: AppContext, checkpoint: dict[str, Checkpoint], dataset: Dataset, settings: tuple,
@@ -163,13 +168,18 @@ def build_swap_section(ctx: AppContext, header: Header, pair: gr.State) -> None:
     with gr.Row(equal_height=True):
         exchange = gr.Radio(list(EXCHANGES), value=EXCHANGES[0], label="Exchange", scale=3,
                             info="most evident: the positions that favour a′ most; least evident: b′")
-        k = gr.Slider(0, 16, value=8, step=1, label="k positions", scale=1, elem_id="evidence-k")
+        k = gr.Slider(0, 16, value=8, step=1, label="k positions", scale=1, elem_id="evidence-k", interactive=False,
+                      info="used by the most and least evident exchanges", buttons=[])  # no ↺: no redraw
+    asked_k = gr.State(8)
     summary, table, maps, data = result_views(
         "evidence", "summed evidence of the exchanged positions vs the teacher the model chooses", "patch evidence",
         "patch_evidence", plot_id="evidence-maps")
+    outputs = flatten(EvidenceView(maps, table, summary, data, k, asked_k))
+    show = model_handler(ctx, patch_evidence_view, small=True)
     inputs = [header.model_a, header.model_b, pair, exchange, k]
-    gr.on([pair.change, exchange.input, k.input], model_handler(ctx, patch_evidence_view, small=True), inputs,
-          flatten(EvidenceView(maps, table, summary, data, k)), api_name="patch_evidence", js=typed_values_js(inputs),
+    k.input(show, inputs, outputs, api_name="patch_evidence", js=typed_values_js(inputs), trigger_mode="always_last",
+            **LIGHT_EVENTS)
+    gr.on([pair.change, exchange.input], show, [*inputs[:-1], asked_k], outputs, api_name="patch_evidence_redraw",
           trigger_mode="always_last", **LIGHT_EVENTS)
 
 

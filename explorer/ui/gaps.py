@@ -17,7 +17,7 @@ from explorer.ips import build_class_index, default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import analysis_handler, flatten, handler
-from explorer.ui.components import integer_dropdown
+from explorer.ui.components import integer_dropdown, show_drawn_values
 from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import SwapTab, typed_values_js
@@ -183,13 +183,14 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
     with gr.Row(equal_height=True):
         which = gr.Radio(list(MODEL_SETS), value="A and B", label="Models")
         class_filter = gr.Dropdown([ALL_CLASSES, *dataset0.class_names], value=ALL_CLASSES, label="Pairs of")
-        n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N",
-                            info="up to the whole test split", elem_id="gaps-n-pairs")
+        n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N", buttons=[],
+                            info="up to the whole test split", elem_id="gaps-n-pairs")  # no ↺: it would not redraw
     with gr.Row(equal_height=True):
         patch_size = integer_dropdown(patch_size_choices(dataset0.image_size),
                                        value=default_patch_size(dataset0.image_size), label="Patch size (pixels)",
                                        elem_id="gaps-patch-size")
-        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio")
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio",
+                          buttons=[])
         seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Compute gaps", variant="primary")
     summary = gr.Markdown("Open this tab to score the pairs.", elem_id="gaps-summary")
@@ -210,9 +211,10 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
     refreshed = flatten(GapsRefresh(view, shown))
     run.click(analysis_handler(ctx, compute_gaps), settings, flatten(view), api_name="confidence_gaps",
               js=typed_values_js(settings), **ANALYSIS_EVENTS)
-    gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
-          analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_controls",
-          js=typed_values_js([shown, *settings]), **work)
+    drawn = gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
+                  analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_controls",
+                  js=typed_values_js([shown, *settings]), **work)
+    show_drawn_values(drawn, [n_pairs, ratio])
     tab.select(analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_opened", **work)
     refresh_open = analysis_handler(ctx, refresh_open_gaps, TAB_ID)
     gr.on(header.models_picked, refresh_open, [active, shown, *settings], refreshed, api_name="gaps_models", **work)

@@ -29,7 +29,7 @@ from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import flatten, model_handler
-from explorer.ui.components import integer_dropdown, typed_values_js
+from explorer.ui.components import integer_dropdown, show_drawn_values, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
@@ -299,16 +299,17 @@ def _controls(dataset: Dataset) -> _Controls:
     with gr.Row(equal_height=True):
         class_name = gr.Dropdown(list(dataset.class_names), value=dataset.class_names[0], label="Class", scale=1)
         index_a = gr.Slider(0, count - 1, value=0, step=1, label="Sample a", scale=2, elem_id="swap-index-a",
-                            info="counts within the class (0 = its first test image); the summary gives the test #")
+                            info="counts within the class (0 = its first test image); the summary gives the test #",
+                            buttons=[])  # no ↺: Gradio's reset sends no input event, so it would not redraw
         index_b = gr.Slider(0, count - 1, value=1, step=1, label="Sample b", scale=2, elem_id="swap-index-b",
-                            info="counts within the class, like sample a")
+                            info="counts within the class, like sample a", buttons=[])
         random_button = gr.Button("Random pair", scale=1)
     with gr.Row(equal_height=True):
         patch_size = integer_dropdown(patch_size_choices(dataset.image_size),
                                       value=default_patch_size(dataset.image_size), label="Patch size (pixels)",
                                       info="the sizes training accepts: divisors of the image side",
                                       elem_id="swap-patch-size")
-        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio",
+        ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", buttons=[],
                           info="fraction of patch positions exchanged (training's default)", elem_id="swap-ratio")
         seed = gr.Number(0, precision=0, label="Seed", info="with sample a, fixes which positions are exchanged",
                          elem_id="swap-seed")
@@ -350,9 +351,10 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     show = model_handler(ctx, show_pair, small=True)
     # .input fires on dragging, arrow keys and typing (not when a handler sets the value: no double drawing)
-    gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,
-           c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs, api_name="swap_pair",
-          js=typed_values_js(inputs), **work)
+    drawn = gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,
+                   c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs,
+                  api_name="swap_pair", js=typed_values_js(inputs), **work)
+    show_drawn_values(drawn, [c.index_a, c.index_b, c.ratio])
     for which, upload in (("a", c.upload_a), ("b", c.upload_b)):  # one event each: the new file is announced
         upload.upload(model_handler(ctx, show_upload, which, small=True), inputs,
                       flatten(SwapUpload(c.upload_a, c.upload_b, view)),
