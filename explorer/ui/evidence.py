@@ -153,9 +153,9 @@ def evidence_agreement_view(ctx: AppContext, model_sets: tuple[str, str, str], a
             f"patches, ratio {settings[3]:g}, seed {settings[4]}): how often the view with the higher summed "
             f"evidence is the view the model makes the teacher.\n" + evidence_agreement_summary(results))
     return AgreementView(text, {"dataset": dataset.name, "n_pairs": settings[1], "patch_size": settings[2],
-                  "swap_ratio": settings[3], "seed": settings[4], "class": class_name,
-                  "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **r.to_json()}
-                             for name, r in results.items()}})
+                                "swap_ratio": settings[3], "seed": settings[4], "class": class_name,
+                                "models": {name: {"checkpoint": checkpoint_name(checkpoints[name].path), **r.to_json()}
+                                           for name, r in results.items()}})
 
 
 # --------------------------------------------------------------------------------------------------
