@@ -102,3 +102,12 @@ def test_the_tab_computes_when_opened_and_only_when_its_settings_changed(ctx, co
     assert refresh_open_gaps(ctx, GAPS_TAB, "swap", None, *settings) == unchanged  # the header changed elsewhere
     assert refresh_open_gaps(ctx, GAPS_TAB, GAPS_TAB, None, *settings).view.data == computed.data
     assert np.isclose(change_dataset(ctx, "mnist5k").n_pairs.value, 500)
+
+
+def test_pairs_that_exchange_no_patch_are_not_called_swapped_views(ctx):
+    """Issue 24: 28-pixel patches at ratio 0.5 exchange round(0.5) = 0 of 1 positions: the views are the originals."""
+    summary = compute_gaps(ctx, "mnist5k", CE, IPS, "A only", "all classes", 20, 28, 0.5, 0).summary
+    assert ("**0 of 1 patch positions exchanged: no position is exchanged, so a′ is a and b′ is b: the views are the "
+            "unswapped originals** in every pair.") in summary and "a′ and b′ are the swapped views" not in summary
+    mixed = compute_gaps(ctx, "mnist5k", CE, IPS, "A only", "all classes", 20, 7, 0.5, 0).summary
+    assert "a′ and b′ are the swapped views of each pair" in mixed and "exchanged:" not in mixed

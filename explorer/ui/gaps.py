@@ -13,14 +13,14 @@ from explorer.analysis.inputs import class_label, class_size, patch_size_choices
 from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, gap_statistics
 from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
-from explorer.ips import build_class_index, default_patch_size
+from explorer.ips import build_class_index, default_patch_size, swap_count
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import analysis_handler, flatten, handler
 from explorer.ui.components import integer_dropdown, show_drawn_values
 from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
-from explorer.ui.swap import SwapTab, typed_values_js
+from explorer.ui.swap import SwapTab, typed_values_js, unswapped_views
 
 __all__ = ["TAB_ID", "ALL_CLASSES", "MODEL_SETS", "GapsControls", "GapsRefresh", "GapsView", "OpenedPair", "build",
            "change_dataset", "compute_gaps", "open_pair", "refresh_gaps", "refresh_open_gaps"]
@@ -72,10 +72,17 @@ class OpenedPair(NamedTuple):
     tabs: Any
 
 
-def _summary(gaps: PairGaps, stats: dict[str, GapStatistics], patch_size: int, swap_ratio: float, seed: int) -> str:
-    """The settings, each model's mean gap and KL term, then the generated claims (who teaches; whose views agree)."""
-    text = [f"**{len(gaps.anchors)} pairs**, {patch_size}-pixel patches, ratio {swap_ratio:g}, seed {seed}. "
-            "a′ and b′ are the swapped views of each pair (a′ = test # a with b's patches)."]
+def _summary(gaps: PairGaps, stats: dict[str, GapStatistics], dataset: Dataset, patch_size: int, swap_ratio: float,
+             seed: int) -> str:
+    """The settings, each model's mean gap and KL term, then the generated claims (who teaches; whose views agree).
+
+    At a ratio and patch size that exchange no position (or every one) it says so: the views are then the
+    originals, not mixed views."""
+    cells = (dataset.image_size[0] // patch_size) * (dataset.image_size[1] // patch_size)
+    unswapped = unswapped_views(swap_count(swap_ratio, cells), cells)
+    views = (f"**{swap_count(swap_ratio, cells)} of {cells} patch positions exchanged: {unswapped}** in every pair."
+             if unswapped else "a′ and b′ are the swapped views of each pair (a′ = test # a with b's patches).")
+    text = [f"**{len(gaps.anchors)} pairs**, {patch_size}-pixel patches, ratio {swap_ratio:g}, seed {seed}. {views}"]
     text += [f"- **{name}**: mean gap **{s.mean:.3f}** (median {s.median:.3f}); mean KL term "
              f"{float(gaps.kd[name].mean()):.4f}" for name, s in stats.items()]
     return "\n".join(text) + "\n\n" + claims_markdown("Who teaches, from these pairs:", gap_claims(stats, len(
@@ -112,7 +119,7 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
     return GapsView(gap_histogram({name: gaps.gap(name) for name in checkpoints}),
                     class_gap_bars(dataset.class_names, {name: s.class_mean for name, s in stats.items()}),
                     gap_scatter(gaps.confidence_a, gaps.confidence_b, gaps.teacher_is_a, _hover(dataset, gaps)),
-                    pd.DataFrame(gap_table(dataset, gaps)), _summary(gaps, stats, size, ratio, seed_int),
+                    pd.DataFrame(gap_table(dataset, gaps)), _summary(gaps, stats, dataset, size, ratio, seed_int),
                     gaps_payload(dataset, gaps, stats, class_name, size, ratio, seed_int, checkpoints),
                     {"dataset": dataset.name, "patch_size": size, "ratio": ratio, "seed": seed_int})
 

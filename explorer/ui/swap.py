@@ -34,7 +34,8 @@ from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
 __all__ = ["TAB_ID", "UPLOAD_TYPES", "RandomPair", "SwapControls", "SwapSamples", "SwapTab", "SwapUpload", "SwapView",
-           "build", "change_dataset", "pick_class", "random_pair", "show_pair", "show_upload", "typed_values_js"]
+           "build", "change_dataset", "pick_class", "random_pair", "show_pair", "show_upload", "typed_values_js",
+           "unswapped_views"]
 
 TAB_ID = "swap"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
@@ -161,7 +162,7 @@ def _source_text(source: dict[str, Any]) -> str:
     return f"test image #{source['test_index']} (sample {source['rank_in_class']} of the class)"
 
 
-def _unswapped(count: int, total: int) -> str:
+def unswapped_views(count: int, total: int) -> str:
     """What the views are when the swap exchanges nothing or everything (no view mixes the images), else ''."""
     if count == 0:
         return "no position is exchanged, so a′ is a and b′ is b: the views are the unswapped originals"
@@ -172,7 +173,7 @@ def _unswapped(count: int, total: int) -> str:
 
 def _summary(pair: SwappedPair, dataset: Dataset, source_a: dict[str, Any], source_b: dict[str, Any]) -> str:
     count, total = int(pair.mask.sum()), pair.mask.numel()
-    unswapped = _unswapped(count, total)
+    unswapped = unswapped_views(count, total)
     lines = [f"Class **{dataset.class_names[pair.label]}** · a = {_source_text(source_a)}, b = "
              f"{_source_text(source_b)} · {pair.patch_size}x{pair.patch_size}-pixel patches · "
              f"**{count} of {total}** patch positions exchanged"
