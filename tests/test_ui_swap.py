@@ -127,7 +127,9 @@ def test_an_uploads_conversion_is_announced_once_when_it_arrives_not_on_every_re
     assert announced == ["upload a: resized from 64x64 to 28x28"]
     assert "upload a: resized from 64x64 to 28x28" in out.view.data["notes"]  # the JSON keeps saying it
     show_pair(ctx, "mnist5k", CE, IPS, "3", 2, 5, str(big), None, 7, 0.6, 4)  # a redraw: a new ratio
-    show_upload(ctx, "b", "mnist5k", CE, IPS, "3", 2, 5, str(big), str(big), 7, 0.5, 4)  # then image b arrives
+    other = tmp_path / "other.png"
+    Image.fromarray(stroke.T.copy()).save(other)
+    show_upload(ctx, "b", "mnist5k", CE, IPS, "3", 2, 5, str(big), str(other), 7, 0.5, 4)  # then image b arrives
     assert announced == ["upload a: resized from 64x64 to 28x28", "upload b: resized from 64x64 to 28x28"]
 
 
