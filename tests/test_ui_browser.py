@@ -121,6 +121,10 @@ def test_1b_typed_values_and_arrow_keys_redraw_the_pair(page):
     summary.get_by_text("sample 99 of the class").wait_for()
     index_b.press("Tab")
     page.wait_for_function("() => document.querySelector('#swap-index-b input[type=number]').value === '99'")
+    index_a = page.locator("#swap-index-a input[type=number]")
+    index_a.fill("-3")  # below the first sample: #0 is drawn, and the box says so without leaving it
+    index_a.press("Enter")
+    page.wait_for_function("() => document.querySelector('#swap-index-a input[type=number]').value === '0'")
     _no_error_toast(page)
     _no_error_badge(page)
 

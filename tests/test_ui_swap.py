@@ -161,7 +161,8 @@ def test_the_sliders_boxes_show_what_was_drawn(demo):
     """Issue 24: the ↺ of a slider reset its box but not the pictures (Gradio's reset sends no input event), and
     a typed 500 drew sample #99 while the box still said 500."""
     sliders = {b.elem_id: b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.elem_id}
-    redrawing = ["swap-index-a", "swap-index-b", "swap-ratio", "gaps-n-pairs", "gaps-ratio", "evidence-k"]
+    redrawing = ["swap-index-a", "swap-index-b", "swap-ratio", "gaps-n-pairs", "gaps-ratio", "evidence-k",
+                 "cam-test-index", "cam-opacity"]
     assert [name for name in redrawing if sliders[name].get_config()["buttons"] != []] == []
     browser_only = {tuple(b.elem_id for b in fn.outputs): fn for fn in demo.fns.values() if fn.fn is None and fn.js}
     for boxes in (("swap-index-a", "swap-index-b", "swap-ratio"), ("gaps-n-pairs", "gaps-ratio")):

@@ -246,7 +246,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
         source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image", scale=3)
         test_index = gr.Slider(0, len(dataset0.test_labels) - 1, value=0, step=1, label="Test image index", scale=2,
                                info="in the whole test split (used when the image is a test image)",
-                               elem_id="cam-test-index")
+                               elem_id="cam-test-index", buttons=[])  # no ↺: it would not redraw
         upload = gr.File(label="Upload", file_types=UPLOAD_TYPES, height=110, scale=1, elem_id="cam-upload")
     with gr.Row(equal_height=True):
         method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method",
@@ -256,7 +256,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                             value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
                             info="the default is each model's deepest conv block")
         target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
-        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity")
+        opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity", buttons=[])
     view = _outputs()
     outputs = flatten(view)
 
