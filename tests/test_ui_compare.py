@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from explorer.evaluate import classification_metrics, predict_logits
+from explorer.ui.binding import flatten
 from explorer.ui.compare import GALLERY_SIZE, compare_models, open_sample, refresh_compare, refresh_open_compare
 from explorer.ui.compare import TAB_ID as COMPARE_TAB
 from explorer.ui.gradcam import SOURCES, TAB_ID
@@ -15,7 +16,7 @@ CE, IPS = str(CE_DEMO), str(IPS_DEMO)
 
 def test_compare_models_matches_the_evaluate_module_and_reuses_the_logits(ctx):
     out = compare_models(ctx, "mnist5k", CE, IPS)
-    summary, table, _, _, _, fixed, broken, payload, flips = out
+    summary, table, fixed, broken, payload, flips = out.summary, out.metrics, out.fixed, out.broken, out.data, out.flips
     mnist = ctx.dataset("mnist5k")
     right = {}
     for name, checkpoint in ctx.models(mnist, CE, IPS).items():
@@ -33,15 +34,16 @@ def test_compare_models_matches_the_evaluate_module_and_reuses_the_logits(ctx):
     truth, a, b = fixed[0][1].split(" · ")
     assert truth == mnist.class_names[int(mnist.test_labels[flips["fixed"][0]])] and a.startswith("A ")
     cached = len(ctx.logits)
-    assert cached == 2 and compare_models(ctx, "mnist5k", CE, IPS)[7] == payload and len(ctx.logits) == cached
+    assert cached == 2 and compare_models(ctx, "mnist5k", CE, IPS).data == payload and len(ctx.logits) == cached
     one = compare_models(ctx, "mnist5k", CE, None)  # no error badge: what to do
-    assert one[0] == "Choose two checkpoints trained on mnist5k, model A and model B, to compare them."
-    assert one[2:5] == (None, None, None) and one[7] == {}
+    assert one.summary == "Choose two checkpoints trained on mnist5k, model A and model B, to compare them."
+    assert (one.reliability, one.confidence, one.confusion) == (None, None, None) and one.data == {}
 
 
 def test_the_claims_match_the_metrics_table(ctx):
     """The issue's case: the old Guide said "less over-confident" while the table said otherwise."""
-    summary, table = compare_models(ctx, "mnist5k", CE, IPS)[:2]
+    view = compare_models(ctx, "mnist5k", CE, IPS)
+    summary, table = view.summary, view.metrics
     rows = {metric: (a, b) for metric, a, b in zip(table["metric"], table["A · ce"], table["B · ips"], strict=True)}
     confidence, nll = rows["mean true-class confidence"], rows["NLL"]
     assert f"mean true-class probability {confidence[1]:.3f} vs {confidence[0]:.3f}" in summary
@@ -52,18 +54,19 @@ def test_the_claims_match_the_metrics_table(ctx):
 
 def test_the_tab_compares_when_opened_and_only_when_the_models_changed(ctx):
     first = refresh_compare(ctx, None, "mnist5k", CE, IPS)
-    assert first[-1] == ["mnist5k", CE, IPS] and "test images" in first[0]
+    assert first.shown == ["mnist5k", CE, IPS] and "test images" in first.view.summary
     skip = {"__type__": "update"}
-    assert refresh_compare(ctx, ["mnist5k", CE, IPS], "mnist5k", CE, IPS) == (skip,) * 10
-    assert refresh_open_compare(ctx, COMPARE_TAB, "swap", None, "mnist5k", CE, IPS) == (skip,) * 10
-    assert refresh_open_compare(ctx, COMPARE_TAB, COMPARE_TAB, None, "mnist5k", CE, IPS)[7] == first[7]
+    assert flatten(refresh_compare(ctx, ["mnist5k", CE, IPS], "mnist5k", CE, IPS)) == [skip] * 10
+    assert flatten(refresh_open_compare(ctx, COMPARE_TAB, "swap", None, "mnist5k", CE, IPS)) == [skip] * 10
+    assert refresh_open_compare(ctx, COMPARE_TAB, COMPARE_TAB, None, "mnist5k", CE, IPS).view.data == first.view.data
 
 
 def test_a_clicked_sample_opens_in_the_gradcam_tab():
     shown = {"fixed": [12, 40], "broken": [7]}
     click = gr.SelectData(None, {"index": 1, "value": None})
-    source, index, tabs = open_sample("fixed", TAB_ID, shown, click)
-    assert (source, index.value, index.interactive, tabs.selected) == (SOURCES[0], 40, True, "gradcam")
+    opened = open_sample("fixed", TAB_ID, shown, click)
+    assert (opened.source, opened.test_index.value, opened.test_index.interactive, opened.tabs.selected) == (
+        SOURCES[0], 40, True, "gradcam")
     for which, state in (("broken", shown), ("fixed", None)):
         with pytest.raises(ValueError, match="compare the models first, then click a sample"):
             open_sample(which, TAB_ID, state, click)

@@ -21,7 +21,7 @@ SKIP = {"__type__": "update"}
 
 def test_the_guide_claims_are_the_compare_and_gaps_tabs_claims(ctx):
     claims = guide_claims(ctx, "mnist5k", CE, IPS)
-    compare_summary = compare_models(ctx, "mnist5k", CE, IPS)[0]
+    compare_summary = compare_models(ctx, "mnist5k", CE, IPS).summary
     assert claims.startswith(compare_summary)  # the same sentences as the Compare tab, from the same numbers
     ratio = TrainConfig().swap_ratio
     gaps_summary = compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 500, 7, ratio, 0)[4]
