@@ -221,18 +221,18 @@ def runs(tmp_path):
 
 def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
     references = reference_runs(DEMO)
-    table, choice, details, log, figure, cancel, delete, other, resume, shown, timer = follow_selected(
-        runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
+    view = follow_selected(runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
+    table = view.table
     assert table.values.tolist() == list_runs(runs)["data"] and table.iloc[0]["status"] == "finished"
-    assert choice.value == ["demo-ips"] and "**finished**" in details and not log.visible and not timer.active
-    assert {trace.name for trace in figure.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
-    assert (cancel.interactive, delete.interactive, other.interactive, resume.interactive) == (False, True, True,
-                                                                                              False)  # finished
+    assert view.plotted.value == ["demo-ips"] and "**finished**" in view.details and not view.log.visible
+    assert not view.timer.active and {trace.name for trace in view.curves.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
+    assert [b.interactive for b in view.buttons] == [False, True, True, False]  # finished: delete, other method
+    shown = view.shown
     again = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)
-    assert again[0] == again[1] == again[4] == SKIP and again[9] == shown  # nothing changed, nothing resent
+    assert again.table == again.plotted == again.curves == SKIP and again.shown == shown  # unchanged: not resent
     with open(runs.run_dir("demo-ips") / METRICS, "a") as metrics:
         metrics.write(json.dumps({"kind": "epoch", "epoch": 9, "test_accuracy": 0.5}) + "\n")
-    redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown)[4]
+    redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown).curves
     test_accuracy = next(t for t in redrawn.data if t.name == "demo-ips" and t.yaxis == "y5")
     assert redrawn != SKIP and list(test_accuracy.x)[-1] == 9 and list(test_accuracy.y)[-1] == 0.5
 
@@ -250,13 +250,15 @@ def test_select_cancel_and_delete_a_run(runs):
             action(runs, "")
     with pytest.raises(ValueError, match="run demo-ips is finished; there is nothing to cancel"):
         cancel_run(runs, "demo-ips")
-    pending, question, row = ask_delete(runs, "demo-ips")
-    assert pending == "demo-ips" and "Delete run **demo-ips** (ips, finished)" in question and row.visible
+    asked = ask_delete(runs, "demo-ips")
+    assert asked.pending == "demo-ips" and "Delete run **demo-ips** (ips, finished)" in asked.question
+    assert asked.row.visible
     with pytest.raises(ValueError, match="press Delete run… first"):
         delete_run(runs, None, "demo-ips", ["demo-ips"])
-    assert keep_run()[0] is None and not keep_run()[1].visible
-    pending, row, selected, plotted = delete_run(runs, "demo-ips", "demo-ips", ["demo-ips", "other"])
-    assert (pending, row.visible, selected, plotted) == (None, False, "", ["other"])
+    assert keep_run().pending is None and not keep_run().row.visible
+    deleted = delete_run(runs, "demo-ips", "demo-ips", ["demo-ips", "other"])
+    assert (deleted.confirmation.pending, deleted.confirmation.row.visible, deleted.selected, deleted.plotted) == (
+        None, False, "", ["other"])
     assert runs.runs() == [] and not (runs.runs_dir / "demo-ips").exists()
 
 
@@ -267,7 +269,7 @@ def test_the_buttons_apply_only_to_runs_they_can_act_on(runs):
     running = RunInfo(**{**finished.__dict__, "state": "running"})
     assert [b.interactive for b in run_buttons(running)] == [True, False, True, False]
     cancelled = RunInfo(**{**finished.__dict__, "state": "cancelled"})
-    assert not run_buttons(cancelled)[3].interactive  # the demo folder has no training state to resume from
+    assert not run_buttons(cancelled).resume.interactive  # the demo folder has no training state to resume from
 
 
 def test_the_other_method_after_a_quick_look_warns_that_it_is_no_comparison(runs):
@@ -299,15 +301,15 @@ def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
     ctx = AppContext(runs.runs_dir, DEMO, torch.device("cpu"))
     with pytest.raises(ValueError, match="mnist5k has a baseline and an IPS checkpoint already"):
         launch_pair(ctx, runs, "train", "mnist5k")
-    selected, tabs = launch_pair(ctx, runs, "train", "digits")
+    pair = launch_pair(ctx, runs, "train", "digits")
     launched = [info.run_id for info in runs.runs() if info.dataset == "digits"]
     for run_id in launched:
         runs.cancel(run_id)
     wait_for(lambda: not runs.has_active_runs(), 60, "the launched runs to stop")
     settings = sorted((runs.settings(r)["method"], runs.settings(r)["epochs"], runs.settings(r)["seed"])
                       for r in launched)
-    assert settings == [("ce", 30, 0), ("ips", 30, 0)] and selected in launched  # digits' fair comparison
-    assert tabs.selected == "train"
+    assert settings == [("ce", 30, 0), ("ips", 30, 0)] and pair.selected in launched  # digits' fair comparison
+    assert pair.tabs.selected == "train"
 
 
 def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys, stall_s):
@@ -347,10 +349,10 @@ def test_the_teacher_picker_lists_finished_runs_and_shows_for_kd_only(tmp_path):
     assert teacher_choices(tmp_path) == [("c-done (ips, small_cnn on mnist5k)", f"{tmp_path.name}/c-done"),
                                          ("a-done (ce, small_cnn on mnist5k)", f"{tmp_path.name}/a-done")]
     ctx = AppContext(tmp_path, DEMO, torch.device("cpu"))
-    method, teacher = show_method(ctx, "kd")
-    assert teacher.visible is True and method.info == METHODS["kd"].help
-    assert [value for _, value in teacher.choices] == ["", f"{tmp_path.name}/c-done", f"{tmp_path.name}/a-done"]
-    assert show_method(ctx, "ls")[1].visible is False
+    kd = show_method(ctx, "kd")
+    assert kd.teacher.visible is True and kd.method.info == METHODS["kd"].help
+    assert [value for _, value in kd.teacher.choices] == ["", f"{tmp_path.name}/c-done", f"{tmp_path.name}/a-done"]
+    assert show_method(ctx, "ls").teacher.visible is False
 
 
 def test_the_command_line_of_kd_names_its_teacher_and_other_methods_drop_it():
@@ -392,10 +394,12 @@ def test_while_the_pair_trains_its_runs_appear_in_the_pickers_and_the_button_wai
     ctx = AppContext(tmp_path, DEMO, torch.device("cpu"))
     monkeypatch.setattr("explorer.ui.train.train_label", lambda ctx, dataset, checkpoints: "Train IPS on digits")
     save_digits_run(tmp_path)  # the baseline has finished; IPS still trains
-    a, b, notice, button, timer = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: True), "digits", None, None)
-    (name,) = [path for _, path in a.choices]
-    assert name.endswith("/digits-run") and a.value == name and b.value is None
-    assert button.interactive is False and button.visible and timer.active is True
-    assert button.value == "Training IPS on digits…" and "no IPS checkpoint" in notice
-    *_, button, timer = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: False), "digits", name, None)
-    assert button.interactive is True and button.value == "Train IPS on digits" and timer.active is False
+    training = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: True), "digits", None, None)
+    (name,) = [path for _, path in training.model_a.choices]
+    assert name.endswith("/digits-run") and training.model_a.value == name and training.model_b.value is None
+    button = training.train_pair
+    assert button.interactive is False and button.visible and training.timer.active is True
+    assert button.value == "Training IPS on digits…" and "no IPS checkpoint" in training.notice
+    done = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: False), "digits", name, None)
+    assert done.train_pair.interactive is True and done.train_pair.value == "Train IPS on digits"
+    assert done.timer.active is False

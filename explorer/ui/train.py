@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -37,12 +37,13 @@ from explorer.training.runfolder import (
     run_curves,
 )
 from explorer.training.runs import RunManager
-from explorer.ui.binding import handler
+from explorer.ui.binding import flatten, handler
 from explorer.ui.context import AppContext
 from explorer.ui.header import Header, dataset_checkpoints, missing_methods, notice_text, pick_models, train_label
 from explorer.ui.train_form import build_form, launch_run, wire_form
 
-__all__ = ["TAB_ID", "TICK_S", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
+__all__ = ["TAB_ID", "TICK_S", "Confirmation", "DeleteQuestion", "Deleted", "LaunchedPair", "PairWatch", "RunButtons",
+           "RunsView", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
            "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs", "refresh", "resumable",
            "resume_run", "run_buttons", "select_run", "watch_pair"]
 
@@ -50,6 +51,68 @@ TAB_ID = "train"
 PAIR_TICK_S = 5.0  # how often the header's pickers are rescanned while runs train
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
+
+
+class RunButtons(NamedTuple):
+    """The buttons that apply to the selected run (``run_buttons``, or their components)."""
+
+    cancel: Any
+    delete: Any
+    other: Any  # "Same settings, other method"
+    resume: Any
+
+
+class RunsView(NamedTuple):
+    """One answer of ``refresh`` (or its components)."""
+
+    table: Any
+    plotted: Any  # the runs whose curves are drawn
+    details: Any
+    log: Any
+    curves: Any
+    buttons: RunButtons
+    shown: Any  # what the page shows, so unchanged parts are skipped
+    timer: Any
+
+
+class PairWatch(NamedTuple):
+    """One answer of ``watch_pair`` (or its components): the header's pickers, notice and button, the timer."""
+
+    model_a: Any
+    model_b: Any
+    notice: Any
+    train_pair: Any
+    timer: Any
+
+
+class LaunchedPair(NamedTuple):
+    """One answer of ``launch_pair`` (or its components): the selected run, the tabs."""
+
+    selected: Any
+    tabs: Any
+
+
+class DeleteQuestion(NamedTuple):
+    """One answer of ``ask_delete`` (or its components): the run asked about, the question, its row."""
+
+    pending: Any
+    question: Any
+    row: Any
+
+
+class Confirmation(NamedTuple):
+    """One answer of ``keep_run`` (or its components): the run the confirmation is about, the confirmation's row."""
+
+    pending: Any
+    row: Any
+
+
+class Deleted(NamedTuple):
+    """One answer of ``delete_run`` (or its components): the confirmation closed, the selection and curves."""
+
+    confirmation: Confirmation
+    selected: Any
+    plotted: Any
 
 
 def reference_runs(checkpoints_dir: Path) -> dict[str, Path]:
@@ -99,16 +162,16 @@ def resumable(info: RunInfo | None) -> bool:
     return info is not None and info.state in ("cancelled", "failed") and (info.path / TRAIN_STATE).is_file()
 
 
-def run_buttons(info: RunInfo | None) -> tuple[gr.Button, gr.Button, gr.Button, gr.Button]:
+def run_buttons(info: RunInfo | None) -> RunButtons:
     """Cancel, Delete, "Same settings, other method" and Resume, each clickable only when it applies to the
     selected run (so none answers with an error toast)."""
-    return (gr.Button(interactive=info is not None and info.state not in FINAL_STATES),
-            gr.Button(interactive=info is not None and info.state in FINAL_STATES),
-            gr.Button(interactive=info is not None), gr.Button(interactive=resumable(info)))
+    return RunButtons(gr.Button(interactive=info is not None and info.state not in FINAL_STATES),
+                      gr.Button(interactive=info is not None and info.state in FINAL_STATES),
+                      gr.Button(interactive=info is not None), gr.Button(interactive=resumable(info)))
 
 
 def refresh(runs: RunManager, references: dict[str, Path], selected: str | None, plotted_runs: list[str] | None,
-            reference_names: list[str] | None, previous: dict[str, Any] | None, follow: bool = False) -> tuple:
+            reference_names: list[str] | None, previous: dict[str, Any] | None, follow: bool = False) -> RunsView:
     """Redraw what changed: the table, the choice of runs, the selected run, its log, the curves, the buttons
     that apply to the selected run; keep the timer ticking only while a run is queued or running. ``follow`` adds
     the selected run to the curves. The curves' x-axes end at the longest plotted run's epochs.
@@ -136,16 +199,16 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
     info = by_id.get(selected or "")
     failed = info is not None and info.state == "failed"
     log = runs.log_tail(info.run_id, LOG_LINES) if failed else ""
-    return (pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
-            runs_choice, describe(info) if info else "Select a run in the table.",
-            gr.Textbox(public_text(log, [runs.runs_dir]), visible=failed),
-            _curves(folders, names, files, previous, max((by_id[r].epochs for r in chosen), default=None)),
-            *run_buttons(info), now, gr.Timer(active=active))
+    return RunsView(pd.DataFrame(rows, columns=list(RUN_TABLE_HEADERS)) if rows != previous.get("rows") else gr.skip(),
+                    runs_choice, describe(info) if info else "Select a run in the table.",
+                    gr.Textbox(public_text(log, [runs.runs_dir]), visible=failed),
+                    _curves(folders, names, files, previous, max((by_id[r].epochs for r in chosen), default=None)),
+                    run_buttons(info), now, gr.Timer(active=active))
 
 
 def follow_selected(runs: RunManager, references: dict[str, Path], selected: str | None,
                     plotted_runs: list[str] | None, reference_names: list[str] | None,
-                    previous: dict[str, Any] | None) -> tuple:
+                    previous: dict[str, Any] | None) -> RunsView:
     """As watch_runs, and the selected run is added to the curves (after a launch or a click on a run)."""
     return refresh(runs, references, selected, plotted_runs, reference_names, previous, follow=True)
 
@@ -182,7 +245,7 @@ def launch_other_method(runs: RunManager, run_id: str) -> str:
     return new_id
 
 
-def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) -> tuple[str, gr.Tabs]:
+def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) -> LaunchedPair:
     """The header's button: train the baseline and IPS models the dataset lacks (the fair comparison's epochs, seed
     0), then show the Train tab following the last of them."""
     missing = missing_methods(dataset_checkpoints(ctx, dataset))
@@ -193,13 +256,14 @@ def launch_pair(ctx: AppContext, runs: RunManager, tab_id: str, dataset: str) ->
                 for m in missing]
     gr.Info(f"training {' and '.join(missing)} on {dataset} ({', '.join(launched)}); finished runs appear in the "
             "model pickers")
-    return launched[-1], gr.Tabs(selected=tab_id)
+    return LaunchedPair(launched[-1], gr.Tabs(selected=tab_id))
 
 
-def watch_pair(ctx: AppContext, runs: RunManager, dataset: str, model_a: str | None, model_b: str | None) -> tuple:
+def watch_pair(ctx: AppContext, runs: RunManager, dataset: str, model_a: str | None,
+               model_b: str | None) -> PairWatch:
     """While runs train (the header's button launched a pair): the model pickers rescanned, so a finished run
     appears in them by itself, and the button disabled, so a second click cannot start duplicates; the timer that
-    calls this stops when no run is active. Returns model A, model B, the notice, the button and the timer."""
+    calls this stops when no run is active."""
     training = runs.has_active_runs()
     checkpoints = dataset_checkpoints(ctx, dataset)
     a, b = pick_models(checkpoints, model_a, model_b)
@@ -207,9 +271,9 @@ def watch_pair(ctx: AppContext, runs: RunManager, dataset: str, model_a: str | N
     missing = missing_methods(checkpoints)
     label = (f"Training {' and '.join(m.upper() for m in missing)} on {dataset}…" if training and missing else
              train_label(ctx, dataset, checkpoints))
-    return (gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b),
-            notice_text(dataset, checkpoints), gr.Button(label or "", visible=bool(missing), interactive=not training),
-            gr.Timer(active=training))
+    return PairWatch(gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b),
+                     notice_text(dataset, checkpoints),
+                     gr.Button(label or "", visible=bool(missing), interactive=not training), gr.Timer(active=training))
 
 
 def select_run(evt: gr.SelectData) -> str:
@@ -230,28 +294,27 @@ def cancel_run(runs: RunManager, run_id: str) -> str:
     return describe(runs.info(run_id))
 
 
-def ask_delete(runs: RunManager, run_id: str) -> tuple:
+def ask_delete(runs: RunManager, run_id: str) -> DeleteQuestion:
     """Ask before deleting: the run must exist and have ended."""
     info = runs.info(_selected(run_id))
     if info.state not in FINAL_STATES:
         raise ValueError(f"run {run_id} is {info.state}; cancel it first, then delete it")
-    return (run_id, f"Delete run **{run_id}** ({info.method}, {info.state}) with its checkpoint and log? "
-                    "This cannot be undone.", gr.Row(visible=True))
+    return DeleteQuestion(run_id, f"Delete run **{run_id}** ({info.method}, {info.state}) with its checkpoint and "
+                                  "log? This cannot be undone.", gr.Row(visible=True))
 
 
-def delete_run(runs: RunManager, run_id: str | None, selected: str, plotted_runs: list[str] | None) -> tuple:
+def delete_run(runs: RunManager, run_id: str | None, selected: str, plotted_runs: list[str] | None) -> Deleted:
     """Delete the run the confirmation named; returns the selection and curves without it."""
     if not run_id:
         raise ValueError("nothing to delete: press Delete run… first")
     runs.delete(run_id)
     gr.Info(f"run {run_id} deleted")
-    return (None, gr.Row(visible=False), "" if selected == run_id else selected,
-            [r for r in plotted_runs or [] if r != run_id])
+    return Deleted(keep_run(), "" if selected == run_id else selected, [r for r in plotted_runs or [] if r != run_id])
 
 
-def keep_run() -> tuple[None, gr.Row]:
+def keep_run() -> Confirmation:
     """The confirmation answered "keep": forget the pending run, hide the question."""
-    return None, gr.Row(visible=False)
+    return Confirmation(None, gr.Row(visible=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,18 +392,19 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
     watch = handler(refresh, runs, references)
     follow = handler(follow_selected, runs, references)
     watch_inputs = [p.current, p.plotted, p.shown_references, shown]
-    watch_outputs = [p.table, p.plotted, p.details, p.log, p.curves, p.cancel, p.delete, p.other, p.resume, shown,
-                     timer]
+    watch_outputs = flatten(RunsView(p.table, p.plotted, p.details, p.log, p.curves,
+                                     RunButtons(p.cancel, p.delete, p.other, p.resume), shown, timer))
     quiet = dict(show_progress="hidden", concurrency_limit=None)  # reads a few small files: no queueing behind others
     gr.on([tab.select, timer.tick, p.refresh_button.click, p.plotted.input, p.shown_references.input], watch,
           watch_inputs, watch_outputs, api_name="watch_runs", **quiet)
-    form.launch.click(handler(launch_run, runs), form.fields, p.current, api_name="launch_run").success(
+    form.launch.click(handler(launch_run, runs), flatten(form.fields), p.current, api_name="launch_run").success(
         follow, watch_inputs, watch_outputs, api_name="watch_launched_run", **quiet)
     pair_timer = gr.Timer(PAIR_TICK_S, active=False)
     pair_watch = dict(fn=handler(watch_pair, ctx, runs), inputs=header.pickers,
-                      outputs=[header.model_a, header.model_b, header.notice, header.train_pair, pair_timer], **quiet)
+                      outputs=flatten(PairWatch(header.model_a, header.model_b, header.notice, header.train_pair,
+                                                pair_timer)), **quiet)
     launched_pair = header.train_pair.click(handler(launch_pair, ctx, runs, TAB_ID), header.dataset,
-                                            [p.current, tabs], api_name="launch_pair")
+                                            flatten(LaunchedPair(p.current, tabs)), api_name="launch_pair")
     launched_pair.success(follow, watch_inputs, watch_outputs, api_name="watch_launched_pair", **quiet)
     launched_pair.success(**pair_watch, api_name="watch_pair")
     pair_timer.tick(**pair_watch, api_visibility="private")
@@ -350,12 +414,13 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab, header: Header, tabs: 
         follow, watch_inputs, watch_outputs, api_name="watch_selected_run", **quiet)
     p.cancel.click(handler(cancel_run, runs), p.current, p.details, api_name="cancel_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_cancelled_run", **quiet)
-    p.delete.click(handler(ask_delete, runs), p.current, [p.pending_delete, p.confirm_text, p.confirm_row],
-                   api_name="ask_delete_run")
+    p.delete.click(handler(ask_delete, runs), p.current,
+                   flatten(DeleteQuestion(p.pending_delete, p.confirm_text, p.confirm_row)), api_name="ask_delete_run")
+    confirmation = Confirmation(p.pending_delete, p.confirm_row)
     p.confirm.click(handler(delete_run, runs), [p.pending_delete, p.current, p.plotted],
-                    [p.pending_delete, p.confirm_row, p.current, p.plotted], api_name="delete_run").success(
+                    flatten(Deleted(confirmation, p.current, p.plotted)), api_name="delete_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_deleted_run", **quiet)
-    p.keep.click(keep_run, None, [p.pending_delete, p.confirm_row], api_name="keep_run")
+    p.keep.click(handler(keep_run), None, flatten(confirmation), api_name="keep_run")
     p.resume.click(handler(resume_run, runs), p.current, p.details, api_name="resume_run").success(
         watch, watch_inputs, watch_outputs, api_name="watch_resumed_run", **quiet)
     wire_form(ctx, form, tab)

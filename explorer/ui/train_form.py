@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import torch
@@ -25,11 +25,11 @@ from explorer.training.methods import METHODS
 from explorer.training.precision import PRECISIONS
 from explorer.training.runfolder import CONFIG, STATUS, read_json
 from explorer.training.runs import RunManager
-from explorer.ui.binding import handler
+from explorer.ui.binding import flatten, handler
 from explorer.ui.context import AppContext
 
-__all__ = ["CUSTOM", "Form", "apply_schedule", "build_form", "command_line", "launch_run", "schedule_of",
-           "show_method", "show_schedules", "teacher_choices"]
+__all__ = ["CUSTOM", "Form", "FormFields", "MethodChoice", "apply_schedule", "build_form", "command_line", "launch_run",
+           "schedule_of", "show_method", "show_schedules", "teacher_choices"]
 
 CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
 # The teacher picker's choice when no teacher is chosen: a value, so API clients may leave the parameter out
@@ -37,6 +37,36 @@ NO_TEACHER = ("none", "")
 # imagefolder:PATH is left to the CLI: from a browser it would train on (and then show) any folder of the server
 TRAIN_DATASETS = [name for name in DATASETS if ":" not in name]
 _KD_FLAG_USERS = ", ".join(m.label for m in METHODS.values() if m.uses_kd_flags) + " (the others: official values)"
+
+
+class MethodChoice(NamedTuple):
+    """One answer of ``show_method`` (or its components): the method picker, the teacher picker."""
+
+    method: Any
+    teacher: Any
+
+
+class FormFields(NamedTuple):
+    """The form's fields (or their values), in ``launch_run``'s and ``command_line``'s parameter order."""
+
+    dataset: Any
+    model: Any
+    method: Any
+    epochs: Any
+    batch_size: Any
+    lr: Any
+    patch_size: Any
+    swap_ratio: Any
+    swap_prob: Any
+    temperature: Any
+    kd_weight: Any
+    seed: Any
+    equal_compute: Any
+    device: Any
+    gpus: Any
+    precision: Any
+    teacher: Any
+    executor: Any
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,15 +121,16 @@ def teacher_choices(runs_dir: Path) -> list[tuple[str, str]]:
     return choices
 
 
-def show_method(ctx: AppContext, method: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+def show_method(ctx: AppContext, method: str) -> MethodChoice:
     """The method picker's description of the chosen method; the teacher picker, listing the finished runs, shown
     for a method that distils from a teacher (kd)."""
     chosen = METHODS.get(method)
     if chosen is None:
-        return gr.skip(), gr.skip()
+        return MethodChoice(gr.skip(), gr.skip())
     needs = chosen.needs_teacher
-    return (gr.Dropdown(info=chosen.help),
-            gr.Dropdown(choices=[NO_TEACHER, *(teacher_choices(ctx.runs_dir) if needs else [])], visible=needs))
+    return MethodChoice(gr.Dropdown(info=chosen.help),
+                        gr.Dropdown(choices=[NO_TEACHER, *(teacher_choices(ctx.runs_dir) if needs else [])],
+                                    visible=needs))
 
 
 def apply_schedule(schedule: str, dataset: str) -> Any:
@@ -134,9 +165,9 @@ def show_schedules(ctx: AppContext, dataset: str, model: str, method: str, equal
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Form:
-    """The launch form; ``fields`` are in ``launch_run``'s parameter order."""
+    """The launch form."""
 
-    fields: list[gr.components.Component]
+    fields: FormFields
     launch: gr.Button
     schedule: gr.Radio
     command: gr.Code
@@ -195,8 +226,8 @@ def build_form(ctx: AppContext, slurm: bool = False) -> Form:
         executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",
                             info="local: this machine; slurm: a SLURM job", visible=slurm, elem_id="train-executor")
         launch = gr.Button("Launch run", variant="primary")
-    form_fields = [dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob, temperature,
-                   kd_weight, seed, equal_compute, device, gpus, precision, teacher, executor]
+    form_fields = FormFields(dataset, model, method, epochs, batch_size, lr, patch_size, swap_ratio, swap_prob,
+                             temperature, kd_weight, seed, equal_compute, device, gpus, precision, teacher, executor)
     command = gr.Code(command_line(*(f.value for f in form_fields)), language="shell", interactive=False,
                       label="The same run from a terminal", elem_id="train-command")
     return Form(form_fields, launch, schedule, command)
@@ -205,9 +236,9 @@ def build_form(ctx: AppContext, slurm: bool = False) -> Form:
 def wire_form(ctx: AppContext, form: Form, tab: gr.Tab) -> None:
     """Schedule and epochs follow each other; the schedules' times follow the dataset, model and method (timed
     when the tab opens); the command line follows every field."""
-    dataset, model, method, epochs, equal_compute = (form.fields[i] for i in (0, 1, 2, 3, 12))
-    teacher = form.fields[16]
-    gr.on([tab.select, method.input], handler(show_method, ctx), [method], [method, teacher],
+    f = form.fields
+    dataset, model, method, epochs, equal_compute = f.dataset, f.model, f.method, f.epochs, f.equal_compute
+    gr.on([tab.select, method.input], handler(show_method, ctx), [method], flatten(MethodChoice(method, f.teacher)),
           api_name="train_method", show_progress="hidden")
     instant = dict(queue=False, show_progress="hidden")
     form.schedule.input(apply_schedule, [form.schedule, dataset], epochs, api_name="train_schedule", **instant)
@@ -215,5 +246,4 @@ def wire_form(ctx: AppContext, form: Form, tab: gr.Tab) -> None:
     gr.on([tab.select, dataset.input, model.input, method.input, equal_compute.input], handler(show_schedules, ctx),
           [dataset, model, method, equal_compute, epochs], form.schedule, api_name="train_schedules",
           show_progress="hidden", trigger_mode="always_last")
-    gr.on([f.change for f in form.fields], command_line, form.fields, form.command, api_name="train_command",
-          **instant)
+    gr.on([field.change for field in f], command_line, flatten(f), form.command, api_name="train_command", **instant)
