@@ -18,6 +18,7 @@ from explorer.training.runfolder import LAUNCH, METRICS, write_status
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STUDIES, comparison_spec, load_spec, save_spec
 from explorer.ui.study import (
+    StudyView,
     cancel_study,
     estimate_study,
     export_study,
@@ -162,8 +163,10 @@ def _expected_difference(setting, baseline, index, scale):
 
 
 def test_refresh_shows_progress_tables_intervals_and_the_plot(held, finished_study):
-    progress, runs_table, summary, comparisons, sentences, plot, shown, timer = refresh(held, "s", "accuracy", None)
-    assert progress.startswith("**7 of 9 runs finished** (2 not started)") and timer.active is False
+    view = refresh(held, "s", "accuracy", None)
+    runs_table, summary, comparisons, sentences, plot = (view.runs, view.summary, view.comparisons, view.sentences,
+                                                         view.plot)
+    assert view.progress.startswith("**7 of 9 runs finished** (2 not started)") and view.timer.active is False
     row = runs_table[(runs_table.setting == "ips 1 ep") & (runs_table.seed == 2)].iloc[0]
     assert (row.state, row["test acc (%)"], row["test NLL"], row["test ECE (%)"]) == ("finished", 95.0, 0.22, 1.5)
     assert runs_table[runs_table.setting == "ce 2 ep"].state.tolist() == ["finished", "not started", "not started"]
@@ -187,16 +190,16 @@ def test_refresh_shows_progress_tables_intervals_and_the_plot(held, finished_stu
                                           for s in (0, 1, 2)])
     assert means.x[0] == pytest.approx(mean) and means.error_x.array[0] == pytest.approx(high - mean)
     assert plot.data[3].x[0] == pytest.approx(-1.0) and plot.data[3].error_x.array[0] == 0  # ce 2 ep, one seed
-    again = refresh(held, "s", "accuracy", shown)
-    assert all(part == gr.skip() for part in again[:7])  # nothing changed: nothing is resent
-    ece_plot = refresh(held, "s", "ece", shown)[5]
+    again = refresh(held, "s", "accuracy", view.shown)
+    assert all(getattr(again, field) == gr.skip() for field in StudyView._fields if field != "timer")  # not resent
+    ece_plot = refresh(held, "s", "ece", view.shown).plot
     assert ece_plot.data[1].x[0] == pytest.approx(_expected_difference("ips 1 ep", "ce 1 ep", 2, 100)[0])
 
 
 def test_refresh_keeps_the_timer_ticking_while_a_run_is_queued(held, finished_study):
     queue_runs(held, finished_study)  # the two missing ce 2 ep runs
-    progress, *_, timer = refresh(held, "s", "accuracy", None)
-    assert "**7 of 9 runs finished** (2 queued)" in progress and timer.active is True
+    view = refresh(held, "s", "accuracy", None)
+    assert "**7 of 9 runs finished** (2 queued)" in view.progress and view.timer.active is True
     data = study_results(held, "s")
     assert data["active"] is True and [r["state"] for r in data["runs"]].count("queued") == 2
 
@@ -229,4 +232,4 @@ def test_unknown_studies_are_refused(held):
                               (None, "choose a study")):
         with pytest.raises(ValueError, match=message):
             study_results(held, study_id)
-    assert refresh(held, None, "accuracy", None)[0].startswith("Choose a study")
+    assert refresh(held, None, "accuracy", None).progress.startswith("Choose a study")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -52,11 +52,11 @@ from explorer.training.study import (
     save_spec,
 )
 from explorer.training.study_results import StudyResults, read_results
-from explorer.ui.binding import handler
+from explorer.ui.binding import flatten, handler
 from explorer.ui.train_form import TRAIN_DATASETS
 
-__all__ = ["TAB_ID", "TICK_S", "build", "cancel_study", "estimate_study", "export_study", "launch_study",
-           "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states", "study_results"]
+__all__ = ["TAB_ID", "TICK_S", "StudyExport", "StudyView", "build", "cancel_study", "estimate_study", "export_study",
+           "launch_study", "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states", "study_results"]
 
 TAB_ID = "study"
 TICK_S = 2.0
@@ -66,6 +66,26 @@ ACTIVE = ("queued", "running")
 _EXPORTS = tempfile.TemporaryDirectory(prefix="ips-study-exports-")
 PLOT_METRICS = {"accuracy": "test accuracy (points)", "nll": "test NLL", "ece": "test ECE (points)",
                 "brier": "test Brier score"}
+
+
+class StudyView(NamedTuple):
+    """One answer of ``refresh`` (or its components): the chosen study's results."""
+
+    progress: Any
+    runs: Any  # table: one row per run
+    summary: Any  # table: mean ± std per setting
+    comparisons: Any  # table: paired differences
+    sentences: Any
+    plot: Any
+    shown: Any  # what the page shows, so a tick that changes nothing sends nothing
+    timer: Any
+
+
+class StudyExport(NamedTuple):
+    """One answer of ``export_study`` (or its components): the Markdown and CSV files."""
+
+    markdown: Any
+    csv: Any
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,19 +232,19 @@ def study_results(runs: RunManager, study_id: str) -> dict[str, Any]:
     return study_payload(results, states)
 
 
-def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[str, Any] | None) -> tuple:
+def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[str, Any] | None) -> StudyView:
     """Redraw the chosen study: progress, runs, mean ± std, paired differences, sentences, dot plot; keep the
     timer ticking only while one of its runs is queued or running. Nothing is resent while nothing changed."""
     if not study_id:
-        return ("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
-                gr.Timer(active=False))
+        return StudyView("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
+                         gr.Timer(active=False))
     results, states = _results(runs, study_id)
     slurm_jobs = slurm_states(results.spec, runs.runs_dir)
     jobs = {run_id: f"job {job.job_id} {job.describe()}" for run_id, job in slurm_jobs.items()}
     active = any(state in ACTIVE for state in states.values()) or any(not job.ended for job in slurm_jobs.values())
     now = {"study": study_id, "metric": metric, "states": states, "jobs": jobs, "values": results.values}
     if now == previous:
-        return (*(gr.skip(),) * 7, gr.Timer(active=active))
+        return StudyView(*(gr.skip(),) * 7, gr.Timer(active=active))
     total = len(states)
     counts = {state: sum(1 for s in states.values() if s == state) for state in sorted(set(states.values()))}
     details = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")
@@ -235,13 +255,14 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
     differences = {f"{c.setting} − {c.baseline} ({c.name})": d for c in spec.comparisons
                    if (d := results.difference(metric, c)) is not None}
     sentences = results.sentences() or ["No comparison has a seed with both runs finished yet."]
-    return (progress, pd.DataFrame(study_runs_table(results, states, jobs)), pd.DataFrame(study_summary_table(results)),
-            pd.DataFrame(study_comparison_table(results)), "\n\n".join(f"- {s}" for s in sentences),
-            paired_differences(differences, PLOT_METRICS[metric]) if differences else None, now,
-            gr.Timer(active=active))
+    return StudyView(progress, pd.DataFrame(study_runs_table(results, states, jobs)),
+                     pd.DataFrame(study_summary_table(results)), pd.DataFrame(study_comparison_table(results)),
+                     "\n\n".join(f"- {s}" for s in sentences),
+                     paired_differences(differences, PLOT_METRICS[metric]) if differences else None, now,
+                     gr.Timer(active=active))
 
 
-def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
+def export_study(runs: RunManager, study_id: str | None) -> StudyExport:
     """The study's tables as a Markdown file and a CSV file (one row per finished run), in the app's export folder."""
     results, _ = _results(runs, study_id)
     spec = results.spec
@@ -252,7 +273,7 @@ def export_study(runs: RunManager, study_id: str | None) -> tuple[str, str]:
                         f"{results.markdown()}\n\n" + "\n".join(f"- {s}" for s in results.sentences()) + "\n")
     csv = folder / f"{spec.study_id}.csv"
     csv.write_text(results.csv())
-    return str(markdown), str(csv)
+    return StudyExport(str(markdown), str(csv))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,7 +339,8 @@ def build(runs: RunManager, tab: gr.Tab) -> None:
     gr.api(handler(study_results, runs), api_name="study_results", concurrency_limit=None)
     quiet = dict(show_progress="hidden", concurrency_limit=None)
     watch = handler(refresh, runs)
-    watch_io = ([picker, metric, shown], [progress, runs_table, summary, comparisons, sentences, plot, shown, timer])
+    watch_io = ([picker, metric, shown],
+                flatten(StudyView(progress, runs_table, summary, comparisons, sentences, plot, shown, timer)))
     gr.on([tab.select, *(f.change for f in fields)], handler(estimate_study, runs), fields, estimate,
           api_name="estimate_study", trigger_mode="always_last", **quiet)
     tab.select(handler(refresh_studies, runs), picker, picker, api_name="refresh_studies_on_select",
@@ -332,4 +354,5 @@ def build(runs: RunManager, tab: gr.Tab) -> None:
         watch, *watch_io, api_name="watch_resumed_study", **quiet)
     cancel.click(handler(cancel_study, runs), picker, picker, api_name="cancel_study").success(
         watch, *watch_io, api_name="watch_cancelled_study", **quiet)
-    export.click(handler(export_study, runs), picker, [markdown_file, csv_file], api_name="export_study")
+    export.click(handler(export_study, runs), picker, flatten(StudyExport(markdown_file, csv_file)),
+                 api_name="export_study")
