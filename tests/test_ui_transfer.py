@@ -88,3 +88,15 @@ def test_launch_queues_one_transfer_run_per_backbone_in_the_run_manager(client, 
     with pytest.raises(AppError, match="Backbone A"):
         client.predict(task="detection", backbone_a=None, backbone_b="checkpoints/mnist5k-small_cnn-ips", epochs=1,
                        freeze_backbone=False, api_name="/launch_transfer")
+
+
+def test_the_handlers_answer_named_records(ctx):
+    """Called directly: each field holds what its name says (the API answers the same values flattened)."""
+    from explorer.ui.transfer import transfer_models, transfer_predict
+
+    pickers = transfer_models(ctx, "segmentation")
+    assert (pickers.model_a.value, pickers.model_b.value) == (SEG["ce"], SEG["ips"])
+    view = transfer_predict(ctx, "segmentation", SEG["ce"], SEG["ips"], 3)
+    assert view.data["scene_index"] == 3 and list(view.metrics["model"]) == ["A", "B"]
+    assert view.scene.shape == view.truth.shape == view.model_a.shape == view.model_b.shape
+    assert view.data["models"]["B"]["backbone_method"] == "ips"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -23,17 +23,43 @@ from explorer.training.runs import RunManager
 from explorer.transfer.checkpoints import TransferCheckpoint, load_transfer_checkpoint
 from explorer.transfer.heads import TASKS
 from explorer.transfer.launch import launch_transfer
-from explorer.ui.binding import handler, model_handler
+from explorer.ui.binding import flatten, handler, model_handler
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 
-__all__ = ["TAB_ID", "build", "launch_transfer_runs", "random_scene", "transfer_models", "transfer_predict"]
+__all__ = ["TAB_ID", "TransferLaunched", "TransferModels", "TransferView", "build", "launch_transfer_runs",
+           "random_scene", "transfer_models", "transfer_predict"]
 
 TAB_ID = "transfer"
 SCALE = 4  # a 64-pixel scene is shown 256 pixels wide
 SHOWN_SCORE = 0.3  # detections drawn; the payload lists every one the model keeps (score >= 0.05)
 
 
-def transfer_models(ctx: AppContext, task: str) -> tuple[Any, Any]:
+class TransferModels(NamedTuple):
+    """One answer of ``transfer_models`` (or its components): the pickers of models A and B."""
+
+    model_a: Any
+    model_b: Any
+
+
+class TransferView(NamedTuple):
+    """One answer of ``transfer_predict`` (or its components)."""
+
+    scene: Any
+    truth: Any  # the ground truth drawn over the scene
+    model_a: Any  # model A's prediction drawn
+    model_b: Any
+    metrics: Any
+    data: Any  # the JSON of /transfer_predict
+
+
+class TransferLaunched(NamedTuple):
+    """One answer of ``launch_transfer_runs`` (or its components): what was queued, in words and as JSON."""
+
+    text: Any
+    data: Any
+
+
+def transfer_models(ctx: AppContext, task: str) -> TransferModels:
     """The pickers for ``task``'s transfer checkpoints, set to the first of a CE and of an IPS backbone."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose {' or '.join(TASKS)}")
@@ -42,7 +68,8 @@ def transfer_models(ctx: AppContext, task: str) -> tuple[Any, Any]:
     for _, name in choices:
         card = load_card(checkpoint_folder(name, ctx.checkpoint_dirs))
         by_backbone.setdefault(str(card.get("backbone_method")), name)
-    return (gr.Dropdown(choices, value=by_backbone.get("ce")), gr.Dropdown(choices, value=by_backbone.get("ips")))
+    return TransferModels(gr.Dropdown(choices, value=by_backbone.get("ce")),
+                          gr.Dropdown(choices, value=by_backbone.get("ips")))
 
 
 def _checkpoint(ctx: AppContext, name: str | None, task: str, slot: str) -> TransferCheckpoint:
@@ -97,7 +124,7 @@ def _drawn(task: str, scenes: DenseDataset, index: int, prediction: Any) -> tupl
 
 
 def transfer_predict(ctx: AppContext, task: str, model_a: str | None, model_b: str | None,
-                     scene_index: float) -> tuple:
+                     scene_index: float) -> TransferView:
     """The scene, its ground truth and both models' predictions drawn; the metrics table; the JSON."""
     checkpoints = {slot: _checkpoint(ctx, name, task, slot) for slot, name in (("A", model_a), ("B", model_b))}
     scenes = _scenes(checkpoints["A"].card)
@@ -116,8 +143,8 @@ def transfer_predict(ctx: AppContext, task: str, model_a: str | None, model_b: s
         payload["models"][slot] = {"checkpoint": model_a if slot == "A" else model_b,
                                    "backbone_method": checkpoint.card["backbone_method"],
                                    "test_metrics": checkpoint.card["test_metrics"], **data}
-    return (render_scene(scenes.test.images[index], SCALE), truth_picture, *pictures, _metrics_table(checkpoints),
-            payload)
+    return TransferView(render_scene(scenes.test.images[index], SCALE), truth_picture, *pictures,
+                        _metrics_table(checkpoints), payload)
 
 
 def random_scene(ctx: AppContext, model_a: str | None) -> int:
@@ -129,7 +156,7 @@ def random_scene(ctx: AppContext, model_a: str | None) -> int:
 
 
 def launch_transfer_runs(runs: RunManager, ctx: AppContext, task: str, backbone_a: str | None,
-                         backbone_b: str | None, epochs: float, freeze_backbone: bool) -> tuple[str, dict]:
+                         backbone_b: str | None, epochs: float, freeze_backbone: bool) -> TransferLaunched:
     """Transfer runs of ``task`` for both chosen classification checkpoints, queued in the run manager."""
     run_ids = []
     for slot, name in (("A", backbone_a), ("B", backbone_b)):
@@ -142,8 +169,8 @@ def launch_transfer_runs(runs: RunManager, ctx: AppContext, task: str, backbone_
                                                   "freeze_backbone": bool(freeze_backbone)}))
         except ValueError as exc:
             raise ValueError(f"Backbone {slot}: {public_text(str(exc), ctx.checkpoint_dirs)}") from None
-    return (f"Queued {' and '.join(f'`{r}`' for r in run_ids)}: follow them in the Train tab's runs; when they "
-            f"finish they are offered in this tab's pickers.", {"run_ids": run_ids})
+    return TransferLaunched(f"Queued {' and '.join(f'`{r}`' for r in run_ids)}: follow them in the Train tab's runs; "
+                            "when they finish they are offered in this tab's pickers.", {"run_ids": run_ids})
 
 
 def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
@@ -181,13 +208,14 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
     launched, launched_data = gr.Markdown(), gr.JSON(visible=False)
 
     predict = model_handler(ctx, transfer_predict, small=True)
-    outputs = [*pictures, metrics, data]
-    tab.select(handler(transfer_models, ctx), task, [model_a, model_b], api_name="transfer_models").then(
+    outputs = flatten(TransferView(*pictures, metrics, data))
+    pickers = flatten(TransferModels(model_a, model_b))
+    tab.select(handler(transfer_models, ctx), task, pickers, api_name="transfer_models").then(
         predict, [task, model_a, model_b, scene], outputs, api_name="transfer_opened", **LIGHT_EVENTS)
-    task.change(handler(transfer_models, ctx), task, [model_a, model_b], api_name="transfer_task").then(
+    task.change(handler(transfer_models, ctx), task, pickers, api_name="transfer_task").then(
         predict, [task, model_a, model_b, scene], outputs, api_name="transfer_task_predict", **LIGHT_EVENTS)
     show.click(predict, [task, model_a, model_b, scene], outputs, api_name="transfer_predict", **LIGHT_EVENTS)
     pick.click(handler(random_scene, ctx), model_a, scene, api_name="transfer_random_scene").then(
         predict, [task, model_a, model_b, scene], outputs, api_name="transfer_random_predict", **LIGHT_EVENTS)
     launch.click(handler(launch_transfer_runs, runs, ctx), [task, backbone_a, backbone_b, epochs, freeze],
-                 [launched, launched_data], api_name="launch_transfer")
+                 flatten(TransferLaunched(launched, launched_data)), api_name="launch_transfer")
