@@ -30,6 +30,23 @@ CE_DEMO, CSKD_DEMO, IPS_DEMO = (DEMO / f"mnist5k-small_cnn-{method}" for method 
 T = TypeVar("T")
 
 
+def fake_study_run(out: Path, run_id: str, accuracy: float, nll: float = 0.1, ece: float = 0.01, brier: float = 0.02,
+                   state: str = "finished", images_per_s: float | None = None, config: dict | None = None) -> Path:
+    """A run folder written by hand: its status, two epoch records (the second with these test metrics, the first
+    with others, so a reader of the final epoch is told apart) and, when given, its config."""
+    run = out / run_id
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": state}))
+    final = {"kind": "epoch", "epoch": 2, "test_accuracy": accuracy, "test_nll": nll, "test_ece": ece,
+             "test_brier": brier, "images_per_s": images_per_s}
+    records = [{"kind": "epoch", "epoch": 1, "test_accuracy": 0.5, "test_nll": 1.0, "test_ece": 0.1,
+                "test_brier": 0.5}, final]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if config:
+        (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout`` seconds.
 

@@ -9,8 +9,7 @@ from explorer.training.measured import MEASURED_FILE, published, record_study, r
 from explorer.training.study import comparison_spec, save_spec
 from explorer.training.study_cli import main
 from explorer.ui.guide import PEERS
-from tests.helpers import ROOT
-from tests.test_training_study import _fake_run
+from tests.helpers import ROOT, fake_study_run
 
 RESULTS_DOC = ROOT / "docs" / "results.md"
 
@@ -53,8 +52,8 @@ def test_a_study_records_its_comparisons_with_its_command_replacing_only_its_own
     save_spec(spec, tmp_path)
     for seed, (ce, ips, nll_ce, nll_ips) in enumerate([(0.90, 0.92, 0.30, 0.20), (0.91, 0.94, 0.32, 0.24),
                                                       (0.89, 0.90, 0.28, 0.22)]):
-        _fake_run(tmp_path, f"toy-ce-2-ep-s{seed}", ce, nll=nll_ce)
-        _fake_run(tmp_path, f"toy-ips-2-ep-s{seed}", ips, nll=nll_ips)
+        fake_study_run(tmp_path, f"toy-ce-2-ep-s{seed}", ce, nll=nll_ce)
+        fake_study_run(tmp_path, f"toy-ips-2-ep-s{seed}", ips, nll=nll_ips)
     argv = ["--id", "toy", "--out", str(tmp_path), "--table-only", "--record", str(measured)]
     assert main(argv) == 0 and "recorded 1 comparisons of study toy" in capsys.readouterr().out
     assert main(argv) == 0  # recording again replaces the study's rows, it does not add to them

@@ -22,21 +22,7 @@ from explorer.training.study import (
 )
 from explorer.training.study_cli import main
 from explorer.training.study_results import read_results
-from tests.helpers import ROOT, wait_for
-
-
-def _fake_run(out, run_id, accuracy, nll=0.1, ece=0.01, brier=0.02, state="finished", images_per_s=None,
-              config=None):
-    run = out / run_id
-    run.mkdir(parents=True)
-    (run / "status.json").write_text(json.dumps({"state": state}))
-    final = {"kind": "epoch", "epoch": 2, "test_accuracy": accuracy, "test_nll": nll, "test_ece": ece,
-             "test_brier": brier, "images_per_s": images_per_s}
-    records = [{"kind": "epoch", "epoch": 1, "test_accuracy": 0.5, "test_nll": 1.0, "test_ece": 0.1,
-                "test_brier": 0.5}, final]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    if config:
-        (run / "config.json").write_text(json.dumps(config))
+from tests.helpers import ROOT, fake_study_run, wait_for
 
 
 def test_comparison_spec_builds_the_arms_each_comparison_needs():
@@ -81,9 +67,9 @@ def test_results_give_paired_differences_computed_by_hand(tmp_path):
     ce = {0: 0.980, 1: 0.985, 2: 0.970}
     ips = {0: 0.990, 1: 0.985, 2: 0.990}
     for seed in ce:
-        _fake_run(tmp_path, f"s-ce-30-ep-s{seed}", ce[seed], nll=0.05)
-        _fake_run(tmp_path, f"s-ips-30-ep-s{seed}", ips[seed], nll=0.10)
-    _fake_run(tmp_path, "s-ips-30-ep-s9", 0.5)  # not a seed of the study: ignored
+        fake_study_run(tmp_path, f"s-ce-30-ep-s{seed}", ce[seed], nll=0.05)
+        fake_study_run(tmp_path, f"s-ips-30-ep-s{seed}", ips[seed], nll=0.10)
+    fake_study_run(tmp_path, "s-ips-30-ep-s9", 0.5)  # not a seed of the study: ignored
     results = read_results(spec, tmp_path)
     assert results.pending == 0
     assert results.values["accuracy"]["ips 30 ep"] == pytest.approx({0: 99.0, 1: 98.5, 2: 99.0})
@@ -102,8 +88,8 @@ def test_results_give_paired_differences_computed_by_hand(tmp_path):
 
 def test_unfinished_runs_are_pending_not_results(tmp_path):
     spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 30, ["equal-epochs"], [0])
-    _fake_run(tmp_path, "s-ce-30-ep-s0", 0.98)
-    _fake_run(tmp_path, "s-ips-30-ep-s0", 0.5, state="running")
+    fake_study_run(tmp_path, "s-ce-30-ep-s0", 0.98)
+    fake_study_run(tmp_path, "s-ips-30-ep-s0", 0.5, state="running")
     results = read_results(spec, tmp_path)
     assert results.pending == 1 and "ips 30 ep" not in results.values["accuracy"]
     assert results.difference("accuracy", spec.comparisons[0]) is None and results.sentences() == []
@@ -122,13 +108,13 @@ def test_specs_round_trip_through_the_runs_folder(tmp_path):
 def test_the_estimate_uses_the_measured_speed_of_earlier_runs(tmp_path, digits):
     spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 10, ["equal-epochs"], [0])
     config = {"dataset": "digits", "model": "small_cnn", "method": "ce"}
-    _fake_run(tmp_path, "earlier-ce", 0.9, images_per_s=1000.0, config=config)
-    _fake_run(tmp_path, "earlier-ips", 0.9, images_per_s=500.0, config={**config, "method": "ips"})
+    fake_study_run(tmp_path, "earlier-ce", 0.9, images_per_s=1000.0, config=config)
+    fake_study_run(tmp_path, "earlier-ips", 0.9, images_per_s=500.0, config={**config, "method": "ips"})
     seconds, how = estimate_seconds(spec, tmp_path)
     images = math.ceil(len(digits.train_labels) / 128) * 128  # whole steps of 128 anchors per epoch
     assert seconds == pytest.approx(2 * 6.0 + 10 * images / 1000.0 + 10 * 2 * images / 500.0)
     assert "measured" in how
-    _fake_run(tmp_path, "s-ce-10-ep-s0", 0.9)  # a finished run of the study costs nothing more
+    fake_study_run(tmp_path, "s-ce-10-ep-s0", 0.9)  # a finished run of the study costs nothing more
     assert estimate_seconds(spec, tmp_path)[0] == pytest.approx(6.0 + 10 * 2 * images / 500.0)
 
 

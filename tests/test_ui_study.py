@@ -14,7 +14,7 @@ import gradio as gr
 import pytest
 
 from explorer.stats import t_critical
-from explorer.training.runfolder import LAUNCH, METRICS, write_status
+from explorer.training.runfolder import LAUNCH
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STUDIES, comparison_spec, load_spec, save_spec
 from explorer.ui.study import (
@@ -30,6 +30,7 @@ from explorer.ui.study import (
     run_states,
     study_results,
 )
+from tests.helpers import fake_study_run
 
 FORM = dict(study_id="s", dataset="digits", model="small_cnn", methods=["ce", "ips"],
             comparisons=["equal-epochs", "equal-compute"], seeds=3, epochs=1, batch_size=64, lr=0.05)
@@ -48,17 +49,6 @@ def held(tmp_path, monkeypatch):
     manager.close()
 
 
-def _finish(run_dir, accuracy, nll, ece, brier, epochs=1):
-    """A finished run folder whose last epoch record has these test metrics (and an earlier one that has not)."""
-    run_dir.mkdir(parents=True)
-    records = [{"kind": "epoch", "epoch": e, "test_accuracy": 0.1, "test_nll": 9.0, "test_ece": 0.5, "test_brier": 1.0}
-               for e in range(1, epochs)]
-    records.append({"kind": "epoch", "epoch": epochs, "test_accuracy": accuracy, "test_nll": nll, "test_ece": ece,
-                    "test_brier": brier})
-    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
-    write_status(run_dir, "finished", progress=1.0)
-
-
 @pytest.fixture
 def finished_study(held):
     """Study "s" saved, with the runs of FINISHED finished; ce 2 ep seeds 1 and 2 not started."""
@@ -66,7 +56,7 @@ def finished_study(held):
     save_spec(spec, held.runs_dir)
     for label, by_seed in FINISHED.items():
         for seed, metrics in by_seed.items():
-            _finish(held.runs_dir / spec.run_id(spec.setting(label), seed), *metrics, epochs=2)
+            fake_study_run(held.runs_dir, spec.run_id(spec.setting(label), seed), *metrics)
     return spec
 
 

@@ -73,8 +73,8 @@ from explorer.training.state import restore_train_state
 from explorer.training.streamed import open_streams, streamed_method_loss, streamed_test_logits
 from explorer.training.teacher import load_teacher, teacher_forward
 
-__all__ = ["AnchorStream", "Session", "build_session", "end_epoch", "main", "method_loss", "run", "setup",
-           "step_loss", "predict_test_split", "train_epoch", "train_step"]
+__all__ = ["AnchorStream", "Cancelled", "Session", "StopRequested", "build_session", "end_epoch", "main",
+           "method_loss", "predict_test_split", "run", "setup", "step_loss", "train_epoch", "train_step"]
 
 EXIT_FAILED, EXIT_BAD_ARGS = 1, 2
 
@@ -219,7 +219,7 @@ def build_session(cfg: TrainConfig, dataset: Dataset | StreamedDataset, device: 
 # --------------------------------------------------------------------------------------------------
 # Epochs
 # --------------------------------------------------------------------------------------------------
-class _Cancelled(KeyboardInterrupt):
+class Cancelled(KeyboardInterrupt):
     """A signal stopped the run. A KeyboardInterrupt, so that no ``except Exception`` on its way swallows it when
     the signal handler raises it during start-up (a decoder skipping unreadable images), and so that DataLoader
     workers forked then end quietly on Ctrl-C."""
@@ -229,9 +229,9 @@ class _NonFinite(Exception):
     pass
 
 
-class _StopRequested:
+class StopRequested:
     """While active, SIGTERM / SIGINT stop the run: inside ``raising()`` (start-up, which has no step boundary to
-    wait for) the handler raises ``_Cancelled`` at once, cutting a dataset decode or a wait short; elsewhere it
+    wait for) the handler raises ``Cancelled`` at once, cutting a dataset decode or a wait short; elsewhere it
     sets a flag and the loop ends cleanly at the next step boundary."""
 
     _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -241,7 +241,7 @@ class _StopRequested:
         self._raise = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopRequested:
+    def __enter__(self) -> StopRequested:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self._SIGNALS}
         return self
 
@@ -251,7 +251,7 @@ class _StopRequested:
 
     @contextlib.contextmanager
     def raising(self) -> Iterator[None]:
-        """Within: a signal raises ``_Cancelled`` where the code is (start-up)."""
+        """Within: a signal raises ``Cancelled`` where the code is (start-up)."""
         self._raise = True
         try:
             yield
@@ -262,7 +262,7 @@ class _StopRequested:
         self.signal = signum
         if self._raise:
             self._raise = False  # once: a second signal while start-up unwinds only sets the flag
-            raise _Cancelled()
+            raise Cancelled()
 
     @property
     def exit_code(self) -> int:
@@ -309,7 +309,7 @@ def train_step(s: Session) -> Tensor:
                         torch.full((), float(anchors), device=out.ce.device), *teacher])
 
 
-def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested) -> Tensor:
+def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: StopRequested) -> Tensor:
     """The optimiser steps of one epoch; returns the sums of ``train_step``'s values (on the device).
 
     Losses are summed on the device and read back only at log boundaries (every ``--log-every`` steps), where the
@@ -323,7 +323,7 @@ def train_epoch(s: Session, epoch: int, recorder: Recorder, stop: _StopRequested
     window_start, window_steps = time.perf_counter(), 0
     for _ in range(s.steps_per_epoch):
         if stop(s):
-            raise _Cancelled()
+            raise Cancelled()
         parts = train_step(s)
         window += parts[:3]
         sums += parts
@@ -398,12 +398,12 @@ def run(cfg: TrainConfig) -> int:
 
 
 def _train_into(cfg: TrainConfig, run_dir: Path, existing: Path | None) -> int:
-    with _StopRequested() as stop:
+    with StopRequested() as stop:
         try:
             with stop.raising():
                 s = setup(cfg)
             s.run_dir = run_dir
-        except _Cancelled:
+        except Cancelled:
             kept = ("; the checkpoint and training state of the last finished epoch are kept (--resume continues)"
                     if cfg.resume else ", before the first step")
             _not_started(cfg, existing, "cancelled", f"cancelled by signal {stop.signal} during start-up{kept}")
@@ -418,7 +418,7 @@ def _train_into(cfg: TrainConfig, run_dir: Path, existing: Path | None) -> int:
         try:
             for epoch in range(first_epoch, cfg.epochs + 1):
                 end_epoch(s, epoch, train_epoch(s, epoch, recorder, stop), recorder)
-        except _Cancelled:
+        except Cancelled:
             recorder.status("cancelled", s.step, f"cancelled by signal {stop.signal} at step {s.step}; the checkpoint "
                             f"and training state of the last finished epoch are kept (--resume continues)")
             return stop.exit_code

@@ -28,7 +28,7 @@ from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_st
 from explorer.training.session import Session
 from explorer.training.state import save_train_state
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "environment"]
 
 
 def _git_commit() -> str | None:
@@ -40,7 +40,8 @@ def _git_commit() -> str | None:
         return None
 
 
-def _environment(device: torch.device, world_size: int) -> dict[str, Any]:
+def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    """The software and machine a run trained on, for its run folder (the transfer runs record it too)."""
     import torchvision
 
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -101,7 +102,7 @@ class Recorder:
             self.metrics = MetricsLog(s.run_dir, resume_after_epoch=epoch)
             self.events = EventLog(s.run_dir, resume_step=s.step)
             self.metrics.append({"kind": "resume", "epoch": epoch, "step": s.step, "elapsed": self.elapsed,
-                                 "time": time.time(), "environment": _environment(s.device, s.world)})
+                                 "time": time.time(), "environment": environment(s.device, s.world)})
             print(f"run {s.run_dir}  |  resumed after epoch {epoch}/{s.cfg.epochs} (step {s.step})  |  "
                   f"device {s.device}, {s.precision}", flush=True)
             return
@@ -110,7 +111,7 @@ class Recorder:
             **asdict(s.cfg), "run_id": s.run_dir.name, "patch_size_used": s.patch_size, "precision_used": s.precision,
             "anchors_per_step": step_anchors(s.cfg), "images_per_step": step_images(s.cfg),
             "steps_per_epoch": s.steps_per_epoch, "command": s.command,
-            "environment": _environment(s.device, s.world)})
+            "environment": environment(s.device, s.world)})
         self.metrics = MetricsLog(s.run_dir)
         self.events = EventLog(s.run_dir)
         print(f"run {s.run_dir}  |  {s.cfg.method} on {s.dataset.name} with {s.cfg.model}  |  device {s.device}, "

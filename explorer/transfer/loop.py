@@ -36,7 +36,7 @@ from explorer.data.scenes import DenseDataset, DenseSplit, load_dense_dataset
 from explorer.device import resolve_device
 from explorer.training.command import config_argv
 from explorer.training.config import ConfigError
-from explorer.training.loop import _Cancelled, _StopRequested
+from explorer.training.loop import Cancelled, StopRequested
 from explorer.training.methods import MethodContext
 from explorer.training.optimizer import build_optimizer, build_scheduler
 from explorer.training.precision import grad_scaler, resolve_precision
@@ -163,7 +163,7 @@ def train_step(s: TransferSession) -> tuple[torch.Tensor, dict[str, torch.Tensor
     return loss.detach(), parts
 
 
-def train_epoch(s: TransferSession, epoch: int, recorder: TransferRecorder, stop: _StopRequested) -> dict[str, float]:
+def train_epoch(s: TransferSession, epoch: int, recorder: TransferRecorder, stop: StopRequested) -> dict[str, float]:
     """The steps of one epoch; returns the epoch's mean loss and loss parts."""
     s.bare_model.train()
     if s.cfg.freeze_backbone:
@@ -173,7 +173,7 @@ def train_epoch(s: TransferSession, epoch: int, recorder: TransferRecorder, stop
     window_start, window_steps = time.perf_counter(), 0
     for _ in range(s.steps_per_epoch):
         if stop(s):
-            raise _Cancelled()
+            raise Cancelled()
         loss, parts = train_step(s)
         for name, value in {"loss": loss, **parts}.items():
             sums[name] = sums.get(name, 0.0) + value.float()
@@ -221,11 +221,11 @@ def _not_started(cfg: TransferConfig, state: str, message: str) -> None:
 
 def run(cfg: TransferConfig) -> int:
     """Fine-tune and evaluate as ``cfg`` says, writing the run folder; returns the process exit code."""
-    with _StopRequested() as stop:
+    with StopRequested() as stop:
         try:
             with stop.raising():
                 s = setup(cfg)
-        except _Cancelled:
+        except Cancelled:
             _not_started(cfg, "cancelled", f"cancelled by signal {stop.signal} during start-up")
             return stop.exit_code
         except (ConfigError, DatasetError, BackboneError, CheckpointError, ValueError) as exc:
@@ -239,7 +239,7 @@ def run(cfg: TransferConfig) -> int:
             for epoch in range(first_epoch, cfg.epochs + 1):
                 losses = train_epoch(s, epoch, recorder, stop)
                 recorder.epoch(epoch, losses, evaluate(s.bare_model, s.dataset, s.device, precision=s.precision))
-        except _Cancelled:
+        except Cancelled:
             recorder.status("cancelled", f"cancelled by signal {stop.signal} at step {s.step}; the checkpoint and "
                             f"training state of the last finished epoch are kept (--resume continues)")
             return stop.exit_code

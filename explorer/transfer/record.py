@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from explorer import __version__
 from explorer.checkpoints import save_checkpoint
 from explorer.training.processes import process_identity
-from explorer.training.recorder import _environment
+from explorer.training.recorder import environment
 from explorer.training.runfolder import CONFIG, MetricsLog, write_json, write_status
 from explorer.training.state import save_train_state
 
@@ -71,14 +71,14 @@ class TransferRecorder:
             epoch = s.resumed["epoch"]
             self.metrics = MetricsLog(s.run_dir, resume_after_epoch=epoch)
             self.metrics.append({"kind": "resume", "epoch": epoch, "step": s.step, "elapsed": self.elapsed,
-                                 "time": time.time(), "environment": _environment(s.device, 1)})
+                                 "time": time.time(), "environment": environment(s.device, 1)})
             print(f"run {s.run_dir}  |  resumed after epoch {epoch}/{s.cfg.epochs}", flush=True)
             return
         s.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(s.run_dir / CONFIG, {**asdict(s.cfg), **_identity(s), "cli": "explorer.transfer",
                                         "run_id": s.run_dir.name,
                                         "precision_used": s.precision, "steps_per_epoch": s.steps_per_epoch,
-                                        "command": s.command, "environment": _environment(s.device, 1)})
+                                        "command": s.command, "environment": environment(s.device, 1)})
         self.metrics = MetricsLog(s.run_dir)
         print(f"run {s.run_dir}  |  {s.cfg.task} with a {s.cfg.head_name} head on the {s.backbone.architecture} of "
               f"{s.backbone.run_id}  |  {s.dataset.name}  |  device {s.device}, {s.precision}  |  "
