@@ -207,8 +207,8 @@ def test_compare_payload_and_table(digits, checkpoints):
     _strict_json(payload)  # untrained models leave reliability bins empty: their NaN means must become null
     assert set(payload) == {"dataset", "n", "models", "confusion_difference", "a_wrong_b_right", "a_right_b_wrong",
                             "claims"}
-    assert payload["claims"] == [{"metric": c.metric, "value_a": c.value_a, "value_b": c.value_b, "text": c.text}
-                                 for c in claims]
+    assert payload["claims"] == [{"metric": c.metric, "value_a": c.value_a, "value_b": c.value_b, "text": c.text,
+                                  "difference_shown": c.difference_shown} for c in claims]
     assert payload["n"] == len(labels) and payload["dataset"] == "digits"
     assert payload["a_wrong_b_right"] == comparison.fixed.tolist()
     assert payload["a_right_b_wrong"] == comparison.broken.tolist()
