@@ -3,6 +3,7 @@
 import json
 import shlex
 import shutil
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -23,9 +24,10 @@ from explorer.analysis.schedules import (
 from explorer.training.command import FORM_DEFAULTS
 from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
-from explorer.training.runfolder import METRICS, RunInfo, run_curves
+from explorer.training.runfolder import METRICS, RunInfo, run_curves, write_status
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STARTUP_S
+from explorer.ui.binding import handler
 from explorer.ui.context import AppContext
 from explorer.ui.train import (
     ask_delete,
@@ -53,7 +55,7 @@ from explorer.ui.train_form import (
     show_schedules,
     teacher_choices,
 )
-from tests.helpers import DEMO, IPS_DEMO, files_written, wait_for, wait_while_progressing
+from tests.helpers import DEMO, IPS_DEMO, fake_study_run, files_written, wait_for, wait_while_progressing
 
 IPS = IPS_DEMO
 SKIP = {"__type__": "update"}  # gr.skip(): the part is not sent again
@@ -200,9 +202,12 @@ def test_describe_says_why_a_run_failed_and_where_a_finished_one_went(tmp_path):
                    device="cpu", processes=1, gpus=(), best_test_accuracy=None, images_per_s=None, eta_s=None,
                    started=0.0, path=tmp_path)
     assert "**failed**: the loss became non-finite (nan) at epoch 1, step 10" in describe(info)
-    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 1 epoch in 2.0 s",
-                                   "best_test_accuracy": 0.873}))
-    assert "Best test accuracy **87.3 %**" in finished and "Model A and Model B pickers" in finished
+    run_dir = fake_study_run(tmp_path, "r1", 0.851)  # its final epoch (the checkpoint's): 85.1 %
+    finished = describe(RunInfo(**{**info.__dict__, "state": "finished", "message": "finished 2 epochs in 2.0 s",
+                                   "best_test_accuracy": 0.873, "path": run_dir}))
+    assert "Its checkpoint (the final epoch's, test accuracy **85.1 %**) is listed in the Model A and Model B " \
+           "pickers" in finished  # the issue's case: the best epoch's 87.3 % was shown beside "its checkpoint"
+    assert "Best test accuracy over its epochs 87.3 %." in finished
     running = describe(RunInfo(**{**info.__dict__, "state": "running", "progress": 0.5, "images_per_s": 1500.0,
                                   "eta_s": 12.0}))
     assert "50 %" in running and "1500 images/s" in running and "about 12 s left" in running
@@ -235,6 +240,46 @@ def test_refresh_draws_the_runs_and_then_sends_only_what_changed(runs):
     redrawn = refresh(runs, references, "demo-ips", ["demo-ips"], ["mnist5k-small_cnn-ce"], shown).curves
     test_accuracy = next(t for t in redrawn.data if t.name == "demo-ips" and t.yaxis == "y5")
     assert redrawn != SKIP and list(test_accuracy.x)[-1] == 9 and list(test_accuracy.y)[-1] == 0.5
+
+
+def test_reference_curves_are_drawn_beside_runs_of_their_own_dataset_only(runs):
+    """The issue's case: a digits run's curves were drawn against the mnist5k reference curves."""
+    references = reference_runs(DEMO)
+    fake_study_run(runs.runs_dir, "digits-run", 0.9, config={"dataset": "digits", "method": "ce", "epochs": 2})
+    digits = follow_selected(runs, references, "digits-run", [], list(references), None)
+    assert {trace.name for trace in digits.curves.data} == {"digits-run"}
+    mnist = follow_selected(runs, references, "demo-ips", [], ["mnist5k-small_cnn-ce"], None)
+    assert {trace.name for trace in mnist.curves.data} == {"demo-ips", "mnist5k-small_cnn-ce"}
+    nothing_plotted = refresh(runs, references, None, [], ["mnist5k-small_cnn-ce"], None)
+    assert {trace.name for trace in nothing_plotted.curves.data} == {"mnist5k-small_cnn-ce"}
+
+
+def test_a_run_stopped_before_its_first_epoch_does_not_promise_a_checkpoint(runs):
+    """The run manager's own word for a cancelled run whose process could not write its state."""
+    for run_id, with_checkpoint in (("early", False), ("later", True)):
+        run_dir = runs.runs_dir / run_id
+        run_dir.mkdir()
+        write_status(run_dir, "running", progress=0.0)
+        if with_checkpoint:
+            shutil.copy(IPS_DEMO / "model.safetensors", run_dir / "model.safetensors")
+        runs._active[run_id] = SimpleNamespace(returncode=-9)
+        runs._cancel_deadlines[run_id] = 0.0
+        runs._ended(run_id, runs._active[run_id])
+    assert runs.info("early").message.endswith("(it had finished no epoch, so there is no checkpoint)")
+    assert runs.info("later").message.endswith("(the checkpoint of its last finished epoch is kept)")
+
+
+def test_a_refused_launch_leaves_the_selected_run_as_it_was(tmp_path):
+    """The issue's case: an Error badge in "Selected run" after a launch of −1 epochs; a person's refused launch is
+    a warning, and the field keeps its value."""
+    runs = RunManager(tmp_path / "runs")
+    try:
+        page = SimpleNamespace(target=object())  # an event from the page names its component
+        with pytest.warns(UserWarning, match="--epochs must be between 1 and 100000; got -1"):
+            answer = handler(launch_run, runs)(*_form(dataset="digits", epochs=-1), trigger_=page)
+        assert answer == SKIP and runs.runs() == []
+    finally:
+        runs.close()
 
 
 def test_list_runs_is_the_runs_payload(runs):
@@ -386,7 +431,6 @@ def test_the_form_lays_out_one_schedule_radio(tmp_path):
 def test_while_the_pair_trains_its_runs_appear_in_the_pickers_and_the_button_waits(tmp_path, monkeypatch):
     """The header's one-click pair: a finished run is offered in the pickers by itself, and a running pair
     disables the button, so a second click cannot start duplicates."""
-    from types import SimpleNamespace
 
     from explorer.ui.train import watch_pair
     from tests.helpers import save_digits_run

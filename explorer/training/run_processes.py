@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from explorer.checkpoints import WEIGHTS
 from explorer.training.processes import ProcessGroup, process_identity
 from explorer.training.runfolder import (
     FINAL_STATES,
@@ -123,8 +124,10 @@ class ProcessSlots:
             return  # the training process wrote its own final state
         code = process.returncode
         if cancelled:
-            update_status(run_dir, "cancelled", "cancelled; the process was stopped before it could save its "
-                                                    "state (the checkpoint of its last finished epoch is kept)")
+            kept = ("the checkpoint of its last finished epoch is kept" if (run_dir / WEIGHTS).is_file() else
+                    "it had finished no epoch, so there is no checkpoint")
+            update_status(run_dir, "cancelled", f"cancelled; the process was stopped before it could save its "
+                                                    f"state ({kept})")
         elif code is None:
             update_status(run_dir, "failed", "interrupted: its process ended without a final state")
         elif code < 0:

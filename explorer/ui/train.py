@@ -33,6 +33,7 @@ from explorer.training.runfolder import (
     RUN_TABLE_HEADERS,
     TRAIN_STATE,
     RunInfo,
+    final_epoch,
     read_json,
     run_curves,
 )
@@ -128,15 +129,18 @@ def describe(info: RunInfo) -> str:
     """Markdown about one run: what it is, its state and progress, and what to do with it next; its message names
     the runs folder by its name, not by its path on the server."""
     head = f"**{info.run_id}**: {info.method} on {info.dataset} with {info.model}, device {info.device}"
-    best = "" if info.best_test_accuracy is None else f" Best test accuracy **{100 * info.best_test_accuracy:.1f} %**."
+    best = ("" if info.best_test_accuracy is None else
+            f" Best test accuracy over its epochs {100 * info.best_test_accuracy:.1f} %.")
     if info.state == "running":
         speed = "" if info.images_per_s is None else f" · {info.images_per_s:.0f} images/s"
         eta = "" if info.eta_s is None else f" · about {info.eta_s:.0f} s left"
         state = (f"**running**: {info.message}." if info.progress == 0 else
                  f"**running** · epoch {info.epoch}/{info.epochs} · {100 * info.progress:.0f} %{speed}{eta}.{best}")
     elif info.state == "finished":
-        state = (f"**finished**: {info.message}.{best} Its checkpoint is listed in the Model A and Model B pickers "
-                 f"above (with dataset {info.dataset}).")
+        final = (final_epoch(info.path) or {}).get("test_accuracy")
+        kept = "" if final is None else f" (the final epoch's, test accuracy **{100 * final:.1f} %**)"
+        state = (f"**finished**: {info.message}.{best} Its checkpoint{kept} is listed in the Model A and Model B "
+                 f"pickers above (with dataset {info.dataset}).")
     elif info.state == "failed":
         state = f"**failed**: {info.message}. The last lines of its log are below."
     else:
@@ -187,7 +191,9 @@ def refresh(runs: RunManager, references: dict[str, Path], selected: str | None,
     chosen = [r for r in plotted_runs or [] if r in by_id]
     if follow and selected in by_id and selected not in chosen:
         chosen.append(selected)
-    names = [name for name in reference_names or [] if name in references]
+    datasets = {by_id[r].dataset for r in chosen}  # a reference is drawn beside runs of its own dataset only
+    names = [name for name in reference_names or [] if name in references
+             and (not datasets or read_json(references[name] / CONFIG).get("dataset") in datasets)]
     folders = {**{r: by_id[r].path for r in chosen}, **{name: references[name] for name in names}}
     files = [[name, *file_version(folder / METRICS)] for name, folder in folders.items()]
     previous = previous or {}
