@@ -13,12 +13,13 @@ import tempfile
 import gradio as gr
 import pytest
 
+from explorer.analysis.payloads import STUDY_COMPARISON_HEADERS, STUDY_RUNS_HEADERS, STUDY_SUMMARY_HEADERS
 from explorer.stats import t_critical
-from explorer.training.runfolder import LAUNCH
+from explorer.training.runfolder import CONFIG, LAUNCH, write_status
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STUDIES, comparison_spec, load_spec, save_spec
+from explorer.ui.binding import flatten
 from explorer.ui.study import (
-    StudyView,
     cancel_study,
     estimate_study,
     export_study,
@@ -26,11 +27,13 @@ from explorer.ui.study import (
     launch_study,
     queue_runs,
     refresh,
+    refresh_studies,
     resume_study,
     run_states,
+    show_teacher,
     study_results,
 )
-from tests.helpers import fake_study_run
+from tests.helpers import fake_study_run, save_digits_run, wait_for
 
 FORM = dict(study_id="s", dataset="digits", model="small_cnn", methods=["ce", "ips"],
             comparisons=["equal-epochs", "equal-compute"], seeds=3, epochs=1, batch_size=64, lr=0.05)
@@ -181,7 +184,7 @@ def test_refresh_shows_progress_tables_intervals_and_the_plot(held, finished_stu
     assert means.x[0] == pytest.approx(mean) and means.error_x.array[0] == pytest.approx(high - mean)
     assert plot.data[3].x[0] == pytest.approx(-1.0) and plot.data[3].error_x.array[0] == 0  # ce 2 ep, one seed
     again = refresh(held, "s", "accuracy", view.shown)
-    assert all(getattr(again, field) == gr.skip() for field in StudyView._fields if field != "timer")  # not resent
+    assert all(part == gr.skip() for part in flatten(again)[:-1])  # nothing changed: nothing is resent but the timer
     ece_plot = refresh(held, "s", "ece", view.shown).plot
     assert ece_plot.data[1].x[0] == pytest.approx(_expected_difference("ips 1 ep", "ce 1 ep", 2, 100)[0])
 
@@ -222,4 +225,71 @@ def test_unknown_studies_are_refused(held):
                               (None, "choose a study")):
         with pytest.raises(ValueError, match=message):
             study_results(held, study_id)
-    assert refresh(held, None, "accuracy", None).progress.startswith("Choose a study")
+    assert refresh(held, None, "accuracy", None).progress.startswith("No study chosen")
+
+
+# ---- issue 24 item 9: calm empty states and buttons that apply ----
+def test_a_new_page_opens_on_the_newest_study_or_on_empty_tables_with_their_headers(held):
+    assert refresh_studies(held, None).value is None  # no study yet
+    view = refresh(held, None, "accuracy", None)
+    assert view.progress.startswith("No study chosen: launch one above")
+    assert [list(table.columns) for table in (view.runs, view.summary, view.comparisons)] == [
+        list(STUDY_RUNS_HEADERS), list(STUDY_SUMMARY_HEADERS), list(STUDY_COMPARISON_HEADERS)]  # not "1 2 3"
+    assert [b.interactive for b in view.buttons] == [False, False, False]  # no Export to answer with an error
+    for study_id in ("older", "newer"):
+        save_spec(form_spec(**{**FORM, "study_id": study_id}), held.runs_dir)
+    picker = refresh_studies(held, None)
+    assert picker.value == "newer" and [value for _, value in picker.choices] == ["newer", "older"]
+    assert refresh_studies(held, "older").value == "older"
+
+
+def test_the_buttons_apply_only_to_what_the_study_can_do(held, finished_study):
+    view = refresh(held, "s", "accuracy", None)  # 7 finished, 2 not started
+    assert [b.interactive for b in view.buttons] == [True, False, True]  # resume, cancel, export
+    queue_runs(held, finished_study)
+    assert [b.interactive for b in refresh(held, "s", "accuracy", None).buttons] == [False, True, True]
+    for run_id, state in run_states(finished_study, held.runs_dir).items():
+        if state != "finished":
+            held.cancel(run_id)
+    wait_for(lambda: not held.has_active_runs(), 10, "the queue to empty")
+    resumable = refresh(held, "s", "accuracy", None).buttons
+    assert (resumable.resume.interactive, resumable.cancel.interactive) == (True, False)  # cancelled runs: resume
+
+
+def test_a_finished_study_offers_neither_cancel_nor_train_unfinished_runs(held):
+    spec = comparison_spec("done", "digits", "small_cnn", ["ce", "ips"], 1, ["equal-epochs"], [0])
+    save_spec(spec, held.runs_dir)
+    for setting, seed in spec.runs():
+        fake_study_run(held.runs_dir, spec.run_id(setting, seed), 0.9)
+    view = refresh(held, "done", "accuracy", None)
+    assert view.progress.startswith("**2 of 2 runs finished**")
+    assert [b.interactive for b in view.buttons] == [False, False, True]
+
+
+def test_the_progress_line_names_the_shared_settings_in_words(held, finished_study):
+    progress = refresh(held, "s", "accuracy", None).progress
+    assert progress.endswith("seeds 0, 1, 2; every setting with batch_size 64, lr 0.05")
+    assert "{" not in progress and "'" not in progress  # not a Python dict
+
+
+# ---- issue 20: a kd arm needs a teacher, picked as in the Train tab ----
+def test_a_study_with_kd_offers_the_finished_runs_as_teachers_and_trains_from_the_one_picked(held):
+    teacher = save_digits_run(held.runs_dir, "teacher-run")  # a checkpoint of digits' classes and image size
+    write_status(teacher, "finished", progress=1.0)
+    (teacher / CONFIG).write_text(json.dumps({"method": "ce", "model": "small_cnn", "dataset": "digits"}))
+    assert show_teacher(held, ["ce", "ips"]).visible is False
+    picker = show_teacher(held, ["ce", "kd"])
+    public = f"{held.runs_dir.name}/teacher-run"
+    assert picker.visible is True and [value for _, value in picker.choices] == ["", public]
+    kd = {**FORM, "study_id": "k", "methods": ["ce", "kd"], "comparisons": ["equal-epochs"], "seeds": 1}
+    with pytest.raises(ValueError, match="a kd arm needs a teacher"):
+        launch_study(held, *kd.values())
+    assert "⚠ a kd arm needs a teacher" in estimate_study(held, *kd.values())
+    assert estimate_study(held, *kd.values(), teacher=public).startswith("**2 runs**")
+    launch_study(held, *kd.values(), teacher=public)
+    spec = load_spec(held.runs_dir, "k")
+    arm = spec.setting("kd 1 ep")
+    launch = json.loads((held.runs_dir / spec.run_id(arm, 0) / LAUNCH).read_text())
+    assert launch["config"]["method"] == "kd" and launch["config"]["teacher"] == str(held.runs_dir / "teacher-run")
+    with pytest.raises(ValueError, match="not one of the checkpoints offered here"):
+        launch_study(held, *{**kd, "study_id": "k2"}.values(), teacher="/etc")

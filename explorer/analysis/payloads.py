@@ -49,6 +49,7 @@ __all__ = ["COMPARE_METRICS", "GAP_TABLE_ROWS", "STUDY_COLUMNS", "compare_payloa
            "foreign_share_difference", "gap_table", "gaps_payload", "gradcam_payload", "patch_evidence_payload",
            "runs_payload", "study_comparison_table", "study_payload", "study_runs_table", "study_summary_table",
            "swap_pair_payload", "top_classes"]
+__all__ += ["STUDY_COMPARISON_HEADERS", "STUDY_RUNS_HEADERS", "STUDY_SUMMARY_HEADERS"]
 
 GAP_TABLE_ROWS = 20  # the pairs with the largest gaps that the gap table lists; the JSON lists them all
 # (metric key, row title, scale) of the Compare tab's metrics table
@@ -206,6 +207,11 @@ def runs_payload(infos: Iterable[RunInfo]) -> dict[str, list]:
 # (metric, column title, decimals) of the Study tab's tables, in METRICS order
 STUDY_COLUMNS = (("accuracy", "test acc (%)", 2), ("nll", "test NLL", 4), ("ece", "test ECE (%)", 2),
                  ("brier", "test Brier", 4))
+# The study tables' columns, also for the empty tables a page shows before a study is chosen (the runs table adds
+# "SLURM" after "state" when the study has runs on SLURM)
+STUDY_RUNS_HEADERS = ("setting", "seed", "run", "state", *(title for _, title, _ in STUDY_COLUMNS))
+STUDY_SUMMARY_HEADERS = ("setting", "finished seeds", *(title for _, title, _ in STUDY_COLUMNS))
+STUDY_COMPARISON_HEADERS = ("comparison", "setting − baseline", "metric", "Δ mean", "95 % CI", "seeds", "Δ per seed")
 
 
 def _mean_std(summary: MeanInterval | None, digits: int) -> str:
@@ -219,8 +225,10 @@ def study_runs_table(results: StudyResults, states: Mapping[str, str],
     """One row per (setting, seed), setting by setting: its run id, its state (``states`` by run id), its SLURM
     job's state when the study has runs on SLURM (``jobs`` by run id) and, once finished, its final test metrics."""
     spec = results.spec
-    table: dict[str, list] = {"setting": [], "seed": [], "run": [], "state": [], **({"SLURM": []} if jobs else {}),
-                              **{title: [] for _, title, _ in STUDY_COLUMNS}}
+    headers = list(STUDY_RUNS_HEADERS)
+    if jobs:
+        headers.insert(headers.index("state") + 1, "SLURM")
+    table: dict[str, list] = {key: [] for key in headers}
     for setting in spec.settings:
         for seed in spec.seeds:
             run_id = spec.run_id(setting, seed)
@@ -238,7 +246,7 @@ def study_runs_table(results: StudyResults, states: Mapping[str, str],
 
 def study_summary_table(results: StudyResults) -> dict[str, list]:
     """Per setting: its finished seeds and mean ± std (sample std) of each metric over them."""
-    table: dict[str, list] = {"setting": [], "finished seeds": [], **{title: [] for _, title, _ in STUDY_COLUMNS}}
+    table: dict[str, list] = {key: [] for key in STUDY_SUMMARY_HEADERS}
     for setting in results.spec.settings:
         table["setting"].append(setting.label)
         table["finished seeds"].append(len(results.values["accuracy"].get(setting.label, {})))
@@ -250,8 +258,7 @@ def study_summary_table(results: StudyResults) -> dict[str, list]:
 def study_comparison_table(results: StudyResults) -> dict[str, list]:
     """Per comparison and metric: the paired per-seed difference setting − baseline, its mean, 95 % interval and
     seeds; "—" where no seed has both runs finished, "needs 2 seeds" where one seed gives no interval."""
-    table: dict[str, list] = {key: [] for key in ("comparison", "setting − baseline", "metric", "Δ mean",
-                                                  "95 % CI", "seeds", "Δ per seed")}
+    table: dict[str, list] = {key: [] for key in STUDY_COMPARISON_HEADERS}
     for comparison in results.spec.comparisons:
         for metric, title, digits in STUDY_COLUMNS:
             difference = results.difference(metric, comparison)

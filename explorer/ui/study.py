@@ -27,9 +27,12 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from explorer.analysis.catalog import public_text
+from explorer.analysis.catalog import checkpoint_folder, public_text
 from explorer.analysis.figures import paired_differences
 from explorer.analysis.payloads import (
+    STUDY_COMPARISON_HEADERS,
+    STUDY_RUNS_HEADERS,
+    STUDY_SUMMARY_HEADERS,
     study_comparison_table,
     study_payload,
     study_runs_table,
@@ -53,10 +56,11 @@ from explorer.training.study import (
 )
 from explorer.training.study_results import StudyResults, read_results
 from explorer.ui.binding import flatten, handler
-from explorer.ui.train_form import TRAIN_DATASETS
+from explorer.ui.train_form import NO_TEACHER, TRAIN_DATASETS, teacher_choices
 
-__all__ = ["TAB_ID", "TICK_S", "StudyExport", "StudyView", "build", "cancel_study", "estimate_study", "export_study",
-           "launch_study", "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states", "study_results"]
+__all__ = ["TAB_ID", "TICK_S", "StudyButtons", "StudyExport", "StudyView", "build", "cancel_study", "estimate_study",
+           "export_study", "launch_study", "queue_runs", "refresh", "refresh_studies", "resume_study", "run_states",
+           "show_teacher", "study_results"]
 
 TAB_ID = "study"
 TICK_S = 2.0
@@ -68,6 +72,14 @@ PLOT_METRICS = {"accuracy": "test accuracy (points)", "nll": "test NLL", "ece": 
                 "brier": "test Brier score"}
 
 
+class StudyButtons(NamedTuple):
+    """The buttons that apply to the chosen study (or their components), clickable only when they apply."""
+
+    resume: Any  # "Train unfinished runs": some run is not finished, queued or running
+    cancel: Any  # "Cancel study": some run is queued or running
+    export: Any  # a study is chosen
+
+
 class StudyView(NamedTuple):
     """One answer of ``refresh`` (or its components): the chosen study's results."""
 
@@ -77,6 +89,7 @@ class StudyView(NamedTuple):
     comparisons: Any  # table: paired differences
     sentences: Any
     plot: Any
+    buttons: StudyButtons
     shown: Any  # what the page shows, so a tick that changes nothing sends nothing
     timer: Any
 
@@ -92,8 +105,10 @@ class StudyExport(NamedTuple):
 # Gradio-free parts: the spec from the form, the runs of a spec in the run manager, their states
 # --------------------------------------------------------------------------------------------------
 def form_spec(study_id: str | None, dataset: str, model: str, methods: list[str] | None,
-              comparisons: list[str] | None, seeds: float, epochs: float, batch_size: float, lr: float) -> StudySpec:
-    """The study the form describes; ValueError with the reason when it cannot be one."""
+              comparisons: list[str] | None, seeds: float, epochs: float, batch_size: float, lr: float,
+              teacher: str = "") -> StudySpec:
+    """The study the form describes; ValueError with the reason when it cannot be one. ``teacher``: the folder of
+    the finished run a kd arm distils from."""
     for value, what in ((seeds, "the number of seeds"), (epochs, "epochs"), (batch_size, "the batch size")):
         if value is None or float(value) != int(value) or int(value) < 1:
             raise ValueError(f"{what} must be a whole number of at least 1; got {value!r}")
@@ -104,7 +119,15 @@ def form_spec(study_id: str | None, dataset: str, model: str, methods: list[str]
     methods = [m for m in methods or [] if m != BASELINE]
     name = (study_id or "").strip() or f"{dataset}-{'-'.join(methods)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return comparison_spec(name, dataset, model, [BASELINE, *methods], int(epochs), comparisons,
-                           range(int(seeds)), {"batch_size": int(batch_size), "lr": float(lr)})
+                           range(int(seeds)), {"batch_size": int(batch_size), "lr": float(lr)}, teacher)
+
+
+def _teacher_folder(runs: RunManager, methods: list[str] | None, teacher: str | None) -> str:
+    """The folder of the teacher picker's run (a public name, as the Train tab's picker gives it) when a chosen
+    method distils from a teacher; else no teacher."""
+    if not teacher or not any(METHODS[m].needs_teacher for m in methods or [] if m in METHODS):
+        return ""
+    return str(checkpoint_folder(teacher, [runs.runs_dir]))
 
 
 def queue_runs(runs: RunManager, spec: StudySpec, executor: str = "local") -> list[str]:
@@ -154,10 +177,11 @@ def _results(runs: RunManager, study_id: str | None) -> tuple[StudyResults, dict
 # --------------------------------------------------------------------------------------------------
 def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
                    comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float,
-                   executor: str = "local") -> str:
+                   executor: str = "local", teacher: str = "") -> str:
     """Markdown: the runs the form would train and how long they would take here (or why it cannot be launched)."""
     try:
-        spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
+        spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr,
+                         _teacher_folder(runs, methods, teacher))
         seconds, how = estimate_seconds(spec, runs.runs_dir)
     except (ValueError, OSError) as exc:
         return f"⚠ {exc}"
@@ -173,10 +197,11 @@ def estimate_study(runs: RunManager, study_id: str, dataset: str, model: str, me
 
 def launch_study(runs: RunManager, study_id: str, dataset: str, model: str, methods: list[str],
                  comparisons: list[str], seeds: float, epochs: float, batch_size: float, lr: float,
-                 executor: str = "local") -> gr.Dropdown:
+                 executor: str = "local", teacher: str = "") -> gr.Dropdown:
     """Save the study's spec and queue its runs with the executor (local, or slurm when the app has it); returns
-    the study picker showing it (/launch_study)."""
-    spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr)
+    the study picker showing it (/launch_study). ``teacher``: a finished run's public name, for a kd arm."""
+    spec = form_spec(study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr,
+                     _teacher_folder(runs, methods, teacher))
     path = runs.runs_dir / STUDIES / f"{spec.study_id}.json"
     if path.exists():
         raise ValueError(f"a study {spec.study_id!r} exists already; choose another id, or pick it in the list "
@@ -220,10 +245,19 @@ def cancel_study(runs: RunManager, study_id: str | None) -> str:
 
 
 def refresh_studies(runs: RunManager, current: str | None) -> gr.Dropdown:
-    """The study picker's list, rescanned from RUNS/studies (studies of the CLI too), newest first."""
+    """The study picker's list, rescanned from RUNS/studies (studies of the CLI too), newest first; with no study
+    chosen yet (a new page), the newest is chosen, so the tab opens on results rather than on an empty picker."""
     specs = list_studies(runs.runs_dir)
     choices = [(f"{s.study_id} · {s.dataset} · {len(s.runs())} runs", s.study_id) for s in specs]
-    return gr.Dropdown(choices=choices, value=current if current in {s.study_id for s in specs} else None)
+    ids = [s.study_id for s in specs]
+    return gr.Dropdown(choices=choices, value=current if current in ids else ids[0] if ids and not current else None)
+
+
+def show_teacher(runs: RunManager, methods: list[str] | None) -> gr.Dropdown:
+    """The teacher picker, listing the finished runs (as the Train tab's), shown when a chosen method distils from a
+    teacher (kd)."""
+    needs = any(METHODS[m].needs_teacher for m in methods or [] if m in METHODS)
+    return gr.Dropdown(choices=[NO_TEACHER, *(teacher_choices(runs.runs_dir) if needs else [])], visible=needs)
 
 
 def study_results(runs: RunManager, study_id: str) -> dict[str, Any]:
@@ -236,30 +270,44 @@ def refresh(runs: RunManager, study_id: str | None, metric: str, previous: dict[
     """Redraw the chosen study: progress, runs, mean ± std, paired differences, sentences, dot plot; keep the
     timer ticking only while one of its runs is queued or running. Nothing is resent while nothing changed."""
     if not study_id:
-        return StudyView("Choose a study in the list, or launch one above.", None, None, None, "", None, None,
-                         gr.Timer(active=False))
+        return StudyView("No study chosen: launch one above, or pick one in the list once there is one.",
+                         *_empty_tables(), "", None, _buttons({}, chosen=False), None, gr.Timer(active=False))
     results, states = _results(runs, study_id)
     slurm_jobs = slurm_states(results.spec, runs.runs_dir)
     jobs = {run_id: f"job {job.job_id} {job.describe()}" for run_id, job in slurm_jobs.items()}
     active = any(state in ACTIVE for state in states.values()) or any(not job.ended for job in slurm_jobs.values())
     now = {"study": study_id, "metric": metric, "states": states, "jobs": jobs, "values": results.values}
     if now == previous:
-        return StudyView(*(gr.skip(),) * 7, gr.Timer(active=active))
+        return StudyView(*(gr.skip(),) * 6, StudyButtons(*(gr.skip(),) * 3), gr.skip(), gr.Timer(active=active))
     total = len(states)
     counts = {state: sum(1 for s in states.values() if s == state) for state in sorted(set(states.values()))}
     details = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")
     progress = f"**{total - results.pending} of {total} runs finished**" + (f" ({details})" if details else "")
     spec = results.spec
+    shared = ", ".join(f"{key} {value}" for key, value in spec.shared.items()) if spec.shared else "the defaults"
     progress += (f" · study **{spec.study_id}**: {spec.model} on {spec.dataset}, seeds "
-                 f"{', '.join(map(str, spec.seeds))}, shared {spec.shared or 'defaults'}")
+                 f"{', '.join(map(str, spec.seeds))}; every setting with {shared}")
     differences = {f"{c.setting} − {c.baseline} ({c.name})": d for c in spec.comparisons
                    if (d := results.difference(metric, c)) is not None}
     sentences = results.sentences() or ["No comparison has a seed with both runs finished yet."]
     return StudyView(progress, pd.DataFrame(study_runs_table(results, states, jobs)),
                      pd.DataFrame(study_summary_table(results)), pd.DataFrame(study_comparison_table(results)),
                      "\n\n".join(f"- {s}" for s in sentences),
-                     paired_differences(differences, PLOT_METRICS[metric]) if differences else None, now,
-                     gr.Timer(active=active))
+                     paired_differences(differences, PLOT_METRICS[metric]) if differences else None,
+                     _buttons(states), now, gr.Timer(active=active))
+
+
+def _empty_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The runs, summary and comparison tables with their headers and no rows (not Gradio's "1 2 3")."""
+    return tuple(pd.DataFrame(columns=list(headers)) for headers in (STUDY_RUNS_HEADERS, STUDY_SUMMARY_HEADERS,
+                                                                      STUDY_COMPARISON_HEADERS))
+
+
+def _buttons(states: dict[str, str], chosen: bool = True) -> StudyButtons:
+    """Train unfinished runs, Cancel study and Export, each clickable only when it applies to the study."""
+    return StudyButtons(gr.Button(interactive=any(state not in ("finished", *ACTIVE) for state in states.values())),
+                        gr.Button(interactive=any(state in ACTIVE for state in states.values())),
+                        gr.Button(interactive=chosen))
 
 
 def export_study(runs: RunManager, study_id: str | None) -> StudyExport:
@@ -281,7 +329,8 @@ def export_study(runs: RunManager, study_id: str | None) -> StudyExport:
 # --------------------------------------------------------------------------------------------------
 def _form(slurm: bool) -> tuple[list[gr.components.Component], gr.Button, gr.Markdown]:
     """The new-study form (in ``launch_study``'s parameter order), its button and the estimate; the executor
-    choice is shown when the app was started with a SLURM executor (``slurm``)."""
+    choice is shown when the app was started with a SLURM executor (``slurm``), the teacher picker when a chosen
+    method distils from a teacher (``show_teacher``)."""
     with gr.Row(equal_height=True):
         study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2,
                               elem_id="study-id")
@@ -300,12 +349,16 @@ def _form(slurm: bool) -> tuple[list[gr.components.Component], gr.Button, gr.Mar
         epochs = gr.Number(10, precision=0, label="Epochs", minimum=1, elem_id="study-epochs")
         batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size", minimum=1)
         lr = gr.Number(FORM_DEFAULTS["lr"], label="Learning rate", info="peak; cosine decay to 0")
-    executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",
-                        info="local: this machine's training slots; slurm: SLURM jobs (a job array)", visible=slurm,
-                        elem_id="study-executor")
+    with gr.Row(equal_height=True):
+        executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",
+                            info="local: this machine's training slots; slurm: SLURM jobs (a job array)",
+                            visible=slurm, elem_id="study-executor")
+        teacher = gr.Dropdown([NO_TEACHER], value="", label="Teacher (kd)", visible=False, elem_id="study-teacher",
+                              info="a finished run whose model teaches the kd arm: same classes and image size")
     estimate = gr.Markdown(elem_id="study-estimate")
     launch = gr.Button("Launch study", variant="primary")
-    return [study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr, executor], launch, estimate
+    return ([study_id, dataset, model, methods, comparisons, seeds, epochs, batch_size, lr, executor, teacher], launch,
+            estimate)
 
 
 def build(runs: RunManager, tab: gr.Tab) -> None:
@@ -316,22 +369,23 @@ def build(runs: RunManager, tab: gr.Tab) -> None:
     gr.Markdown("### Results")
     with gr.Row(equal_height=True):
         picker = gr.Dropdown([], label="Study", scale=3, elem_id="study-picker")
-        resume = gr.Button("Train unfinished runs", scale=1)
-        cancel = gr.Button("Cancel study", variant="stop", scale=1)
+        resume = gr.Button("Train unfinished runs", scale=1, interactive=False)  # refresh enables what applies
+        cancel = gr.Button("Cancel study", variant="stop", scale=1, interactive=False)
         refresh_button = gr.Button("Refresh", scale=1)
     progress = gr.Markdown(elem_id="study-progress")
-    runs_table = gr.Dataframe(label="runs (final epoch's test metrics)", interactive=False, max_height=320,
-                              elem_id="study-runs")
-    summary = gr.Dataframe(label="per setting: mean ± std over the finished seeds", interactive=False,
+    empty_runs, empty_summary, empty_comparisons = _empty_tables()
+    runs_table = gr.Dataframe(empty_runs, label="runs (final epoch's test metrics)", interactive=False,
+                              max_height=320, elem_id="study-runs")
+    summary = gr.Dataframe(empty_summary, label="per setting: mean ± std over the finished seeds", interactive=False,
                            elem_id="study-summary")
-    comparisons = gr.Dataframe(label="comparisons: paired per-seed difference setting − baseline", interactive=False,
-                               wrap=True, elem_id="study-comparisons")
+    comparisons = gr.Dataframe(empty_comparisons, label="comparisons: paired per-seed difference setting − baseline",
+                               interactive=False, wrap=True, elem_id="study-comparisons")
     sentences = gr.Markdown(elem_id="study-sentences")
     metric = gr.Radio([(title, name) for name, title in PLOT_METRICS.items()], value="accuracy",
                       label="Metric of the plot")
     plot = gr.Plot(label="paired differences", show_label=False, elem_id="study-plot")
     with gr.Row(equal_height=True):
-        export = gr.Button("Export Markdown and CSV", scale=1)
+        export = gr.Button("Export Markdown and CSV", scale=1, interactive=False)
         markdown_file, csv_file = gr.File(label="Markdown", scale=2), gr.File(label="CSV", scale=2)
     timer = gr.Timer(TICK_S, active=False)
     shown = gr.State()  # what the page shows, so a tick that changes nothing sends nothing
@@ -340,9 +394,13 @@ def build(runs: RunManager, tab: gr.Tab) -> None:
     quiet = dict(show_progress="hidden", concurrency_limit=None)
     watch = handler(refresh, runs)
     watch_io = ([picker, metric, shown],
-                flatten(StudyView(progress, runs_table, summary, comparisons, sentences, plot, shown, timer)))
+                flatten(StudyView(progress, runs_table, summary, comparisons, sentences, plot,
+                                  StudyButtons(resume, cancel, export), shown, timer)))
     gr.on([tab.select, *(f.change for f in fields)], handler(estimate_study, runs), fields, estimate,
           api_name="estimate_study", trigger_mode="always_last", **quiet)
+    methods, teacher = fields[3], fields[-1]
+    gr.on([tab.select, methods.input], handler(show_teacher, runs), methods, teacher, api_name="study_teacher",
+          **quiet)
     tab.select(handler(refresh_studies, runs), picker, picker, api_name="refresh_studies_on_select",
                **quiet).then(watch, *watch_io, api_name="watch_study_on_select", **quiet)
     picker.focus(handler(refresh_studies, runs), picker, picker, api_name="refresh_studies", **quiet)

@@ -28,8 +28,8 @@ from explorer.training.runs import RunManager
 from explorer.ui.binding import flatten, handler
 from explorer.ui.context import AppContext
 
-__all__ = ["CUSTOM", "Form", "FormFields", "MethodChoice", "apply_schedule", "build_form", "command_line", "launch_run",
-           "schedule_of", "show_method", "show_schedules", "teacher_choices"]
+__all__ = ["CUSTOM", "NO_TEACHER", "Form", "FormFields", "MethodChoice", "apply_schedule", "build_form", "command_line",
+           "launch_run", "schedule_of", "show_method", "show_schedules", "teacher_choices"]
 
 CUSTOM = "custom"  # the schedule choice when the epochs are none of the presets'
 # The teacher picker's choice when no teacher is chosen: a value, so API clients may leave the parameter out
