@@ -357,10 +357,10 @@ def test_the_headers_button_trains_the_baseline_and_ips_a_dataset_lacks(runs):
     assert pair.tabs.selected == "train"
 
 
-def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys, stall_s):
+def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(runs, capsys, stall_s, monkeypatch):
     run_id = launch_run(runs, *_form(dataset="digits", method="ce", epochs=40, precision="fp32"))
     assert runs.settings(run_id)["precision"] == "fp32"
-    assert not run_buttons(runs.info(run_id))[3].interactive  # running: nothing to resume
+    assert not run_buttons(runs.info(run_id)).resume.interactive  # running: nothing to resume
     run_dir = runs.run_dir(run_id)
     wait_while_progressing(lambda: (run_dir / "train_state.safetensors").is_file(), lambda: files_written(run_dir),
                            stall_s, "the first epoch's state")
@@ -368,10 +368,14 @@ def test_a_run_launched_in_a_precision_is_cancelled_and_resumed_from_the_tab(run
     wait_for(lambda: runs.info(run_id).state == "cancelled" and not runs.has_active_runs(), runs.grace_s + stall_s,
              "the run to stop")
     info = runs.info(run_id)
-    assert run_buttons(info)[3].interactive and info.epoch >= 1
+    assert run_buttons(info).resume.interactive and info.epoch >= 1
+    monkeypatch.setattr(RunManager, "_advance", lambda self: None)  # it stays queued: its status is the manager's
     details = resume_run(runs, run_id)
     assert f"run {run_id} resumes after epoch {info.epoch}" in capsys.readouterr().out  # gr.Info outside the app
-    assert "**running**" in details or "**queued**" in details
+    queued = runs.info(run_id)  # the case: 12 % → 10 % → 11 %; it resumes at its last finished epoch
+    assert queued.progress == pytest.approx(info.epoch / 40) and queued.progress <= info.progress
+    assert f"**queued**: waiting for a free slot to resume after epoch {info.epoch}" in details
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="only a cancelled, failed or interrupted run can be resumed"):
         resume_run(runs, run_id)
     runs.cancel(run_id)

@@ -103,6 +103,20 @@ def _interrupted_message(status: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 # The manager
 # --------------------------------------------------------------------------------------------------
+def _queue_resumed(run_dir: Path) -> None:
+    """A resumed run's status: queued, its progress that of its last finished epoch, where it continues (the steps
+    after it are trained again), so the progress shown does not drop again once training reports."""
+    status = read_json(run_dir / STATUS)
+    epoch, epochs, total = (status.get(key) for key in ("epoch", "epochs", "total_steps"))
+    if not (isinstance(epoch, int) and isinstance(epochs, int) and epochs > 0):
+        update_status(run_dir, "queued", "waiting for a free slot to resume")
+        return
+    kept = {k: v for k, v in status.items() if k not in ("state", "updated", "message", "pid")}
+    write_status(run_dir, "queued", **{**kept, "message": f"waiting for a free slot to resume after epoch {epoch}",
+                                       "progress": epoch / epochs, **({"step": total * epoch // epochs} if total
+                                                                       else {})})
+
+
 class RunManager(LaunchChecks, ProcessSlots):
     """Launch, queue, watch, cancel and delete training runs under ``runs_dir``.
 
@@ -236,7 +250,7 @@ class RunManager(LaunchChecks, ProcessSlots):
             launch.update(command=command, resumed_at=time.time(),
                           manager={"pid": os.getpid(), "start": self._identity[0] if self._identity else None})
             write_json(run_dir / LAUNCH, launch)
-            update_status(run_dir, "queued", "waiting for a free slot to resume")
+            _queue_resumed(run_dir)
             self._queue[run_id] = launch
             self._advance()
 
