@@ -24,7 +24,7 @@ from explorer.analysis.schedules import (
 from explorer.training.command import FORM_DEFAULTS
 from explorer.training.config import TrainConfig, parse_config
 from explorer.training.methods import METHODS, method_colour
-from explorer.training.runfolder import METRICS, RunInfo, run_curves, write_status
+from explorer.training.runfolder import METRICS, RUN_TABLE_HEADERS, RunInfo, run_curves, write_status
 from explorer.training.runs import RunError, RunManager
 from explorer.training.study import STARTUP_S
 from explorer.ui.binding import handler
@@ -451,3 +451,16 @@ def test_while_the_pair_trains_its_runs_appear_in_the_pickers_and_the_button_wai
     done = watch_pair(ctx, SimpleNamespace(has_active_runs=lambda: False), "digits", name, None)
     assert done.train_pair.interactive is True and done.train_pair.value == "Train IPS on digits"
     assert done.timer.active is False
+
+
+def test_the_runs_table_columns_fit_their_headers_and_a_whole_start_time(runs):
+    """The issue's case: the header "method" wrapped as "meth od" and the start time was cut."""
+    from explorer.ui.train import RUN_TABLE_WIDTHS
+
+    char_px, padding_px = 8, 16  # the table's font, and a cell's padding and sort icon
+    started = runs.runs()[0].row()[-1]  # "YYYY-MM-DD HH:MM:SS"
+    assert list(RUN_TABLE_WIDTHS) == list(RUN_TABLE_HEADERS)
+    for header, width in RUN_TABLE_WIDTHS.items():
+        assert width >= char_px * len(header) + padding_px, header
+    assert RUN_TABLE_WIDTHS["started"] >= char_px * len(started) + padding_px
+    assert RUN_TABLE_WIDTHS["progress"] >= char_px * len("100 % (epoch 100/100)") + padding_px

@@ -43,15 +43,19 @@ from explorer.ui.context import AppContext
 from explorer.ui.header import Header, dataset_checkpoints, missing_methods, notice_text, pick_models, train_label
 from explorer.ui.train_form import build_form, launch_run, wire_form
 
-__all__ = ["TAB_ID", "TICK_S", "Confirmation", "DeleteQuestion", "Deleted", "LaunchedPair", "PairWatch", "RunButtons",
-           "RunsView", "ask_delete", "build", "cancel_run", "delete_run", "describe", "follow_selected",
-           "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs", "refresh", "resumable",
-           "resume_run", "run_buttons", "select_run", "watch_pair"]
+__all__ = ["RUN_TABLE_WIDTHS", "TAB_ID", "TICK_S", "Confirmation", "DeleteQuestion", "Deleted", "LaunchedPair",
+           "PairWatch", "RunButtons", "RunsView", "ask_delete", "build", "cancel_run", "delete_run", "describe",
+           "follow_selected", "keep_run", "launch_other_method", "launch_pair", "list_runs", "reference_runs",
+           "refresh", "resumable", "resume_run", "run_buttons", "select_run", "watch_pair"]
 
 TAB_ID = "train"
 PAIR_TICK_S = 5.0  # how often the header's pickers are rescanned while runs train
 TICK_S = 2.0  # how often the table and the curves are redrawn while a run is queued or running
 LOG_LINES = 30
+# The runs table's column widths (pixels): each fits its header on one line ("meth od" wrapped) and its values at
+# the table's font (about 8 px a character), e.g. the whole start time; a narrow page scrolls the table sideways
+RUN_TABLE_WIDTHS = {"id": 230, "method": 90, "dataset": 90, "model": 100, "status": 90, "progress": 190,
+                    "device": 110, "best test acc": 120, "started": 170}
 
 
 class RunButtons(NamedTuple):
@@ -352,7 +356,7 @@ class _RunsPanel:
 def _runs_panel(references: dict[str, Path]) -> _RunsPanel:
     gr.Markdown("### Runs\nClick a run to select it: its details and curves appear below.")
     table = gr.Dataframe(headers=list(RUN_TABLE_HEADERS), interactive=False, wrap=True, max_height=320,
-                         elem_id="train-runs")
+                         column_widths=[f"{RUN_TABLE_WIDTHS[h]}px" for h in RUN_TABLE_HEADERS], elem_id="train-runs")
     with gr.Row(equal_height=True):
         current = gr.Textbox(label="Selected run", interactive=False, placeholder="click a run in the table", scale=3,
                              elem_id="train-current")
