@@ -498,8 +498,9 @@ def test_a_study_launched_through_the_api_finishes_with_the_run_folders_numbers(
                 _paired(by_hand[metric]["ips 1 ep"], by_hand[metric][baseline]))
     assert len(data["sentences"]) == 2 and "Only 3 seeds" in data["sentences"][0]
 
-    progress, runs_table, summary, comparisons, sentences, plot, timer = client.predict(
+    progress, runs_table, summary, comparisons, sentences, plot, resume, cancel, export, timer = client.predict(
         "e2e", "accuracy", api_name="/watch_study")
+    assert (resume["interactive"], cancel["interactive"], export["interactive"]) == (False, False, True)  # finished
     assert progress.startswith("**9 of 9 runs finished**") and timer == {"active": False, "__type__": "update"}
     ips = next(row for row in summary["data"] if row[0] == "ips 1 ep")
     values = list(by_hand["accuracy"]["ips 1 ep"].values())
