@@ -58,13 +58,14 @@ def test_claims_about_other_methods_say_so_and_one_model_is_no_comparison(ctx):
 
 
 def test_the_claims_are_computed_when_the_tab_opens_and_only_for_new_models(ctx):
-    claims, shown = refresh_claims(ctx, None, "mnist5k", CE, IPS)
-    assert shown == ["mnist5k", CE, IPS] and claims == guide_claims(ctx, "mnist5k", CE, IPS)
+    opened = refresh_claims(ctx, None, "mnist5k", CE, IPS)
+    shown = opened.shown
+    assert shown == ["mnist5k", CE, IPS] and opened.claims == guide_claims(ctx, "mnist5k", CE, IPS)
     assert refresh_claims(ctx, shown, "mnist5k", CE, IPS) == (SKIP, SKIP)
     assert refresh_open_claims(ctx, TAB_ID, "compare", None, "mnist5k", CE, IPS) == (SKIP, SKIP)
 
 
 def test_the_example_names_ties(ctx):
-    text = first_example(ctx, "mnist5k", CE, IPS)[4]
+    text = first_example(ctx, "mnist5k", CE, IPS).text
     assert "teaches" in text or "**tie**" in text
     assert "→" not in text  # the old "→ a′ teaches" with three digits that could not tell the views apart

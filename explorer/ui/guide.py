@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import gradio as gr
 import numpy as np
 
@@ -13,14 +15,14 @@ from explorer.analysis.schedules import evidence_markdown
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.training.measured import published
-from explorer.ui.binding import model_handler
+from explorer.ui.binding import flatten, model_handler
 from explorer.ui.compare import model_claims, split_reports
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.guide_field import FIELD
 from explorer.ui.header import Header
 
-__all__ = ["CLAIM_PAIRS", "TAB_ID", "another_example", "build", "example", "first_example", "guide_claims",
-           "refresh_claims", "refresh_open_claims"]
+__all__ = ["CLAIM_PAIRS", "TAB_ID", "GuideClaims", "GuideExample", "another_example", "build", "example",
+           "first_example", "guide_claims", "refresh_claims", "refresh_open_claims"]
 
 TAB_ID = "guide"
 CLAIM_PAIRS = 500  # swapped test pairs behind the Guide's sentences about confidence gaps (seed 0, default patches)
@@ -86,6 +88,23 @@ TABS = """
 Everything here runs the same `patch_swap` and `ips_loss` functions that training uses (`explorer/ips.py`).
 """
 
+class GuideExample(NamedTuple):
+    """One answer of ``example`` (or its components): the pair, its swapped views, what each model makes of them."""
+
+    a: Any
+    b: Any
+    a_swapped: Any
+    b_swapped: Any
+    text: Any
+
+
+class GuideClaims(NamedTuple):
+    """One answer of ``refresh_claims`` (or its components): the claims and the dataset and models they are about."""
+
+    claims: Any
+    shown: Any
+
+
 GUIDE_PEERS = ("cross-entropy", "CS-KD", "PS-KD", "BYOT", "label smoothing", "CutMix", "MixSKD")
 
 
@@ -103,7 +122,7 @@ PEERS = peers_markdown()
 
 
 def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
-            rng: np.random.Generator) -> tuple:
+            rng: np.random.Generator) -> GuideExample:
     """A random same-class test pair, swapped with the default patch size and training's default ratio, scored:
     four images and a Markdown summary."""
     dataset = ctx.dataset(dataset_name)
@@ -116,7 +135,7 @@ def example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: st
     lines += [f"- **{name}**: {teacher_phrase(s.swapped_a, s.swapped_b)}, KL·T² = {s.kd:.4f}"
               for name, s in pair.scores.items()]
     images = [render_image(img, pair.patch_size, pair.mask) for img in (*pair.originals, *pair.swapped)]
-    return (*images, "\n".join(lines))
+    return GuideExample(*images, "\n".join(lines))
 
 
 def guide_claims(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> str:
@@ -139,27 +158,27 @@ def guide_claims(ctx: AppContext, dataset_name: str, model_a: str | None, model_
 
 
 def refresh_claims(ctx: AppContext, shown: list | None, dataset_name: str, model_a: str | None,
-                   model_b: str | None) -> tuple:
+                   model_b: str | None) -> GuideClaims:
     """The tab opened: ``guide_claims`` unless they are shown for these dataset and models already."""
     if shown == [dataset_name, model_a, model_b]:
-        return gr.skip(), gr.skip()
-    return guide_claims(ctx, dataset_name, model_a, model_b), [dataset_name, model_a, model_b]
+        return GuideClaims(gr.skip(), gr.skip())
+    return GuideClaims(guide_claims(ctx, dataset_name, model_a, model_b), [dataset_name, model_a, model_b])
 
 
 def refresh_open_claims(ctx: AppContext, tab_id: str, active: str | None, shown: list | None, dataset_name: str,
-                        model_a: str | None, model_b: str | None) -> tuple:
+                        model_a: str | None, model_b: str | None) -> GuideClaims:
     """The header changed: ``refresh_claims`` when the Guide is the open tab, else nothing (it computes on opening)."""
     if active != tab_id:
-        return gr.skip(), gr.skip()
+        return GuideClaims(gr.skip(), gr.skip())
     return refresh_claims(ctx, shown, dataset_name, model_a, model_b)
 
 
-def first_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> tuple:
+def first_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> GuideExample:
     """The same first example for everyone who opens the Guide."""
     return example(ctx, dataset_name, model_a, model_b, np.random.default_rng(0))
 
 
-def another_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> tuple:
+def another_example(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None) -> GuideExample:
     """A new random example."""
     return example(ctx, dataset_name, model_a, model_b, np.random.default_rng())
 
@@ -185,15 +204,16 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks, tab: gr.Tab, active:
 
     work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     models = header.pickers
+    shown_example = flatten(GuideExample(*pictures, example_text))
+    shown_claims = flatten(GuideClaims(claims, shown))
     first = model_handler(ctx, first_example, small=True)
-    gr.on([demo.load, *header.models_picked], first, models, [*pictures, example_text],
-          api_name="guide_first_example", **work)
-    header.switched.then(first, models, [*pictures, example_text], api_name="guide_dataset_example", **work)
-    another.click(model_handler(ctx, another_example, small=True), models, [*pictures, example_text],
-                  api_name="guide_example", **work)
-    tab.select(model_handler(ctx, refresh_claims), [shown, *models], [claims, shown], api_name="guide_claims", **work)
+    gr.on([demo.load, *header.models_picked], first, models, shown_example, api_name="guide_first_example", **work)
+    header.switched.then(first, models, shown_example, api_name="guide_dataset_example", **work)
+    another.click(model_handler(ctx, another_example, small=True), models, shown_example, api_name="guide_example",
+                  **work)
+    tab.select(model_handler(ctx, refresh_claims), [shown, *models], shown_claims, api_name="guide_claims", **work)
     refresh_open = model_handler(ctx, refresh_open_claims, TAB_ID)
-    gr.on(header.models_picked, refresh_open, [active, shown, *models], [claims, shown],
-          api_name="guide_claims_models", **work)
-    header.switched.then(refresh_open, [active, shown, *models], [claims, shown],
-                         api_name="guide_claims_dataset", **work)
+    gr.on(header.models_picked, refresh_open, [active, shown, *models], shown_claims, api_name="guide_claims_models",
+          **work)
+    header.switched.then(refresh_open, [active, shown, *models], shown_claims, api_name="guide_claims_dataset",
+                         **work)
