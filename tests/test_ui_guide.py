@@ -24,7 +24,7 @@ def test_the_guide_claims_are_the_compare_and_gaps_tabs_claims(ctx):
     compare_summary = compare_models(ctx, "mnist5k", CE, IPS).summary
     assert claims.startswith(compare_summary)  # the same sentences as the Compare tab, from the same numbers
     ratio = TrainConfig().swap_ratio
-    gaps_summary = compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 500, 7, ratio, 0)[4]
+    gaps_summary = compute_gaps(ctx, "mnist5k", CE, IPS, "A and B", "all classes", 500, 7, ratio, 0).summary
     for line in claims.splitlines()[len(compare_summary.splitlines()):]:
         assert line in gaps_summary  # the gaps tab's claims at its default settings
     assert "more confident in the true class" in claims and "mean gap" in claims
