@@ -62,8 +62,8 @@ def test_switching_to_digits_offers_only_its_checkpoints_and_says_what_is_missin
     assert "no IPS checkpoint trained on **digits**" in notice and "Train tab" in notice
     assert button.visible and button.value.startswith("Train IPS on digits (~")
     back = switch_dataset(ctx, "mnist5k", digits_run, None, "digits")
-    assert (back[1].value, back[2].value, back[3], back[4].visible) == (CE, IPS, "", False)
-    assert _values(back[1]) == [CE, CSKD, IPS]
+    assert (back.model_a.value, back.model_b.value, back.notice, back.train_pair.visible) == (CE, IPS, "", False)
+    assert _values(back.model_a) == [CE, CSKD, IPS]
 
 
 def test_a_dataset_without_checkpoints_offers_to_train_both(ctx):
@@ -99,4 +99,4 @@ def test_a_checkpoint_with_a_malformed_card_is_listed_as_unreadable_and_breaks_n
     assert (f"{bad} (unreadable card)", bad) in list_checkpoints(ctx.checkpoint_dirs)
     assert bad not in _values(refresh_models(ctx, "mnist5k", CE))  # not offered: picking it could only fail
     assert ("mnist5k · 3 checkpoints", "mnist5k") in refresh_datasets(ctx, "mnist5k").choices
-    assert switch_dataset(ctx, "digits", CE, IPS, "mnist5k")[1].value == f"{ctx.runs_dir.name}/digits-run"
+    assert switch_dataset(ctx, "digits", CE, IPS, "mnist5k").model_a.value == f"{ctx.runs_dir.name}/digits-run"

@@ -13,7 +13,7 @@ refused with a warning and the previous dataset stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -22,11 +22,11 @@ from explorer.analysis.schedules import estimate_text, fair_schedule
 from explorer.checkpoints import CheckpointError, load_card
 from explorer.data import OFFLINE_DATASETS, DatasetError
 from explorer.training.methods import BASELINE, FEATURED
-from explorer.ui.binding import handler
+from explorer.ui.binding import flatten, handler
 from explorer.ui.context import AppContext
 
 __all__ = ["Header", "build_header", "dataset_checkpoints", "dataset_choices", "missing_methods", "notice_text",
-           "pick_models", "refresh_datasets", "refresh_models", "switch_dataset", "train_label"]
+           "HeaderView", "pick_models", "refresh_datasets", "refresh_models", "switch_dataset", "train_label"]
 
 
 @dataclass
@@ -124,8 +124,19 @@ def train_label(ctx: AppContext, dataset_name: str, checkpoints: list[tuple[str,
     return f"Train {' and '.join(m.upper() for m in missing)} on {dataset_name} ({', '.join(times)})"
 
 
+class HeaderView(NamedTuple):
+    """One answer of ``switch_dataset`` (or its components)."""
+
+    dataset: Any
+    model_a: Any
+    model_b: Any
+    notice: Any  # the line about what is missing
+    train_pair: Any  # the one-click training button
+    shown: Any  # the dataset the tabs show (a state)
+
+
 def switch_dataset(ctx: AppContext, dataset_name: str, model_a: str | None, model_b: str | None,
-                   previous: str | None) -> tuple:
+                   previous: str | None) -> HeaderView:
     """A new dataset: its checkpoints in both pickers (chosen as ``pick_models``), the line about what is missing
     and the training button; a dataset that cannot be opened is refused with a warning and ``previous`` stays."""
     try:
@@ -139,9 +150,9 @@ def switch_dataset(ctx: AppContext, dataset_name: str, model_a: str | None, mode
     a, b = pick_models(checkpoints, model_a, model_b)
     choices = [(text, path) for text, path, _ in checkpoints]
     label = train_label(ctx, dataset_name, checkpoints)
-    return (dataset_name, gr.Dropdown(choices=choices, value=a),
-            gr.Dropdown(choices=choices, value=b), notice_text(dataset_name, checkpoints),
-            gr.Button(label or "", visible=label is not None), dataset_name)
+    return HeaderView(dataset_name, gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b),
+                      notice_text(dataset_name, checkpoints), gr.Button(label or "", visible=label is not None),
+                      dataset_name)
 
 
 def refresh_models(ctx: AppContext, dataset_name: str, current: str | None) -> gr.Dropdown:
@@ -181,6 +192,7 @@ def build_header(ctx: AppContext, dataset_name: str = "mnist5k") -> Header:
         picker.focus(handler(refresh_models, ctx), [dataset, picker], picker, api_name=name, **quiet)
     dataset.focus(handler(refresh_datasets, ctx), dataset, dataset, api_name="refresh_datasets", **quiet)
     switched = dataset.input(handler(switch_dataset, ctx), [dataset, model_a, model_b, shown],
-                             [dataset, model_a, model_b, notice, train_pair, shown], api_name="switch_dataset",
+                             flatten(HeaderView(dataset, model_a, model_b, notice, train_pair, shown)),
+                             api_name="switch_dataset",
                              show_progress="hidden")
     return Header(dataset, model_a, model_b, notice, train_pair, switched)
