@@ -159,6 +159,23 @@ def test_a_stopped_study_stops_its_running_runs(tmp_path):
     assert [state(run) for run in runs] == ["cancelled", "cancelled"]  # none trains on as an orphan
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["--preset", "digits", "--seeds", "-1"], "seeds must be whole numbers from 0 to 2^63 - 1; got '-1'"),
+    (["--dataset", "digits", "--seeds", "0", "-1"], "seeds must be whole numbers from 0 to 2^63 - 1; got '-1'"),
+    (["--dataset", "digits", "--epochs", "100001"], "--epochs must be between 1 and 100000; got 100001"),
+    (["--dataset", "digits", "--methods", "ce", "ips", "--nonsense"], "unrecognized arguments: --nonsense"),
+])
+def test_a_refused_study_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    """Refused before any run starts (a run's own training process refuses the same values, after the study had
+    written its spec and started)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_table_only_without_finished_runs_says_so_and_fails(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--preset", "digits", "--table-only"]) == 1
     assert "no finished run of study digits" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, step_images
+from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, TrainConfig, field_types, step_images
 from explorer.training.methods import BASELINE, FEATURED, METHODS
 from explorer.training.runfolder import (
     CONFIG,
@@ -90,8 +90,10 @@ class StudySpec:
         if not self.seeds or not self.settings:
             raise ValueError("a study needs at least one seed and one setting")
         check_number(self.created, "a study's created", high=LATEST_TIME)  # the picker sorts by it
-        for seed in self.seeds:
-            check_number(seed, "a study's seed", high=2**63 - 1, whole=True)
+        for seed in self.seeds:  # the training CLI's range (--seed), said as it says it
+            if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 <= seed <= MAX_SEED \
+                    or not float(seed).is_integer():
+                raise ValueError(f"a study's seeds must be whole numbers from 0 to 2^63 - 1; got {str(seed)[:40]!r}")
         labels = [s.label for s in self.settings]
         if len(set(labels)) != len(labels) or len({s.slug for s in self.settings}) != len(labels):
             raise ValueError(f"setting labels must differ (also as run ids): {labels}")
