@@ -105,7 +105,9 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         if types[f.name] is bool:
             parser.add_argument(flag, action="store_true", help=field_help(f.name), **default)
         else:
-            parser.add_argument(flag, type=types[f.name], choices=field_choices(f.name), help=field_help(f.name),
+            choices = field_choices(f.name)  # "" (none, e.g. --preset) is accepted but not offered in the help
+            metavar = "{" + ",".join(filter(None, choices)) + "}" if choices and "" in choices else None
+            parser.add_argument(flag, type=types[f.name], choices=choices, metavar=metavar, help=field_help(f.name),
                                 **default)
     return parser
 
