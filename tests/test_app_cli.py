@@ -104,6 +104,9 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
         assert codes == [400] * LOGIN_FREE_ATTEMPTS + [429, 429]  # wrong passwords are throttled
         process.terminate()  # SIGTERM, as a service manager stops it: the app closes its run manager and exits 0
         assert process.wait(timeout=60) == 0, process.stdout.read()
+        banner = process.stdout.read()  # in our flags' words: Gradio's said "set `share=True` in `launch()`"
+        assert f"running on local URL:  {base}" in banner and "start it with --share" in banner
+        assert "share=True" not in banner
     finally:
         process.terminate()
         process.wait(timeout=30)

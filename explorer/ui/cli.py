@@ -31,10 +31,11 @@ import warnings
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
-from explorer.training import slurm  # the executor options (submitit is imported only to submit)
+from explorer.argparsing import OneLineParser
+from explorer.training import slurm_options as slurm  # torch-free: --help and a refused flag import nothing heavy
 
 __all__ = ["CACHE_CLEANUP", "LOGIN_FIRST_DELAY_S", "LOGIN_FREE_ATTEMPTS", "LOGIN_MAX_DELAY_S", "MAX_UPLOAD",
-           "Gatekeeper", "LoginThrottle", "exposure_warning", "main", "parse_args"]
+           "Gatekeeper", "LoginThrottle", "exposure_warning", "main", "parse_args", "serving_banner"]
 
 LOGIN_FREE_ATTEMPTS, LOGIN_FIRST_DELAY_S, LOGIN_MAX_DELAY_S = 5, 5.0, 60.0  # per (address, user name)
 LOGIN_KEYS_KEPT, LOGIN_BODY_MAX = 10_000, 64 * 1024  # throttled (address, user) pairs remembered; a login form's size
@@ -46,7 +47,7 @@ API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="IPS Explorer: see intra-class patch swap self-distillation work")
+    parser = OneLineParser(description="IPS Explorer: see intra-class patch swap self-distillation work")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
                                                             "0.0.0.0 serves the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -78,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value < 0:
             parser.error(f"{flag} must be at least 0; got {value}")
     return args
+
+
+def serving_banner(local_url: str, share: bool) -> str:
+    """Where the app is served, in our flags' words: Gradio's own banner, silenced, says "set `share=True` in
+    `launch()`", which a user of ``python app.py`` cannot do (with ``--share`` Gradio still prints the public link
+    or why it could not make one)."""
+    hint = "" if share else "\n* For a public gradio.live link, start it with --share (and --auth USER:PASSWORD)"
+    return f"* IPS Explorer is running on local URL:  {local_url}{hint}"
 
 
 def exposure_warning(args: argparse.Namespace) -> str | None:
@@ -310,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                         auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
-                        prevent_thread_lock=True, max_file_size=MAX_UPLOAD,
+                        prevent_thread_lock=True, max_file_size=MAX_UPLOAD, quiet=True,
                         app_kwargs={"middleware": [Middleware(Gatekeeper)]})
         except OSError as exc:  # Gradio's advice (GRADIO_SERVER_PORT) does not apply: --port sets the port
             if "empty port" not in str(exc):
@@ -319,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"is not this machine's); choose another port, e.g. python app.py --port {args.port + 1}",
                   file=sys.stderr)
             return 1
+        print(serving_banner(demo.local_url, args.share), flush=True)
         signal.signal(signal.SIGTERM, _stop_serving)  # a service manager's stop, like Ctrl-C, ends in the finally
         demo.block_thread()
     finally:
