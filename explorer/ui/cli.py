@@ -44,6 +44,31 @@ CACHE_CLEANUP = (3600, 86400)  # every hour, delete generated files older than a
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DESCRIPTIONS_KEPT = 64  # answers of /config and /gradio_api/info kept (by address and user; Gatekeeper)
 API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
+AUTH_MESSAGE = ("<b>IPS Explorer</b>: intra-class patch swap self-distillation, step by step. Sign in with the user "
+                "name and password you were given.")  # shown on Gradio's login page, under its "Login"
+# Added to a page served before login: its title, and the throttle's answer shown on the page. Gradio's login form
+# shows "Incorrect credentials" for a 400 and nothing for any other answer, so a right password refused while
+# its (address, user name) must wait failed without a word.
+LOGIN_PAGE_HEAD = rb"""<title>IPS Explorer: sign in</title><script>(() => {
+  const send = window.fetch.bind(window);
+  window.fetch = async (request, options) => {
+    const answer = await send(request, options);
+    const url = new URL(request instanceof Request ? request.url : String(request), location.href);
+    if (!url.pathname.replace(/\/$/, "").endsWith("/login")) return answer;
+    let note = document.getElementById("ips-login-wait");
+    if (answer.status !== 429) { if (note) note.remove(); return answer; }
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "ips-login-wait";
+      note.setAttribute("role", "alert");
+      note.style.cssText = "max-width:480px;margin:1em auto;padding:.75em 1em;border-radius:8px;" +
+        "background:#fee2e2;color:#991b1b;text-align:center";
+      document.body.prepend(note);
+    }
+    note.textContent = await answer.clone().text();
+    return answer;
+  };
+})();</script>"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -254,7 +279,8 @@ class Gatekeeper:
         await self.app(scope, replay, record)
 
     async def _without_api_info(self, scope, receive, send) -> None:
-        """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page)."""
+        """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page), which gets the
+    app's title and a script that shows the login throttle's answer (``LOGIN_PAGE_HEAD``)."""
         start, body = None, []
 
         async def buffer(message) -> None:
@@ -271,6 +297,7 @@ class Gatekeeper:
             body.append(message.get("body", b""))
             if not message.get("more_body"):
                 page = API_INFO.sub(b"window.gradio_api_info = null;</script>", b"".join(body))
+                page = page.replace(b"</head>", LOGIN_PAGE_HEAD + b"</head>", 1)
                 headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
                 await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
                 await send({"type": "http.response.body", "body": page})
@@ -319,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                         auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
+                        auth_message=AUTH_MESSAGE if args.auth else None,
                         prevent_thread_lock=True, max_file_size=MAX_UPLOAD, quiet=True,
                         app_kwargs={"middleware": [Middleware(Gatekeeper)]})
         except OSError as exc:  # Gradio's advice (GRADIO_SERVER_PORT) does not apply: --port sets the port
