@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,19 +92,54 @@ def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int) -> Ten
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def _main(argv: list[str] | None = None) -> int:
-    from explorer.checkpoints import CheckpointError, load_checkpoint
-    from explorer.device import resolve_device
+def _parser() -> argparse.ArgumentParser:
+    from explorer.argparsing import OneLineParser
 
-    parser = argparse.ArgumentParser(prog="python -m explorer.evaluate", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m explorer.evaluate",
+                           description="Print a checkpoint's accuracy, NLL, ECE with its reliability bins, and Brier "
+                                       "score on a dataset split; --json adds the confusion matrix.")
     parser.add_argument("checkpoint", help="a checkpoint folder (model.safetensors + card.json) or .safetensors file")
     parser.add_argument("--dataset", help="dataset to evaluate on (default: the one in the model card)")
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--data-root", default="data", help="folder holding CIFAR (default: data)")
     parser.add_argument("--image-size", type=int, default=None, help="for imagefolder: (default: the card's)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table: the metrics, "
+                                                            "the reliability bins and the confusion matrix")
+    return parser
+
+
+def _report(run: dict[str, Any], logits: Tensor, labels: Tensor, as_json: bool) -> str:
+    """The metrics of ``logits`` as the CLI prints them, after what was measured (``run``: checkpoint, dataset,
+    split): a table (with the reliability bins that hold predictions), or one JSON object that also holds every bin
+    (an empty bin's means are null) and the confusion matrix (row: true class, column: predicted)."""
+    metrics = classification_metrics(logits, labels)
+    confidence, predicted = F.softmax(logits.float(), dim=1).max(dim=1)
+    bins = calibration_bins(confidence, predicted == labels)
+    if as_json:
+        reliability = {"edges": bins.edges, "count": bins.count,
+                       "accuracy": [None if v != v else v for v in bins.accuracy],
+                       "confidence": [None if v != v else v for v in bins.confidence]}
+        confusion = confusion_matrix(predicted, labels, logits.shape[1]).tolist()
+        return json.dumps({**run, "n": len(labels), **metrics, "reliability": reliability,
+                           "confusion_matrix": confusion})
+    lines = [f"{run['checkpoint']}  on {run['dataset']} {run['split']} ({len(labels)} images)",
+             f"  accuracy  {100 * metrics['accuracy']:.2f} %", f"  NLL       {metrics['nll']:.4f}",
+             f"  ECE       {100 * metrics['ece']:.2f} %  ({ECE_BINS} equal-width bins)",
+             f"  Brier     {metrics['brier']:.4f}", "  reliability (bins that hold predictions):",
+             "    confidence      images  accuracy  mean confidence"]
+    for lo, hi, n, acc, conf in zip(bins.edges[:-1], bins.edges[1:], bins.count, bins.accuracy, bins.confidence,
+                                    strict=True):
+        if n:
+            lines.append(f"    ({lo:.3f}, {hi:.3f}]  {n:6d}  {100 * acc:6.2f} %  {100 * conf:6.2f} %")
+    return "\n".join(lines)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from explorer.checkpoints import CheckpointError, load_checkpoint
+    from explorer.device import resolve_device
+
+    args = _parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
         ckpt = load_checkpoint(args.checkpoint, device)
@@ -115,16 +151,8 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"explorer.evaluate: error: {exc}", file=sys.stderr)
         return 2
     images, labels = dataset.split(args.split)
-    metrics = classification_metrics(predict_logits(ckpt.model, dataset, images), labels)
-    result = {"checkpoint": str(ckpt.path), "dataset": dataset.name, "split": args.split, "n": len(labels), **metrics}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{ckpt.path}  on {dataset.name} {args.split} ({len(labels)} images)")
-        print(f"  accuracy  {100 * metrics['accuracy']:.2f} %")
-        print(f"  NLL       {metrics['nll']:.4f}")
-        print(f"  ECE       {100 * metrics['ece']:.2f} %  ({ECE_BINS} equal-width bins)")
-        print(f"  Brier     {metrics['brier']:.4f}")
+    run = {"checkpoint": str(ckpt.path), "dataset": dataset.name, "split": args.split}
+    print(_report(run, predict_logits(ckpt.model, dataset, images), labels, args.json))
     return 0
 
 

@@ -350,6 +350,28 @@ def test_symlinked_checkpoint_folders_are_neither_listed_nor_loaded(tmp_path):
                 checkpoint_folder(value, [checkpoints])
 
 
+def test_a_real_checkpoint_folder_whose_weights_are_a_link_is_neither_listed_nor_loaded(tmp_path):
+    """The folder policy holds for the files in it: a linked model.safetensors (or card.json) could be any file of
+    the server."""
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "linked").mkdir(parents=True)
+    shutil.copy(IPS / "card.json", checkpoints / "linked" / "card.json")
+    (checkpoints / "linked" / "model.safetensors").symlink_to(IPS / "model.safetensors")
+    assert list_checkpoints([checkpoints]) == []
+    for value in (str(checkpoints / "linked"), "checkpoints/linked"):
+        with pytest.raises(CheckpointError, match="^checkpoints/linked: its model.safetensors is a symbolic link; "
+                                                  "the app does not follow links"):
+            checkpoint_folder(value, [checkpoints])
+
+
+def test_a_name_too_long_for_a_path_is_a_name_that_was_not_offered():
+    """A 5,000-character model name gave "[Errno 36] File name too long" and a traceback."""
+    for name in ("checkpoints/" + "x" * 5000, "x" * 5000):
+        with pytest.raises(CheckpointError, match="is not one of the checkpoints offered here") as refused:
+            checkpoint_folder(name, [DEMO])
+        assert len(str(refused.value)) < 300  # the name is not repeated whole
+
+
 def test_a_linked_root_is_named_by_its_real_folder(tmp_path):
     """The given folders may be links: names use the folder they lead to, as ``Checkpoint.path`` is resolved."""
     shutil.copytree(IPS, tmp_path / "store" / "ips")

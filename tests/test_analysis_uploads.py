@@ -1,5 +1,6 @@
 """Uploaded images: every odd kind of file either converts correctly or is refused with a clear message."""
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -99,15 +100,38 @@ def test_rgb_dataset_gets_three_channels_and_no_inversion(tmp_path):
     assert not any("inverted" in n for n in upload.notes)
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that claims width x height pixels but holds almost no data (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + _chunk(b"IEND", b""))
     return path
+
+
+def _png_with_chunk(path: Path, kind: bytes, data: bytes, after_pixels: bool) -> Path:
+    """A small PNG with one more chunk, before its pixels (IDAT) or after them."""
+    buffer = io.BytesIO()
+    Image.fromarray(_digit()).save(buffer, "PNG")
+    png = buffer.getvalue()
+    at = len(png) - 12 if after_pixels else 8 + 25  # before IEND, or right after the signature and IHDR
+    path.write_bytes(png[:at] + _chunk(kind, data) + png[at:])
+    return path
+
+
+@pytest.mark.parametrize("kind,after_pixels", [(b"zTXt", False), (b"zTXt", True), (b"iCCP", False), (b"iCCP", True)])
+def test_a_png_whose_metadata_inflates_past_the_limit_is_refused_in_our_words(kind, after_pixels, mnist, tmp_path):
+    """PIL refuses a text or colour-profile chunk that inflates beyond 1 MB with a ValueError naming its internals
+    (MAX_TEXT_CHUNK), which failed the whole swap instead of dropping that one image with a warning."""
+    bomb = b"name\0\0" + zlib.compress(b"\0" * (2 * 2**20), 9)  # 2 KB on disk, 2 MB inflated
+    path = _png_with_chunk(tmp_path / "meta.png", kind, bomb, after_pixels)
+    with pytest.raises(UploadError, match="meta.png holds a compressed text or colour-profile chunk") as info:
+        read_upload(path, mnist)
+    assert "MAX_TEXT_CHUNK" not in str(info.value)
 
 
 @pytest.mark.parametrize("case,message", [
@@ -118,6 +142,7 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     ("tiff", "is a TIFF image"),
     ("too_many_pixels", "megapixels are accepted"),
     ("bomb", "too many pixels"),
+    ("webp_over_its_limit", "is 4600x4600 = 21.2 megapixels; WebP images up to 20 megapixels are accepted"),
     ("too_large", f"images up to {MAX_BYTES // 2**20} MB are accepted"),
     ("missing", "missing"),
 ])
@@ -138,6 +163,8 @@ def test_bad_uploads_are_refused_with_a_clear_message(case, message, mnist, tmp_
         path = _png_header_only(path, 8000, 6000)  # 48 MP, above the 40 MP limit but no PIL bomb
     elif case == "bomb":
         path = _png_header_only(path, 100_000, 100_000)  # 10 gigapixels
+    elif case == "webp_over_its_limit":  # 2 KB on disk; decoded at full size it cost 4 times a PNG's memory
+        path = _save(tmp_path / "a.webp", Image.new("RGB", (4600, 4600), (9, 9, 9)), lossless=True, method=0)
     elif case == "too_large":
         path.write_bytes(b"\x89PNG" + b"\0" * (MAX_BYTES + 1))
     else:

@@ -2,6 +2,8 @@
 
 import asyncio
 import http.client
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +13,14 @@ import urllib.request
 
 import pytest
 
-from explorer.ui.cli import LOGIN_FREE_ATTEMPTS, Gatekeeper, LoginThrottle, exposure_warning, parse_args
+from explorer.ui.cli import (
+    LOGIN_FREE_ATTEMPTS,
+    LOGIN_PAGE_HEAD,
+    Gatekeeper,
+    LoginThrottle,
+    exposure_warning,
+    parse_args,
+)
 from tests.helpers import ROOT, free_port
 
 
@@ -85,6 +94,8 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
             with urllib.request.urlopen(f"{base}{page}", timeout=10) as response:
                 html = response.read().decode()
             assert "window.gradio_api_info = null;" in html and "named_endpoints" not in html
+            assert "<title>IPS Explorer: sign in</title>" in html and "ips-login-wait" in html  # LOGIN_PAGE_HEAD
+            assert '"auth_message":"\\u003cb\\u003eIPS Explorer\\u003c/b\\u003e: ' in html  # the login form names it
             assert str(ROOT) not in html and "swap_pair" not in html
         login = urllib.parse.urlencode({"username": "ada", "password": "lovelace"}).encode()
         with urllib.request.urlopen(f"{base}/login", data=login, timeout=10) as response:
@@ -104,6 +115,9 @@ def test_app_py_serves_on_localhost_and_asks_for_the_password(tmp_path):
         assert codes == [400] * LOGIN_FREE_ATTEMPTS + [429, 429]  # wrong passwords are throttled
         process.terminate()  # SIGTERM, as a service manager stops it: the app closes its run manager and exits 0
         assert process.wait(timeout=60) == 0, process.stdout.read()
+        banner = process.stdout.read()  # in our flags' words: Gradio's said "set `share=True` in `launch()`"
+        assert f"running on local URL:  {base}" in banner and "start it with --share" in banner
+        assert "share=True" not in banner
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -252,3 +266,40 @@ def test_wrong_passwords_delay_only_their_address_and_user_and_the_delay_grows(m
     now[0] += 30.0
     assert _login(throttle, "1.2.3.4", "ada", "right")[0] == 200  # a success clears the pair
     assert _login(throttle, "1.2.3.4", "ada", "wrong")[0] == 400 and throttle.wait_s(("1.2.3.4", "ada"), now[0]) == 0
+
+
+_LOGIN_PAGE_STAGE = """
+const answers = [[429, "Too many wrong passwords for this user; try again in 5 s."], [400, "wrong"]];
+const body = {children: [], prepend(element) { this.children.unshift(element); }};
+global.location = {href: "http://class:7860/"};
+global.Request = class {};
+global.document = {body, getElementById: id => body.children.find(c => c.id === id) || null, createElement: () => ({
+  style: {}, setAttribute(name, value) { this[name] = value; },
+  remove() { body.children.splice(body.children.indexOf(this), 1); }})};
+global.window = {fetch: async () => {
+  const [status, text] = answers.shift();
+  return {status, clone: () => ({text: async () => text})};
+}};
+SCRIPT
+(async () => {
+  const shown = [];
+  for (const _ of [1, 2]) {
+    await window.fetch("http://class:7860/login", {method: "POST"});
+    shown.push(body.children.map(c => [c.id, c.role, c.textContent]));
+  }
+  console.log(JSON.stringify(shown));
+})();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the login page's script")
+def test_the_login_page_shows_the_throttles_wait_and_drops_it_at_the_next_answer():
+    """Gradio's login form shows nothing for a 429, so a right password refused while the throttle made it wait
+    failed silently. The page's script (LOGIN_PAGE_HEAD), run in node on a stand-in page: the wait is shown as an
+    alert and leaves at the next answer (Gradio's own "Incorrect credentials" then speaks)."""
+    script = LOGIN_PAGE_HEAD.decode().split("<script>")[1].split("</script>")[0]
+    result = subprocess.run(["node", "-e", _LOGIN_PAGE_STAGE.replace("SCRIPT", script)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        [["ips-login-wait", "alert", "Too many wrong passwords for this user; try again in 5 s."]], []]

@@ -130,3 +130,10 @@ def test_imagefolder_in_memory_skips_unreadable_images_with_a_count_and_a_warnin
     with pytest.warns(RuntimeWarning, match=r"skipped 2 unreadable image\(s\) of .*, the first .*cat/5\.png"):
         ds = load_dataset.__wrapped__(f"imagefolder:{tmp_path}", image_size=8)
     assert len(ds.train_labels) + len(ds.test_labels) == 10  # of 12 files
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_a_missing_cifar_folder_names_our_download_flag_not_torchvisions_argument(tmp_path, name):
+    with pytest.raises(DatasetError) as missing:
+        load_dataset(name, tmp_path)
+    assert "add --download to fetch it" in str(missing.value) and "download=True" not in str(missing.value)

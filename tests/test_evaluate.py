@@ -1,15 +1,19 @@
 """The metrics every part of the tool reports (ECE's bin edges and NLL, against independent computations) and the
 helper that computes logits for them, which must leave the model as it found it."""
 
+import json
 import math
+import re
 
 import pytest
 import torch
 
+from explorer.evaluate import _main as evaluate_cli
 from explorer.evaluate import calibration_bins, classification_metrics, predict_logits
 from explorer.models import build_model
 from explorer.training.config import parse_config
 from explorer.training.loop import predict_test_split, setup, train_step
+from tests.helpers import IPS_DEMO
 
 
 def test_a_confidence_on_an_interior_bin_edge_belongs_to_the_bin_below():
@@ -53,3 +57,31 @@ def test_a_test_evaluation_between_two_steps_changes_nothing_the_next_step_compu
     assert torch.equal(train_step(plain), train_step(evaluated))
     for a, b in zip(plain.bare_model.state_dict().values(), evaluated.bare_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_evaluate_cli_prints_the_reliability_bins_and_confusion_matrix_its_help_promises(capsys):
+    """Its help once promised both while it printed neither. Checked against each other: the bins hold every image
+    and give back the ECE, the confusion matrix's diagonal gives back the accuracy."""
+    with pytest.raises(SystemExit):
+        evaluate_cli(["--help"])
+    promised = " ".join(capsys.readouterr().out.split())
+    assert "ECE with its reliability bins" in promised and "--json adds the confusion matrix" in promised
+    assert evaluate_cli([str(IPS_DEMO), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    n, bins, confusion = result["n"], result["reliability"], result["confusion_matrix"]
+    assert n == 1000 and sum(bins["count"]) == n and sum(map(sum, confusion)) == n
+    assert sum(confusion[k][k] for k in range(10)) / n == pytest.approx(result["accuracy"])
+    gaps = [c / n * abs(a - p) for c, a, p in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True)
+            if c]
+    assert math.fsum(gaps) == pytest.approx(result["ece"], rel=1e-6)
+    assert evaluate_cli([str(IPS_DEMO)]) == 0
+    rows = re.findall(r"^ +\(([\d.]+), ([\d.]+)\] +(\d+) ", capsys.readouterr().out, re.MULTILINE)
+    assert [int(count) for _, _, count in rows] == [c for c in bins["count"] if c]
+
+
+def test_a_refused_evaluate_argument_is_one_line_and_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as refused:
+        evaluate_cli([])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err == ("python -m explorer.evaluate: error: the following arguments are "
+                                               "required: checkpoint (see --help)\n")

@@ -9,6 +9,7 @@ from explorer.training.config import (
     MAX_STEPS,
     ConfigError,
     TrainConfig,
+    build_parser,
     milestone_epochs,
     parse_config,
     validate_config,
@@ -125,3 +126,9 @@ def test_the_dataset_bounds_the_batch_and_the_run_length():
     validate_config(halved, (8, 8), "digits", train_size=1437)  # 5555 x 360 steps
     with pytest.raises(ConfigError, match=r"is 2000160 steps; .* \(at most 5555 epochs here\)"):
         validate_config(replace(halved, epochs=5556), (8, 8), "digits", train_size=1437)
+
+
+def test_the_help_offers_the_presets_but_no_empty_one_which_a_form_may_still_send():
+    help_text = build_parser().format_help()
+    assert "--preset {cifar100-resnet18}" in help_text and "{," not in help_text  # it once showed {,cifar100-resnet18}
+    assert parse_config(["--preset="]) == parse_config([])  # the Train tab's "no preset"

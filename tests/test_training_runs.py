@@ -459,6 +459,16 @@ def test_resume_continues_a_cancelled_run_in_its_own_folder(make_manager, stall_
         manager.resume(again)
 
 
+def test_resuming_a_folder_that_holds_no_run_names_the_run_not_the_servers_path(make_manager):
+    manager = make_manager()
+    (manager.runs_dir / "garbled").mkdir()
+    (manager.runs_dir / "garbled" / "status.json").write_text("not json")  # listed, but holds no run
+    with pytest.raises(RunError) as refused:
+        manager.resume("garbled")
+    assert str(refused.value) == "run garbled: not a run folder (no readable config.json or status.json)"
+    assert str(manager.runs_dir.parent) not in str(refused.value)
+
+
 def test_a_malformed_run_folder_is_one_unreadable_row_not_a_broken_table(make_manager):
     manager = make_manager()
     good = manager.runs_dir / "good"

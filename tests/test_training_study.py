@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -118,6 +119,19 @@ def test_the_estimate_uses_the_measured_speed_of_earlier_runs(tmp_path, digits):
     assert estimate_seconds(spec, tmp_path)[0] == pytest.approx(6.0 + 10 * 2 * images / 500.0)
 
 
+@pytest.mark.parametrize("load,busy", [(1.9, False), (2.0, False), (7.0, True)])
+def test_an_estimate_says_when_the_machine_is_busy(tmp_path, digits, monkeypatch, load, busy):
+    """Estimates come from step times measured before; at load 7 on 2 cores a study took 62 s for an estimate of
+    39 s. The note is ``busy_note``'s, which the one-click training button shows too."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.5, 0.5))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    spec = comparison_spec("s", "digits", "small_cnn", ["ce", "ips"], 1, ["equal-epochs"], [0])
+    seconds, how = estimate_seconds(spec, tmp_path)
+    note = "; this machine is busy now (load average 7.0 on 2 cores), so it will take longer"
+    assert how.endswith(note) if busy else "busy" not in how
+    assert seconds == estimate_seconds(spec, tmp_path)[0] > 0  # the note changes the words, not the number
+
+
 def test_a_study_trains_through_the_cli_skips_finished_runs_and_prints_its_table(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--id", "t", "--dataset", "digits", "--methods", "ce", "ips", "--epochs", "1",
             "--seeds", "0", "--only", "ce 1 ep"]
@@ -157,6 +171,23 @@ def test_a_stopped_study_stops_its_running_runs(tmp_path):
     study.terminate()
     assert study.wait(60) == 128 + signal.SIGTERM
     assert [state(run) for run in runs] == ["cancelled", "cancelled"]  # none trains on as an orphan
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["--preset", "digits", "--seeds", "-1"], "seeds must be whole numbers from 0 to 2^63 - 1; got '-1'"),
+    (["--dataset", "digits", "--seeds", "0", "-1"], "seeds must be whole numbers from 0 to 2^63 - 1; got '-1'"),
+    (["--dataset", "digits", "--epochs", "100001"], "--epochs must be between 1 and 100000; got 100001"),
+    (["--dataset", "digits", "--methods", "ce", "ips", "--nonsense"], "unrecognized arguments: --nonsense"),
+])
+def test_a_refused_study_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    """Refused before any run starts (a run's own training process refuses the same values, after the study had
+    written its spec and started)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_table_only_without_finished_runs_says_so_and_fails(tmp_path, capsys):

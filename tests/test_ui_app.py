@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +85,23 @@ def test_gradio_refusals_of_bad_input_log_one_line_and_bugs_their_traceback(demo
                              (dict(seed="abc"), "Could not preprocess")):
             with pytest.raises(AppError, match=message):
                 client.predict(upload_a=None, upload_b=None, api_name="/swap_pair", **bad)
+        # a file path no upload made, sent as the raw FileData the client would upload first
+        raw_path = {"path": "/etc/upload.png", "meta": {"_type": "gradio.FileData"}}
+        parameters = demo.get_api_info()["named_endpoints"]["/swap_pair"]["parameters"]
+        data = [raw_path if p["parameter_name"] == "upload_a" else p.get("parameter_default") for p in parameters]
+        call = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/call/swap_pair", method="POST",
+                                      data=json.dumps({"data": data}).encode(),
+                                      headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(call, timeout=30) as answer:
+            event = json.loads(answer.read())["event_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/call/swap_pair/{event}", timeout=60) as answer:
+            assert "event: error" in answer.read().decode()
         err = capfd.readouterr().err
     finally:
         demo.close()
     refusals = [line for line in err.splitlines() if line.startswith("IPS Explorer: refused a request: ")]
-    assert len(refusals) == 3 and "Traceback" not in err, err
+    assert len(refusals) == 4 and "Traceback" not in err, err
+    assert "it was not uploaded by a user" in refusals[3]  # Gradio's InvalidPathError: one line, not 25
     assert "99 is not in the list of choices" in refusals[0] and '(named "show_pair")' in refusals[2]
     assert all(len(line) <= len("IPS Explorer: refused a request: ") + 300 for line in refusals)
 

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 
@@ -23,6 +25,19 @@ def test_a_busy_port_is_one_line_that_suggests_port_not_a_traceback(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert errors == [f"ips-explorer: error: cannot serve on 127.0.0.1:{port}, the port is in use (or the address is "
                       f"not this machine's); choose another port, e.g. python app.py --port {port + 1}"]
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["--no-such-flag"], 2), (["--auth", "nocolon"], 2)])
+def test_app_help_and_a_refused_flag_answer_before_torch_or_gradio_is_imported(argv, code):
+    """Both took seconds (torch, then Gradio, imported before the arguments were parsed); only serving needs them."""
+    probe = ("import runpy, sys\nsys.argv = ['app.py', *sys.argv[1:]]\ntry:\n    runpy.run_path('app.py', "
+             "run_name='__main__')\nexcept SystemExit as stop:\n    print('exit', stop.code, sorted(m for m in "
+             "('torch', 'gradio', 'PIL', 'numpy') if m in sys.modules), file=sys.stderr)")
+    result = _run(["-c", probe, *argv])
+    lines = result.stderr.splitlines()
+    assert lines[-1] == f"exit {code} []", result.stderr
+    if code == 2:  # one line, not the 20 lines of usage before it
+        assert len(lines) == 2 and lines[0].startswith("app.py: error: ") and lines[0].endswith("(see --help)")
 
 
 def test_two_checkpoint_folders_with_one_name_are_refused_at_start(tmp_path):

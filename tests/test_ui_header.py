@@ -76,6 +76,18 @@ def test_a_dataset_without_checkpoints_offers_to_train_both(ctx):
     assert notice_text("mnist5k", dataset_checkpoints(ctx, "mnist5k")) == ""
 
 
+def test_the_training_button_says_when_the_machine_is_busy(ctx, monkeypatch):
+    """It promised ~15 s / ~55 s and took 46.5 s / 108.5 s at load 7: the estimate says the load, in the Study
+    tab's words (``busy_note``)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (1.0, 1.0, 1.0))
+    idle = train_label(ctx, "digits", dataset_checkpoints(ctx, "digits"))
+    assert idle.startswith("Train IPS on digits (~") and idle.endswith(")") and "busy" not in idle
+    monkeypatch.setattr("os.getloadavg", lambda: (7.0, 1.0, 1.0))
+    busy = train_label(ctx, "digits", dataset_checkpoints(ctx, "digits"))
+    assert busy == f"{idle[:-1]}; this machine is busy now (load average 7.0 on 2 cores), so it will take longer)"
+
+
 def test_a_dataset_that_cannot_be_opened_is_refused_and_the_previous_one_stays(ctx):
     with pytest.warns(UserWarning, match="cifar10 cannot be opened here"):
         dataset, model_a, model_b, _, _, shown = switch_dataset(ctx, "cifar10", CE, IPS, "mnist5k")

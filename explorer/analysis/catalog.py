@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from explorer.analysis.cache import file_version
-from explorer.checkpoints import WEIGHTS, CheckpointError, load_card
+from explorer.checkpoints import CARD, WEIGHTS, CheckpointError, load_card
 from explorer.training.methods import BASELINE, FEATURED
 
 __all__ = ["checkpoint_folder", "checkpoint_name", "checkpoint_roots", "default_pair", "list_checkpoints",
@@ -64,7 +64,8 @@ def _folders(dirs: list[Path | str]) -> list[Path]:
     found = []
     for root in checkpoint_roots(dirs).values():
         if root.is_dir():
-            found.extend(sorted(p for p in root.iterdir() if not p.is_symlink() and (p / WEIGHTS).is_file()))
+            found.extend(sorted(p for p in root.iterdir() if not p.is_symlink() and (p / WEIGHTS).is_file()
+                                and not _linked_files(p)))
     return found
 
 
@@ -108,6 +109,12 @@ def default_pair(dirs: list[Path | str]) -> tuple[str | None, str | None]:
     return by_method.get(BASELINE), by_method.get(FEATURED)
 
 
+def _linked_files(folder: Path) -> list[str]:
+    """The checkpoint files of ``folder`` that are symbolic links (a link to any file of the server would be read
+    as the model or its card)."""
+    return [name for name in (WEIGHTS, CARD) if (folder / name).is_symlink()]
+
+
 def checkpoint_folder(name: str | Path, dirs: list[Path | str]) -> Path:
     """The checkpoint folder a picker value names, inside one of ``dirs``; anything else is refused.
 
@@ -119,16 +126,26 @@ def checkpoint_folder(name: str | Path, dirs: list[Path | str]) -> Path:
     if not name:
         raise CheckpointError("no checkpoint chosen; pick one from the list")
     roots = checkpoint_roots(dirs)
+    shown = public_text(str(name), dirs)
+    shown = shown if len(shown) <= 120 else f"{shown[:117]}..."  # a 5,000-character name is not repeated whole
     root_name, _, folder_name = str(name).partition("/")
     given = roots[root_name] / folder_name if root_name in roots and folder_name else Path(name).expanduser()
-    if given.is_symlink():
-        raise CheckpointError(f"{public_text(str(name), dirs)} is a symbolic link; the app does not follow links to "
-                              f"checkpoints (copy or move the folder itself there)")
-    folder = given.resolve()
-    if folder.parent not in roots.values() or not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{public_text(str(name), dirs)} is not one of the checkpoints offered here: pick one "
-                              f"from the list (a name '<folder>/<checkpoint>', a folder with {WEIGHTS} directly "
-                              f"under {' or '.join(f'{n}/' for n in roots)})")
+    try:  # a name too long for a path (ENAMETOOLONG) or otherwise unusable is a name that was not offered
+        if given.is_symlink():
+            raise CheckpointError(f"{shown} is a symbolic link; the app does not follow links to checkpoints (copy "
+                                  f"or move the folder itself there)")
+        folder = given.resolve()
+        offered = folder.parent in roots.values() and (folder / WEIGHTS).is_file()
+    except OSError:
+        offered = False
+    if not offered:
+        raise CheckpointError(f"{shown} is not one of the checkpoints offered here: pick one from the list (a name "
+                              f"'<folder>/<checkpoint>', a folder with {WEIGHTS} directly under "
+                              f"{' or '.join(f'{n}/' for n in roots)})")
+    if linked := _linked_files(folder):
+        verb = "is a symbolic link" if len(linked) == 1 else "are symbolic links"
+        raise CheckpointError(f"{shown}: its {' and '.join(linked)} {verb}; the app does not follow links in "
+                              f"checkpoints (copy the file itself there)")
     return folder
 
 

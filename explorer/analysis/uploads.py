@@ -26,11 +26,14 @@ from torch import Tensor
 
 from explorer.data import Dataset
 
-__all__ = ["ALLOWED_FORMATS", "MAX_BYTES", "MAX_PIXELS", "Upload", "UploadError", "read_upload"]
+__all__ = ["ALLOWED_FORMATS", "MAX_BYTES", "MAX_PIXELS", "MAX_PIXELS_OF_FORMAT", "Upload", "UploadError", "read_upload"]
 
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # MPO: phone JPEGs
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+# Formats PIL decodes at full size through extra buffers: WebP (libwebp's decoder) costs about 15 bytes per pixel,
+# four times a PNG's, so its limit keeps its decoding within a 40-megapixel PNG's memory (about 300 MB).
+MAX_PIXELS_OF_FORMAT = {"WEBP": 20_000_000}
 DETAIL = 4  # shrink large uploads to this many times the dataset's side before converting them (Lanczos after)
 _FORMATS_TEXT = "PNG, JPEG, WebP or BMP"
 
@@ -64,20 +67,31 @@ def _open_checked(path: Path) -> Image.Image:
             raise UploadError(f"{name} is not an image this app can read; upload a {_FORMATS_TEXT} image") from None
         raise UploadError(f"{name} has too many pixels; images up to {MAX_PIXELS // 10**6} megapixels "
                           "are accepted") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: PIL's limit on a zTXt or iCCP chunk before the pixels
+        if isinstance(exc, ValueError) and "too large" in str(exc):
+            raise _metadata_refused(name) from None
         raise UploadError(f"{name} could not be read ({exc}); upload a {_FORMATS_TEXT} image") from None
     if img.format not in ALLOWED_FORMATS:
         img.close()
         raise UploadError(f"{name} is a {img.format} image; upload a {_FORMATS_TEXT} image")
-    width, height = img.size
-    if width * height > MAX_PIXELS:
+    width, height = img.size  # from the header: nothing is decoded yet
+    limit = MAX_PIXELS_OF_FORMAT.get(img.format, MAX_PIXELS)
+    if width * height > limit:
         img.close()
-        raise UploadError(f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels; images up to "
-                          f"{MAX_PIXELS // 10**6} megapixels are accepted")
+        kind = f"{ALLOWED_FORMATS[img.format]} images" if img.format in MAX_PIXELS_OF_FORMAT else "images"
+        raise UploadError(f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels; {kind} up to "
+                          f"{limit // 10**6} megapixels are accepted")
     if width == 0 or height == 0:
         img.close()
         raise UploadError(f"{name} has no pixels ({width}x{height})")
     return img
+
+
+def _metadata_refused(name: str) -> UploadError:
+    """The refusal of a PNG whose compressed text (zTXt, iTXt) or colour profile (iCCP) inflates past PIL's limit:
+    PIL's own message names its internals (``PngImagePlugin.MAX_TEXT_CHUNK``), not what to do."""
+    return UploadError(f"{name} holds a compressed text or colour-profile chunk that expands beyond what is read "
+                       "safely; save the image again without its metadata, or upload another image")
 
 
 def _decode(img: Image.Image, name: str, side: int) -> Image.Image:
@@ -87,7 +101,11 @@ def _decode(img: Image.Image, name: str, side: int) -> Image.Image:
         if img.format == "JPEG":
             img.draft(None, (side, side))
         img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ValueError as exc:  # a zTXt or iCCP chunk after the pixels is read here
+        if "too large" in str(exc):
+            raise _metadata_refused(name) from None
+        raise UploadError(f"{name} is corrupt or truncated ({exc}); upload the image again or another one") from None
+    except (OSError, SyntaxError) as exc:
         raise UploadError(f"{name} is corrupt or truncated ({exc}); upload the image again or another one") from None
     return img
 

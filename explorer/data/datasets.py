@@ -97,10 +97,10 @@ def _cifar(name: str, data_root: str | Path, download: bool) -> Dataset:
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as exc:
+    except RuntimeError:  # torchvision's own advice (download=True) names no flag of ours
         raise DatasetError(
-            f"{name} was not found under {root / cls.base_folder} ({exc}); point --data-root at the folder "
-            f"that holds {cls.base_folder}, or add --download to fetch it (needs internet)") from None
+            f"{name} was not found under {root / cls.base_folder}; point --data-root at the "
+            f"folder that holds {cls.base_folder}, or add --download to fetch it (needs internet)") from None
     except OSError as exc:  # a download that cannot reach the internet
         raise DatasetError(f"could not download {name} into {root}: {exc}") from None
 

@@ -77,10 +77,10 @@ def load_voc(task: str, data_root: str | Path, download: bool, image_size: int) 
     try:
         sources = {name: loader(str(root), year="2012", image_set=image_set, download=download)
                    for name, image_set in _SPLITS.items()}
-    except RuntimeError as exc:
-        raise DatasetError(f"Pascal VOC 2012 was not found under {root / 'VOCdevkit' / 'VOC2012'} ({exc}); point "
-                           f"--data-root at the folder that holds VOCdevkit, or add --download to fetch it (needs "
-                           f"internet)") from None
+    except RuntimeError:  # torchvision's own advice (download=True) names no flag of ours
+        raise DatasetError(f"Pascal VOC 2012 was not found under {root / 'VOCdevkit' / 'VOC2012'}; "
+                           f"point --data-root at the folder that holds VOCdevkit, or add --download to fetch it "
+                           f"(needs internet)") from None
     except OSError as exc:  # a missing image list, or a download without internet
         raise DatasetError(f"could not read Pascal VOC 2012 under {root}: {exc}") from None
     if not all(len(source) for source in sources.values()):

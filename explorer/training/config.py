@@ -105,7 +105,9 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         if types[f.name] is bool:
             parser.add_argument(flag, action="store_true", help=field_help(f.name), **default)
         else:
-            parser.add_argument(flag, type=types[f.name], choices=field_choices(f.name), help=field_help(f.name),
+            choices = field_choices(f.name)  # "" (none, e.g. --preset) is accepted but not offered in the help
+            metavar = "{" + ",".join(filter(None, choices)) + "}" if choices and "" in choices else None
+            parser.add_argument(flag, type=types[f.name], choices=choices, metavar=metavar, help=field_help(f.name),
                                 **default)
     return parser
 
@@ -140,11 +142,13 @@ def milestone_epochs(text: str) -> tuple[int, ...]:
     return epochs
 
 
-def check_resumable(run_dir: Path) -> dict[str, Any]:
-    """The config.json of a run that ``--resume`` can continue; ``ConfigError`` saying why when it cannot."""
+def check_resumable(run_dir: Path, where: str = "") -> dict[str, Any]:
+    """The config.json of a run that ``--resume`` can continue; ``ConfigError`` saying why when it cannot.
+    ``where``: how a folder that holds no run is named (default ``--resume RUN_DIR``, the CLI's words; the app
+    names the run, never its path on the server)."""
     config, status = read_json(run_dir / CONFIG), read_json(run_dir / STATUS)
     if not config and not status:
-        raise ConfigError(f"--resume {run_dir}: not a run folder (no readable {CONFIG} or {STATUS})")
+        raise ConfigError(f"{where or f'--resume {run_dir}'}: not a run folder (no readable {CONFIG} or {STATUS})")
     state, name = status.get("state", "unknown"), run_dir.name
     if state == "finished":
         raise ConfigError(f"run {name} finished all its {config.get('epochs')} epochs; there is nothing to resume")

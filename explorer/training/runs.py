@@ -231,7 +231,7 @@ class RunManager(LaunchChecks, ProcessSlots):
             if state in ("queued", "running"):
                 raise RunError(f"run {run_id} is {state}; only a cancelled, failed or interrupted run can be resumed")
             try:
-                config = check_resumable(run_dir)
+                config = check_resumable(run_dir, where=f"run {run_id}")
             except ConfigError as exc:
                 raise RunError(str(exc)) from None
             if run_id in self._active or run_id in self._queue:

@@ -21,13 +21,14 @@ paired per-seed difference with a 95 % t-interval and a sentence that claims onl
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explorer.training.config import RUN_ID_PATTERN, TrainConfig, field_types, step_images
+from explorer.training.config import MAX_SEED, RUN_ID_PATTERN, TrainConfig, field_types, step_images
 from explorer.training.methods import BASELINE, FEATURED, METHODS
 from explorer.training.runfolder import (
     CONFIG,
@@ -39,7 +40,7 @@ from explorer.training.runfolder import (
 )
 
 __all__ = ["AGAINST_FEATURED", "COMPARISONS", "PRESETS", "STARTUP_S", "STUDIES", "Comparison", "Setting", "StudySpec",
-           "comparison_spec", "estimate_seconds", "list_studies", "load_spec", "save_spec"]
+           "busy_note", "comparison_spec", "estimate_seconds", "list_studies", "load_spec", "save_spec"]
 
 STUDIES = "studies"  # the folder of study specs inside the runs folder
 COMPARISONS = {"equal-epochs": "equal epochs", "equal-compute": "equal compute (baseline at twice the epochs)",
@@ -90,8 +91,10 @@ class StudySpec:
         if not self.seeds or not self.settings:
             raise ValueError("a study needs at least one seed and one setting")
         check_number(self.created, "a study's created", high=LATEST_TIME)  # the picker sorts by it
-        for seed in self.seeds:
-            check_number(seed, "a study's seed", high=2**63 - 1, whole=True)
+        for seed in self.seeds:  # the training CLI's range (--seed), said as it says it
+            if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0 <= seed <= MAX_SEED \
+                    or not float(seed).is_integer():
+                raise ValueError(f"a study's seeds must be whole numbers from 0 to 2^63 - 1; got {str(seed)[:40]!r}")
         labels = [s.label for s in self.settings]
         if len(set(labels)) != len(labels) or len({s.slug for s in self.settings}) != len(labels):
             raise ValueError(f"setting labels must differ (also as run ids): {labels}")
@@ -247,11 +250,21 @@ def list_studies(out: Path) -> list[StudySpec]:
     return sorted(specs, key=lambda s: s.created, reverse=True)
 
 
+def busy_note() -> str:
+    """What a time estimate must add while this machine is busy (its 1-minute load average above its core count),
+    else "": estimates come from step times measured on it before, and other work now slows every step."""
+    load, cores = getattr(os, "getloadavg", lambda: (0.0,))()[0], os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return f"this machine is busy now (load average {load:.1f} on {cores} cores), so it will take longer"
+
+
 def estimate_seconds(spec: StudySpec, runs_dir: Path, default_images_per_s: float = 1500.0) -> tuple[float, str]:
     """(seconds, how it was estimated) to train every unfinished run of ``spec`` one after another.
 
     The speed is the median training images/s of earlier finished runs under ``runs_dir`` of the same dataset,
-    model and method on this machine; without one, ``default_images_per_s``, and the answer says so.
+    model and method on this machine; without one, ``default_images_per_s``, and the answer says so (and says when
+    the machine is busy now: ``busy_note``).
     """
     speeds: dict[str, list[float]] = {}
     for config_path in Path(runs_dir).glob(f"*/{CONFIG}"):
@@ -276,4 +289,4 @@ def estimate_seconds(spec: StudySpec, runs_dir: Path, default_images_per_s: floa
         total += STARTUP_S + images / (known[len(known) // 2] if known else default_images_per_s)
     how = (f"from measured speeds of earlier runs ({', '.join(sorted(measured))})" if measured else
            f"no earlier run of this dataset and model here: assumed {default_images_per_s:.0f} images/s")
-    return total, how
+    return total, "; ".join(filter(None, [how, busy_note()]))

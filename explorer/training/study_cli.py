@@ -6,6 +6,7 @@ Fair comparisons over several seeds: the studies behind docs/results.md, the CLI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import signal
 import subprocess
@@ -14,8 +15,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from explorer.argparsing import OneLineParser
+from explorer.data import DatasetError
 from explorer.training import slurm
-from explorer.training.command import resume_command, training_command
+from explorer.training.command import config_argv, resume_command, training_command
+from explorer.training.config import parse_config
 from explorer.training.measured import MEASURED_FILE, record_study
 from explorer.training.methods import BASELINE, METHODS
 from explorer.training.runfolder import (
@@ -133,12 +137,14 @@ def _spec_from_args(args: argparse.Namespace, out: Path) -> StudySpec:
         spec = comparison_spec(args.id or f"{args.dataset}-{'-'.join(methods)}", args.dataset, args.model,
                                methods, args.epochs, args.comparisons, args.seeds or range(3), teacher=args.teacher)
     if args.seeds:
-        spec.seeds = list(args.seeds)
+        spec = dataclasses.replace(spec, seeds=list(args.seeds))  # checked as a new spec's seeds are
+    for setting, seed in spec.runs():  # what a run's training process would refuse, refused before any starts
+        parse_config(config_argv(spec.config(setting, seed, out)))
     return spec
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m explorer.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs", help="the runs folder (run folders and studies/<id>.json)")
     parser.add_argument("--preset", choices=list(PRESETS), help="a study behind docs/results.md")
     parser.add_argument("--id", help="the study id (default: dataset and methods); an existing id reloads its spec")
@@ -187,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(cancel_slurm_runs(spec, out)) or f"study {spec.study_id}: no job queued or running on SLURM")
         return 0
     if not args.table_only:
+        try:
+            seconds, how = estimate_seconds(spec, out)  # loads the dataset: an unknown or missing one ends here
+        except DatasetError as exc:
+            parser.error(str(exc))
         save_spec(spec, out)
-        seconds, how = estimate_seconds(spec, out)
         print(f"study {spec.study_id}: {len(spec.runs())} runs, about {seconds / 60:.0f} min left ({how})", flush=True)
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # _train's cleanup runs
         try:

@@ -31,10 +31,11 @@ import warnings
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
-from explorer.training import slurm  # the executor options (submitit is imported only to submit)
+from explorer.argparsing import OneLineParser
+from explorer.training import slurm_options as slurm  # torch-free: --help and a refused flag import nothing heavy
 
 __all__ = ["CACHE_CLEANUP", "LOGIN_FIRST_DELAY_S", "LOGIN_FREE_ATTEMPTS", "LOGIN_MAX_DELAY_S", "MAX_UPLOAD",
-           "Gatekeeper", "LoginThrottle", "exposure_warning", "main", "parse_args"]
+           "Gatekeeper", "LoginThrottle", "exposure_warning", "main", "parse_args", "serving_banner"]
 
 LOGIN_FREE_ATTEMPTS, LOGIN_FIRST_DELAY_S, LOGIN_MAX_DELAY_S = 5, 5.0, 60.0  # per (address, user name)
 LOGIN_KEYS_KEPT, LOGIN_BODY_MAX = 10_000, 64 * 1024  # throttled (address, user) pairs remembered; a login form's size
@@ -43,10 +44,35 @@ CACHE_CLEANUP = (3600, 86400)  # every hour, delete generated files older than a
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DESCRIPTIONS_KEPT = 64  # answers of /config and /gradio_api/info kept (by address and user; Gatekeeper)
 API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
+AUTH_MESSAGE = ("<b>IPS Explorer</b>: intra-class patch swap self-distillation, step by step. Sign in with the user "
+                "name and password you were given.")  # shown on Gradio's login page, under its "Login"
+# Added to a page served before login: its title, and the throttle's answer shown on the page. Gradio's login form
+# shows "Incorrect credentials" for a 400 and nothing for any other answer, so a right password refused while
+# its (address, user name) must wait failed without a word.
+LOGIN_PAGE_HEAD = rb"""<title>IPS Explorer: sign in</title><script>(() => {
+  const send = window.fetch.bind(window);
+  window.fetch = async (request, options) => {
+    const answer = await send(request, options);
+    const url = new URL(request instanceof Request ? request.url : String(request), location.href);
+    if (!url.pathname.replace(/\/$/, "").endsWith("/login")) return answer;
+    let note = document.getElementById("ips-login-wait");
+    if (answer.status !== 429) { if (note) note.remove(); return answer; }
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "ips-login-wait";
+      note.setAttribute("role", "alert");
+      note.style.cssText = "max-width:480px;margin:1em auto;padding:.75em 1em;border-radius:8px;" +
+        "background:#fee2e2;color:#991b1b;text-align:center";
+      document.body.prepend(note);
+    }
+    note.textContent = await answer.clone().text();
+    return answer;
+  };
+})();</script>"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="IPS Explorer: see intra-class patch swap self-distillation work")
+    parser = OneLineParser(description="IPS Explorer: see intra-class patch swap self-distillation work")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
                                                             "0.0.0.0 serves the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -78,6 +104,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value < 0:
             parser.error(f"{flag} must be at least 0; got {value}")
     return args
+
+
+def serving_banner(local_url: str, share: bool) -> str:
+    """Where the app is served, in our flags' words: Gradio's own banner, silenced, says "set `share=True` in
+    `launch()`", which a user of ``python app.py`` cannot do (with ``--share`` Gradio still prints the public link
+    or why it could not make one)."""
+    hint = "" if share else "\n* For a public gradio.live link, start it with --share (and --auth USER:PASSWORD)"
+    return f"* IPS Explorer is running on local URL:  {local_url}{hint}"
 
 
 def exposure_warning(args: argparse.Namespace) -> str | None:
@@ -245,7 +279,8 @@ class Gatekeeper:
         await self.app(scope, replay, record)
 
     async def _without_api_info(self, scope, receive, send) -> None:
-        """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page)."""
+        """The answer with ``window.gradio_api_info`` emptied when it is an HTML page (the login page), which gets the
+    app's title and a script that shows the login throttle's answer (``LOGIN_PAGE_HEAD``)."""
         start, body = None, []
 
         async def buffer(message) -> None:
@@ -262,6 +297,7 @@ class Gatekeeper:
             body.append(message.get("body", b""))
             if not message.get("more_body"):
                 page = API_INFO.sub(b"window.gradio_api_info = null;</script>", b"".join(body))
+                page = page.replace(b"</head>", LOGIN_PAGE_HEAD + b"</head>", 1)
                 headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
                 await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
                 await send({"type": "http.response.body", "body": page})
@@ -310,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                         auth=tuple(args.auth.split(":", 1)) if args.auth else None, show_error=True,
-                        prevent_thread_lock=True, max_file_size=MAX_UPLOAD,
+                        auth_message=AUTH_MESSAGE if args.auth else None,
+                        prevent_thread_lock=True, max_file_size=MAX_UPLOAD, quiet=True,
                         app_kwargs={"middleware": [Middleware(Gatekeeper)]})
         except OSError as exc:  # Gradio's advice (GRADIO_SERVER_PORT) does not apply: --port sets the port
             if "empty port" not in str(exc):
@@ -319,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"is not this machine's); choose another port, e.g. python app.py --port {args.port + 1}",
                   file=sys.stderr)
             return 1
+        print(serving_banner(demo.local_url, args.share), flush=True)
         signal.signal(signal.SIGTERM, _stop_serving)  # a service manager's stop, like Ctrl-C, ends in the finally
         demo.block_thread()
     finally:

@@ -65,12 +65,13 @@ class QuietRefusals(ModuleType):
     refusal's whole traceback into the server's log (``queueing.py``, ``routes.py``, ``utils.py`` call
     ``traceback.print_exc()`` for any ``gradio.Error`` raised with its default ``print_exception=True``, which is
     how Gradio raises its own). On a shared server a client sending bad values would fill the log with
-    tracebacks of nothing wrong. A refusal (``gradio.Error``, ``ComponentProcessingError``) is logged as one line
-    of at most 300 characters; any other exception, a bug, keeps its full traceback. The app's own refusals print
-    nothing (``binding.handler`` raises them with ``print_exception=False``).
+    tracebacks of nothing wrong. A refusal (``gradio.Error``, ``ComponentProcessingError``, ``InvalidPathError``: a
+    file path a client may not name) is logged as one line of at most 300 characters; any other exception, a bug,
+    keeps its full traceback. The app's own refusals print nothing (``binding.handler`` raises them with
+    ``print_exception=False``).
     """
 
-    REFUSALS = (exceptions.Error, exceptions.ComponentProcessingError)
+    REFUSALS = (exceptions.Error, exceptions.ComponentProcessingError, exceptions.InvalidPathError)
 
     def __init__(self) -> None:
         super().__init__("traceback")

@@ -22,6 +22,7 @@ from explorer.analysis.schedules import estimate_text, fair_schedule
 from explorer.checkpoints import CheckpointError, load_card
 from explorer.data import OFFLINE_DATASETS, DatasetError
 from explorer.training.methods import BASELINE, FEATURED
+from explorer.training.study import busy_note
 from explorer.ui.binding import flatten, handler
 from explorer.ui.context import AppContext
 
@@ -121,7 +122,8 @@ def train_label(ctx: AppContext, dataset_name: str, checkpoints: list[tuple[str,
     epochs = fair_schedule(dataset_name).epochs
     times = [estimate_text({"dataset": dataset_name, "method": m, "epochs": epochs}, ctx.runs_dir)[0]
              for m in missing]
-    return f"Train {' and '.join(m.upper() for m in missing)} on {dataset_name} ({', '.join(times)})"
+    when = "; ".join(filter(None, [", ".join(times), busy_note()]))  # the load, said as the Study tab says it
+    return f"Train {' and '.join(m.upper() for m in missing)} on {dataset_name} ({when})"
 
 
 class HeaderView(NamedTuple):
