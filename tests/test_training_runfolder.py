@@ -148,13 +148,16 @@ def test_a_study_spec_with_a_malformed_field_is_skipped_not_the_whole_list(tmp_p
     assert [spec.study_id for spec in list_studies(tmp_path)] == ["good"]
 
 
-def test_epoch_records_parse_only_what_was_appended_since_the_last_read(tmp_path, monkeypatch):
-    """The runs table reads every run's epochs at each refresh; a 58 MB metrics.jsonl took 3.4 s each time."""
-    from explorer.training import runfolder
+def test_epoch_records_and_curves_parse_only_what_was_appended_since_the_last_read(tmp_path, monkeypatch):
+    """The runs table reads every run's epochs at each refresh and the Train tab a watched run's curves every few
+    seconds; a 58 MB metrics.jsonl took 3.4 s each time."""
+    from explorer.training import metrics_file, runfolder
 
     checked = []
-    monkeypatch.setattr(runfolder, "_check_record", lambda record, where: checked.append(where) or record)
+    for module in (metrics_file, runfolder):  # every parse of a record checks it: count them
+        monkeypatch.setattr(module, "check_record", lambda record, where: checked.append(where) or record)
     metrics = tmp_path / "metrics.jsonl"
+    (tmp_path / "config.json").write_text(json.dumps({"method": "ips", "steps_per_epoch": 2}))
 
     def line(kind, epoch, accuracy=0.5):
         return json.dumps({"kind": kind, "epoch": epoch, "step": epoch, "test_accuracy": accuracy}) + "\n"
@@ -165,6 +168,9 @@ def test_epoch_records_parse_only_what_was_appended_since_the_last_read(tmp_path
         file.write('och", "epoch": 2, "test_accuracy": 0.6}\n' + line("step", 3))
     assert [r["epoch"] for r in epoch_records(tmp_path)] == [1, 2] and len(checked) == 53  # 2 lines, not 53
     assert epoch_records(tmp_path)[-1]["test_accuracy"] == 0.6 and len(checked) == 53
+    method, curves = run_curves(tmp_path)  # the curves share what was read: nothing is parsed again
+    assert method == "ips" and len(checked) == 53 and curves["loss"][0] == [0.5] * 50 + [1.5]
+    assert curves["test_accuracy"] == ([1, 2], [0.5, 0.6])
     with metrics.open("r+") as file:  # --resume truncates after epoch 1 and writes on: the same file, longer
         file.truncate(len(line("step", 1) * 50 + line("epoch", 1)))
         file.seek(0, os.SEEK_END)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -41,6 +40,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from explorer.checkpoints import WEIGHTS, atomic_write_text
+from explorer.training.metrics_file import (
+    EPOCH_METRICS,
+    STEP_METRICS,
+    RunFolderError,
+    check_number,
+    check_record,
+    read_grown,
+)
 
 __all__ = ["CONFIG", "FINAL_STATES", "LATEST_TIME", "LAUNCH", "LOCK", "LOG", "METRICS", "RUN_TABLE_HEADERS", "SLURM",
            "STATUS", "TRAIN_STATE", "MetricsLog", "RunFolderBusy", "RunFolderError", "RunInfo", "check_number",
@@ -53,8 +60,6 @@ LOCK = "run.lock"
 TRAIN_STATE = "train_state.safetensors"
 FINAL_STATES = ("finished", "failed", "cancelled")
 RUN_TABLE_HEADERS = ("id", "method", "dataset", "model", "status", "progress", "device", "best test acc", "started")
-STEP_METRICS = ("loss", "ce", "kd")  # in the step records
-EPOCH_METRICS = ("train_accuracy", "test_accuracy", "test_ece")  # in the epoch records, drawn as curves
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,41 +225,13 @@ def read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class RunFolderError(ValueError):
-    """A run folder file that holds a value of the wrong kind (hand-edited, foreign, crafted): the message names the
-    file and the field. The readers below raise it; the runs table shows the run as "unreadable: <why>"."""
-
-
 LATEST_TIME = 253402300799.0  # 9999-12-31: the last second a date can be shown for
-
-
-def check_number(value: Any, where: str, low: float = 0.0, high: float = float("inf"), whole: bool = False) -> float:
-    """``value`` checked to be a (whole) number in [low, high]; RunFolderError naming ``where`` otherwise."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and low <= value <= high and (not whole or float(value).is_integer())
-    if not ok:
-        kind = "a whole number" if whole else "a number"
-        raise RunFolderError(f"{where} must be {kind} from {low:g} to {high:g}; got {str(value)[:40]!r}")
-    return int(value) if whole else float(value)
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise RunFolderError(f"{where} must be text; got {str(value)[:40]!r}")
     return value
-
-
-def _check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """A metrics record checked: every metric it holds is a number (a non-finite one too: a diverging run logs one),
-    a step record has its whole step and an epoch record its whole epoch (where the curves place them)."""
-    for key in (*STEP_METRICS, *EPOCH_METRICS, "test_accuracy", "images_per_s"):
-        value = record.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise RunFolderError(f"{where}: {key} must be a number; got {str(value)[:40]!r}")
-    kind = record.get("kind")
-    if kind in ("step", "epoch"):
-        check_number(record.get(kind), f"{where}: the {kind} record's {kind}", whole=True)
-    return record
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -274,62 +251,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict):
-            records.append(_check_record(record, f"{METRICS} line {number}"))
+            records.append(check_record(record, f"{METRICS} line {number}"))
     return records
 
 
-@dataclass(frozen=True)
-class _EpochsRead:
-    """How far ``epoch_records`` has read a metrics.jsonl: its file, the bytes read (whole lines), the last of them
-    (a file truncated and written again differs there), the lines counted, the epoch records, the first error."""
-    file: tuple[int, int]
-    offset: int
-    tail: bytes
-    lines: int
-    records: tuple[dict[str, Any], ...]
-    error: RunFolderError | None
-
-
-_EPOCHS_READ: dict[Path, _EpochsRead] = {}
-
-
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The end-of-epoch records of a run, in order (RunFolderError: a malformed record, of any kind).
-
-    The runs table asks for every run's epochs at each refresh, and a long run's metrics.jsonl is mostly step
-    records (58 MB took 3.4 s to parse), so a file is parsed once: later calls parse only the lines appended since.
-    A file replaced, shortened or truncated and written again (``--resume``) is read again from its start."""
-    path = run_dir / METRICS
-    try:
-        with path.open("rb") as file:
-            stat = os.fstat(file.fileno())
-            known = _EPOCHS_READ.get(path)
-            same = known is not None and known.file == (stat.st_dev, stat.st_ino) and known.offset <= stat.st_size
-            if same:
-                same = file.seek(known.offset - len(known.tail)) >= 0 and file.read(len(known.tail)) == known.tail
-            known = known if same else _EpochsRead((stat.st_dev, stat.st_ino), 0, b"", 0, (), None)
-            file.seek(known.offset)
-            appended = file.read()
-    except OSError:
+    """The end-of-epoch records of a run, in order; [] without a metrics.jsonl (RunFolderError: a malformed record,
+    of any kind). Read as the file grows (``metrics_file.read_grown``)."""
+    read = read_grown(run_dir / METRICS)
+    if read is None:
         return []
-    whole = appended[:appended.rfind(b"\n") + 1]  # a torn last line is read when it is whole
-    records, error, number = list(known.records), known.error, known.lines
-    for number, line in enumerate(whole.splitlines(), known.lines + 1):
-        try:
-            record = json.loads(line) if error is None else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(record, dict):
-            try:
-                if _check_record(record, f"{METRICS} line {number}").get("kind") == "epoch":
-                    records.append(record)
-            except RunFolderError as exc:
-                error = exc
-    offset = known.offset + len(whole)
-    _EPOCHS_READ[path] = _EpochsRead(known.file, offset, (known.tail + whole)[-64:], number, tuple(records), error)
-    if error is not None:
-        raise error
-    return [dict(record) for record in records]
+    if read.error is not None:
+        raise read.error
+    return [dict(record) for record in read.epochs]
 
 
 def final_epoch(run_dir: Path) -> dict[str, Any] | None:
@@ -356,13 +290,15 @@ def run_curves(run_dir: Path) -> tuple[str, dict[str, tuple[list[float], list[fl
         steps_per_epoch = config.get("steps_per_epoch")
         if steps_per_epoch is not None:
             steps_per_epoch = check_number(steps_per_epoch, f"{CONFIG}: steps_per_epoch", 1, whole=True)
-        records = read_metrics(run_dir)
     except RunFolderError:
         return method, {}
-    steps = [r for r in records if r.get("kind") == "step"] if steps_per_epoch else []
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    curves = {metric: ([r["step"] / steps_per_epoch for r in steps], [r.get(metric) for r in steps])
-              for metric in STEP_METRICS}
+    read = read_grown(run_dir / METRICS)
+    if read is not None and read.error is not None:
+        return method, {}
+    steps = read.steps if read is not None and steps_per_epoch else ()
+    epochs = read.epochs if read is not None else ()
+    curves = {metric: ([step[0] / steps_per_epoch for step in steps], [step[i] for step in steps])
+              for i, metric in enumerate(STEP_METRICS, 1)}
     curves.update({metric: ([r["epoch"] for r in epochs], [r.get(metric) for r in epochs]) for metric in EPOCH_METRICS})
     return method, curves
 
