@@ -293,3 +293,19 @@ def test_a_study_with_kd_offers_the_finished_runs_as_teachers_and_trains_from_th
     assert launch["config"]["method"] == "kd" and launch["config"]["teacher"] == str(held.runs_dir / "teacher-run")
     with pytest.raises(ValueError, match="not one of the checkpoints offered here"):
         launch_study(held, *{**kd, "study_id": "k2"}.values(), teacher="/etc")
+
+
+# ---- issue 20: a study of several methods from the tab ----
+def test_a_study_of_four_methods_from_the_tab_queues_every_arm_and_compares_each_with_ce_and_ips(held):
+    four = {**FORM, "study_id": "four", "methods": ["ce", "ips", "ls", "pskd"], "comparisons": ["equal-epochs"],
+            "seeds": 2}
+    assert estimate_study(held, *four.values()).startswith("**8 runs**")
+    launch_study(held, *four.values())
+    spec = load_spec(held.runs_dir, "four")
+    assert [s.label for s in spec.settings] == ["ce 1 ep", "ips 1 ep", "ls 1 ep", "pskd 1 ep"]
+    assert {(c.setting, c.baseline) for c in spec.comparisons} == {
+        ("ips 1 ep", "ce 1 ep"), ("ls 1 ep", "ce 1 ep"), ("pskd 1 ep", "ce 1 ep"),
+        ("ls 1 ep", "ips 1 ep"), ("pskd 1 ep", "ips 1 ep")}
+    queued = {json.loads((held.runs_dir / spec.run_id(s, seed) / LAUNCH).read_text())["config"]["method"]
+              for s in spec.settings for seed in spec.seeds}
+    assert queued == {"ce", "ips", "ls", "pskd"} and len(list(held.runs_dir.glob("four-*"))) == 8
