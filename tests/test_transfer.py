@@ -203,6 +203,32 @@ def test_the_transfer_study_fine_tunes_every_backbone_and_pairs_the_seeds(tmp_pa
     assert len(commands) == 6  # finished transfer runs are not trained again
 
 
+def test_the_transfer_study_fine_tunes_only_the_settings_and_seeds_asked(tmp_path, monkeypatch, capsys):
+    spec = comparison_spec("bb", "mnist5k", "small_cnn", ["ce", "ips", "ls"], 8, ["equal-epochs"], [0, 1, 2])
+    save_spec(spec, tmp_path)
+    for setting, seed in spec.runs():
+        _finished_run(tmp_path / spec.run_id(setting, seed), {"test_accuracy": 0.9})
+    trained = []
+
+    def fake_run(command):
+        args = dict(zip(command[3::2], command[4::2], strict=False))
+        trained.append(args["--run-id"])
+        _finished_run(Path(args["--out"]) / args["--run-id"], {"test_miou": 0.5, "test_pixel_accuracy": 0.9})
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(transfer_study.subprocess, "run", fake_run)
+    base = ["--study", "bb", "--out", str(tmp_path), "--tasks", "detection", "segmentation"]
+    assert transfer_study.main([*base, "--settings", "ls 8 ep", "ce 8 ep", "--seeds", "2", "0"]) == 0
+    assert trained == [f"bb-{task}-{method}-8-ep-s{seed}" for seed in (0, 2) for task in ("detection", "segmentation")
+                       for method in ("ce", "ls")]  # the study's order: seed, task, setting
+    for refused, message in ((["--settings", "kd 8 ep"], "study 'bb' has no setting 'kd 8 ep'; its settings: ce 8 ep"),
+                             (["--seeds", "7"], "study 'bb' has no seed 7; its seeds: 0 1 2")):
+        with pytest.raises(SystemExit) as stop:
+            transfer_study.main([*base, *refused])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert len(trained) == 8
+
+
 def test_a_transfer_run_started_from_the_command_line_counts_as_alive_for_the_manager(tmp_path):
     """An app started (or restarted) while a CLI transfer run trains must neither mark it interrupted nor delete it."""
     runs_dir = tmp_path / "runs"
