@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from explorer.data import Dataset
+from explorer.native_memory import return_freed_memory
 
 __all__ = ["ALLOWED_FORMATS", "MAX_BYTES", "MAX_PIXELS", "MAX_PIXELS_OF_FORMAT", "Upload", "UploadError", "read_upload"]
 
@@ -34,6 +35,9 @@ MAX_PIXELS = 40_000_000
 # Formats PIL decodes at full size through extra buffers: WebP (libwebp's decoder) costs about 15 bytes per pixel,
 # four times a PNG's, so its limit keeps its decoding within a 40-megapixel PNG's memory (about 300 MB).
 MAX_PIXELS_OF_FORMAT = {"WEBP": 20_000_000}
+# An upload of at least this many pixels frees tens of MB of decoded blocks, which glibc keeps in the arena of the
+# worker thread that decoded it unless asked to give them back (explorer.native_memory).
+RETURN_MEMORY_PIXELS = 4_000_000
 DETAIL = 4  # shrink large uploads to this many times the dataset's side before converting them (Lanczos after)
 _FORMATS_TEXT = "PNG, JPEG, WebP or BMP"
 
@@ -180,8 +184,19 @@ def read_upload(path: str | Path, dataset: Dataset) -> Upload:
     path = Path(path)
     img = _open_checked(path)
     side = DETAIL * max(dataset.image_size)
+    pixels = img.width * img.height
+    try:
+        return _convert(img, path.name, side, dataset)
+    finally:
+        del img
+        if pixels >= RETURN_MEMORY_PIXELS:
+            return_freed_memory()
+
+
+def _convert(img: Image.Image, name: str, side: int, dataset: Dataset) -> Upload:
+    """``read_upload`` after the checks: decode, convert, report."""
     with img:
-        img = _decode(img, path.name, side)
+        img = _decode(img, name, side)
         original = img.size
         notes: list[str] = []
         if getattr(img, "n_frames", 1) > 1:

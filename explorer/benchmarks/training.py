@@ -21,9 +21,7 @@ Every training step is the training loop's own ``train_step`` on a session built
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,6 +34,7 @@ from explorer.data import Dataset, load_dataset
 from explorer.device import resolve_device
 from explorer.ips import build_class_index, check_patch_size, default_patch_size, patch_swap, same_class_partners
 from explorer.models import build_model
+from explorer.native_memory import glibc
 from explorer.training.config import TrainConfig, step_images
 from explorer.training.loop import build_session, train_step
 from explorer.training.methods import METHODS
@@ -75,11 +74,8 @@ def steady_allocator() -> bool:
     depends on the heap's history and swung the IPS / CE step ratio between 2.0 and 2.9 from one run of this
     benchmark to the next; whole training runs, one method from start to end, measure 1.8 to 1.9.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 1 << 30))
