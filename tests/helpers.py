@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,10 @@ from explorer.training.runs import RunManager
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints"
 CE_DEMO, CSKD_DEMO, IPS_DEMO = (DEMO / f"mnist5k-small_cnn-{method}" for method in ("ce", "cskd", "ips"))
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).is_file()), None)  # the browser tests' browser (Debian's chromium)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 T = TypeVar("T")
 
 

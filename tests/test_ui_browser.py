@@ -9,15 +9,12 @@ Skips only when no Chromium binary exists.
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import running_app, save_digits_run
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, running_app, save_digits_run
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if p and Path(p).is_file()), None)
 WAIT_MS = 90_000  # model work on a busy 2-core CPU
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)")
@@ -30,10 +27,7 @@ def page(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     save_digits_run(runs)
     with running_app(runs) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.shots = Path(os.environ.get("IPS_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
         page.shots.mkdir(parents=True, exist_ok=True)

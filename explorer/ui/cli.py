@@ -44,6 +44,9 @@ CACHE_CLEANUP = (3600, 86400)  # every hour, delete generated files older than a
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DESCRIPTIONS_KEPT = 64  # answers of /config and /gradio_api/info kept (by address and user; Gatekeeper)
 API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
+# An empty description, not null: given null, Gradio's page asks the server (an old path, /info) and logs a 404
+# and "Could not get API info" in the console before login.
+NO_API_INFO = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
 AUTH_MESSAGE = ("<b>IPS Explorer</b>: intra-class patch swap self-distillation, step by step. Sign in with the user "
                 "name and password you were given.")  # shown on Gradio's login page, under its "Login"
 # Added to a page served before login: its title, and the throttle's answer shown on the page. Gradio's login form
@@ -296,7 +299,7 @@ class Gatekeeper:
                 return
             body.append(message.get("body", b""))
             if not message.get("more_body"):
-                page = API_INFO.sub(b"window.gradio_api_info = null;</script>", b"".join(body))
+                page = API_INFO.sub(NO_API_INFO, b"".join(body))
                 page = page.replace(b"</head>", LOGIN_PAGE_HEAD + b"</head>", 1)
                 headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
                 await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
