@@ -119,6 +119,12 @@ def test_1b_typed_values_and_arrow_keys_redraw_the_pair(page):
     index_a.fill("-3")  # below the first sample: #0 is drawn, and the box says so without leaving it
     index_a.press("Enter")
     page.wait_for_function("() => document.querySelector('#swap-index-a input[type=number]').value === '0'")
+    class_box = page.locator("#swap-class input")
+    shown_class = class_box.input_value()
+    class_box.click()
+    page.keyboard.type("twelve")  # a short list takes no typing: the box keeps showing the class drawn
+    page.keyboard.press("Escape")
+    assert class_box.input_value() == shown_class
     _no_error_toast(page)
     _no_error_badge(page)
 
@@ -329,8 +335,7 @@ def test_5_guide_renders_formulas_and_a_live_example(page):
 
 def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     _open_tab(page, "Train")
-    page.locator("#train-dataset input").fill("digits")
-    page.keyboard.press("Enter")
+    _pick(page, "#train-dataset", "digits")
     page.locator("#train-epochs input").fill("3")
     page.keyboard.press("Tab")
     page.wait_for_function("() => document.querySelector('#train-command').innerText"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from explorer.analysis.pairs import class_test_index, swap_pair
+from explorer.ui.components import FILTER_FROM, choice_dropdown
 from explorer.ui.swap import change_dataset, pick_class, random_pair, show_pair, show_upload, typed_values_js
 from tests.helpers import CE_DEMO, IPS_DEMO, save_digits_run
 
@@ -170,3 +171,18 @@ def test_the_sliders_boxes_show_what_was_drawn(demo):
         assert clamp.inputs == clamp.outputs and clamp.js == typed_values_js(clamp.outputs)
     redraw = next(fn for fn in demo.fns.values() if fn.api_name == "patch_evidence_redraw")
     assert isinstance(redraw.inputs[-1], gr.State)  # a new pair or exchange draws the k asked, not the k shown
+
+
+def test_short_fixed_lists_are_picked_not_typed(demo, ctx):
+    """Issue 24: the Class box kept typed free text ("twelve") while class 3 was drawn, until it lost focus. A
+    list of fewer than FILTER_FROM choices takes no typing (mouse and arrow keys pick); a long one (CIFAR-100's
+    classes) still filters as one types."""
+    fixed = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and not b.allow_custom_value
+             and b.label not in ("Teacher (kd)", "Study", "Curves of these runs")]  # lists of runs: they grow
+    assert sorted(b.label for b in fixed) == ["Class", "Dataset", "Dataset", "Dataset", "Device", "Method", "Method",
+                                             "Pairs of", "Patch size (pixels)", "Patch size (pixels)", "Precision",
+                                             "Target class"]
+    assert [b.label for b in fixed if b.get_config()["filterable"]] == []
+    assert change_dataset(ctx, "digits", None, None, 0.5, 0).class_name.filterable is False  # also after a switch
+    assert choice_dropdown([str(c) for c in range(100)]).filterable is True
+    assert choice_dropdown([str(c) for c in range(FILTER_FROM - 1)]).filterable is False

@@ -7,7 +7,20 @@ from typing import Any
 
 import gradio as gr
 
-__all__ = ["integer_dropdown", "result_views", "show_drawn_values", "typed_values_js"]
+__all__ = ["FILTER_FROM", "choice_dropdown", "integer_dropdown", "result_views", "show_drawn_values",
+           "typed_values_js"]
+
+FILTER_FROM = 20  # a fixed list of this many choices or more (CIFAR-100's classes) can be filtered by typing
+
+
+def choice_dropdown(choices: list[str] | list[tuple[str, str]], **kwargs: Any) -> gr.Dropdown:
+    """A ``gr.Dropdown`` over a fixed list (datasets, classes, methods) that takes typing only to filter a long list.
+
+    Typed text in a filterable dropdown stays in the box until it loses focus, whatever is drawn meanwhile: a
+    Class box read "twelve" while class 3 was drawn. A short list is picked by mouse or arrow keys instead; a long
+    one keeps the filter, where typing saves scrolling. Also the update a handler returns when the list changes.
+    """
+    return gr.Dropdown(choices=choices, filterable=len(choices) >= FILTER_FROM, **kwargs)
 
 
 def integer_dropdown(choices: list[int] | list[tuple[str, int]], **kwargs: Any) -> gr.Dropdown:
@@ -15,7 +28,7 @@ def integer_dropdown(choices: list[int] | list[tuple[str, int]], **kwargs: Any) 
     choices as strings, so clients were told to send '4', which the app refuses. The schema is a plain integer
     (gradio_client renders any enum as quoted strings; the choices are still checked when a value arrives), set
     on the instance: a ``Dropdown`` subclass would make Gradio write a .pyi stub next to this module."""
-    dropdown = gr.Dropdown(choices, **kwargs)
+    dropdown = gr.Dropdown(choices, filterable=False, **kwargs)  # a few sizes: picked, not typed (choice_dropdown)
     dropdown.api_info = lambda: {"type": "integer"}
     return dropdown
 

@@ -17,7 +17,7 @@ from explorer.ips import build_class_index, default_patch_size, swap_count
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import analysis_handler, flatten, handler
-from explorer.ui.components import integer_dropdown, show_drawn_values
+from explorer.ui.components import choice_dropdown, integer_dropdown, show_drawn_values
 from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import SwapTab, typed_values_js, unswapped_views
@@ -151,10 +151,10 @@ def change_dataset(ctx: AppContext, dataset_name: str) -> GapsControls:
     """A new dataset: its classes, its number of test pairs, its patch sizes (the default chosen)."""
     dataset = ctx.dataset(dataset_name)
     n = len(dataset.test_labels)
-    return GapsControls(gr.Dropdown(choices=[ALL_CLASSES, *dataset.class_names], value=ALL_CLASSES),
+    return GapsControls(choice_dropdown([ALL_CLASSES, *dataset.class_names], value=ALL_CLASSES),
                         gr.Slider(maximum=n, value=min(500, n)),
-                        gr.Dropdown(choices=patch_size_choices(dataset.image_size),
-                                    value=default_patch_size(dataset.image_size)))
+                        integer_dropdown(patch_size_choices(dataset.image_size),
+                                         value=default_patch_size(dataset.image_size)))
 
 
 def open_pair(ctx: AppContext, swap_tab_id: str, settings: dict[str, Any] | None, evt: gr.SelectData) -> OpenedPair:
@@ -189,7 +189,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
                 "pairs again, whatever N. **Click a table row** to open that pair in the Patch swap tab.")
     with gr.Row(equal_height=True):
         which = gr.Radio(list(MODEL_SETS), value="A and B", label="Models")
-        class_filter = gr.Dropdown([ALL_CLASSES, *dataset0.class_names], value=ALL_CLASSES, label="Pairs of")
+        class_filter = choice_dropdown([ALL_CLASSES, *dataset0.class_names], value=ALL_CLASSES, label="Pairs of")
         n_pairs = gr.Slider(10, n_test, value=min(500, n_test), step=10, label="Number of pairs N", buttons=[],
                             info="up to the whole test split", elem_id="gaps-n-pairs")  # no ↺: it would not redraw
     with gr.Row(equal_height=True):

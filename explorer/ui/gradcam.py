@@ -22,9 +22,10 @@ from explorer.data import Dataset
 from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
 from explorer.ui.binding import flatten, handler, model_handler
+from explorer.ui.components import choice_dropdown, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
-from explorer.ui.swap import UPLOAD_TYPES, SwapTab, typed_values_js
+from explorer.ui.swap import UPLOAD_TYPES, SwapTab
 
 __all__ = ["DEFAULT_LAYER", "SAME_MAP_METHODS", "SOURCES", "TAB_ID", "TARGETS", "CamControls", "CamUpload", "CamView",
            "GradCamTab", "build", "change_dataset", "layer_choices", "refresh_layers", "same_map_note", "show_cams",
@@ -211,7 +212,7 @@ def change_dataset(ctx: AppContext, dataset_name: str) -> CamControls:
     old dataset's models; kept, a refused one would refuse every map of the new dataset)."""
     dataset = ctx.dataset(dataset_name)
     return CamControls(SOURCES[0], gr.Slider(maximum=len(dataset.test_labels) - 1, value=0, interactive=True),
-                       gr.Dropdown(choices=[*TARGETS, *dataset.class_names], value=TARGETS[0]),
+                       choice_dropdown([*TARGETS, *dataset.class_names], value=TARGETS[0]),
                        gr.Dropdown(choices=[DEFAULT_LAYER], value=DEFAULT_LAYER))
 
 
@@ -249,13 +250,13 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                                elem_id="cam-test-index", buttons=[])  # no ↺: it would not redraw
         upload = gr.File(label="Upload", file_types=UPLOAD_TYPES, height=110, scale=1, elem_id="cam-upload")
     with gr.Row(equal_height=True):
-        method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Method",
-                             info=f"{', '.join(SAME_MAP_METHODS)} coincide on a layer followed only by average "
-                                  "pooling and a linear layer (the default layer here)")
+        method = choice_dropdown(list(CAM_METHODS), value="GradCAM", label="Method",
+                                 info=f"{', '.join(SAME_MAP_METHODS)} coincide on a layer followed only by average "
+                                      "pooling and a linear layer (the default layer here)")
         layer = gr.Dropdown(layer_choices(ctx, header.dataset.value, header.model_a.value, header.model_b.value),
                             value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
                             info="the default is each model's deepest conv block")
-        target = gr.Dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
+        target = choice_dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
         opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity", buttons=[])
     view = _outputs()
     outputs = flatten(view)

@@ -24,6 +24,7 @@ from explorer.data import OFFLINE_DATASETS, DatasetError
 from explorer.training.methods import BASELINE, FEATURED
 from explorer.training.study import busy_note
 from explorer.ui.binding import flatten, handler
+from explorer.ui.components import choice_dropdown
 from explorer.ui.context import AppContext
 
 __all__ = ["Header", "build_header", "dataset_checkpoints", "dataset_choices", "missing_methods", "notice_text",
@@ -165,7 +166,7 @@ def refresh_models(ctx: AppContext, dataset_name: str, current: str | None) -> g
 
 def refresh_datasets(ctx: AppContext, current: str | None) -> gr.Dropdown:
     """The dataset picker's list, rescanned from the checkpoints on disk."""
-    return gr.Dropdown(choices=dataset_choices(ctx), value=current)
+    return choice_dropdown(dataset_choices(ctx), value=current)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,8 +179,8 @@ def build_header(ctx: AppContext, dataset_name: str = "mnist5k") -> Header:
     default_a, default_b = pick_models(checkpoints, None, None)
     info = "checkpoints trained on the chosen dataset"
     with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(dataset_choices(ctx), value=dataset_name, label="Dataset", scale=1,
-                              info="test split; the model lists follow it", elem_id="header-dataset")
+        dataset = choice_dropdown(dataset_choices(ctx), value=dataset_name, label="Dataset", scale=1,
+                                  info="test split; the model lists follow it", elem_id="header-dataset")
         model_a = gr.Dropdown(choices, value=default_a, label="Model A: baseline", allow_custom_value=True, scale=2,
                               info=info, elem_id="header-model-a")
         model_b = gr.Dropdown(choices, value=default_b, label="Model B: IPS", allow_custom_value=True, scale=2,

@@ -56,6 +56,7 @@ from explorer.training.study import (
 )
 from explorer.training.study_results import StudyResults, read_results
 from explorer.ui.binding import flatten, handler
+from explorer.ui.components import choice_dropdown
 from explorer.ui.train_form import NO_TEACHER, TRAIN_DATASETS, teacher_choices
 
 __all__ = ["TAB_ID", "TICK_S", "StudyButtons", "StudyExport", "StudyView", "build", "cancel_study", "estimate_study",
@@ -334,7 +335,7 @@ def _form(slurm: bool) -> tuple[list[gr.components.Component], gr.Button, gr.Mar
     with gr.Row(equal_height=True):
         study_id = gr.Textbox(label="Study id", placeholder="empty: dataset-methods-time", scale=2,
                               elem_id="study-id")
-        dataset = gr.Dropdown(TRAIN_DATASETS, value="digits", label="Dataset", scale=1)
+        dataset = choice_dropdown(TRAIN_DATASETS, value="digits", label="Dataset", scale=1)
         model = gr.Dropdown(["small_cnn", "resnet18"], value="small_cnn", label="Model", allow_custom_value=True,
                             scale=1)
     with gr.Row(equal_height=True):

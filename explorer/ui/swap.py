@@ -29,7 +29,7 @@ from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
 from explorer.ui.binding import flatten, model_handler
-from explorer.ui.components import integer_dropdown, show_drawn_values, typed_values_js
+from explorer.ui.components import choice_dropdown, integer_dropdown, show_drawn_values, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 
@@ -273,8 +273,8 @@ def change_dataset(ctx: AppContext, dataset_name: str, model_a: str | None, mode
     dataset = ctx.dataset(dataset_name)
     size = default_patch_size(dataset.image_size)
     name = dataset.class_names[0]
-    return SwapControls(gr.Dropdown(choices=list(dataset.class_names), value=name), *_sliders(dataset, 0, 0, 1),
-                        gr.Dropdown(choices=patch_size_choices(dataset.image_size), value=size), None, None,
+    return SwapControls(choice_dropdown(list(dataset.class_names), value=name), *_sliders(dataset, 0, 0, 1),
+                        integer_dropdown(patch_size_choices(dataset.image_size), value=size), None, None,
                         show_pair(ctx, dataset_name, model_a, model_b, name, 0, 1, None, None, size, swap_ratio, seed))
 
 
@@ -298,7 +298,8 @@ def _controls(dataset: Dataset) -> _Controls:
     """The pair's class and samples, the swap's settings, the optional uploads."""
     count = class_size(dataset, 0)
     with gr.Row(equal_height=True):
-        class_name = gr.Dropdown(list(dataset.class_names), value=dataset.class_names[0], label="Class", scale=1)
+        class_name = choice_dropdown(list(dataset.class_names), value=dataset.class_names[0], label="Class", scale=1,
+                                     elem_id="swap-class")
         index_a = gr.Slider(0, count - 1, value=0, step=1, label="Sample a", scale=2, elem_id="swap-index-a",
                             info="counts within the class (0 = its first test image); the summary gives the test #",
                             buttons=[])  # no ↺: Gradio's reset sends no input event, so it would not redraw

@@ -26,6 +26,7 @@ from explorer.training.precision import PRECISIONS
 from explorer.training.runfolder import CONFIG, STATUS, read_json
 from explorer.training.runs import RunManager
 from explorer.ui.binding import flatten, handler
+from explorer.ui.components import choice_dropdown
 from explorer.ui.context import AppContext
 
 __all__ = ["CUSTOM", "NO_TEACHER", "Form", "FormFields", "MethodChoice", "apply_schedule", "build_form", "command_line",
@@ -187,16 +188,17 @@ def build_form(ctx: AppContext, slurm: bool = False) -> Form:
     d = FORM_DEFAULTS
     gpu_count = torch.cuda.device_count()
     with gr.Row(equal_height=True):
-        dataset = gr.Dropdown(TRAIN_DATASETS, value=d["dataset"], label="Dataset",
-                              info="cifar10/100 need their files under data/", elem_id="train-dataset")
+        dataset = choice_dropdown(TRAIN_DATASETS, value=d["dataset"], label="Dataset",
+                                  info="cifar10/100 need their files under data/", elem_id="train-dataset")
         model = gr.Dropdown(["small_cnn", "resnet18"], value=d["model"], label="Model", allow_custom_value=True,
                             info="or a torchvision classification model's name")
-        method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value=d["method"], label="Method",
-                             info=METHODS[d["method"]].help, elem_id="train-method")
-        device = gr.Dropdown(_device_choices(), value=d["device"], label="Device",
-                             info="auto: CUDA when present, else CPU")
-        precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision", elem_id="train-precision",
-                                info="auto: bf16 on a GPU that has it, else fp32; fp16 scales the loss")
+        method = choice_dropdown([(m.label, m.name) for m in METHODS.values()], value=d["method"], label="Method",
+                                 info=METHODS[d["method"]].help, elem_id="train-method")
+        device = choice_dropdown(_device_choices(), value=d["device"], label="Device",
+                                 info="auto: CUDA when present, else CPU")
+        precision = choice_dropdown(list(PRECISIONS), value=d["precision"], label="Precision",
+                                    elem_id="train-precision",
+                                    info="auto: bf16 on a GPU that has it, else fp32; fp16 scales the loss")
     schedule = show_schedules(ctx, d["dataset"], d["model"], d["method"], d["equal_compute"], d["epochs"],
                               measure=False)
     schedule = gr.Radio(schedule.choices, value=schedule.value, info=schedule.info, label="Schedule",
