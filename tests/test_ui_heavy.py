@@ -15,7 +15,7 @@ from gradio.context import LocalContext
 
 from explorer.analysis.evidence import EVIDENCE_FORWARD_LIMIT, evidence_agreement, evidence_forwards
 from explorer.ui.binding import heavy_handler
-from explorer.ui.context import AppContext
+from explorer.ui.context import HEAVY_WORK, MODEL_WORK, AppContext
 from explorer.ui.heavy import ClientGone, HeavyLane, StoppingProgress, client_gone
 from tests.helpers import CE_DEMO, DEMO
 
@@ -60,6 +60,21 @@ def test_a_refused_request_leaves_no_count_behind():
 
 def _serving(event_id: str, queue: queueing.Queue) -> tuple:
     return (LocalContext.blocks.set(SimpleNamespace(_queue=queue)), LocalContext.event_id.set(event_id))
+
+
+def test_the_apps_heavy_lane_computes_in_its_heavy_lane_work(tmp_path):
+    """One lock for the lane: an admitted request holds the app's ``lane_work(HEAVY_WORK)`` (the lane's own lock
+    beside it was a second lock for one lane)."""
+    app = AppContext(tmp_path, DEMO, torch.device("cpu"))
+    assert app.lane == MODEL_WORK
+    with app.heavy.admit("s1"):
+        assert app.lane == HEAVY_WORK
+        held = threading.Thread(target=lambda: app.lane_work(HEAVY_WORK).__enter__())
+        held.start()
+        held.join(0.3)
+        assert held.is_alive()  # the lane's work waits for the admitted request
+    held.join(5)
+    assert not held.is_alive()
 
 
 def test_client_gone_reads_what_gradios_queue_marks_when_a_session_disconnects():

@@ -89,7 +89,7 @@ class AppContext:
     loaded: BoundedCache[Checkpoint] = field(default_factory=lambda: BoundedCache(8 * len(LANES)))
     logits: BoundedCache[Tensor] = field(default_factory=lambda: BoundedCache(16))
     analyses: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(32))
-    heavy: HeavyLane = field(default_factory=HeavyLane)
+    heavy: HeavyLane = field(init=False)
     pictures: tempfile.TemporaryDirectory = field(
         default_factory=lambda: tempfile.TemporaryDirectory(prefix="ips-explorer-pictures-"), repr=False)
     _lane_locks: dict[str, threading.RLock] = field(
@@ -98,6 +98,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         checkpoint_roots(self.checkpoint_dirs)  # two folders with one name are refused now, not at the first pick
+        self.heavy = HeavyLane(work=lambda: self.lane_work(HEAVY_WORK))
 
     @property
     def checkpoint_dirs(self) -> list[Path]:

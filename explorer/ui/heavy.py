@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from gradio.context import LocalContext
@@ -72,13 +72,16 @@ class StoppingProgress:
 
 
 class HeavyLane:
-    """Admission to the heavy lane: at most ``capacity`` requests in it, one per session, computing one at a time."""
+    """Admission to the heavy lane: at most ``capacity`` requests in it, one per session, computing one at a time
+    inside ``work()`` (the app's ``lane_work(HEAVY_WORK)``; a lock of its own when none is given)."""
 
-    def __init__(self, capacity: int = HEAVY_CAPACITY) -> None:
+    def __init__(self, capacity: int = HEAVY_CAPACITY,
+                 work: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
         self.capacity = capacity
         self._admitted: Counter[str | None] = Counter()
         self._door = threading.Lock()
-        self._work = threading.Lock()
+        own_lock = threading.Lock()
+        self._work = work or (lambda: own_lock)
 
     def admitted(self) -> int:
         """How many requests are in the lane (computing or waiting)."""
@@ -99,7 +102,7 @@ class HeavyLane:
                                  "lane; try again in a minute")
             self._admitted[session] += 1
         try:
-            with self._work:
+            with self._work():
                 yield
         finally:
             with self._door:
