@@ -17,7 +17,8 @@ import torch
 from gradio.helpers import special_args
 from gradio.utils import get_function_params
 
-from explorer.ui.binding import TRIGGER, analysis_handler, flatten, handler, model_handler
+from explorer.ui import binding
+from explorer.ui.binding import TRIGGER, analysis_handler, flatten, handler, model_handler, restore_refused
 from explorer.ui.context import ANALYSIS_WORK, HEAVY_WORK, MODEL_WORK, AppContext
 from tests.helpers import CE_DEMO, DEMO, IPS_DEMO, save_digits_run
 
@@ -151,6 +152,52 @@ def test_a_refusal_in_the_page_is_a_warning_and_leaves_every_output_as_it_was(ct
     assert bound(*inputs) == gr.skip() and warnings == ["pick a name first"]
     inputs, *_ = special_args(bound, ["Ada"], event_data=gr.EventData(button, {"index": 4, "value": "x"}))
     assert bound(*inputs) == "checkpoints/fixed/Ada/4" and len(warnings) == 1
+
+
+def draw(ctx: AppContext, seed: float, ratio: float) -> str:
+    if seed != int(seed):
+        raise ValueError("the seed must be a whole number")
+    return f"drawn with seed {seed:g} at ratio {ratio:g}"
+
+
+def test_a_refused_typed_value_is_replaced_by_the_last_one_accepted_from_that_session(ctx, monkeypatch):
+    """Issue 24: a refused 2.5 stayed in its box, so every later event of the tab sent it again and was refused."""
+    monkeypatch.setattr(gr, "Warning", lambda message: None)
+    with gr.Blocks() as demo:
+        seed, ratio, out = gr.Number(), gr.Slider(0, 1), gr.Textbox()
+        bound = handler(draw, ctx)
+        restore_refused(seed.input(bound, [seed, ratio], out), bound, {"seed": seed, "ratio": ratio})
+    restore = next(block.fn for block in demo.fns.values() if block.fn.__name__ == "restore")
+    session = ["ada"]
+    monkeypatch.setattr(binding, "current_session", lambda: session[0])
+
+    def typed(*values, trigger=seed):  # a person's event names its trigger; the page's load event does not
+        inputs, *_ = special_args(bound, list(values), event_data=gr.EventData(trigger, {}))
+        return bound(*inputs)
+
+    def restored(name):
+        return restore(gr.Request(session_hash=name))
+
+    assert typed(3, 0.5, trigger=None) == "drawn with seed 3 at ratio 0.5"  # the first view, drawn at load
+    assert restored("ada") == gr.skip()  # accepted: leave the boxes
+    assert typed(2.5, 0.25) == gr.skip()
+    assert restored("bob") == gr.skip()  # another person's boxes are theirs
+    assert restored("ada") == [3, 0.5]  # the refused 2.5 and the ratio sent with it: the last accepted values
+    assert restored("ada") == gr.skip()  # once
+    typed(2.5, 0.25)
+    assert typed(4, 0.25) == "drawn with seed 4 at ratio 0.25" and restored("ada") == gr.skip()  # corrected meanwhile
+    inputs, *_ = special_args(bound, [2.5, 0.25], event_data=None)
+    with pytest.raises(gr.Error):  # a program's call is refused as an error and remembers nothing
+        bound(*inputs)
+    assert restored("ada") == gr.skip()
+    with gr.Blocks() as single:
+        seed, ratio, out = gr.Number(), gr.Slider(0, 1), gr.Textbox()
+        bound = handler(draw, ctx)
+        restore_refused(seed.input(bound, [seed, ratio], out), bound, {"seed": seed})
+    restore = next(block.fn for block in single.fns.values() if block.fn.__name__ == "restore")
+    typed(3, 0.5, trigger=None)
+    typed(2.5, 0.5)
+    assert restored("ada") == 3  # one output takes its value alone: given [3], the box kept the refused value
 
 
 def select(runs: RunManager, evt: gr.SelectData) -> str:

@@ -89,6 +89,12 @@ def test_no_model_shows_the_image_and_what_to_do_instead_of_an_error(ctx):
     assert "no model chosen" in info and payload["models"] == {} and payload["test_index"] == 3
 
 
+def test_a_test_index_with_a_fraction_is_refused_not_truncated(ctx):
+    """A typed 2.5 drew test image #2 while the box said 2.5."""
+    with pytest.raises(ValueError, match="test index must be a whole number; got '2.5'"):
+        show_cams(ctx, "mnist5k", CE, IPS, SOURCES[0], 2.5, None, "GradCAM", DEFAULT_LAYER, "5", 0.5, None)
+
+
 def test_the_test_index_slider_is_live_only_for_test_images():
     assert source_controls(SOURCES[0]).interactive is True
     assert all(source_controls(source).interactive is False for source in SOURCES[1:])

@@ -1,5 +1,9 @@
 """The Patch swap tab's handlers, called directly with an AppContext on the demo checkpoints."""
 
+import json
+import shutil
+import subprocess
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -166,11 +170,32 @@ def test_the_sliders_boxes_show_what_was_drawn(demo):
                  "cam-test-index", "cam-opacity"]
     assert [name for name in redrawing if sliders[name].get_config()["buttons"] != []] == []
     browser_only = {tuple(b.elem_id for b in fn.outputs): fn for fn in demo.fns.values() if fn.fn is None and fn.js}
-    for boxes in (("swap-index-a", "swap-index-b", "swap-ratio"), ("gaps-n-pairs", "gaps-ratio")):
+    for boxes in (("swap-index-a", "swap-index-b", "swap-ratio", "swap-seed"),
+                  ("gaps-n-pairs", "gaps-ratio", "gaps-seed")):
         clamp = browser_only[boxes]  # after each draw, the boxes take the values the draw clamped them to
         assert clamp.inputs == clamp.outputs and clamp.js == typed_values_js(clamp.outputs)
     redraw = next(fn for fn in demo.fns.values() if fn.api_name == "patch_evidence_redraw")
     assert isinstance(redraw.inputs[-1], gr.State)  # a new pair or exchange draws the k asked, not the k shown
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the browser-side step")
+def test_the_browser_step_puts_typed_slider_values_on_the_slider_and_rounds_whole_number_boxes():
+    """typed_values_js run in node on a stand-in page with a 0-99 slider of whole samples and a 0-1 ratio slider
+    in steps of 0.05: a typed 150 is sent as 99, an emptied box as the slider's position, 2.5 samples as 3 (it was
+    refused), a ratio of 0.33 as 0.35; a seed of 2.5 as 3 (Gradio rounds it on the server anyway; rounded here,
+    the box can show it) and an emptied seed box as it is (the app refuses it)."""
+    with gr.Blocks():
+        boxes = [gr.Slider(0, 99, step=1, elem_id="index"), gr.Slider(0, 99, step=1, elem_id="index"),
+                 gr.Slider(0, 99, step=1, elem_id="index"), gr.Slider(0, 1, step=0.05, elem_id="ratio"),
+                 gr.Number(precision=0, elem_id="seed"), gr.Number(precision=0, elem_id="seed"),
+                 gr.Number(elem_id="plain")]
+    stage = ("const sliders = {'#index input[type=range]': {min: '0', max: '99', step: '1', value: '7'}, "
+             "'#ratio input[type=range]': {min: '0', max: '1', step: '0.05', value: '0.5'}};"
+             "global.document = {querySelector: s => sliders[s] || null};"
+             f"console.log(JSON.stringify(({typed_values_js(boxes)})(150, '', 2.5, 0.33, 2.5, '', 0.33)));")
+    result = subprocess.run(["node", "-e", stage], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [99, 7, 3, 0.35, 3, "", 0.33]
 
 
 def test_short_fixed_lists_are_picked_not_typed(demo, ctx):

@@ -76,6 +76,13 @@ def test_a_classifier_or_another_task_s_model_is_refused_in_words(client):
         _predict(client, "segmentation", SEG, 500)
 
 
+def test_a_scene_index_with_a_fraction_is_refused_not_truncated(ctx):
+    from explorer.ui.transfer import transfer_predict
+
+    with pytest.raises(ValueError, match="scene must be a whole number; got '2.5'"):  # int() drew scene 2
+        transfer_predict(ctx, "segmentation", SEG["ce"], SEG["ips"], 2.5)
+
+
 def test_launch_queues_one_transfer_run_per_backbone_in_the_run_manager(client, runs_dir):
     text, data = client.predict(task="detection", backbone_a="checkpoints/mnist5k-small_cnn-ce",
                                 backbone_b="checkpoints/mnist5k-small_cnn-ips", epochs=1, freeze_backbone=True,

@@ -13,6 +13,9 @@ the plain message and ``gr.skip()`` for every output, so the panels keep the las
 mark every output of the event with a red Error badge. A program's call (the API, a test: no trigger) gets a
 ``gr.Error`` with the plain message, so the client sees the refusal as a failure.
 
+A refused typed value would stay in its box, and every later event of the tab would send it again and be refused
+for it until corrected; ``restore_refused`` puts the last value the handler accepted from that session back in.
+
 A tab's answer is one named record (a ``NamedTuple``): its fields name the outputs once. The tab builds the same
 record with its output components as values, and ``flatten`` turns either into the flat sequence Gradio takes
 (nested records in place), so the outputs' order and the answer's order cannot drift and tests read fields.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -38,9 +43,44 @@ from explorer.ui.context import ANALYSIS_WORK, AppContext
 from explorer.ui.heavy import ClientGone, StoppingProgress, current_session
 
 __all__ = ["TRIGGER", "analysis_handler", "flatten", "handler", "heavy_handler", "is_record", "model_handler",
-           "refusal", "sendable"]
+           "refusal", "restore_refused", "sendable"]
 
 TRIGGER = "trigger_"  # the parameter Gradio fills with the event's data: who triggered it (None for the API)
+SESSIONS_KEPT = 10_000  # (session, handler) pairs whose last accepted arguments are remembered
+
+
+class _Accepted:
+    """Per (session, handler): the arguments of the handler's last accepted event in the page, and whether the
+    latest event from a person was refused (read once, by ``restore_refused``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._arguments: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._refused: set[tuple[str, int]] = set()
+
+    def accepted(self, key: tuple[str, int], arguments: dict[str, Any]) -> None:
+        with self._lock:
+            self._arguments[key] = arguments
+            self._arguments.move_to_end(key)
+            self._refused.discard(key)
+            while len(self._arguments) > SESSIONS_KEPT:
+                self._refused.discard(self._arguments.popitem(last=False)[0])
+
+    def refused(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            if key in self._arguments:
+                self._refused.add(key)
+
+    def take_refused(self, key: tuple[str, int]) -> dict[str, Any] | None:
+        """The last accepted arguments when the latest event was refused (then forgotten), else None."""
+        with self._lock:
+            if key not in self._refused:
+                return None
+            self._refused.discard(key)
+            return self._arguments.get(key)
+
+
+_ACCEPTED = _Accepted()
 
 
 def handler(fn: Callable[..., Any], *bound: Any,
@@ -65,13 +105,19 @@ def handler(fn: Callable[..., Any], *bound: Any,
     def run(*args: Any, **kwargs: Any) -> Any:
         values = shown.bind(*args, **kwargs)
         event = values.arguments.pop(TRIGGER, None)
+        session = current_session()  # also for the page's load event, which names no trigger
         try:
             with work():
-                return flatten(fn(*bound, *values.args, **values.kwargs))
+                answer = flatten(fn(*bound, *values.args, **values.kwargs))
         except gr.Error:
             raise
         except ValueError as exc:
+            if session is not None and _from_page(event):
+                _ACCEPTED.refused((session, id(run)))
             return refusal(str(exc), event)
+        if session is not None:
+            _ACCEPTED.accepted((session, id(run)), dict(values.arguments))
+        return answer
 
     run.__signature__ = shown  # type: ignore[attr-defined]
     run.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k not in bound_names},
@@ -92,13 +138,38 @@ def flatten(value: Any) -> Any:
     return [item for field in value for item in (flatten(field) if is_record(field) else [field])]
 
 
+def _from_page(event: gr.EventData | None) -> bool:
+    """Whether the event is a person's in the page (it names the component that triggered it), not a program's."""
+    return event is not None and getattr(event, "target", None) is not None
+
+
 def refusal(message: str, event: gr.EventData | None) -> Any:
     """The answer to a refused input: for a person's event in the page, a warning and every output left as it was
     (``gr.skip()``); for a program's call, ``gr.Error`` (see the module docstring)."""
-    if event is not None and getattr(event, "target", None) is not None:
+    if _from_page(event):
         gr.Warning(message)
         return gr.skip()
     raise gr.Error(message, print_exception=False) from None
+
+
+def restore_refused(event: Any, bound_handler: Callable[..., Any],
+                    controls: dict[str, gr.components.Component]) -> None:
+    """After ``event`` (an event of ``bound_handler``, made by ``handler``), when the handler refused it, put back
+    into each of ``controls`` (the handler's parameter name -> the component that gives it) the value of the last
+    event it accepted from the same session; otherwise leave them. A private step that sends no input and sets
+    nothing after an accepted event. For the boxes the app can refuse from the page (a seed out of range, a CAM
+    layer the models lack): sliders cannot be, ``typed_values_js`` brings their values into range and onto
+    their steps first, and they are set by other events too (a new dataset or class)."""
+    names, components = list(controls), list(controls.values())
+
+    def restore(request: gr.Request) -> Any:
+        arguments = _ACCEPTED.take_refused((request.session_hash, id(bound_handler)))
+        if arguments is None:
+            return gr.skip()
+        values = [arguments.get(name, gr.skip()) for name in names]
+        return values if len(values) > 1 else values[0]  # Gradio takes one output's value alone
+
+    event.then(restore, None, components, api_visibility="private", show_progress="hidden", queue=False)
 
 
 def model_handler(ctx: AppContext, fn: Callable[..., Any], *bound: Any, small: bool = False) -> Callable[..., Any]:

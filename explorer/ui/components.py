@@ -45,22 +45,32 @@ def result_views(name: str, table_label: str, plot_label: str, json_label: str,
 
 
 def typed_values_js(inputs: list[gr.components.Component]) -> str:
-    """A browser-side step before an event: a number typed into a slider's box beyond its range is clamped to it
-    (an emptied box takes the slider's position), as the slider itself does on blur.
+    """A browser-side step before an event: a number typed into a slider's box is clamped to its range and put
+    on its nearest step (an emptied box takes the slider's position), as the slider itself would place it; a
+    number typed into a whole-number box (``gr.Number(precision=0)``, a seed) is rounded, as Gradio rounds it on
+    the server.
 
     Gradio refuses a whole event whose slider value is out of range, and the slider's clamping on blur sends no
-    new event, so without this step a typed 150 on a 0-99 slider would leave every output in error. Sliders are
-    found by their ``elem_id``; API calls skip this step and get Gradio's range check.
+    new event, so without this step a typed 150 on a 0-99 slider would leave every output in error, and a typed
+    2.5 on a slider of whole samples was refused. With ``show_drawn_values`` the boxes then show what was drawn
+    (a seed typed as 2.5 drew seed 2 while the box said 2.5). Components are found by their ``elem_id``; API
+    calls skip this step and get the app's and Gradio's own checks.
     """
     fixes = "".join(f"v[{i}] = clamp({json.dumps(c.elem_id)}, v[{i}]); " for i, c in enumerate(inputs)
                     if isinstance(c, gr.Slider) and c.elem_id)
+    fixes += "".join(f"v[{i}] = whole(v[{i}]); " for i, c in enumerate(inputs)
+                     if isinstance(c, gr.Number) and c.precision == 0 and c.elem_id)
     return ("(...v) => { const clamp = (id, x) => { const r = document.querySelector(`#${id} input[type=range]`); "
             "if (r === null) return x; const n = (x === null || x === '' || isNaN(Number(x))) ? Number(r.value) : "
-            "Number(x); return Math.min(Math.max(n, Number(r.min)), Number(r.max)); }; " + fixes + "return v; }")
+            "Number(x); const lo = Number(r.min), step = Number(r.step) > 0 ? Number(r.step) : 0; "
+            "const on = step ? lo + Math.round((n - lo) / step) * step : n; "
+            "return Math.min(Math.max(Number(on.toFixed(10)), lo), Number(r.max)); }; const whole = x => "
+            "(x === null || x === '' || isNaN(Number(x))) ? x : Math.round(Number(x)); " + fixes + "return v; }")
 
 
-def show_drawn_values(event: Any, sliders: list[gr.Slider]) -> None:
-    """After ``event`` (a draw that took ``sliders`` through ``typed_values_js``), the sliders' boxes show the values
-    drawn: a typed 500 on a 0-99 slider drew 99 while the box still said 500, since Gradio clamps the box on blur,
-    not on Enter. It runs in the browser only (no server call); give two sliders or more, so the answer is a list."""
-    event.then(None, sliders, sliders, js=typed_values_js(sliders), api_visibility="private", show_progress="hidden")
+def show_drawn_values(event: Any, boxes: list[gr.Slider | gr.Number]) -> None:
+    """After ``event`` (a draw that took ``boxes`` through ``typed_values_js``), the sliders' and whole-number boxes
+    show the values drawn: a typed 500 on a 0-99 slider drew 99 while the box still said 500, since Gradio clamps
+    the box on blur, not on Enter. It runs in the browser only (no server call); give two boxes or more, so the
+    answer is a list."""
+    event.then(None, boxes, boxes, js=typed_values_js(boxes), api_visibility="private", show_progress="hidden")

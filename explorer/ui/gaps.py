@@ -9,14 +9,14 @@ import pandas as pd
 
 from explorer.analysis.claims import claims_markdown, gap_claims
 from explorer.analysis.figures import class_gap_bars, gap_histogram, gap_scatter
-from explorer.analysis.inputs import class_label, class_size, patch_size_choices
+from explorer.analysis.inputs import class_label, class_size, patch_size_choices, seed_number, whole_number
 from explorer.analysis.pairs import GapStatistics, PairGaps, confidence_gaps, gap_statistics
 from explorer.analysis.payloads import GAP_TABLE_ROWS, gap_table, gaps_payload
 from explorer.data import Dataset
 from explorer.ips import build_class_index, default_patch_size, swap_count
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.binding import analysis_handler, flatten, handler
+from explorer.ui.binding import analysis_handler, flatten, handler, restore_refused
 from explorer.ui.components import choice_dropdown, integer_dropdown, show_drawn_values
 from explorer.ui.context import ANALYSIS_EVENTS, AppContext
 from explorer.ui.header import Header
@@ -102,6 +102,8 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
     (/confidence_gaps) and the settings that a click on a table row opens in the Patch swap tab."""
     if models not in MODEL_SETS:
         raise ValueError(f"models must be one of {MODEL_SETS}; got {models!r}")
+    seed_int, size, n = seed_number(seed), whole_number(patch_size, "patch size"), whole_number(n_pairs, "N")
+    ratio = float(swap_ratio)
     dataset = ctx.dataset(dataset_name)
     checkpoints = ctx.models(dataset, model_a if models != "B only" else None, model_b if models != "A only" else None)
     if not checkpoints:  # a dataset without checkpoints yet: say what to do, no error
@@ -109,9 +111,8 @@ def compute_gaps(ctx: AppContext, dataset_name: str, model_a: str | None, model_
         return GapsView(None, None, None, pd.DataFrame(), f"No model to score the pairs with: choose model {wanted} "
                         f"above (checkpoints trained on {dataset.name}).", {}, None)
     label = None if class_name == ALL_CLASSES else class_label(dataset, class_name)
-    seed_int, size, ratio = int(seed if seed is not None else 0), int(patch_size), float(swap_ratio)
     progress(0.2, desc="swapping pairs and scoring them")
-    gaps = confidence_gaps(dataset, {name: c.model for name, c in checkpoints.items()}, int(n_pairs), size, ratio,
+    gaps = confidence_gaps(dataset, {name: c.model for name, c in checkpoints.items()}, n, size, ratio,
                            seed_int, label)
     progress(0.8, desc="drawing")
     stats = {name: gap_statistics(gaps.gap(name), gaps.labels, gaps.teacher_is_a[name], dataset.num_classes)
@@ -198,7 +199,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
                                        elem_id="gaps-patch-size")
         ratio = gr.Slider(0, 1, value=TrainConfig().swap_ratio, step=0.05, label="Swap ratio", elem_id="gaps-ratio",
                           buttons=[])
-        seed = gr.Number(0, precision=0, label="Seed")
+        seed = gr.Number(0, precision=0, label="Seed", elem_id="gaps-seed")
         run = gr.Button("Compute gaps", variant="primary")
     summary = gr.Markdown("Open this tab to score the pairs.", elem_id="gaps-summary")
     plots = _plots()
@@ -218,11 +219,13 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, tabs: gr.Tabs, tab: gr
     refreshed = flatten(GapsRefresh(view, shown))
     run.click(analysis_handler(ctx, compute_gaps), settings, flatten(view), api_name="confidence_gaps",
               js=typed_values_js(settings), **ANALYSIS_EVENTS)
-    drawn = gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input],
-                  analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_controls",
-                  js=typed_values_js([shown, *settings]), **work)
-    show_drawn_values(drawn, [n_pairs, ratio])
-    tab.select(analysis_handler(ctx, refresh_gaps), [shown, *settings], refreshed, api_name="gaps_opened", **work)
+    redraw = analysis_handler(ctx, refresh_gaps)
+    drawn = gr.on([which.input, class_filter.input, n_pairs.input, patch_size.input, ratio.input, seed.input], redraw,
+                  [shown, *settings], refreshed, api_name="gaps_controls", js=typed_values_js([shown, *settings]),
+                  **work)
+    show_drawn_values(drawn, [n_pairs, ratio, seed])
+    restore_refused(drawn, redraw, {"seed": seed})
+    tab.select(redraw, [shown, *settings], refreshed, api_name="gaps_opened", **work)  # one handler: one memory
     refresh_open = analysis_handler(ctx, refresh_open_gaps, TAB_ID)
     gr.on(header.models_picked, refresh_open, [active, shown, *settings], refreshed, api_name="gaps_models", **work)
     header.switched.then(handler(change_dataset, ctx), header.dataset,

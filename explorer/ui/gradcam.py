@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from explorer.analysis.cam import CAM_METHODS, explain
-from explorer.analysis.inputs import class_label
+from explorer.analysis.inputs import class_label, whole_number
 from explorer.analysis.payloads import gradcam_payload, top_classes
 from explorer.analysis.render import cam_overlay, render_image
 from explorer.analysis.uploads import UploadError, read_upload
@@ -21,8 +21,8 @@ from explorer.checkpoints import Checkpoint
 from explorer.data import Dataset
 from explorer.models import SmallCNN, cam_layers
 from explorer.ui import faithfulness
-from explorer.ui.binding import flatten, handler, model_handler
-from explorer.ui.components import choice_dropdown, typed_values_js
+from explorer.ui.binding import flatten, handler, model_handler, restore_refused
+from explorer.ui.components import choice_dropdown, show_drawn_values, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
 from explorer.ui.swap import UPLOAD_TYPES, SwapTab
@@ -92,7 +92,7 @@ def _source_image(source: str, dataset: Dataset, index: float, upload: str | Non
                   notes: list[str]) -> tuple[torch.Tensor, int | None, dict[str, Any], np.ndarray | None, int | None]:
     """(uint8 image [C, H, W], true label or None, description, swap mask or None, patch size or None)."""
     if source == SOURCES[0]:
-        i = int(index)
+        i = whole_number(index, "test index")  # int() drew #2 for a typed 2.5
         if not 0 <= i < len(dataset.test_labels):
             raise ValueError(f"test index {i} is out of range; {dataset.name} has {len(dataset.test_labels)} "
                              "test images")
@@ -254,7 +254,7 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
                                  info=f"{', '.join(SAME_MAP_METHODS)} coincide on a layer followed only by average "
                                       "pooling and a linear layer (the default layer here)")
         layer = gr.Dropdown(layer_choices(ctx, header.dataset.value, header.model_a.value, header.model_b.value),
-                            value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True,
+                            value=DEFAULT_LAYER, label="Target layer", allow_custom_value=True, elem_id="cam-layer",
                             info="the default is each model's deepest conv block")
         target = choice_dropdown([*TARGETS, *dataset0.class_names], value=TARGETS[0], label="Target class")
         opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="cam-opacity", buttons=[])
@@ -265,9 +265,11 @@ def build(ctx: AppContext, header: Header, swap: SwapTab, demo: gr.Blocks) -> Gr
     inputs = [*models, source, test_index, upload, method, layer, target, opacity, swap.pair]
     work = {**LIGHT_EVENTS, "trigger_mode": "always_last"}
     show = model_handler(ctx, show_cams, small=True)
-    gr.on([demo.load, source.input, test_index.input, method.input, layer.input, target.input, opacity.input,
-           upload.clear, *header.models_picked], show, inputs, outputs, api_name="gradcam",
-          js=typed_values_js(inputs), **work)
+    drawn = gr.on([demo.load, source.input, test_index.input, method.input, layer.input, target.input, opacity.input,
+                   upload.clear, *header.models_picked], show, inputs, outputs, api_name="gradcam",
+                  js=typed_values_js(inputs), **work)
+    show_drawn_values(drawn, [test_index, opacity])
+    restore_refused(drawn, show, {"layer": layer})
     source.input(source_controls, source, test_index, api_name="gradcam_source", queue=False, show_progress="hidden")
     upload.upload(model_handler(ctx, show_upload, small=True), inputs,
                   flatten(CamUpload(source, upload, test_index, view)),

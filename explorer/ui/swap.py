@@ -28,7 +28,7 @@ from explorer.data import Dataset
 from explorer.ips import default_patch_size
 from explorer.training.config import TrainConfig
 from explorer.ui import evidence
-from explorer.ui.binding import flatten, model_handler
+from explorer.ui.binding import flatten, model_handler, restore_refused
 from explorer.ui.components import choice_dropdown, integer_dropdown, show_drawn_values, typed_values_js
 from explorer.ui.context import LIGHT_EVENTS, AppContext
 from explorer.ui.header import Header
@@ -356,7 +356,8 @@ def build(ctx: AppContext, header: Header, demo: gr.Blocks) -> SwapTab:
     drawn = gr.on([demo.load, c.index_a.input, c.index_b.input, c.patch_size.input, c.ratio.input, c.seed.input,
                    c.upload_a.clear, c.upload_b.clear, *header.models_picked], show, inputs, outputs,
                   api_name="swap_pair", js=typed_values_js(inputs), **work)
-    show_drawn_values(drawn, [c.index_a, c.index_b, c.ratio])
+    show_drawn_values(drawn, [c.index_a, c.index_b, c.ratio, c.seed])
+    restore_refused(drawn, show, {"seed": c.seed})
     for which, upload in (("a", c.upload_a), ("b", c.upload_b)):  # one event each: the new file is announced
         upload.upload(model_handler(ctx, show_upload, which, small=True), inputs,
                       flatten(SwapUpload(c.upload_a, c.upload_b, view)),

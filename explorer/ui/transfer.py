@@ -17,6 +17,7 @@ import pandas as pd
 
 from explorer.analysis.catalog import checkpoint_folder, default_pair, list_checkpoints, public_text, weights_version
 from explorer.analysis.dense import boxes_payload, mask_payload, render_boxes, render_mask, render_scene
+from explorer.analysis.inputs import whole_number
 from explorer.checkpoints import load_card
 from explorer.data.scenes import DenseDataset, digit_scenes
 from explorer.training.runs import RunManager
@@ -130,7 +131,7 @@ def transfer_predict(ctx: AppContext, task: str, model_a: str | None, model_b: s
     scenes = _scenes(checkpoints["A"].card)
     if _scenes(checkpoints["B"].card) is not scenes:
         raise ValueError("models A and B were trained on different digit scenes; pick two of the same scenes")
-    index = int(scene_index)
+    index = whole_number(scene_index, "scene")
     if not 0 <= index < len(scenes.test):
         raise ValueError(f"scene {index} does not exist; the test split has scenes 0 to {len(scenes.test) - 1}")
     truth_picture, truth = _drawn(task, scenes, index, None)
