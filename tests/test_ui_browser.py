@@ -392,6 +392,14 @@ def test_6_train_runs_in_the_background_draws_curves_and_cancels(page):
     page.wait_for_function("() => document.querySelector('#header-model-b input').value"
                            ".includes('mnist5k-small_cnn-ips')")
 
+    page.locator("#train-epochs input").fill("-1")  # refused: a warning, the selected run's details stay
+    page.keyboard.press("Tab")
+    shown = details.inner_html()
+    page.get_by_role("button", name="Launch run").click()
+    page.locator('[data-testid="toast-body"]', has_text="--epochs must be between 1 and").first.wait_for()
+    page.wait_for_timeout(500)
+    _no_error_badge(page)
+    assert details.inner_html() == shown
     page.locator("#train-epochs input").fill("300")
     page.keyboard.press("Tab")
     page.get_by_role("button", name="Launch run").click()
@@ -448,6 +456,14 @@ def test_9_gradcam_faithfulness_table_plot_and_sentence(page):
     assert page.locator("#faithfulness-table").get_by_text("ROAD combined").count() >= 1
     _no_error_toast(page)
     _shot(page, "cam-faithfulness")
+    kept = [page.locator(s).first.inner_html() for s in ("#faithfulness-summary", "#faithfulness-table")]
+    page.locator("#faithfulness-seed input").fill("-5")  # a refused value in a box read by a button
+    page.get_by_role("button", name="Measure the faithfulness of A's and B's maps").click()
+    page.locator('[data-testid="toast-body"]', has_text="seed must be a whole number from 0").first.wait_for()
+    page.wait_for_timeout(500)
+    _no_error_badge(page)
+    assert [page.locator(s).first.inner_html() for s in ("#faithfulness-summary", "#faithfulness-table")] == kept
+    page.locator("#faithfulness-seed input").fill("0")
 
 
 def test_10_study_launches_finishes_and_exports(page):

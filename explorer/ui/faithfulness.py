@@ -128,7 +128,8 @@ def build_section(ctx: AppContext, header: Header, method: gr.Dropdown, layer: g
     with gr.Row(equal_height=True):
         n_images = gr.Slider(10, 1000, value=DEFAULT_IMAGES, step=10, label="Test images N", scale=2,
                              info="also the number of swapped pairs", elem_id="faithfulness-n")
-        seed = gr.Number(0, precision=0, label="Seed", scale=1, info="the images, the pairs, the imputation noise")
+        seed = gr.Number(0, precision=0, label="Seed", scale=1, info="the images, the pairs, the imputation noise",
+                         elem_id="faithfulness-seed")
         run = gr.Button("Measure the faithfulness of A's and B's maps", variant="primary", scale=2)
     summary, table, figure, data = result_views(
         "faithfulness", "true-class probability change, mean (95 % CI); B − A paired per image", "CAM faithfulness",
