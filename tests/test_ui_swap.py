@@ -198,6 +198,15 @@ def test_the_browser_step_puts_typed_slider_values_on_the_slider_and_rounds_whol
     assert json.loads(result.stdout) == [99, 7, 3, 0.35, 3, "", 0.33]
 
 
+def test_no_number_box_has_a_limit_that_gradio_would_enforce(demo):
+    """Gradio refuses a number below a gr.Number's ``minimum`` (or above its ``maximum``) itself, as an error on
+    every output of the event: a typed -1 scene turned the Transfer tab's pictures into red Error badges. The
+    handlers check the ranges and refuse in words (a warning, the view kept)."""
+    limited = [b.label for b in demo.blocks.values() if isinstance(b, gr.Number)
+               and (b.minimum is not None or b.maximum is not None)]
+    assert limited == []
+
+
 def test_short_fixed_lists_are_picked_not_typed(demo, ctx):
     """Issue 24: the Class box kept typed free text ("twelve") while class 3 was drawn, until it lost focus. A
     list of fewer than FILTER_FROM choices takes no typing (mouse and arrow keys pick); a long one (CIFAR-100's

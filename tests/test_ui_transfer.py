@@ -95,6 +95,12 @@ def test_launch_queues_one_transfer_run_per_backbone_in_the_run_manager(client, 
     with pytest.raises(AppError, match="Backbone A"):
         client.predict(task="detection", backbone_a=None, backbone_b="checkpoints/mnist5k-small_cnn-ips", epochs=1,
                        freeze_backbone=False, api_name="/launch_transfer")
+    with pytest.raises(AppError, match="Backbone A: --epochs must be"):  # the app's words, not Gradio's minimum
+        client.predict(task="detection", backbone_a="checkpoints/mnist5k-small_cnn-ce",
+                       backbone_b="checkpoints/mnist5k-small_cnn-ips", epochs=0, freeze_backbone=False,
+                       api_name="/launch_transfer")
+    with pytest.raises(AppError, match="scene -1 does not exist"):
+        _predict(client, "segmentation", SEG, -1)
 
 
 def test_the_handlers_answer_named_records(ctx):

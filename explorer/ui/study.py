@@ -347,8 +347,8 @@ def _form(slurm: bool) -> tuple[list[gr.components.Component], gr.Button, gr.Mar
     with gr.Row(equal_height=True):
         seeds = gr.Slider(1, 10, value=3, step=1, label="Seeds", info="0 .. n-1; 5 or more for a useful interval",
                           elem_id="study-seeds")
-        epochs = gr.Number(10, precision=0, label="Epochs", minimum=1, elem_id="study-epochs")
-        batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size", minimum=1)
+        epochs = gr.Number(10, precision=0, label="Epochs", elem_id="study-epochs")
+        batch_size = gr.Number(FORM_DEFAULTS["batch_size"], precision=0, label="Batch size")
         lr = gr.Number(FORM_DEFAULTS["lr"], label="Learning rate", info="peak; cosine decay to 0")
     with gr.Row(equal_height=True):
         executor = gr.Radio(["local", "slurm"] if slurm else ["local"], value="local", label="Train on",

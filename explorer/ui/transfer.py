@@ -186,7 +186,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         model_a, model_b = (gr.Dropdown([], label=f"Transfer model {s}", scale=2, allow_custom_value=True)
                             for s in ("A", "B"))
     with gr.Row(equal_height=True):
-        scene = gr.Number(0, label="Test scene", precision=0, minimum=0, scale=2)
+        scene = gr.Number(0, label="Test scene", precision=0, scale=2)
         pick = gr.Button("Random scene", scale=1)
         show = gr.Button("Show", variant="primary", scale=1)
     with gr.Row():
@@ -203,7 +203,7 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
                                  allow_custom_value=True)  # a run finished after the page opened is not listed yet
         backbone_b = gr.Dropdown(choices, value=default_b, label="Backbone B (classification run)", scale=2,
                                  allow_custom_value=True)
-        epochs = gr.Number(8, label="Epochs", precision=0, minimum=1, scale=1)
+        epochs = gr.Number(8, label="Epochs", precision=0, scale=1)
         freeze = gr.Checkbox(False, label="Freeze the backbone", scale=1)
     launch = gr.Button("Launch both transfer runs")
     launched, launched_data = gr.Markdown(), gr.JSON(visible=False)
