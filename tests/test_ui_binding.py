@@ -198,6 +198,11 @@ def test_a_refused_typed_value_is_replaced_by_the_last_one_accepted_from_that_se
     typed(3, 0.5, trigger=None)
     typed(2.5, 0.5)
     assert restored("ada") == 3  # one output takes its value alone: given [3], the box kept the refused value
+    remembered = len(binding._ACCEPTED._arguments)
+    unwired = handler(draw, ctx)
+    inputs, *_ = special_args(unwired, [5, 0.5], event_data=gr.EventData(seed, {}))
+    assert unwired(*inputs) == "drawn with seed 5 at ratio 0.5"
+    assert len(binding._ACCEPTED._arguments) == remembered  # a handler without restore_refused keeps nothing
 
 
 def select(runs: RunManager, evt: gr.SelectData) -> str:

@@ -46,7 +46,7 @@ __all__ = ["TRIGGER", "analysis_handler", "flatten", "handler", "heavy_handler",
            "refusal", "restore_refused", "sendable"]
 
 TRIGGER = "trigger_"  # the parameter Gradio fills with the event's data: who triggered it (None for the API)
-SESSIONS_KEPT = 10_000  # (session, handler) pairs whose last accepted arguments are remembered
+SESSIONS_KEPT = 10_000  # (session, handler) pairs whose last accepted values are remembered (a few numbers each)
 
 
 class _Accepted:
@@ -105,7 +105,7 @@ def handler(fn: Callable[..., Any], *bound: Any,
     def run(*args: Any, **kwargs: Any) -> Any:
         values = shown.bind(*args, **kwargs)
         event = values.arguments.pop(TRIGGER, None)
-        session = current_session()  # also for the page's load event, which names no trigger
+        session = current_session() if run.restored else None  # also the page's load event, which names no trigger
         try:
             with work():
                 answer = flatten(fn(*bound, *values.args, **values.kwargs))
@@ -116,9 +116,10 @@ def handler(fn: Callable[..., Any], *bound: Any,
                 _ACCEPTED.refused((session, id(run)))
             return refusal(str(exc), event)
         if session is not None:
-            _ACCEPTED.accepted((session, id(run)), dict(values.arguments))
+            _ACCEPTED.accepted((session, id(run)), {name: values.arguments.get(name) for name in run.restored})
         return answer
 
+    run.restored = ()  # type: ignore[attr-defined]  # the parameters restore_refused puts back, the only ones kept
     run.__signature__ = shown  # type: ignore[attr-defined]
     run.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k not in bound_names},
                            TRIGGER: gr.EventData}
@@ -161,6 +162,8 @@ def restore_refused(event: Any, bound_handler: Callable[..., Any],
     layer the models lack): sliders cannot be, ``typed_values_js`` brings their values into range and onto
     their steps first, and they are set by other events too (a new dataset or class)."""
     names, components = list(controls), list(controls.values())
+    kept = bound_handler.restored  # type: ignore[attr-defined]
+    bound_handler.restored = (*kept, *(name for name in names if name not in kept))  # type: ignore[attr-defined]
 
     def restore(request: gr.Request) -> Any:
         arguments = _ACCEPTED.take_refused((request.session_hash, id(bound_handler)))
