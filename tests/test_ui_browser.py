@@ -228,14 +228,40 @@ def test_1e_refused_typed_values_on_a_dataset_without_models_leave_every_panel_a
     kept = ["#swap-summary", "#swap-image-0", "#swap-image-2", "#evidence-summary"]
     _refused_and_kept(page, "#swap-seed input", "-5", "seed must be a whole number from 0", kept)
     _typed_and_shown(page, "#swap-index-b input[type=number]", "4.6", "5", "#swap-image-1 img")  # not refused again
+    _typed_and_shown(page, "#swap-ratio input[type=number]", "0.33", "0.35", "#swap-image-2 img")
     _open_tab(page, "Confidence gaps")
     page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
     _refused_and_kept(page, "#gaps-seed input", "-5", "seed must be a whole number from 0", ["#gaps-summary"])
+    for box, typed, shown in (("#gaps-n-pairs", "15", "20"), ("#gaps-ratio", "1.7", "1")):
+        field = page.locator(f"{box} input[type=number]")
+        field.fill(typed)
+        field.press("Enter")
+        page.wait_for_function("([box, shown]) => document.querySelector(box).value === shown",
+                               arg=[f"{box} input[type=number]", shown])
+    page.locator("#gaps-summary").get_by_text("20 pairs").first.wait_for()
+    page.locator("#gaps-summary").get_by_text("ratio 1,").first.wait_for()
+    _no_error_badge(page)
+    _no_error_toast(page)
+    for box, value in (("#gaps-n-pairs", "500"), ("#gaps-ratio", "0.5")):  # as the tests after this one expect
+        page.locator(f"{box} input[type=number]").fill(value)
+        page.locator(f"{box} input[type=number]").press("Enter")
+    page.locator("#gaps-summary").get_by_text("ratio 0.5,").first.wait_for()
     _open_tab(page, "Grad-CAM")
     page.locator("#cam-info").get_by_text("true class:").wait_for()
     cam_kept = ["#cam-info", "#cam-image-input"]
     _refused_and_kept(page, "#cam-layer input", "nonexistent.layer", "not a CAM layer", cam_kept)
     _typed_and_shown(page, "#cam-test-index input[type=number]", "2.5", "3", "#cam-image-input img")
+    opacity = page.locator("#cam-opacity input[type=number]")
+    opacity.fill("-1")
+    opacity.press("Enter")
+    page.wait_for_function("() => document.querySelector('#cam-opacity input[type=number]').value === '0'")
+    _no_error_badge(page)
+    _no_error_toast(page)
+    for box, value in (("#cam-opacity", "0.5"), ("#cam-test-index", "0")):  # as the tests after this one expect
+        page.locator(f"{box} input[type=number]").fill(value)
+        page.locator(f"{box} input[type=number]").press("Enter")
+        page.wait_for_function("([box, value]) => document.querySelector(box).value === value",
+                               arg=[f"{box} input[type=number]", value])
     _open_tab(page, "Patch swap")
     _pick(page, "#header-dataset", "mnist5k")
     summary.get_by_text("7x7-pixel patches").wait_for()
@@ -253,12 +279,14 @@ def test_1e_refused_typed_values_on_a_dataset_without_models_leave_every_panel_a
 
 
 def test_2_confidence_gaps_draws_plots_and_a_row_opens_the_pair(page):
-    _open_tab(page, "Confidence gaps")  # cold: the tab computes when it opens
+    _open_tab(page, "Confidence gaps")  # it computes when it opens (1e left digits' pairs there)
+    page.locator("#gaps-summary").get_by_text("7-pixel patches").first.wait_for()  # mnist5k's
     page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
     assert "tie" in page.locator("#gaps-summary").inner_text()
     page.wait_for_function("() => document.querySelectorAll('#gaps-table [data-testid=cell-0-1]').length >= 1")
     page.get_by_role("button", name="Compute gaps").click()
     page.locator("#gaps-summary").get_by_text("mean gap").first.wait_for()
+    page.wait_for_function("() => !document.querySelector('#gaps-summary').innerText.includes('processing')")
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
     assert re.search(r"\*?500 pairs", page.locator("#gaps-summary").inner_text())
     _no_error_toast(page)
@@ -470,6 +498,9 @@ def test_10_study_launches_finishes_and_exports(page):
     _open_tab(page, "Study")
     page.locator("#study-id input, #study-id textarea").first.fill("browser")
     _set_number(page, "#study-seeds input[type=number]", 1)
+    _set_number(page, "#study-epochs input", 0)  # refused: the estimate says why, no badge
+    page.locator("#study-estimate").get_by_text("epochs must be a whole number of at least 1").wait_for()
+    _no_error_badge(page)
     _set_number(page, "#study-epochs input", 1)
     page.locator("#study-estimate").get_by_text("2 runs").wait_for()
     page.get_by_role("button", name="Launch study").click()
@@ -508,3 +539,16 @@ def test_11_presentation_mode_shows_the_four_pictures_on_a_projector_without_scr
         _no_error_toast(projector)
     finally:
         projector.close()
+
+
+def test_12_transfer_shows_both_models_and_refuses_a_scene_that_does_not_exist(page):
+    _open_tab(page, "Transfer")
+    pictures = page.locator("#transfer-pictures img")
+    page.wait_for_function("() => document.querySelectorAll('#transfer-pictures img').length === 4")
+    shown = [pictures.nth(i).get_attribute("src") for i in range(4)]
+    page.locator("#transfer-scene input").fill("-1")
+    page.get_by_role("button", name="Show", exact=True).click()
+    page.locator('[data-testid="toast-body"]', has_text="scene -1 does not exist").first.wait_for()
+    page.wait_for_timeout(500)
+    _no_error_badge(page)
+    assert [pictures.nth(i).get_attribute("src") for i in range(4)] == shown

@@ -186,10 +186,10 @@ def build(ctx: AppContext, runs: RunManager, tab: gr.Tab) -> None:
         model_a, model_b = (gr.Dropdown([], label=f"Transfer model {s}", scale=2, allow_custom_value=True)
                             for s in ("A", "B"))
     with gr.Row(equal_height=True):
-        scene = gr.Number(0, label="Test scene", precision=0, scale=2)
+        scene = gr.Number(0, label="Test scene", precision=0, scale=2, elem_id="transfer-scene")
         pick = gr.Button("Random scene", scale=1)
         show = gr.Button("Show", variant="primary", scale=1)
-    with gr.Row():
+    with gr.Row(elem_id="transfer-pictures"):
         pictures = [gr.Image(label=label, type="numpy", format="png", elem_classes="pixelated", interactive=False)
                     for label in ("scene", "ground truth", "model A", "model B")]
     metrics = gr.Dataframe(label="test metrics over the whole test split (from the model cards)", interactive=False)
