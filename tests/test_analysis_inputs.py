@@ -31,10 +31,16 @@ def test_whole_number_accepts_whole_values(value, expected):
     assert whole_number(value, "seed") == expected and isinstance(whole_number(value, "seed"), int)
 
 
-@pytest.mark.parametrize("value", [2.5, None, "1.5", float("inf"), float("nan"), "1e999", "ten"])
+@pytest.mark.parametrize("value", [2.5, "1.5", float("inf"), float("nan"), "1e999", "ten"])
 def test_whole_number_refuses_fractions_and_nothing_naming_the_field(value):
     with pytest.raises(ValueError, match=f"sample a must be a whole number; got {str(value)!r}"):
         whole_number(value, "sample a")
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_emptied_box_is_refused_as_empty(value):
+    with pytest.raises(ValueError, match="^seed is empty; type a whole number$"):
+        seed_number(value)
 
 
 @pytest.mark.parametrize("value", [2**64, 2.0**64, -1, "18446744073709551616"])

@@ -215,7 +215,6 @@ def test_1e_refused_typed_values_on_a_dataset_without_models_leave_every_panel_a
     slider takes any number (put on its range and step, and shown so); a value the app refuses (a seed out of
     range, a layer the models lack) gives a warning, no badge, the view kept and the box back to its last good
     value (left there, it was sent again with every later event of the tab and refused again)."""
-    # an emptied Seed box + Enter fired no event here (no toast within 90 s): not covered
     summary = page.locator("#swap-summary")
     _pick(page, "#header-dataset", "digits")  # digits: no IPS model, patch evidence has only model A or none
     summary.get_by_text("2x2-pixel patches").wait_for()
@@ -227,6 +226,7 @@ def test_1e_refused_typed_values_on_a_dataset_without_models_leave_every_panel_a
     _typed_and_shown(page, "#swap-index-a input[type=number]", "2.5", "3", "#swap-image-0 img")
     kept = ["#swap-summary", "#swap-image-0", "#swap-image-2", "#evidence-summary"]
     _refused_and_kept(page, "#swap-seed input", "-5", "seed must be a whole number from 0", kept)
+    _refused_and_kept(page, "#swap-seed input", "", "seed is empty; type a whole number", kept)
     _typed_and_shown(page, "#swap-index-b input[type=number]", "4.6", "5", "#swap-image-1 img")  # not refused again
     _typed_and_shown(page, "#swap-ratio input[type=number]", "0.33", "0.35", "#swap-image-2 img")
     _open_tab(page, "Confidence gaps")

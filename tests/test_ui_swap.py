@@ -47,7 +47,7 @@ def test_show_pair_warns_about_one_image_twice_and_refuses_bad_input(ctx):
                           (("1", 2.5, 1, 7, 0), "sample a must be a whole number; got '2.5'"),
                           (("1", 0, 500, 7, 0), "class 1 has 100 test images; index 500 is out of range"),
                           (("1", 0, 1, 5, 0), r"patch size 5 does not divide the 28x28 images"),
-                          (("1", 0, 1, 7, None), "seed must be a whole number")]:
+                          (("1", 0, 1, 7, None), "seed is empty; type a whole number")]:
         class_name, index_a, index_b, patch_size, seed = args
         with pytest.raises(ValueError, match=message):
             show_pair(ctx, "mnist5k", CE, IPS, class_name, index_a, index_b, None, None, patch_size, 0.5, seed)

@@ -38,10 +38,12 @@ def patch_size_choices(image_size: tuple[int, int]) -> list[tuple[str, int]]:
 
 
 def whole_number(value: Any, what: str) -> int:
-    """``value`` (a number field's float, or a string) as an int; a ValueError naming ``what`` if it has a fraction
-    or is no number at all (None, text, infinity, NaN)."""
+    """``value`` (a number field's float, or a string) as an int; a ValueError naming ``what`` if it is empty (an
+    emptied box: None), has a fraction or is no number at all (text, infinity, NaN)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{what} is empty; type a whole number")  # an emptied box: "got 'None'" told nobody
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
