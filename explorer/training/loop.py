@@ -429,13 +429,17 @@ def _train_into(cfg: TrainConfig, run_dir: Path, existing: Path | None) -> int:
         except Exception as exc:
             recorder.status("failed", s.step, f"{type(exc).__name__}: {exc}")
             raise
+        else:
+            recorder.close()
+            epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+            recorder.status("finished", s.total_steps, f"finished {epochs} in {recorder.elapsed:.1f} s",
+                            test_accuracy=recorder.last_test_accuracy)
+            if s.distributed:  # no rank exits before rank 0 has written the run's last file: torchrun stops every
+                dist.barrier()  # process when one exits badly, and rank 0 would be stopped in mid-write
         finally:
             recorder.close()
             if s.distributed:
                 dist.destroy_process_group()
-    epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-    recorder.status("finished", s.total_steps, f"finished {epochs} in {recorder.elapsed:.1f} s",
-                    test_accuracy=recorder.last_test_accuracy)
     if recorder.enabled:
         print(f"checkpoint: {s.run_dir}  |  evaluate it: python -m explorer.evaluate {s.run_dir}", flush=True)
     return 0
